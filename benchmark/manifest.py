@@ -1,0 +1,125 @@
+"""Sample records and the manifest that lists them with per-image sha256 and a manifest checksum."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from benchmark.atomic import atomic_write_text
+
+MANIFEST_SCHEMA = 1
+SPLITS = ("train", "eval")
+
+
+class ManifestError(ValueError):
+    """A manifest or the files it lists are not what they should be."""
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One image of a dataset: the record every source yields (DESIGN §3.1)."""
+
+    id: int  # stable int, row index in its split
+    split: str  # "train" | "eval"
+    label: int  # 0 real, 1 fake
+    generator: str  # "" for real images
+    path: str  # relative to the manifest root (or absolute)
+    width: int
+    height: int
+    origin: str = ""
+    mask: str | None = None  # relative path of a binary PNG mask (partial fakes), else None
+    sha256: str = ""
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@dataclass
+class Manifest:
+    """Every sample of a dataset, its generator timeline and a checksum over both."""
+
+    name: str
+    root: Path
+    samples: list[Sample]
+    timeline: dict[str, dt.date]
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def checksum(self) -> str:
+        """sha256 over the canonical JSON of records and timeline (not the root path)."""
+        payload = json.dumps(
+            {
+                "schema": MANIFEST_SCHEMA,
+                "samples": [asdict(s) for s in self.samples],
+                "timeline": {g: d.isoformat() for g, d in sorted(self.timeline.items())},
+            },
+            sort_keys=True,
+            separators=(",", ":"),
+        )
+        return hashlib.sha256(payload.encode()).hexdigest()
+
+    def split(self, split: str) -> list[Sample]:
+        """Samples of one split, in id order."""
+        if split not in SPLITS:
+            raise ManifestError(f"unknown split {split!r}; expected one of {SPLITS}")
+        return sorted((s for s in self.samples if s.split == split), key=lambda s: s.id)
+
+    def abspath(self, rel: str) -> Path:
+        p = Path(rel)
+        return p if p.is_absolute() else self.root / p
+
+    def save(self, path: Path) -> None:
+        """Write the manifest as JSON (atomic)."""
+        doc = {
+            "schema": MANIFEST_SCHEMA,
+            "name": self.name,
+            "checksum": self.checksum,
+            "timeline": {g: d.isoformat() for g, d in sorted(self.timeline.items())},
+            "extra": self.extra,
+            "samples": [asdict(s) for s in self.samples],
+        }
+        atomic_write_text(path, json.dumps(doc, indent=1, sort_keys=True))
+
+    @classmethod
+    def load(cls, path: Path, root: Path | None = None) -> Manifest:
+        """Read a manifest written by `save`; its stored checksum must match its content."""
+        try:
+            doc = json.loads(Path(path).read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise ManifestError(f"cannot read manifest {path}: {e}") from e
+        if doc.get("schema") != MANIFEST_SCHEMA:
+            raise ManifestError(f"{path}: schema {doc.get('schema')!r}, expected {MANIFEST_SCHEMA}")
+        m = cls(
+            name=doc["name"],
+            root=Path(root) if root is not None else Path(path).parent,
+            samples=[Sample(**s) for s in doc["samples"]],
+            timeline={g: dt.date.fromisoformat(d) for g, d in doc["timeline"].items()},
+            extra=doc.get("extra", {}),
+        )
+        if m.checksum != doc.get("checksum"):
+            raise ManifestError(
+                f"{path}: manifest checksum mismatch (stored {doc.get('checksum')}, "
+                f"computed {m.checksum}); the file was edited or truncated — rebuild it"
+            )
+        return m
+
+    def verify_files(self, samples: Iterable[Sample] | None = None) -> list[tuple[Sample, str]]:
+        """Re-hash image files; returns (sample, problem) for every missing or changed file."""
+        bad: list[tuple[Sample, str]] = []
+        for s in self.samples if samples is None else samples:
+            p = self.abspath(s.path)
+            if not p.is_file():
+                bad.append((s, f"missing file {p}"))
+            elif s.sha256 and sha256_file(p) != s.sha256:
+                bad.append((s, f"sha256 mismatch for {p}"))
+        return bad

@@ -1,0 +1,39 @@
+"""Layered configuration: presets, detector presets, overrides, unknown keys rejected loudly."""
+
+import pytest
+
+from protocols.config import ConfigError, config_diff, config_hash, parse_override, resolve_config
+
+
+def test_layers_and_overrides():
+    base = resolve_config("default")
+    assert base["dataset"] == "synthetic:default" and base["train"]["augmentation_factor"] == 4
+    smoke = resolve_config("smoke", "RN50_tune", overrides=[parse_override("train.lr=0.5"),
+                                                             parse_override("loggers=[csv, tensorboard]")])
+    assert smoke["dataset"] == "synthetic:smoke"
+    assert smoke["detector"] == "RN50_tune"
+    assert smoke["train"]["lr"] == 0.5 and smoke["loggers"] == ["csv", "tensorboard"]
+    ref = resolve_config("aigenbench")
+    assert (ref["train"]["optimizer"], ref["train"]["lr"], ref["train"]["momentum"]) == ("sgd", 0.001, 0.9)
+    assert (ref["train"]["weight_decay"], ref["train"]["grad_clip"], ref["train"]["batch_size"]) == (1e-4, 1.0, 512)
+
+
+def test_unknown_key_names_the_source_and_suggests(tmp_path):
+    with pytest.raises(ConfigError, match="unknown config key 'lrr'.*did you mean lr"):
+        resolve_config("smoke", overrides=[parse_override("train.lrr=1")])
+    f = tmp_path / "mine.yaml"
+    f.write_text("benchmark:\n  typ: continual\n")
+    with pytest.raises(ConfigError, match="mine.yaml.*'typ'"):
+        resolve_config("smoke", files=[f])
+    with pytest.raises(ConfigError, match="unknown preset"):
+        resolve_config("nope")
+    with pytest.raises(ConfigError, match="key.sub=value"):
+        parse_override("train.lr")
+
+
+def test_hash_ignores_paths_and_diff_lists_keys():
+    a = resolve_config("smoke")
+    b = resolve_config("smoke", overrides=[{"runs_dir": "/elsewhere"}])
+    c = resolve_config("smoke", overrides=[{"seed": 3}])
+    assert config_hash(a) == config_hash(b) != config_hash(c)
+    assert config_diff(a, c) == ["seed: 0 != 3"]

@@ -1,0 +1,296 @@
+"""Binary detection metrics for one cell (one model, one group of eval samples), in pure numpy.
+
+Every metric is computed once on all scores of the cell, exactly (checked against scikit-learn in
+tests). Labels: 1 = fake (positive), 0 = real. A cell with no samples or with a single class has no
+ROC curve: every metric is NaN and `undefined_reason` says why; a metric is never reported as 0 for that.
+
+Definitions (n_pos = P fakes, n_neg = N reals; "ROC points" are the points (FPR, TPR) obtained by
+thresholding at every distinct score, highest first, plus the origin (0, 0)):
+
+- ``roc_auc``: Mann–Whitney U / (P·N), i.e. the fraction of (fake, real) pairs in which the fake scores
+  higher, tied pairs counting 1/2. Equal to the trapezoidal area under the ROC points.
+- ``average_precision``: scikit-learn's step form, sum over distinct thresholds of
+  (R_i − R_{i−1}) · P_i (no interpolation).
+- ``tpr_tnr_at_threshold`` / ``balanced_accuracy``: a sample is predicted fake iff score > threshold
+  (strict, as the AI-GenBench reference does); balanced accuracy = (TPR + TNR) / 2.
+- ``tpr_at_fpr``: the highest TPR among ROC points whose FPR (computed as FP/N in float64) is <= the
+  target; this is the value of the ROC step function at the target, never an interpolation.
+- ``eer``: walking the ROC points from (0, 0), d = FNR − FPR goes from +1 to −1 without increasing. EER
+  is the FPR (= FNR) where the straight segment between the last point with d > 0 and the first point
+  with d <= 0 crosses d = 0 (exact FPR of that point when d == 0 there).
+  Hand case: fakes scored [0.9, 0.5, 0.5], reals [0.5, 0.1] give ROC points (0,0), (0,1/3), (1/2,1),
+  (1,1); d goes 1, 2/3, −1/2, so the crossing is 4/7 of the way from (0, 1/3) to (1/2, 1):
+  FPR = 1/2·4/7 = 2/7 and FNR = 2/3·3/7 = 2/7, EER = 2/7.
+- ``balanced_log_loss``: mean over the two classes of the per-class mean negative log-likelihood of
+  P(fake), probabilities clipped to [eps, 1 − eps]; equal to scikit-learn's ``log_loss`` with sample
+  weights 1/n_class.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+DEFAULT_THRESHOLD = 0.5
+DEFAULT_FPR_TARGETS: dict[str, float] = {"tpr_at_fpr_1pct": 0.01, "tpr_at_fpr_5pct": 0.05}
+LOG_LOSS_EPS = 1e-15
+
+# Keys of `cell_metrics` whose value is a float metric (NaN when the cell is undefined), in table order.
+METRIC_NAMES: tuple[str, ...] = (
+    "auroc",
+    "average_precision",
+    "balanced_accuracy",
+    "tpr_at_threshold",
+    "tnr_at_threshold",
+    *DEFAULT_FPR_TARGETS,
+    "eer",
+    "balanced_log_loss",
+)
+COUNT_NAMES: tuple[str, ...] = ("n", "n_fake", "n_real")
+
+
+def _validate(y_true: object, y_score: object) -> tuple[np.ndarray, np.ndarray]:
+    """Return (labels as int64 0/1, scores as float64) or raise ValueError saying what is wrong."""
+    y = _validate_labels(y_true)
+    s = np.asarray(y_score)
+    if s.ndim != 1:
+        raise ValueError(f"y_score must be 1-D, got shape {s.shape}")
+    if s.shape[0] != y.shape[0]:
+        raise ValueError(f"y_true and y_score differ in length: {y.shape[0]} labels vs {s.shape[0]} scores")
+    if s.dtype.kind not in "iuf":
+        raise ValueError(f"y_score must be an integer or float array, got dtype {s.dtype}")
+    s = s.astype(np.float64, copy=False)
+    bad = ~np.isfinite(s)
+    if bad.any():
+        idx = np.flatnonzero(bad)
+        raise ValueError(
+            f"y_score has {idx.size} non-finite value(s) (NaN/inf), first at index {int(idx[0])}: "
+            f"{s[idx[0]]!r}; scores must be finite"
+        )
+    return y, s
+
+
+def _validate_labels(y_true: object) -> np.ndarray:
+    y = np.asarray(y_true)
+    if y.ndim != 1:
+        raise ValueError(f"y_true must be 1-D, got shape {y.shape}")
+    if y.dtype.kind not in "biuf":
+        raise ValueError(f"y_true must be a bool, integer or float array of 0/1, got dtype {y.dtype}")
+    bad = (y != 0) & (y != 1)
+    if bad.any():
+        idx = np.flatnonzero(bad)
+        raise ValueError(
+            f"y_true must contain only 0 (real) and 1 (fake); found {idx.size} other value(s), "
+            f"first {y[idx[0]]!r} at index {int(idx[0])}"
+        )
+    return y.astype(np.int64)
+
+
+def _validate_probabilities(s: np.ndarray) -> None:
+    if s.size and (s.min() < 0.0 or s.max() > 1.0):
+        raise ValueError(
+            f"scores must be probabilities P(fake) in [0, 1] for this metric; got range "
+            f"[{s.min()!r}, {s.max()!r}] (apply a sigmoid to logits first)"
+        )
+
+
+def _reason(n_pos: int, n_neg: int) -> str | None:
+    if n_pos + n_neg == 0:
+        return "empty cell: no samples"
+    if n_pos == 0:
+        return f"single-class cell: 0 fakes ({n_neg} reals)"
+    if n_neg == 0:
+        return f"single-class cell: 0 reals ({n_pos} fakes)"
+    return None
+
+
+def undefined_reason(y_true: object) -> str | None:
+    """Why metrics of a cell with these labels are undefined (empty or single class), or None if defined."""
+    y = _validate_labels(y_true)
+    n_pos = int(y.sum())
+    return _reason(n_pos, int(y.size) - n_pos)
+
+
+@dataclass(frozen=True)
+class _Curve:
+    """Cumulative counts at each distinct score, highest first (one sort of the cell)."""
+
+    thresholds: np.ndarray  # distinct scores, descending
+    tps: np.ndarray  # int64: fakes with score >= thresholds[i]
+    fps: np.ndarray  # int64: reals with score >= thresholds[i]
+    n_pos: int
+    n_neg: int
+
+
+def _curve(y: np.ndarray, s: np.ndarray) -> _Curve:
+    order = np.argsort(s, kind="stable")[::-1]
+    s_desc = s[order]
+    y_desc = y[order]
+    n = s_desc.size
+    if n == 0:
+        empty = np.zeros(0, dtype=np.int64)
+        return _Curve(np.zeros(0), empty, empty, 0, 0)
+    ends = np.r_[np.flatnonzero(np.diff(s_desc)), n - 1]
+    tps = np.cumsum(y_desc)[ends]
+    fps = ends + 1 - tps
+    return _Curve(s_desc[ends], tps, fps, int(tps[-1]), int(fps[-1]))
+
+
+def _auroc(c: _Curve) -> float:
+    # Per tie group: each real is beaten by the fakes strictly above it and ties with those in its group.
+    pos_g = np.diff(c.tps, prepend=0)
+    neg_g = np.diff(c.fps, prepend=0)
+    twice_u = np.sum(neg_g * (2 * (c.tps - pos_g) + pos_g))  # exact int64: 2·U
+    return float(twice_u / (2.0 * c.n_pos * c.n_neg))
+
+
+def _average_precision(c: _Curve) -> float:
+    precision = c.tps / (c.tps + c.fps)
+    recall_steps = np.diff(c.tps, prepend=0) / c.n_pos
+    return float(np.sum(recall_steps * precision))
+
+
+def _tpr_tnr(c: _Curve, threshold: float) -> tuple[float, float]:
+    m = int(np.count_nonzero(c.thresholds > threshold))  # groups predicted fake (thresholds descend)
+    tp = int(c.tps[m - 1]) if m else 0
+    fp = int(c.fps[m - 1]) if m else 0
+    return tp / c.n_pos, 1.0 - fp / c.n_neg
+
+
+def _tpr_at_fpr(c: _Curve, target: float) -> float:
+    fpr = c.fps / c.n_neg
+    m = int(np.count_nonzero(fpr <= target))  # fpr is non-decreasing: points 0..m-1 qualify
+    return float(c.tps[m - 1] / c.n_pos) if m else 0.0
+
+
+def _eer(c: _Curve) -> float:
+    fps = np.r_[0, c.fps]
+    tps = np.r_[0, c.tps]
+    # sign of FNR - FPR = (P - tp)/P - fp/N, decided exactly in integers
+    d_int = (c.n_pos - tps) * c.n_neg - fps * c.n_pos
+    i = int(np.argmax(d_int <= 0))  # first point with d <= 0 (exists: the last point has d = -P·N)
+    fpr = fps / c.n_neg
+    if d_int[i] == 0:
+        return float(fpr[i])
+    fnr = 1.0 - tps / c.n_pos
+    d0 = fnr[i - 1] - fpr[i - 1]
+    d1 = fnr[i] - fpr[i]
+    t = d0 / (d0 - d1)
+    return float(fpr[i - 1] + t * (fpr[i] - fpr[i - 1]))
+
+
+def _balanced_log_loss(y: np.ndarray, s: np.ndarray, eps: float) -> float:
+    p = np.clip(s, eps, 1.0 - eps)
+    fake = y == 1
+    loss_fake = -np.mean(np.log(p[fake]))
+    loss_real = -np.mean(np.log1p(-p[~fake]))
+    return float(0.5 * (loss_fake + loss_real))
+
+
+def _check_fpr_target(fpr: float) -> None:
+    if not (0.0 <= fpr <= 1.0):
+        raise ValueError(f"fpr target must be in [0, 1], got {fpr!r}")
+
+
+def _defined_curve(y_true: object, y_score: object) -> _Curve | None:
+    y, s = _validate(y_true, y_score)
+    c = _curve(y, s)
+    return None if _reason(c.n_pos, c.n_neg) else c
+
+
+def roc_auc(y_true: object, y_score: object) -> float:
+    """AUROC as Mann–Whitney U/(P·N), ties counted 1/2; NaN for empty or single-class input."""
+    c = _defined_curve(y_true, y_score)
+    return float("nan") if c is None else _auroc(c)
+
+
+def average_precision(y_true: object, y_score: object) -> float:
+    """Average precision in scikit-learn's step form; NaN for empty or single-class input."""
+    c = _defined_curve(y_true, y_score)
+    return float("nan") if c is None else _average_precision(c)
+
+
+def tpr_tnr_at_threshold(
+    y_true: object, y_score: object, threshold: float = DEFAULT_THRESHOLD
+) -> tuple[float, float]:
+    """(TPR, TNR) predicting fake iff score > threshold; (NaN, NaN) for empty or single-class input."""
+    c = _defined_curve(y_true, y_score)
+    return (float("nan"), float("nan")) if c is None else _tpr_tnr(c, threshold)
+
+
+def balanced_accuracy(y_true: object, y_score: object, threshold: float = DEFAULT_THRESHOLD) -> float:
+    """(TPR + TNR)/2 predicting fake iff score > threshold; NaN for empty or single-class input."""
+    tpr, tnr = tpr_tnr_at_threshold(y_true, y_score, threshold)
+    return 0.5 * (tpr + tnr)
+
+
+def tpr_at_fpr(y_true: object, y_score: object, fpr: float) -> float:
+    """Highest TPR among ROC points with FPR <= fpr (ROC step function); NaN for undefined input."""
+    _check_fpr_target(fpr)
+    c = _defined_curve(y_true, y_score)
+    return float("nan") if c is None else _tpr_at_fpr(c, fpr)
+
+
+def eer(y_true: object, y_score: object) -> float:
+    """Equal error rate, linearly interpolated on the ROC segment where FNR − FPR changes sign."""
+    c = _defined_curve(y_true, y_score)
+    return float("nan") if c is None else _eer(c)
+
+
+def balanced_log_loss(y_true: object, y_score: object, eps: float = LOG_LOSS_EPS) -> float:
+    """Mean of the per-class mean log-losses of P(fake) clipped to [eps, 1−eps]; NaN if undefined."""
+    y, s = _validate(y_true, y_score)
+    _validate_probabilities(s)
+    n_pos = int(y.sum())
+    if _reason(n_pos, y.size - n_pos):
+        return float("nan")
+    return _balanced_log_loss(y, s, eps)
+
+
+def cell_metrics(
+    y_true: object,
+    y_score: object,
+    threshold: float = DEFAULT_THRESHOLD,
+    fpr_targets: dict[str, float] | None = None,
+) -> dict[str, float | int | str | None]:
+    """All metrics of one cell from a single sort: counts, METRIC_NAMES values and "reason".
+
+    Scores must be probabilities P(fake) in [0, 1]. For an empty or single-class cell every metric is
+    NaN and "reason" says why; otherwise "reason" is None. `fpr_targets` maps output key -> FPR target
+    (default: tpr_at_fpr_1pct and tpr_at_fpr_5pct).
+    """
+    targets = DEFAULT_FPR_TARGETS if fpr_targets is None else fpr_targets
+    for target in targets.values():
+        _check_fpr_target(target)
+    y, s = _validate(y_true, y_score)
+    _validate_probabilities(s)
+    c = _curve(y, s)
+    reason = _reason(c.n_pos, c.n_neg)
+    out: dict[str, float | int | str | None] = {"n": int(y.size), "n_fake": c.n_pos, "n_real": c.n_neg}
+    metric_keys = [
+        "auroc",
+        "average_precision",
+        "balanced_accuracy",
+        "tpr_at_threshold",
+        "tnr_at_threshold",
+        *targets,
+        "eer",
+        "balanced_log_loss",
+    ]
+    if reason is not None:
+        out.update({k: float("nan") for k in metric_keys})
+        out["reason"] = reason
+        return out
+    tpr, tnr = _tpr_tnr(c, threshold)
+    out["auroc"] = _auroc(c)
+    out["average_precision"] = _average_precision(c)
+    out["balanced_accuracy"] = 0.5 * (tpr + tnr)
+    out["tpr_at_threshold"] = tpr
+    out["tnr_at_threshold"] = tnr
+    for key, target in targets.items():
+        out[key] = _tpr_at_fpr(c, target)
+    out["eer"] = _eer(c)
+    out["balanced_log_loss"] = _balanced_log_loss(y, s, LOG_LOSS_EPS)
+    out["reason"] = None
+    return out

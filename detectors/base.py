@@ -1,0 +1,170 @@
+"""Detector contract: a backbone producing (N, feature_dim) features plus a linear head giving one logit per image.
+
+``probe`` freezes the backbone (no grad, always eval mode, excluded from trainable_state_dict); ``tune`` trains
+everything. Metadata (input size, the backbone's own normalisation, sizes) travels with the module.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from .weights import check_keys, load_strict
+
+MODES = ("probe", "tune")
+EVAL_RESIZES = ("center_crop", "resize_center_crop")
+
+
+@dataclass
+class DetectorMeta:
+    """Static description of a detector, saved next to runs and used by the harness for preprocessing."""
+
+    name: str
+    family: str
+    backbone: str
+    mode: str
+    input_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    feature_dim: int
+    n_params: int
+    n_trainable: int
+    flops: int | None
+    pretrained: str
+    eval_resize: str
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"DetectorMeta.mode must be one of {MODES}, got {self.mode!r}")
+        if self.eval_resize not in EVAL_RESIZES:
+            raise ValueError(f"DetectorMeta.eval_resize must be one of {EVAL_RESIZES}, got {self.eval_resize!r}")
+        self.mean = tuple(float(v) for v in self.mean)  # type: ignore[assignment]
+        self.std = tuple(float(v) for v in self.std)  # type: ignore[assignment]
+        if len(self.mean) != 3 or len(self.std) != 3:
+            raise ValueError(f"mean/std must have 3 values, got {self.mean} / {self.std}")
+
+    def to_dict(self) -> dict:
+        """Plain JSON-serialisable dict (tuples become lists)."""
+        d = asdict(self)
+        d["mean"], d["std"] = list(self.mean), list(self.std)
+        return d
+
+
+class Detector(nn.Module):
+    """Backbone + linear head -> (N,) logits; see module docstring for the probe/tune contract."""
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        *,
+        name: str,
+        family: str,
+        backbone_name: str,
+        mode: str,
+        input_size: int,
+        mean: tuple[float, float, float],
+        std: tuple[float, float, float],
+        feature_dim: int,
+        pretrained: str,
+        eval_resize: str,
+    ) -> None:
+        super().__init__()
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r} (detector {name})")
+        self.backbone = backbone
+        self.head = nn.Linear(feature_dim, 1)
+        self.mode = mode
+        if mode == "probe":
+            self.backbone.requires_grad_(False)
+            self.backbone.eval()
+        n_params = sum(p.numel() for p in self.parameters())
+        n_trainable = sum(p.numel() for p in self.parameters() if p.requires_grad)
+        self.meta = DetectorMeta(
+            name=name, family=family, backbone=backbone_name, mode=mode, input_size=int(input_size),
+            mean=mean, std=std, feature_dim=int(feature_dim), n_params=n_params, n_trainable=n_trainable,
+            flops=None, pretrained=pretrained, eval_resize=eval_resize,
+        )
+
+    @property
+    def is_probe(self) -> bool:
+        return self.mode == "probe"
+
+    def train(self, mode: bool = True) -> Detector:
+        """Switch train/eval; a probe's backbone stays in eval mode (frozen BN statistics, no dropout)."""
+        super().train(mode)
+        if self.is_probe:
+            self.backbone.eval()
+        return self
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Backbone features (N, feature_dim); computed without autograd for probes."""
+        if self.is_probe:
+            with torch.no_grad():
+                feats = self.backbone(x)
+        else:
+            feats = self.backbone(x)
+        feats = feats.flatten(1)
+        if feats.shape[1] != self.meta.feature_dim:
+            raise RuntimeError(
+                f"{self.meta.name}: backbone produced {feats.shape[1]} features, meta says {self.meta.feature_dim}"
+            )
+        return feats
+
+    def head_forward(self, feats: torch.Tensor) -> torch.Tensor:
+        """Linear head on features -> (N,) logits."""
+        return self.head(feats).squeeze(1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: float (N, 3, S, S), already normalised with meta.mean/std -> (N,) logits (P(fake) = sigmoid)."""
+        if x.ndim != 4 or x.shape[1] != 3:
+            raise ValueError(f"{self.meta.name}: expected input (N, 3, S, S), got {tuple(x.shape)}")
+        return self.head_forward(self.features(x))
+
+    def trainable_parameters(self) -> Iterator[nn.Parameter]:
+        """Parameters the optimiser should see (the head only for probes)."""
+        return (p for p in self.parameters() if p.requires_grad)
+
+    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
+        """What a checkpoint must hold: head keys only for probes ('head.*'), everything for tune."""
+        if self.is_probe:
+            return {f"head.{k}": v for k, v in self.head.state_dict().items()}
+        return dict(self.state_dict())
+
+    def load_trainable_state_dict(self, state_dict: Mapping[str, torch.Tensor]) -> None:
+        """Strict inverse of trainable_state_dict; missing/unexpected/misshaped keys are listed in the error."""
+        if self.is_probe:
+            check_keys(self.trainable_state_dict(), state_dict, f"trainable state for probe {self.meta.name}",
+                       "the probe's head (a probe checkpoint holds only 'head.*' keys)")
+            self.head.load_state_dict({k[len("head."):]: v for k, v in state_dict.items()}, strict=True)
+        else:
+            load_strict(self, state_dict, f"trainable state of {self.meta.name}")
+
+    def extra_repr(self) -> str:
+        return f"name={self.meta.name}, mode={self.mode}, input_size={self.meta.input_size}"
+
+
+def count_flops(detector: Detector, input_size: int | None = None) -> int:
+    """Forward FLOPs for one image at ``input_size`` (default meta.input_size), via FlopCounterMode.
+
+    Stores the result in ``detector.meta.flops``. Runs one real forward, so it can be slow for big models.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    size = int(input_size or detector.meta.input_size)
+    param = next(detector.parameters())
+    x = torch.zeros(1, 3, size, size, dtype=param.dtype, device=param.device)
+    was_training = detector.training
+    detector.eval()
+    try:
+        counter = FlopCounterMode(display=False)
+        with torch.no_grad(), counter:
+            detector(x)
+    finally:
+        detector.train(was_training)
+    flops = int(counter.get_total_flops())
+    if input_size is None or size == detector.meta.input_size:
+        detector.meta.flops = flops
+    return flops

@@ -1,0 +1,73 @@
+"""SmallCNN: the default CPU detector for the embedded benchmark (64 px, no pretrained weights).
+
+The first convolutions run at full resolution with no stride so that pixel-level generator traces
+(upsampling checkerboards, spectral peaks, JPEG-like blockiness) survive until they are detected; only then
+is the map pooled. Global average + max pooling keeps both diffuse and sparse evidence.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .base import Detector
+from .registry import register_detector, split_mode
+from .weights import load_file_into, parse_source
+
+INPUT_SIZE = 64
+# Plain [0, 1] -> roughly zero-centred inputs; there are no pretrained statistics to inherit.
+MEAN = (0.5, 0.5, 0.5)
+STD = (0.25, 0.25, 0.25)
+
+
+def _conv_bn(cin: int, cout: int) -> list[nn.Module]:
+    return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+
+
+class SmallCNN(nn.Module):
+    """Compact CNN: two full-resolution 3x3 convs, then three pooled stages; output (N, 2 * widths[-1])."""
+
+    def __init__(self, widths: tuple[int, int, int, int] = (16, 32, 64, 96)) -> None:
+        super().__init__()
+        w0, w1, w2, w3 = widths
+        self.stem = nn.Sequential(*_conv_bn(3, w0), *_conv_bn(w0, w0))  # full resolution
+        self.stage1 = nn.Sequential(nn.MaxPool2d(2), *_conv_bn(w0, w1))  # 1/2
+        self.stage2 = nn.Sequential(nn.MaxPool2d(2), *_conv_bn(w1, w2))  # 1/4
+        self.stage3 = nn.Sequential(nn.MaxPool2d(2), *_conv_bn(w2, w3))  # 1/8
+        self.feature_dim = 2 * w3
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stage3(self.stage2(self.stage1(self.stem(x))))
+        return torch.cat([x.mean(dim=(2, 3)), x.amax(dim=(2, 3))], dim=1)
+
+
+def make_smallcnn(name: str, pretrained: str = "default", seed: int = 0, **kwargs) -> Detector:
+    """Factory for smallcnn_<mode>. 'default' means random init (seeded): this model has no pretrained weights.
+
+    A local file is loaded strictly into the backbone. ``widths`` may be passed through kwargs.
+    """
+    _, mode = split_mode(name)
+    source = parse_source("none" if pretrained == "default" else pretrained)
+    if source.kind == "tag":
+        raise ValueError(f"{name}: no hub weights exist for SmallCNN; got pretrained={pretrained!r}. "
+                         "Use 'default'/'none' (random init) or a local weight file.")
+    widths = tuple(kwargs.pop("widths", (16, 32, 64, 96)))
+    if kwargs:
+        raise TypeError(f"{name}: unexpected arguments {sorted(kwargs)}")
+    gen_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)  # explicit, local seed for the initial weights; global RNG restored below
+    try:
+        backbone = SmallCNN(widths)  # type: ignore[arg-type]
+        det = Detector(
+            backbone, name=name, family="smallcnn", backbone_name="smallcnn", mode=mode, input_size=INPUT_SIZE,
+            mean=MEAN, std=STD, feature_dim=backbone.feature_dim, pretrained=source.describe(),
+            eval_resize="center_crop",
+        )
+    finally:
+        torch.random.set_rng_state(gen_state)
+    if source.kind == "file":
+        load_file_into(backbone, source.value, key_map=None)
+    return det
+
+
+register_detector("smallcnn", make_smallcnn)

@@ -1,0 +1,65 @@
+"""Image decoding and the detector-side size adaptation (crop/resize to the model input)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+EVAL_INPUT_STRATEGIES = ("center_crop", "resize_center_crop")
+
+
+class ImageReadError(OSError):
+    """An image file cannot be decoded; the message names the file."""
+
+
+def load_rgb(path: Path | str) -> np.ndarray:
+    """Decode an image file to a uint8 HWC RGB array, EXIF orientation applied (as the reference does).
+
+    The image is fully loaded, so a truncated file is detected here.
+    """
+    try:
+        with Image.open(path) as im:
+            im.load()
+            upright = ImageOps.exif_transpose(im)
+            return np.asarray(upright.convert("RGB"), dtype=np.uint8).copy()
+    except (OSError, UnidentifiedImageError, SyntaxError) as e:
+        raise ImageReadError(f"cannot decode image {path}: {e}") from e
+
+
+def resize_short_side(img: np.ndarray, size: int, interpolation: int = cv2.INTER_CUBIC) -> np.ndarray:
+    """Resize so that the shorter side equals `size`, keeping the aspect ratio."""
+    h, w = img.shape[:2]
+    if min(h, w) == size:
+        return img
+    scale = size / min(h, w)
+    nh, nw = max(size, round(h * scale)), max(size, round(w * scale))
+    return cv2.resize(img, (nw, nh), interpolation=interpolation)
+
+
+def center_crop(img: np.ndarray, size: int) -> np.ndarray:
+    """Central size×size crop; an image smaller than `size` is first upscaled (bilinear)."""
+    h, w = img.shape[:2]
+    if min(h, w) < size:
+        img = resize_short_side(img, size, cv2.INTER_LINEAR)
+        h, w = img.shape[:2]
+    top, left = (h - size) // 2, (w - size) // 2
+    return img[top : top + size, left : left + size]
+
+
+def adapt_to_input(img: np.ndarray, size: int, strategy: str) -> np.ndarray:
+    """The detector's own eval resize/crop: uint8 HWC in, uint8 size×size×3 out (contiguous)."""
+    if strategy == "center_crop":
+        out = center_crop(img, size)
+    elif strategy == "resize_center_crop":
+        out = center_crop(resize_short_side(img, size), size)
+    else:
+        raise ValueError(f"unknown eval input strategy {strategy!r}; expected one of {EVAL_INPUT_STRATEGIES}")
+    return np.ascontiguousarray(out)
+
+
+def to_chw(img: np.ndarray) -> np.ndarray:
+    """uint8 HWC -> uint8 CHW (contiguous)."""
+    return np.ascontiguousarray(img.transpose(2, 0, 1))

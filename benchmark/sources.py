@@ -1,0 +1,126 @@
+"""Dataset sources by spec string: `synthetic[:preset[@seed]]`, `aigenbench:PATH`, `folder:ROOT`, `csv:FILE`.
+
+Real sources take a timeline as `?timeline=YAML` appended to the spec (a path, or the name of a shipped
+timeline in configs/timelines/); without it, `folder:`/`csv:` read `timeline.yaml` in ROOT / beside the
+CSV and `aigenbench:` uses the shipped `aigenbench-v1` timeline.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from benchmark.manifest import Manifest
+from benchmark.source_records import ScanResult
+from benchmark.timeline import TimelineError, load_timeline_yaml
+
+SOURCE_KINDS = ("synthetic", "aigenbench", "folder", "csv")
+TIMELINES_DIR = Path(__file__).resolve().parent.parent / "configs" / "timelines"
+DEFAULT_AIGENBENCH_TIMELINE = "aigenbench-v1"
+_MAX_LISTED = 20
+
+
+class SourceError(ValueError):
+    """A dataset spec cannot be resolved."""
+
+
+def default_cache_dir() -> Path:
+    """$GENSHIFT_CACHE, else ~/.cache/genshift."""
+    env = os.environ.get("GENSHIFT_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "genshift"
+
+
+def parse_spec(spec: str) -> tuple[str, str, dict[str, str]]:
+    """`kind:ARG?key=value&...` -> (kind, ARG, options); only `timeline` is a known option."""
+    kind, _, rest = spec.partition(":")
+    arg, _, query = rest.partition("?")
+    options: dict[str, str] = {}
+    for part in filter(None, query.split("&")):
+        k, eq, v = part.partition("=")
+        if not eq or k != "timeline" or not v:
+            raise SourceError(f"dataset {spec!r}: unknown or empty option {part!r}; the only option is "
+                              "?timeline=PATH_OR_NAME")
+        options[k] = v
+    if kind not in SOURCE_KINDS:
+        raise SourceError(f"dataset {spec!r}: unknown source kind {kind!r}; expected one of "
+                          f"{', '.join(k + ':...' for k in SOURCE_KINDS)}")
+    if kind != "synthetic" and not arg:
+        raise SourceError(f"dataset {spec!r}: {kind}: needs a path, e.g. {kind}:/data/my_dataset")
+    if kind == "synthetic" and options:
+        raise SourceError(f"dataset {spec!r}: the synthetic source has its own timeline; drop ?timeline=")
+    return kind, arg, options
+
+
+def _timeline(kind: str, arg: str, options: dict[str, str], spec: str):
+    """(timeline, where it came from) for a real source."""
+    choice = options.get("timeline")
+    if choice is None:
+        if kind == "aigenbench":
+            choice = DEFAULT_AIGENBENCH_TIMELINE
+        else:
+            base = Path(arg).expanduser()
+            path = (base if kind == "folder" else base.parent) / "timeline.yaml"
+            if not path.is_file():
+                raise SourceError(
+                    f"dataset {spec!r}: no timeline; put a timeline.yaml ('generator: YYYY-MM-DD' per line) at "
+                    f"{path} or append ?timeline=PATH to the spec"
+                )
+            choice = str(path)
+    path = Path(choice).expanduser()
+    if not path.is_file() and (TIMELINES_DIR / f"{choice}.yaml").is_file():
+        path = TIMELINES_DIR / f"{choice}.yaml"
+    if not path.is_file():
+        shipped = sorted(p.stem for p in TIMELINES_DIR.glob("*.yaml"))
+        raise SourceError(f"dataset {spec!r}: timeline {choice!r} is neither a file nor a shipped timeline "
+                          f"({shipped})")
+    try:
+        return load_timeline_yaml(path), str(path)
+    except TimelineError as e:
+        raise SourceError(f"dataset {spec!r}: {e}") from e
+
+
+def scan_source(spec: str, cache_dir: Path, progress: bool = True) -> ScanResult:
+    """Manifest of the valid records plus every record-level problem, without refusing anything."""
+    kind, arg, options = parse_spec(spec)
+    if kind == "synthetic":
+        from benchmark.synthetic import SYNTHETIC_PRESETS, build_synthetic
+
+        preset, _, seed = (arg or "default").partition("@")
+        if preset not in SYNTHETIC_PRESETS:
+            raise SourceError(f"dataset {spec!r}: unknown synthetic preset {preset!r}; "
+                              f"available: {sorted(SYNTHETIC_PRESETS)}")
+        return ScanResult(build_synthetic(Path(cache_dir) / "datasets", preset=preset, seed=int(seed or 0),
+                                          progress=progress))
+    timeline, timeline_src = _timeline(kind, arg, options, spec)
+    try:
+        if kind == "aigenbench":
+            from benchmark.source_aigenbench import scan_aigenbench
+
+            return scan_aigenbench(Path(arg), timeline, timeline_src, Path(cache_dir), progress)
+        from benchmark.source_files import scan_csv, scan_folder
+
+        scan = scan_folder if kind == "folder" else scan_csv
+        return scan(Path(arg), timeline, timeline_src, Path(cache_dir))
+    except (FileNotFoundError, ValueError) as e:
+        if isinstance(e, SourceError):
+            raise
+        raise SourceError(f"dataset {spec!r}: {e}") from e
+
+
+def load_source(spec: str, cache_dir: Path, progress: bool = True) -> Manifest:
+    """Resolve a dataset spec to a manifest; refuse it when any record is bad (every bad row is listed)."""
+    scan = scan_source(spec, cache_dir, progress)
+    for note in scan.notes:
+        print(f"genshift: {note}", file=sys.stderr)
+    errors = scan.errors
+    if errors:
+        listed = "\n  ".join(p.line() for p in errors[:_MAX_LISTED])
+        more = f"\n  ... and {len(errors) - _MAX_LISTED} more" if len(errors) > _MAX_LISTED else ""
+        raise SourceError(
+            f"dataset {spec!r}: {len(errors)} bad record(s):\n  {listed}{more}\n"
+            f"Fix them (`genshift data check {spec}` lists everything)."
+        )
+    if not scan.manifest.samples:
+        raise SourceError(f"dataset {spec!r}: no usable images")
+    return scan.manifest

@@ -1,0 +1,1 @@
+"""genshift: protocols."""

@@ -1,0 +1,64 @@
+"""The LightningModule that trains a detector for one window and scores eval inputs."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+
+
+class DetectorModule(L.LightningModule):
+    """Wraps a detector: uint8 batches are normalised with the detector's own mean/std on the fly.
+
+    A fresh optimizer and LR schedule are made per window (a new module per window), while the
+    detector object — hence its weights — carries over.
+    """
+
+    def __init__(self, detector: torch.nn.Module, train_cfg: Mapping, total_steps: int):
+        super().__init__()
+        self.detector = detector
+        self.train_cfg = dict(train_cfg)
+        self.total_steps = max(1, int(total_steps))
+        meta = detector.meta
+        self.register_buffer("mean", torch.tensor(meta.mean).view(1, 3, 1, 1) * 255.0, persistent=False)
+        self.register_buffer("std", torch.tensor(meta.std).view(1, 3, 1, 1) * 255.0, persistent=False)
+        self.channels_last = bool(self.train_cfg.get("channels_last", False))
+
+    def normalise(self, x: torch.Tensor) -> torch.Tensor:
+        x = (x.float() - self.mean) / self.std
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+    def training_step(self, batch, batch_idx):
+        x, y, _ = batch
+        logits = self.detector(self.normalise(x)).float()
+        loss = F.binary_cross_entropy_with_logits(logits, y.float())
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(y))
+        return loss
+
+    def predict_step(self, batch, batch_idx):
+        x, pos = batch
+        return self.detector(self.normalise(x)).float(), pos
+
+    def configure_optimizers(self):
+        cfg = self.train_cfg
+        params = [p for p in self.detector.parameters() if p.requires_grad]
+        if not params:
+            raise RuntimeError("the detector has no trainable parameters")
+        name = cfg["optimizer"]
+        if name == "sgd":
+            opt = torch.optim.SGD(
+                params, lr=cfg["lr"], momentum=cfg["momentum"], weight_decay=cfg["weight_decay"]
+            )
+        elif name == "adamw":
+            opt = torch.optim.AdamW(params, lr=cfg["lr"], weight_decay=cfg["weight_decay"])
+        else:
+            raise ValueError(f"train.optimizer: unknown optimizer {name!r}; expected sgd or adamw")
+        sched = cfg["scheduler"]
+        if sched == "constant":
+            return opt
+        if sched != "onecycle":
+            raise ValueError(f"train.scheduler: unknown scheduler {sched!r}; expected onecycle or constant")
+        one_cycle = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg["lr"], total_steps=self.total_steps)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": one_cycle, "interval": "step"}}

@@ -1,0 +1,95 @@
+"""Run directories: run.json, the per-window layout, a lock against two writers, config checks."""
+
+from __future__ import annotations
+
+import datetime as dt
+import fcntl
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from benchmark.atomic import atomic_write_json
+from protocols.config import config_diff, config_hash
+
+
+class RunDirError(RuntimeError):
+    """The run directory cannot be used as asked (other config, locked, damaged)."""
+
+
+class RunDir:
+    """`runs/<experiment>/` with run.json and window_<k>/ subdirectories (DESIGN §5)."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self._lock_fd: int | None = None
+
+    def window(self, k: int) -> Path:
+        return self.path / f"window_{k}"
+
+    def is_done(self, k: int) -> bool:
+        return (self.window(k) / "done").is_file()
+
+    @property
+    def run_json(self) -> Path:
+        return self.path / "run.json"
+
+    def lock(self) -> None:
+        """Take an exclusive lock; a second process on the same run directory is refused."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as e:
+            os.close(fd)
+            raise RunDirError(
+                f"{self.path} is in use by another genshift process (lock {self.path / '.lock'}); "
+                "wait for it to finish or use another --experiment"
+            ) from e
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._lock_fd = fd
+
+    def unlock(self) -> None:
+        if self._lock_fd is not None:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def read_run_json(self) -> dict[str, Any] | None:
+        if not self.run_json.exists():
+            return None
+        try:
+            return json.loads(self.run_json.read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise RunDirError(f"{self.run_json} is unreadable ({e}); move the directory away to start anew") from e
+
+    def check_compatible(self, cfg: dict, manifest_checksum: str) -> None:
+        """Refuse a directory made by another config or on another manifest, listing the differences."""
+        old = self.read_run_json()
+        if old is None:
+            return
+        problems = []
+        if old.get("config_hash") != config_hash(cfg):
+            ignore = {"runs_dir", "cache_dir", "loggers"}
+            a = {k: v for k, v in old.get("config", {}).items() if k not in ignore}
+            b = {k: v for k, v in cfg.items() if k not in ignore}
+            problems += config_diff(a, b) or ["config hash differs"]
+        if old.get("manifest_checksum") != manifest_checksum:
+            problems.append(f"manifest_checksum: {old.get('manifest_checksum')} != {manifest_checksum}")
+        if problems:
+            raise RunDirError(
+                f"{self.path} was made by another configuration:\n  "
+                + "\n  ".join(problems)
+                + "\nuse another --experiment, or --force-new to move the old directory aside and start anew"
+            )
+
+    def move_aside(self) -> Path:
+        """Rename the directory to <name>.old-<timestamp> (finished work is never deleted)."""
+        stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+        target = self.path.with_name(f"{self.path.name}.old-{stamp}")
+        self.path.rename(target)
+        return target
+
+    def write_run_json(self, doc: dict[str, Any]) -> None:
+        atomic_write_json(self.run_json, doc)

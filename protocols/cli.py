@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -64,15 +63,6 @@ def cmd_run(args) -> int:
     return 0
 
 
-def cmd_leaderboard(args) -> int:
-    from leaderboard.report import write_leaderboard
-
-    runs = [Path(r) for r in args.runs]
-    out = Path(args.out) if args.out else (runs[0] if len(runs) == 1 else Path(os.path.commonpath(runs)))
-    write_leaderboard(runs, out)
-    return 0
-
-
 def cmd_detectors(args) -> int:
     from detectors import list_detectors
 
@@ -102,9 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                                     "detectors (AI-GenBench protocol).")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_run_parser(sub)
-    p = sub.add_parser("leaderboard", help="tables from stored predictions (no models needed)")
-    p.add_argument("runs", nargs="+", help="run directories (runs/<experiment>)")
-    p.add_argument("--out", help="output directory (default: the run directory, or the runs' common parent)")
+    from leaderboard.cli import register as register_leaderboard
+
+    register_leaderboard(sub)
     p = sub.add_parser("detectors", help="registered detectors")
     p.add_argument("action", choices=["list"])
     p = sub.add_parser("data", help="build/verify a dataset source and print its summary")
@@ -140,9 +130,10 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    handlers = {"run": cmd_run, "leaderboard": cmd_leaderboard, "detectors": cmd_detectors, "data": cmd_data}
+    handlers = {"run": cmd_run, "detectors": cmd_detectors, "data": cmd_data}
+    handler = getattr(args, "handler", None) or handlers[args.command]
     try:
-        return handlers[args.command](args)
+        return handler(args)
     except _user_errors() as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
         print(f"genshift: error: {msg}", file=sys.stderr)

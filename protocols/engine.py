@@ -94,7 +94,7 @@ def _loggers(cfg: dict, run_dir: Path, k: int) -> list:
     return out
 
 
-def _trainer(cfg: dict, precision: str, progress: bool, loggers: list | bool) -> L.Trainer:
+def _trainer(cfg: dict, precision: str, progress: bool, loggers: list | bool, n_batches: int = 10) -> L.Trainer:
     return L.Trainer(
         accelerator="auto",
         devices=1,
@@ -106,7 +106,7 @@ def _trainer(cfg: dict, precision: str, progress: bool, loggers: list | bool) ->
         enable_model_summary=False,
         enable_progress_bar=progress,
         num_sanity_val_steps=0,
-        log_every_n_steps=10,
+        log_every_n_steps=max(1, min(10, n_batches)),
         deterministic=True,
     )
 
@@ -207,7 +207,7 @@ def _train_window(cfg, bench: Benchmark, detector, rd: RunDir, k: int, t0: float
     total_steps = len(loader) * int(tc["epochs"])
     torch.manual_seed(int(cfg["seed"]) * 7919 + k)
     module = DetectorModule(detector, tc, total_steps)
-    trainer = _trainer(cfg, tc["precision"], progress, _loggers(cfg, rd.path, k))
+    trainer = _trainer(cfg, tc["precision"], progress, _loggers(cfg, rd.path, k), len(loader))
     started = time.time()
     trainer.fit(module, train_dataloaders=loader)
     loss = trainer.callback_metrics.get("train/loss_epoch")

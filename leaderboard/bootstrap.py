@@ -1,0 +1,379 @@
+"""Stratified bootstrap confidence intervals for a run's continual aggregates (DESIGN §6), vectorised.
+
+Resampling design. The eval set is split into strata: for each window j, its fakes (the fakes of its
+generators) and its reals (the reals paired to its generators). Each replicate redraws every stratum with
+replacement at its own size, independently of the other strata, so reals and fakes are resampled
+separately and windows independently; every cell (a window's group, or a union such as `seen`) keeps its
+numbers of fakes and reals. One replicate is one resampled eval set: the same draw is used for every
+model k of a run, every group, and every run made on the same eval set (samples matched by
+`fused_identifiers`), which keeps R[k, j] and R[k', j] correlated as they are (same images) and makes
+`paired_difference` a paired comparison.
+
+A replicate is stored as per-image multiplicities (counts, shape (N, B), uint8). The AUROC of a cell
+under counts c is the Mann–Whitney statistic with weights: 2U = sum over fakes i of
+c_i * (W(< s_i) + W(<= s_i)), W = resampled real mass below a score, so ties count 1/2 exactly. Per cell
+and model: one argsort of the real scores, one row gather + prefix sum of the real counts, one gather at
+the fakes' ranks (searchsorted) and one multiply-sum, all over the B replicates at once, in integers.
+
+Intervals are 95 % percentile intervals of the replicate values around the point estimate computed on the
+original eval set (the values of `leaderboard.continual`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from leaderboard.groups import window_generator_ids
+
+DEFAULT_REPLICATES = 1000
+DEFAULT_LEVEL = 0.95
+CHUNK = 250  # replicates processed together (memory ~ cell size x CHUNK x 4 bytes)
+AGGREGATES: tuple[str, ...] = (
+    "next",
+    "next_reference_variant_last_on_itself",
+    "seen_average",
+    "future_average",
+    "bwt",
+    "forgetting",
+)
+
+
+@dataclass(frozen=True)
+class EvalLayout:
+    """The eval set in canonical order: all fakes (by window, then identifier), then all reals likewise."""
+
+    identifiers: np.ndarray  # (N,) int64, canonical order
+    generator_ids: np.ndarray  # (N,)
+    pairing: np.ndarray  # (N,)
+    fake_bounds: np.ndarray  # (K+1,) fakes of window j are rows fake_bounds[j]:fake_bounds[j+1]
+    real_bounds: np.ndarray  # (K+1,) reals of window j are rows real_bounds[j]:real_bounds[j+1]
+    digest: str  # sha256 of the canonical arrays: equal digests = same eval set
+
+    @property
+    def n_windows(self) -> int:
+        return len(self.fake_bounds) - 1
+
+    @property
+    def n(self) -> int:
+        return int(self.identifiers.shape[0])
+
+
+def eval_layout(arrays: Mapping[str, np.ndarray], source: str = "arrays") -> EvalLayout:
+    """Canonical layout of one window's eval set; needs unique `fused_identifiers`."""
+    if "fused_identifiers" not in arrays:
+        raise ValueError(
+            f"{source}: the bootstrap needs 'fused_identifiers' to match samples across windows and runs"
+        )
+    ids = np.asarray(arrays["fused_identifiers"]).astype(np.int64)
+    if np.unique(ids).size != ids.size:
+        raise ValueError(f"{source}: fused_identifiers are not unique; samples cannot be matched")
+    gen = np.asarray(arrays["fused_generator_ids"]).astype(np.int64)
+    pairing = np.asarray(arrays["pairing"]).astype(np.int64)
+    windows = window_generator_ids(arrays["generator_id_to_name"], arrays["windows_timeline"], source)
+    window_of_gen = np.full(len(arrays["generator_id_to_name"]), -1, dtype=np.int64)
+    for j, members in enumerate(windows):
+        window_of_gen[members] = j
+    is_real = gen == 0
+    window = np.where(is_real, window_of_gen[np.where(is_real, pairing, 0)], window_of_gen[gen])
+    if (window < 0).any():
+        i = int(np.flatnonzero(window < 0)[0])
+        raise ValueError(f"{source}: sample {ids[i]} belongs to no window (generator {gen[i]}, pairing {pairing[i]})")
+    order = np.lexsort((ids, window, is_real))
+    k = len(windows)
+    fake_counts = np.bincount(window[~is_real], minlength=k)
+    real_counts = np.bincount(window[is_real], minlength=k)
+    fake_bounds = np.r_[0, np.cumsum(fake_counts)]
+    real_bounds = fake_bounds[-1] + np.r_[0, np.cumsum(real_counts)]
+    h = hashlib.sha256()
+    for a in (ids[order], gen[order], pairing[order], fake_bounds, real_bounds):
+        h.update(np.ascontiguousarray(a, dtype=np.int64).tobytes())
+    return EvalLayout(ids[order], gen[order], pairing[order], fake_bounds, real_bounds, h.hexdigest())
+
+
+def canonical_scores(arrays: Mapping[str, np.ndarray], layout: EvalLayout, source: str = "arrays") -> np.ndarray:
+    """`fused_scores` reordered to the layout's canonical order; refuses a different eval set."""
+    ids = np.asarray(arrays["fused_identifiers"]).astype(np.int64)
+    if ids.shape[0] != layout.n:
+        raise ValueError(f"{source}: {ids.shape[0]} eval samples, the bootstrap layout has {layout.n}")
+    by_id = np.argsort(ids, kind="stable")
+    pos = np.searchsorted(ids[by_id], layout.identifiers)
+    pos = np.minimum(pos, ids.shape[0] - 1)
+    idx = by_id[pos]
+    if not np.array_equal(ids[idx], layout.identifiers):
+        raise ValueError(f"{source}: eval sample identifiers differ from the bootstrap layout's")
+    for key, ref in (("fused_generator_ids", layout.generator_ids), ("pairing", layout.pairing)):
+        if not np.array_equal(np.asarray(arrays[key])[idx], ref):
+            raise ValueError(f"{source}: {key} of the same identifiers differ from the bootstrap layout's")
+    return np.asarray(arrays["fused_scores"], dtype=np.float64)[idx]
+
+
+@dataclass(frozen=True)
+class BootstrapPlan:
+    """Replicate multiplicities for one eval set, shared by every run compared on it."""
+
+    layout: EvalLayout
+    counts: tuple[np.ndarray, ...]  # chunks of shape (N, <=CHUNK) uint8, canonical row order
+    seed: int
+    n_replicates: int
+    level: float = DEFAULT_LEVEL
+
+    @property
+    def key(self) -> tuple[str, int, int]:
+        return (self.layout.digest, self.seed, self.n_replicates)
+
+
+def make_plan(
+    layout: EvalLayout, n_replicates: int = DEFAULT_REPLICATES, seed: int = 0, level: float = DEFAULT_LEVEL
+) -> BootstrapPlan:
+    """Draw the stratified replicates (each stratum from its own child seed of `seed`)."""
+    if n_replicates < 1:
+        raise ValueError(f"n_replicates must be >= 1, got {n_replicates}")
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    bounds = np.r_[layout.fake_bounds, layout.real_bounds[1:]]
+    counts = np.zeros((layout.n, n_replicates), dtype=np.uint8)
+    strata = list(zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True))
+    for (lo, hi), ss in zip(strata, np.random.SeedSequence(seed).spawn(len(strata)), strict=True):
+        size = hi - lo
+        if size == 0:
+            continue
+        rng = np.random.default_rng(ss)
+        for b0 in range(0, n_replicates, CHUNK):
+            b1 = min(n_replicates, b0 + CHUNK)
+            draws = rng.integers(0, size, size=(b1 - b0, size))
+            flat = (draws + (np.arange(b1 - b0) * size)[:, None]).ravel()
+            c = np.bincount(flat, minlength=(b1 - b0) * size).reshape(b1 - b0, size)
+            if c.max() > 255:
+                raise ValueError("a bootstrap multiplicity exceeded 255; cannot store it (stratum too small?)")
+            counts[lo:hi, b0:b1] = c.T
+    chunks = tuple(np.ascontiguousarray(counts[:, b0 : b0 + CHUNK]) for b0 in range(0, n_replicates, CHUNK))
+    return BootstrapPlan(layout, chunks, seed, n_replicates, level)
+
+
+def _prefix_rows(x: np.ndarray, dtype: type) -> np.ndarray:
+    """(n+1, B) inclusive prefix sums over rows of x (row 0 = 0), blocked so every step is SIMD."""
+    n, b = x.shape
+    m = max(1, int(np.sqrt(n)))
+    t = -(-n // m) if n else 0
+    out = np.zeros((t * m + 1, b), dtype=dtype)
+    if n == 0:
+        return out[:1]
+    body = out[1:].reshape(t, m, b)
+    out[1 : n + 1] = x
+    for i in range(1, m):
+        body[:, i] += body[:, i - 1]
+    totals = body[:, m - 1].copy()
+    for i in range(1, t):
+        totals[i] += totals[i - 1]
+    body[1:] += totals[:-1, None, :]
+    return out[: n + 1]
+
+
+def _dot_rows(a: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """sum_i a[i, :] * c[i, :] exactly (int32 products, int64 sums), in row blocks."""
+    out = np.zeros(a.shape[1], dtype=np.int64)
+    for r0 in range(0, a.shape[0], 1024):
+        out += np.multiply(a[r0 : r0 + 1024], c[r0 : r0 + 1024], dtype=np.int32).sum(axis=0, dtype=np.int64)
+    return out
+
+
+@dataclass(frozen=True)
+class _Cell:
+    """One cell's replicate-independent part for one model: real order and the fakes' ranks."""
+
+    fakes: slice
+    reals: slice
+    order: np.ndarray  # argsort of the cell's real scores
+    lo: np.ndarray  # per fake: number of reals scoring strictly lower
+    hi: np.ndarray  # per fake: number of reals scoring lower or equal
+    tied: np.ndarray  # fakes with a tied real (hi != lo)
+
+
+def _cell(scores: np.ndarray, fakes: slice, reals: slice) -> _Cell | None:
+    if fakes.stop == fakes.start or reals.stop == reals.start:
+        return None  # undefined cell: NaN
+    s_real = scores[reals]
+    order = np.argsort(s_real, kind="stable")
+    sorted_real = s_real[order]
+    s_fake = scores[fakes]
+    lo = np.searchsorted(sorted_real, s_fake, side="left")
+    hi = np.searchsorted(sorted_real, s_fake, side="right")
+    return _Cell(fakes, reals, order, lo, hi, np.flatnonzero(hi != lo))
+
+
+def _cell_auroc(counts: np.ndarray, cell: _Cell | None) -> np.ndarray:
+    """AUROC of a cell for every replicate column of `counts` (2U = sum c_i (W(<s_i) + W(<=s_i)))."""
+    if cell is None:
+        return np.full(counts.shape[1], np.nan)
+    n_real = cell.reals.stop - cell.reals.start
+    n_fake = cell.fakes.stop - cell.fakes.start
+    dtype = np.uint16 if n_real < 2**16 else np.int32  # resampled real mass never exceeds n_real
+    below = _prefix_rows(counts[cell.reals][cell.order], dtype)
+    c_fake = counts[cell.fakes]
+    twice_u = 2 * _dot_rows(below[cell.lo], c_fake)
+    if cell.tied.size:
+        extra = below[cell.hi[cell.tied]].astype(np.int32) - below[cell.lo[cell.tied]]
+        twice_u += _dot_rows(extra, c_fake[cell.tied])
+    return twice_u / (2.0 * n_fake * n_real)
+
+
+@dataclass
+class RunBootstrap:
+    """Replicate values of one run under a plan: AUROC cells and aggregates, each (B,) per entry."""
+
+    plan_key: tuple[str, int, int]
+    n_windows: int
+    complete: bool
+    r: np.ndarray  # (B, K, K) replicate R[k, j]; NaN where not needed or undefined
+    seen: np.ndarray  # (B, K)
+    future: np.ndarray  # (B, K)  (last column NaN)
+    aggregates: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+def _model_cells(scores_by_k: Sequence[np.ndarray], layout: EvalLayout) -> list[dict[tuple, _Cell | None]]:
+    """Per model k: the cells the aggregates need: R[k, j] for j <= k+1, seen@k and future@k."""
+    kk = layout.n_windows
+    fb, rb = layout.fake_bounds, layout.real_bounds
+    out = []
+    for k, s in enumerate(scores_by_k):
+        cells: dict[tuple, _Cell | None] = {}
+        for j in range(min(k + 2, kk)):  # j <= k (BWT, forgetting) and j = k + 1 (NEXT)
+            cells[("r", j)] = _cell(s, slice(fb[j], fb[j + 1]), slice(rb[j], rb[j + 1]))
+        cells[("seen",)] = _cell(s, slice(fb[0], fb[k + 1]), slice(rb[0], rb[k + 1]))
+        if k < kk - 1:
+            cells[("future",)] = _cell(s, slice(fb[k + 1], fb[kk]), slice(rb[k + 1], rb[kk]))
+        out.append(cells)
+    return out
+
+
+def _replicates(counts: np.ndarray, model_cells: list[dict[tuple, _Cell | None]], kk: int):
+    b = counts.shape[1]
+    r = np.full((b, kk, kk), np.nan)
+    seen = np.full((b, kk), np.nan)
+    future = np.full((b, kk), np.nan)
+    for k, cells in enumerate(model_cells):
+        for key, cell in cells.items():
+            value = _cell_auroc(counts, cell)
+            if key[0] == "r":
+                r[:, k, key[1]] = value
+            elif key[0] == "seen":
+                seen[:, k] = value
+            else:
+                future[:, k] = value
+    return r, seen, future
+
+
+def aggregate_replicates(r: np.ndarray, seen: np.ndarray, future: np.ndarray) -> dict[str, np.ndarray]:
+    """The aggregates of `leaderboard.continual`, vectorised over a leading replicate axis."""
+    b, kk, _ = r.shape
+    nan = np.full(b, np.nan)
+    out: dict[str, np.ndarray] = {}
+    idx = np.arange(kk)
+    out["next"] = r[:, idx[:-1], idx[:-1] + 1].mean(axis=1) if kk >= 2 else nan
+    out["next_reference_variant_last_on_itself"] = r[:, idx, np.minimum(idx + 1, kk - 1)].mean(axis=1)
+    out["seen_average"] = seen.mean(axis=1)
+    out["future_average"] = future[:, : kk - 1].mean(axis=1) if kk >= 2 else nan
+    if kk >= 2:
+        j = idx[:-1]
+        out["bwt"] = (r[:, kk - 1, j] - r[:, j, j]).mean(axis=1)
+        lower = np.tril(np.ones((kk - 1, kk - 1), dtype=bool))
+        upper = np.where(lower[None], r[:, : kk - 1, : kk - 1], -np.inf)
+        out["forgetting"] = (upper.max(axis=1) - r[:, kk - 1, j]).mean(axis=1)
+    else:
+        out["bwt"] = out["forgetting"] = nan
+    return out
+
+
+def bootstrap_run(
+    windows: Sequence[Mapping[str, np.ndarray]], plan: BootstrapPlan, source: str = "run", workers: int = 2
+) -> RunBootstrap:
+    """Replicate AUROC cells and aggregates of a run (windows in order k = 0..) under `plan`.
+
+    Replicate chunks run on `workers` threads (numpy releases the GIL in the heavy loops).
+    An incomplete run (fewer windows evaluated than its timeline has) gets NaN aggregates.
+    """
+    layout = plan.layout
+    kk = layout.n_windows
+    scores = [canonical_scores(a, layout, f"{source} window {k}") for k, a in enumerate(windows)]
+    complete = len(scores) == kk
+    b = plan.n_replicates
+    if not complete:
+        nan = np.full(b, np.nan)
+        return RunBootstrap(
+            plan.key, kk, False, np.full((b, kk, kk), np.nan), np.full((b, kk), np.nan),
+            np.full((b, kk), np.nan), {a: nan.copy() for a in AGGREGATES},
+        )
+    cells = _model_cells(scores, layout)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        parts = list(pool.map(lambda c: _replicates(c, cells, kk), plan.counts))
+    r, seen, future = (np.concatenate([p[i] for p in parts], axis=0) for i in range(3))
+    return RunBootstrap(plan.key, kk, True, r, seen, future, aggregate_replicates(r, seen, future))
+
+
+def point_estimates(windows: Sequence[Mapping[str, np.ndarray]], layout: EvalLayout) -> dict[str, float]:
+    """Aggregates on the original eval set (every multiplicity 1) with the bootstrap's own code."""
+    ones = np.ones((layout.n, 1), dtype=np.uint8)
+    scores = [canonical_scores(a, layout, f"window {k}") for k, a in enumerate(windows)]
+    if len(scores) != layout.n_windows:
+        return {a: float("nan") for a in AGGREGATES}
+    agg = aggregate_replicates(*_replicates(ones, _model_cells(scores, layout), layout.n_windows))
+    return {a: float(v[0]) for a, v in agg.items()}
+
+
+def percentile_interval(values: np.ndarray, level: float = DEFAULT_LEVEL) -> tuple[float, float]:
+    """(low, high) percentile interval of replicate values; NaN if any replicate is NaN."""
+    v = np.asarray(values, dtype=float)
+    if v.size == 0 or np.isnan(v).any():
+        return float("nan"), float("nan")
+    alpha = (1.0 - level) / 2.0
+    lo, hi = np.percentile(v, [100 * alpha, 100 * (1 - alpha)])
+    return float(lo), float(hi)
+
+
+def confidence_intervals(
+    boot: RunBootstrap, point: Mapping[str, float], level: float = DEFAULT_LEVEL
+) -> pd.DataFrame:
+    """Rows (aggregate, value, ci_low, ci_high, n_replicates): point estimate and percentile interval."""
+    rows = []
+    for name in AGGREGATES:
+        lo, hi = percentile_interval(boot.aggregates[name], level)
+        value = float(point.get(name, float("nan")))
+        if np.isnan(value):
+            lo = hi = float("nan")
+        rows.append((name, value, lo, hi, boot.r.shape[0]))
+    return pd.DataFrame(rows, columns=["aggregate", "value", "ci_low", "ci_high", "n_replicates"])
+
+
+def paired_difference(
+    a: RunBootstrap,
+    b: RunBootstrap,
+    aggregate: str,
+    point_a: float,
+    point_b: float,
+    level: float = DEFAULT_LEVEL,
+) -> dict[str, float]:
+    """Difference a − b of one aggregate with a percentile CI over the same replicates (paired).
+
+    `p_two_sided` is twice the smaller fraction of replicate differences on either side of 0 (capped at 1).
+    """
+    if a.plan_key != b.plan_key:
+        raise ValueError(
+            "paired comparison needs both runs bootstrapped with the same plan (same eval set, seed and "
+            f"number of replicates); got {a.plan_key[1:]} on {a.plan_key[0][:12]} vs "
+            f"{b.plan_key[1:]} on {b.plan_key[0][:12]}"
+        )
+    if aggregate not in AGGREGATES:
+        raise ValueError(f"unknown aggregate {aggregate!r}; known: {list(AGGREGATES)}")
+    d = a.aggregates[aggregate] - b.aggregates[aggregate]
+    lo, hi = percentile_interval(d, level)
+    diff = float(point_a - point_b)
+    if np.isnan(diff) or np.isnan(d).any():
+        return {"difference": diff, "ci_low": float("nan"), "ci_high": float("nan"), "p_two_sided": float("nan")}
+    p = min(1.0, 2.0 * min(float(np.mean(d <= 0)), float(np.mean(d >= 0))))
+    return {"difference": diff, "ci_low": lo, "ci_high": hi, "p_two_sided": p}

@@ -1,0 +1,88 @@
+"""`genshift leaderboard` and `genshift inspect` subcommands; `register(subparsers)` adds both."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+import numpy as np
+
+from benchmark.atomic import atomic_path, atomic_write_text
+
+
+def _add_leaderboard(sub) -> None:
+    p = sub.add_parser(
+        "leaderboard",
+        help="tables (md, csv, tex, html), windows.csv and plots from stored predictions (no models needed)",
+        description="Rank runs by NEXT with stratified-bootstrap 95 % CIs. Accepts genshift run directories "
+        "and AI-GenBench experiment folders (window_<k>/predictions_validate_all.npz); refuses runs made on "
+        "different manifests or protocol versions.",
+    )
+    p.add_argument("runs", nargs="+", type=Path, help="run directories (runs/<experiment>) or experiment_<id> dirs")
+    p.add_argument("--out", type=Path, help="output directory (default: the run directory, or the runs' common parent)")
+    p.add_argument("--replicates", type=int, default=1000, help="bootstrap replicates (default 1000)")
+    p.add_argument("--bootstrap-seed", type=int, default=0, help="bootstrap seed (default 0)")
+    p.add_argument("--quiet", action="store_true", help="do not print the Markdown table")
+    p.set_defaults(handler=cmd_leaderboard)
+
+
+def _add_inspect(sub) -> None:
+    p = sub.add_parser(
+        "inspect",
+        help="schema, counts, per-group/per-generator metrics and hardest errors of one predictions .npz",
+    )
+    p.add_argument("path", type=Path, help="window_<k>/predictions.npz (or AI-GenBench predictions_validate_all.npz)")
+    p.add_argument("--window", type=int, help="training window k (needed only if the file does not store it)")
+    p.add_argument("--top", type=int, default=10, help="how many hardest false negatives/positives to list")
+    p.add_argument("--csv", type=Path, help="write one row per image to this CSV")
+    p.add_argument("--roc", type=Path, help="write ROC arrays (fpr, tpr, thresholds) of --group to this .npz")
+    p.add_argument("--group", default="all", help="group for --roc: next, seen, all, window:<j>, generator:<name>, ...")
+    p.set_defaults(handler=cmd_inspect)
+
+
+def register(subparsers) -> None:
+    """Add the `leaderboard` and `inspect` subcommands; each sets `args.handler(args) -> int`."""
+    _add_leaderboard(subparsers)
+    _add_inspect(subparsers)
+
+
+def cmd_leaderboard(args: argparse.Namespace) -> int:
+    from leaderboard.report import write_leaderboard
+
+    runs = [Path(r) for r in args.runs]
+    if args.out:
+        out = args.out
+    else:
+        out = runs[0] if len(runs) == 1 else Path(os.path.commonpath([r.resolve() for r in runs]))
+    write_leaderboard(runs, out, echo=not args.quiet, n_replicates=args.replicates, seed=args.bootstrap_seed)
+    return 0
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    """Print the report; bad files surface as LeaderboardError (a user error for `genshift`)."""
+    from leaderboard.runs import LeaderboardError
+
+    try:
+        return _inspect(args)
+    except ValueError as e:
+        if isinstance(e, LeaderboardError):
+            raise
+        raise LeaderboardError(str(e)) from e
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    from leaderboard import inspect as I
+
+    arrays = I.load_predictions(args.path, args.window)
+    k = I.resolve_window(arrays, args.window, args.path)
+    print(I.report(args.path, k, args.top), end="")
+    if args.csv:
+        atomic_write_text(args.csv, I.sample_frame(arrays).to_csv(index=False))
+        print(f"rows written to {args.csv}")
+    if args.roc:
+        roc = I.roc_arrays(arrays, args.group, k)
+        with atomic_path(args.roc) as tmp, open(tmp, "wb") as f:
+            np.savez(f, **roc)
+        print(f"ROC arrays of group {args.group!r} ({roc['fpr'].size} points) written to {args.roc}")
+    return 0

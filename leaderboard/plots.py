@@ -1,0 +1,73 @@
+"""Leaderboard plots as PNG bytes (matplotlib, Agg backend): NEXT per window, R heat-map, per-generator bars."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from leaderboard.groups import GENERATOR_PREFIX  # noqa: E402
+
+
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def next_per_window(curves: Sequence[tuple[str, np.ndarray]]) -> bytes:
+    """One line per run: R[k, k+1] (AUROC on the next window's group) against k."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for name, r in curves:
+        k = np.arange(r.shape[0])
+        values = np.array([r[i, i + 1] if i + 1 < r.shape[1] else np.nan for i in k])
+        ax.plot(k, values, marker="o", label=name)
+    ax.set_xlabel("after training window k")
+    ax.set_ylabel("AUROC on window k+1 (NEXT cell)")
+    ax.set_title("NEXT per window")
+    ax.grid(alpha=0.3)
+    if curves:
+        ax.legend(fontsize="small", loc="best")
+    return _png(fig)
+
+
+def heatmap(name: str, r: np.ndarray) -> bytes:
+    """R[k, j]: AUROC after window k (rows) on window j's group (columns); NaN cells blank."""
+    n_rows, n_cols = r.shape
+    fig, ax = plt.subplots(figsize=(1.0 + 0.6 * n_cols, 1.0 + 0.5 * n_rows))
+    im = ax.imshow(np.ma.masked_invalid(r), vmin=0.5, vmax=1.0, cmap="viridis")
+    for k in range(n_rows):
+        for j in range(n_cols):
+            if not np.isnan(r[k, j]):
+                ax.text(j, k, f"{r[k, j]:.2f}", ha="center", va="center", fontsize=7,
+                        color="white" if r[k, j] < 0.8 else "black")
+    ax.set_xlabel("evaluated on window j")
+    ax.set_ylabel("after training window k")
+    ax.set_xticks(range(n_cols))
+    ax.set_yticks(range(n_rows))
+    ax.set_title(f"R[k, j] (AUROC) — {name}", fontsize=9)
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    return _png(fig)
+
+
+def generator_bars(name: str, table: pd.DataFrame, k: int) -> bytes:
+    """Per-generator AUROC (fakes of the generator + their paired reals) after window k."""
+    t = table[(table["window"] == k) & (table["metric"] == "auroc") & table["group"].str.startswith(GENERATOR_PREFIX)]
+    labels = [g[len(GENERATOR_PREFIX):] for g in t["group"]]
+    values = t["value"].to_numpy(dtype=float)
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.28 * len(labels) + 1.5), 3.8))
+    ax.bar(range(len(labels)), np.nan_to_num(values, nan=0.0), color="tab:blue")
+    ax.set_xticks(range(len(labels)))
+    ax.set_xticklabels(labels, rotation=75, ha="right", fontsize=7)
+    ax.set_ylim(0.0, 1.0)
+    ax.axhline(0.5, color="grey", lw=0.8, ls="--")
+    ax.set_ylabel("AUROC")
+    ax.set_title(f"per-generator AUROC after window {k} — {name}", fontsize=9)
+    return _png(fig)

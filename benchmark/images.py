@@ -8,7 +8,8 @@ import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-EVAL_INPUT_STRATEGIES = ("center_crop", "resize_center_crop")
+EVAL_INPUT_STRATEGIES = ("center_crop", "resize_center_crop", "resize", "five_crop")
+SINGLE_CROP_STRATEGIES = ("center_crop", "resize_center_crop", "resize")
 
 
 class ImageReadError(OSError):
@@ -49,15 +50,55 @@ def center_crop(img: np.ndarray, size: int) -> np.ndarray:
     return img[top : top + size, left : left + size]
 
 
+def resize_exact(img: np.ndarray, size: int) -> np.ndarray:
+    """Plain resize to size×size (aspect ratio not kept), bicubic like resize_short_side."""
+    h, w = img.shape[:2]
+    if (h, w) == (size, size):
+        return img
+    return cv2.resize(img, (size, size), interpolation=cv2.INTER_CUBIC)
+
+
+def five_crops(img: np.ndarray, size: int) -> list[np.ndarray]:
+    """Four corner crops and the central crop (torchvision FiveCrop order: TL, TR, BL, BR, centre) at native
+    resolution; an image smaller than `size` is first upscaled (bilinear, short side -> size)."""
+    h, w = img.shape[:2]
+    if min(h, w) < size:
+        img = resize_short_side(img, size, cv2.INTER_LINEAR)
+        h, w = img.shape[:2]
+    return [img[:size, :size], img[:size, w - size:], img[h - size:, :size], img[h - size:, w - size:],
+            center_crop(img, size)]
+
+
 def adapt_to_input(img: np.ndarray, size: int, strategy: str) -> np.ndarray:
-    """The detector's own eval resize/crop: uint8 HWC in, uint8 size×size×3 out (contiguous)."""
+    """The detector's own single-crop eval resize/crop: uint8 HWC in, uint8 size×size×3 out (contiguous)."""
     if strategy == "center_crop":
         out = center_crop(img, size)
     elif strategy == "resize_center_crop":
         out = center_crop(resize_short_side(img, size), size)
+    elif strategy == "resize":
+        out = resize_exact(img, size)
+    elif strategy in EVAL_INPUT_STRATEGIES:
+        raise ValueError(f"eval input strategy {strategy!r} yields several crops; use input_crops()")
     else:
         raise ValueError(f"unknown eval input strategy {strategy!r}; expected one of {EVAL_INPUT_STRATEGIES}")
     return np.ascontiguousarray(out)
+
+
+def input_crops(img: np.ndarray, size: int, strategy: str) -> np.ndarray:
+    """All eval crops of one image for `strategy`: uint8 (n_crops, size, size, 3); n_crops is 5 for five_crop,
+    else 1. The detector scores every crop; the harness fuses them (mean) and keeps the crop-level scores."""
+    if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
+        raise ValueError(f"input_crops expects a uint8 HxWx3 image, got {img.dtype} {img.shape}")
+    if strategy == "five_crop":
+        return np.ascontiguousarray(np.stack(five_crops(img, size)))
+    return adapt_to_input(img, size, strategy)[None]
+
+
+def crops_per_image(strategy: str) -> int:
+    """Number of crops input_crops returns for `strategy` (for preallocating caches)."""
+    if strategy not in EVAL_INPUT_STRATEGIES:
+        raise ValueError(f"unknown eval input strategy {strategy!r}; expected one of {EVAL_INPUT_STRATEGIES}")
+    return 5 if strategy == "five_crop" else 1
 
 
 def to_chw(img: np.ndarray) -> np.ndarray:

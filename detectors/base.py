@@ -15,7 +15,8 @@ from torch import nn
 from .weights import check_keys, load_strict
 
 MODES = ("probe", "tune")
-EVAL_RESIZES = ("center_crop", "resize_center_crop")
+# Eval input strategies a detector may declare as its own (same names as benchmark.images.EVAL_INPUT_STRATEGIES).
+EVAL_RESIZES = ("center_crop", "resize_center_crop", "resize", "five_crop")
 
 
 @dataclass

@@ -1,4 +1,5 @@
-"""open_clip image towers as detectors (``RN50_probe``, ``RN50_tune``, ``ViT-L-14_probe``, ...).
+"""open_clip image towers as detectors: ``RN50_probe``, ``ViT-L-14_tune``, ... (OpenAI weights) and any
+open_clip model/tag as ``openclip:<model>@<tag>_<mode>`` (e.g. ``openclip:ViT-B-32@laion2b_s34b_b79k_probe``).
 
 Only the visual tower is kept; its output (the CLIP image embedding) feeds the linear head. Weights come from
 the open_clip pretrained tag (default 'openai'), resolved from the local cache first; without network the
@@ -9,17 +10,22 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from .base import Detector
-from .registry import register_detector, split_mode
+from .registry import UnknownDetectorError, closest_names, register_detector, split_mode
 from .weights import (
     WeightsMismatchError,
     WeightsUnavailableError,
     ensure_downloadable,
     hf_cache_hint,
     hf_cached_file,
+    is_detector_checkpoint,
+    load_file_into,
+    load_state_dict_file,
+    load_strict,
     parse_source,
     provide_hint,
 )
@@ -27,6 +33,7 @@ from .weights import (
 # open_clip architectures that have an 'openai' tag; importing open_clip to list them would cost seconds.
 OPENAI_MODELS = ("RN50", "RN101", "RN50x4", "RN50x16", "RN50x64", "ViT-B-32", "ViT-B-16", "ViT-L-14", "ViT-L-14-336")
 DEFAULT_TAG = "openai"
+PREFIX = "openclip:"
 _HF_DEFAULT_FILE = "open_clip_pytorch_model.bin"
 _HF_SAFE_FILE = "open_clip_model.safetensors"
 
@@ -85,27 +92,81 @@ def _quiet_random_init_warning(active: bool) -> Iterator[None]:
 
 
 def _load_visual(model, path: str, arch: str) -> None:
-    """Load a full CLIP checkpoint via open_clip's converters; every missing or unexpected key is an error."""
+    """Load weights strictly: a visual-only or genshift checkpoint into the image tower, else a full CLIP file.
+
+    Full CLIP files (including OpenAI's TorchScript archives) go through open_clip's converters; every missing
+    or unexpected key is an error in both cases.
+    """
     import open_clip
 
+    try:
+        sd = load_state_dict_file(path)
+    except (ValueError, RuntimeError, pickle.UnpicklingError):
+        sd = None  # not a plain state dict (e.g. a TorchScript archive): open_clip's loader understands it
+    if sd is not None and is_detector_checkpoint(sd):
+        load_file_into(model.visual, path, key_map=None)
+        return
+    if sd is not None and all(k.startswith("visual.") for k in sd):
+        load_strict(model.visual, {k[len("visual."):]: v for k, v in sd.items()}, f"{path} (visual tower)")
+        return
     incompatible = open_clip.load_checkpoint(model, path, strict=False)
     missing = list(getattr(incompatible, "missing_keys", []))
     unexpected = list(getattr(incompatible, "unexpected_keys", []))
     if missing or unexpected:
         raise WeightsMismatchError(
             f"weights from {path} do not match open_clip {arch}: missing keys ({len(missing)}): {missing[:25]}; "
-            f"unexpected keys ({len(unexpected)}): {unexpected[:25]}",
+            f"unexpected keys ({len(unexpected)}): {unexpected[:25]}. Expected a full CLIP state dict, the "
+            "visual tower alone ('visual.*' keys), or a genshift tune checkpoint.",
             sorted(missing), sorted(unexpected), [],
         )
 
 
-def make_openclip(name: str, pretrained: str = "default", **kwargs) -> Detector:
-    """Factory for ``<open_clip arch>_<mode>``; pretrained is 'default' (=openai), a tag, a file, or 'none'."""
+def parse_openclip_name(name: str) -> tuple[str, str | None, str]:
+    """'RN50_probe' -> ('RN50', None, 'probe'); 'openclip:ViT-B-32@laion2b_s34b_b79k_tune' -> (arch, tag, mode)."""
+    if name.startswith(PREFIX):
+        base, mode = split_mode(name[len(PREFIX):])
+        arch, _, tag = base.partition("@")
+        return arch, (tag or None), mode
+    arch, mode = split_mode(name)
+    return arch, None, mode
+
+
+def _check_openclip_name(name: str, arch: str, tag: str | None, mode: str) -> None:
+    """Unknown architectures or tags are name errors, listed with the closest valid spellings."""
     import open_clip
 
-    arch, mode = split_mode(name)
-    source = parse_source(DEFAULT_TAG if pretrained == "default" else pretrained)
+    models = open_clip.list_models()
+    if arch not in models:
+        close = closest_names(arch, models)
+        raise UnknownDetectorError(
+            f"unknown detector {name!r}: open_clip has no model {arch!r}. Closest: {close or 'none'}",
+            name, [f"{PREFIX}{c}@{DEFAULT_TAG}_{mode}" for c in close],
+        )
+    if tag is not None:
+        tags = open_clip.list_pretrained_tags_by_model(arch)
+        if tag not in tags:
+            close = closest_names(tag, tags) or tags
+            raise UnknownDetectorError(
+                f"unknown detector {name!r}: open_clip model {arch} has no pretrained tag {tag!r}; "
+                f"its tags: {tags or 'none'}", name, [f"{PREFIX}{arch}@{t}_{mode}" for t in close],
+            )
+
+
+def make_openclip(name: str, pretrained: str = "default", **kwargs) -> Detector:
+    """Factory for ``<arch>_<mode>`` and ``openclip:<arch>[@<tag>]_<mode>``.
+
+    pretrained: 'default' (the tag in the name, else 'openai'), another tag, a local file, or 'none'.
+    kwargs go to open_clip.create_model; the device defaults to torch's default device (meta works).
+    """
+    import open_clip
+    import torch
+
+    arch, name_tag, mode = parse_openclip_name(name)
+    _check_openclip_name(name, arch, name_tag, mode)
+    default = name_tag or DEFAULT_TAG
+    source = parse_source(default if pretrained == "default" else pretrained)
     path, cfg = _resolve_tag_file(arch, source.value) if source.kind == "tag" else (None, {})  # fail before building
+    kwargs.setdefault("device", torch.get_default_device())
     with _quiet_random_init_warning(active=source.kind != "none"):  # we load the weights ourselves right after
         model = open_clip.create_model(arch, pretrained=None, **kwargs)
     visual = model.visual
@@ -117,10 +178,12 @@ def make_openclip(name: str, pretrained: str = "default", **kwargs) -> Detector:
     size = visual.image_size
     size = int(size[0] if isinstance(size, (tuple, list)) else size)
     return Detector(
-        visual, name=name, family="open_clip", backbone_name=arch, mode=mode, input_size=size, mean=mean, std=std,
-        feature_dim=int(visual.output_dim), pretrained=source.describe(), eval_resize="resize_center_crop",
+        visual, name=name, family="open_clip", backbone_name=arch if name_tag is None else f"{arch}@{name_tag}",
+        mode=mode, input_size=size, mean=mean, std=std, feature_dim=int(visual.output_dim),
+        pretrained=source.describe(), eval_resize="resize_center_crop",
     )
 
 
 for _arch in OPENAI_MODELS:
     register_detector(_arch, make_openclip)
+register_detector(f"{PREFIX}*", make_openclip)

@@ -22,6 +22,7 @@ _BUILTIN_MODULES = (
     "detectors.smallcnn",
     "detectors.openclip_models",
     "detectors.timm_models",
+    "detectors.dinov2_models",
     "detectors.torchvision_models",
 )
 
@@ -134,8 +135,12 @@ def closest_names(name: str, candidates: list[str], n: int = 5) -> list[str]:
     return [lowered[f] for f in found]
 
 
-def create_detector(name: str, pretrained: str = "default", **kwargs) -> Detector:
-    """Build detector ``name``; ``pretrained`` is 'default', a hub tag, a local weight file, or 'none'."""
+def check_name(name: str) -> Factory:
+    """The factory for ``name``, or UnknownDetectorError listing the closest names (nothing is built).
+
+    Names served by a pattern (timm:*, torchvision:*, openclip:*) are checked against their library by the
+    factory itself when it runs.
+    """
     factory = _resolve(name)
     if factory is None:
         candidates = list_detectors(include_patterns=True)
@@ -148,6 +153,12 @@ def create_detector(name: str, pretrained: str = "default", **kwargs) -> Detecto
             name,
             suggestions,
         )
+    return factory
+
+
+def create_detector(name: str, pretrained: str = "default", **kwargs) -> Detector:
+    """Build detector ``name``; ``pretrained`` is 'default', a hub tag, a local weight file, or 'none'."""
+    factory = check_name(name)
     detector = factory(name, pretrained=pretrained, **kwargs)
     if not isinstance(detector, Detector):
         raise TypeError(f"factory {factory!r} for {name!r} returned {type(detector).__name__}, not a Detector")

@@ -7,6 +7,9 @@ layouts are converted, see weights.KEY_CONVERTERS), or 'none'.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from .base import Detector
 from .registry import UnknownDetectorError, closest_names, register_detector, split_mode
 from .weights import (
@@ -52,40 +55,66 @@ def _ensure_hub_weights(arch_tag: str, cfg) -> None:
         raise ValueError(f"timm {arch_tag} has no downloadable weights (no hf_hub_id or url in its pretrained_cfg)")
 
 
-def make_timm(name: str, pretrained: str = "default", key_map: str | None = "auto", **kwargs) -> Detector:
-    """Factory for ``timm:<model>_<mode>``; kwargs go to timm.create_model."""
+def build_timm(
+    name: str,
+    arch: str,
+    mode: str,
+    pretrained: str,
+    *,
+    family: str = "timm",
+    default_tag: str | None = None,
+    key_map: str | None = "auto",
+    transform: Callable[[dict, Any], dict] | None = None,
+    **kwargs,
+) -> Detector:
+    """Headless timm ``arch`` wrapped as a Detector; shared by ``timm:*`` and named families such as DINOv2.
+
+    ``pretrained``: 'default' (``default_tag`` or timm's default), a timm tag, a file, or 'none'. kwargs go to
+    timm.create_model; an ``img_size`` there fixes the input size (pretrained position embeddings are resampled).
+    """
     import timm
 
-    if not name.startswith(PREFIX):
-        raise UnknownDetectorError(f"{name!r} is not a timm detector name (expected '{PREFIX}<model>_<mode>')", name)
-    arch, mode = split_mode(name[len(PREFIX):])
-    _check_timm_name(name, arch)
     source = parse_source(pretrained)
+    base_arch = arch.split(".")[0]
     if source.kind == "tag":
-        arch_tag = arch if source.value == "default" else f"{arch.split('.')[0]}.{source.value}"
+        tag = default_tag if source.value == "default" else source.value
+        arch_tag = arch if tag is None else f"{base_arch}.{tag}"
         cfg = timm.models.get_pretrained_cfg(arch_tag)
         if cfg is None:
-            tags = timm.list_pretrained(f"{arch.split('.')[0]}.*")
+            tags = timm.list_pretrained(f"{base_arch}.*")
             raise ValueError(f"timm has no pretrained weights {arch_tag!r}; available: {tags or 'none'}")
         _ensure_hub_weights(arch_tag, cfg)
         backbone = timm.create_model(arch_tag, pretrained=True, num_classes=0, **kwargs)
-        described = cfg.tag and f"{arch.split('.')[0]}.{cfg.tag}" or arch_tag
+        described = cfg.tag or tag or "default"  # the bare tag: passing it back as pretrained rebuilds the same model
     else:
         backbone = timm.create_model(arch, pretrained=False, num_classes=0, **kwargs)
         described = source.describe()
         if source.kind == "file":
             classifier = backbone.pretrained_cfg.get("classifier") or ""
             prefixes = classifier if isinstance(classifier, (tuple, list)) else [classifier]
-            load_file_into(backbone, source.value, drop_prefixes=prefixes, key_map=key_map)
+            load_file_into(backbone, source.value, drop_prefixes=prefixes, key_map=key_map, transform=transform)
     pcfg = backbone.pretrained_cfg
-    input_size = int(pcfg.get("input_size", (3, 224, 224))[-1])
+    img_size = kwargs.get("img_size")
+    if img_size is not None:
+        input_size = int(img_size[-1] if isinstance(img_size, (tuple, list)) else img_size)
+    else:
+        input_size = int(pcfg.get("input_size", (3, 224, 224))[-1])
     # With num_classes=0 timm returns pooled features of size head_hidden_size where a pre-logits layer exists.
     feature_dim = int(getattr(backbone, "head_hidden_size", None) or backbone.num_features)
     return Detector(
-        backbone, name=name, family="timm", backbone_name=arch, mode=mode, input_size=input_size,
+        backbone, name=name, family=family, backbone_name=arch, mode=mode, input_size=input_size,
         mean=tuple(pcfg.get("mean", (0.485, 0.456, 0.406))), std=tuple(pcfg.get("std", (0.229, 0.224, 0.225))),
         feature_dim=feature_dim, pretrained=described, eval_resize="resize_center_crop",
     )
+
+
+def make_timm(name: str, pretrained: str = "default", key_map: str | None = "auto", **kwargs) -> Detector:
+    """Factory for ``timm:<model>_<mode>``; kwargs go to timm.create_model."""
+    if not name.startswith(PREFIX):
+        raise UnknownDetectorError(f"{name!r} is not a timm detector name (expected '{PREFIX}<model>_<mode>')", name)
+    arch, mode = split_mode(name[len(PREFIX):])
+    _check_timm_name(name, arch)
+    return build_timm(name, arch, mode, pretrained, key_map=key_map, **kwargs)
 
 
 register_detector(f"{PREFIX}*", make_timm)

@@ -75,7 +75,7 @@ def make_torchvision(name: str, pretrained: str = "default", **kwargs) -> Detect
             ensure_downloadable(weights.url, f"torchvision weights {arch}.{weights.name}",
                                 provide_hint(fname, torch_hub_cache_hint(weights.url)))
         model = models.get_model(arch, weights=weights, **kwargs)
-        described = f"{arch}.{weights.name}"
+        described = weights.name  # the bare weights name: passing it back as pretrained rebuilds the same model
     else:
         weights = enum.DEFAULT  # only for its preprocessing metadata (input size, mean/std); nothing is loaded
         model = models.get_model(arch, weights=None, **kwargs)

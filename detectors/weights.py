@@ -314,6 +314,32 @@ def convert_keys(
     return KEY_CONVERTERS[key_map].convert(state_dict, model), key_map
 
 
+DETECTOR_PREFIXES = ("backbone.", "head.")
+
+
+def is_detector_checkpoint(state_dict: Mapping[str, torch.Tensor]) -> bool:
+    """True for a genshift Detector state dict (every key under 'backbone.' or 'head.')."""
+    return len(state_dict) > 0 and all(k.startswith(DETECTOR_PREFIXES) for k in state_dict)
+
+
+def unwrap_detector_checkpoint(state_dict: dict[str, torch.Tensor], source: str) -> dict[str, torch.Tensor]:
+    """A genshift checkpoint used as backbone weights: keep 'backbone.*' (prefix removed), drop the head.
+
+    Other state dicts pass through unchanged. A probe checkpoint (head only) has no backbone weights: error.
+    """
+    if not is_detector_checkpoint(state_dict):
+        return state_dict
+    backbone = {k[len("backbone."):]: v for k, v in state_dict.items() if k.startswith("backbone.")}
+    if not backbone:
+        raise WeightsMismatchError(
+            f"{source} is a probe checkpoint: it holds only the linear head ({sorted(state_dict)}), no backbone "
+            "weights. Rebuild the whole detector with detectors.load_detector_from_checkpoint(<window dir>), or "
+            "pass the backbone's own weights (the probe's 'pretrained' source) instead.",
+            [], sorted(state_dict), [],
+        )
+    return backbone
+
+
 def load_file_into(
     module: torch.nn.Module,
     path: str,
@@ -321,14 +347,19 @@ def load_file_into(
     drop_prefixes: Iterable[str] = (),
     key_map: str | None = "auto",
     reference: torch.nn.Module | None = None,
+    transform: Callable[[dict[str, torch.Tensor], torch.nn.Module], dict[str, torch.Tensor]] | None = None,
 ) -> str | None:
     """Read ``path``, convert keys if asked, drop the source's classifier prefixes, load strictly into ``module``.
 
-    ``reference`` is the model the converter inspects for layout (defaults to ``module``). Returns the name of
-    the converter used, or None.
+    A genshift tune checkpoint (``backbone.*``/``head.*``) is unwrapped to its backbone first. ``reference`` is
+    the model the converter inspects for layout (defaults to ``module``); ``transform`` is a family-specific
+    last step ``transform(state_dict, reference)`` (e.g. timm's ViT filter resampling position embeddings). Returns the converter used, or None.
     """
-    sd = load_state_dict_file(path)
-    sd, used = convert_keys(sd, reference if reference is not None else module, key_map)
+    sd = unwrap_detector_checkpoint(load_state_dict_file(path), str(path))
+    ref = reference if reference is not None else module
+    sd, used = convert_keys(sd, ref, key_map)
+    if transform is not None:
+        sd = transform(sd, ref)
     sd = drop_prefixed(sd, drop_prefixes)
     how = f"{path}" + (f" (keys converted by '{used}')" if used else "")
     load_strict(module, sd, how)

@@ -58,7 +58,8 @@ Unavoidable difference: when the RRC fires with bilinear/bicubic and JPEG 3 does
 not, the reference hands the detector a float tensor (values may lie outside
 [0, 1]); this API returns uint8, so that tensor is rounded and clipped
 (``quantized_float_output`` in the RRC record).  The golden hashes apply the same
-rounding to the reference output.
+rounding to the reference output.  ``degrade_float`` returns that tensor exactly (float32 CHW), for
+callers that can take a float image (``genshift data degrade``).
 
 Profile ``fixed``: central crop, JPEG quality ``random.randint(50, 100)``, noise
 ``clip(rint(img + N(0, sigma)))`` with NumPy ``default_rng(seed)``, and rounding
@@ -316,10 +317,8 @@ def _rrc_box(height: int, width: int, gen: torch.Generator) -> tuple[int, int, i
     return (height - h) // 2, (width - w) // 2, h, w
 
 
-def degrade(
-    image: np.ndarray, position: int, profile: str = "aigenbench-v1", base_seed: int = DEFAULT_BASE_SEED
-) -> tuple[np.ndarray, list[dict]]:
-    """Apply the mandatory eval degradations to a uint8 HWC RGB image; return (image, step records)."""
+def _run_chain(image: np.ndarray, position: int, profile: str, base_seed: int) -> _Chain:
+    """Validate the inputs and run the 7 steps; the chain holds the final image and the step records."""
     _check_profile(profile)
     if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
         desc = f"{image.dtype} {image.shape}" if isinstance(image, np.ndarray) else type(image).__name__
@@ -342,10 +341,37 @@ def degrade(
     chain.jpeg("jpeg_2", P_JPEG_2)
     chain.random_resized_crop()
     chain.jpeg("jpeg_3", P_JPEG_3)
+    return chain
+
+
+def degrade(
+    image: np.ndarray, position: int, profile: str = "aigenbench-v1", base_seed: int = DEFAULT_BASE_SEED
+) -> tuple[np.ndarray, list[dict]]:
+    """Apply the mandatory eval degradations to a uint8 HWC RGB image; return (image, step records)."""
+    chain = _run_chain(image, position, profile, base_seed)
     out = chain.finish()
     if out is image or np.shares_memory(out, image):
         out = out.copy()
     return out, chain.records
+
+
+def degrade_float(
+    image: np.ndarray, position: int, profile: str = "aigenbench-v1", base_seed: int = DEFAULT_BASE_SEED
+) -> tuple[np.ndarray, list[dict]]:
+    """What the reference hands to the detector's resize/crop: float32 CHW, nominally in [0, 1].
+
+    Same chain as `degrade`; a uint8 result becomes ``u8 / 255``, while the float tensor left by a
+    bilinear/bicubic random-resized crop (no later JPEG) is returned exactly, without rounding or
+    clipping (values may lie slightly outside [0, 1]; record ``float_output``).
+    """
+    chain = _run_chain(image, position, profile, base_seed)
+    if isinstance(chain.img, torch.Tensor):
+        for record in chain.records:
+            if record["step"] == "random_resized_crop":
+                record["float_output"] = True
+        return np.ascontiguousarray(chain.img.numpy().astype(np.float32, copy=True)), chain.records
+    u8 = np.ascontiguousarray(chain.img.transpose(2, 0, 1))
+    return u8.astype(np.float32) / np.float32(255.0), chain.records
 
 
 @functools.lru_cache(maxsize=1)
@@ -386,4 +412,4 @@ def degradation_key(profile: str, base_seed: int = DEFAULT_BASE_SEED) -> dict:
     }
 
 
-__all__ = ["PROFILES", "DEFAULT_BASE_SEED", "degrade", "degradation_key"]
+__all__ = ["PROFILES", "DEFAULT_BASE_SEED", "degrade", "degrade_float", "degradation_key"]

@@ -1,7 +1,8 @@
 """Evaluation order and real/fake pairing (DESIGN §3.5), reference-compatible.
 
 The eval split is balanced (reals subsampled with `random.seed(1338)` when there are more reals than
-fakes), shuffled like `datasets.Dataset.shuffle(seed=1340)` (numpy default_rng permutation), and every
+fakes; fakes subsampled stratified by generator with scikit-learn's `train_test_split(random_state=1338)`
+when there are more fakes than reals), shuffled like `datasets.Dataset.shuffle(seed=1340)` (numpy default_rng permutation), and every
 real is paired with one generator: reals shuffled with `random.seed(1341)` and zipped with the fakes
 in shuffled order. The balanced case (equal counts) works; the reference crashes there.
 """
@@ -50,11 +51,7 @@ def make_eval_plan(
         random.seed(balance_seed)
         subset = random.sample(real_rows, len(fake_rows)) + fake_rows
     elif len(fake_rows) > len(real_rows):
-        raise ValueError(
-            f"eval split has more fakes ({len(fake_rows)}) than reals ({len(real_rows)}); every fake "
-            "needs a paired real. Add real eval images or drop fakes (stratified subsampling of fakes "
-            "is not supported yet)"
-        )
+        subset = real_rows + stratified_fake_subset(samples, fake_rows, len(real_rows), balance_seed)
     else:
         subset = real_rows + fake_rows
     perm = np.random.default_rng(shuffle_seed).permutation(len(subset))
@@ -73,3 +70,21 @@ def make_eval_plan(
         generator_ids=gen_ids,
         pairing=pairing,
     )
+
+
+def stratified_fake_subset(
+    samples: Sequence[Sample], fake_rows: list[int], n_keep: int, seed: int
+) -> list[int]:
+    """The reference's fake subsampling: `train_test_split(fake_rows, train_size=n_keep,
+    stratify=generators, random_state=seed)`; returns the kept rows in the order sklearn gives them."""
+    from sklearn.model_selection import train_test_split
+
+    generators = [samples[i].generator for i in fake_rows]
+    try:
+        kept, _ = train_test_split(fake_rows, train_size=n_keep, stratify=generators, random_state=seed)
+    except ValueError as e:
+        raise ValueError(
+            f"eval split: cannot subsample {len(fake_rows)} fakes to {n_keep} (the number of reals) "
+            f"stratified by generator: {e}. Add real eval images (or fakes of the rare generators)"
+        ) from e
+    return [int(i) for i in kept]

@@ -1,0 +1,152 @@
+"""`genshift data ...`: info, check and degrade, as a subcommand group that the main CLI registers.
+
+Wiring: `from benchmark.cli import register, run_data`; `register(subparsers)` adds `data` with its
+sub-commands and `run_data(args) -> int` executes one (0 ok, 1 check found errors).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from benchmark.datacheck import DEFAULT_MIN_SIDE
+
+
+def register(sub) -> argparse.ArgumentParser:
+    """Add the `data` command group (info, check, degrade) to an argparse subparsers object."""
+    data = sub.add_parser("data", help="inspect, check and degrade datasets",
+                          description="Dataset specs: synthetic[:smoke|default], aigenbench:PATH, folder:ROOT, "
+                                      "csv:FILE; real sources take ?timeline=YAML (see README).")
+    dsub = data.add_subparsers(dest="data_command", required=True)
+
+    p = dsub.add_parser("info", help="build/verify a source's manifest and print its summary (JSON)")
+    p.add_argument("source", help="dataset spec, e.g. aigenbench:/data/ai_gen_bench_v1.0.0")
+    p.add_argument("--cache-dir")
+    p.add_argument("--generators-per-window", type=int, default=4)
+
+    p = dsub.add_parser("check", help="check a dataset: records, counts, balance, every image, duplicates",
+                        description="Exit status 0 when no error is found, 1 otherwise. Errors: bad records "
+                                    "(label, undated generator, missing file), unreadable/truncated images, "
+                                    "images below --min-side, exact duplicates across splits. Warnings: EXIF "
+                                    "rotation, eval imbalance, duplicates within a split.")
+    p.add_argument("source", help="dataset spec")
+    p.add_argument("--cache-dir")
+    p.add_argument("--json", action="store_true", help="print the report as JSON (for scripts)")
+    p.add_argument("--min-side", type=int, default=DEFAULT_MIN_SIDE,
+                   help=f"shortest allowed image side in pixels (default {DEFAULT_MIN_SIDE})")
+    p.add_argument("--workers", type=int, default=2, help="processes decoding images (default 2)")
+    p.add_argument("--no-progress", action="store_true")
+
+    p = dsub.add_parser("degrade", help="show the mandatory eval degradations on one image at one eval position",
+                        description="Writes OUT.npy (float32 CHW, nominal [0, 1]: exactly what the detector's "
+                                    "own resize/crop receives) and OUT.png (a preview), and prints the steps "
+                                    "that fired with their drawn parameters.")
+    p.add_argument("image", help="an image file")
+    p.add_argument("--position", type=int, required=True, help="position in the shuffled eval set (seed 4321+P)")
+    p.add_argument("--profile", default="aigenbench-v1", help="aigenbench-v1 (default, faithful) | fixed")
+    p.add_argument("--base-seed", type=int, default=4321)
+    p.add_argument("--out", required=True, help="output prefix: writes OUT.npy and OUT.png")
+    p.add_argument("--json", action="store_true", help="print the step records as JSON")
+    data.set_defaults(handler=run_data)
+    return data
+
+
+def _cache(args) -> Path:
+    from benchmark.sources import default_cache_dir
+
+    return Path(args.cache_dir) if args.cache_dir else default_cache_dir()
+
+
+def cmd_info(args) -> int:
+    from benchmark.sources import load_source
+    from benchmark.timeline import generator_id_to_name, make_windows
+
+    m = load_source(args.source, _cache(args))
+    info = {
+        "name": m.name, "root": str(m.root), "checksum": m.checksum,
+        "train": {"reals": sum(s.label == 0 for s in m.split("train")),
+                  "fakes": sum(s.label == 1 for s in m.split("train"))},
+        "eval": {"reals": sum(s.label == 0 for s in m.split("eval")),
+                 "fakes": sum(s.label == 1 for s in m.split("eval"))},
+        "generators": len(m.timeline),
+        "generator_id_to_name": generator_id_to_name(m.timeline),
+        "windows": make_windows(m.timeline, args.generators_per_window),
+        "notes": m.extra.get("notes", []),
+    }
+    print(json.dumps(info, indent=1))
+    return 0
+
+
+def cmd_check(args) -> int:
+    from benchmark.datacheck import check_spec, format_report
+
+    report = check_spec(args.source, _cache(args), args.min_side, args.workers, progress=not args.no_progress)
+    print(json.dumps(report.to_dict(), indent=1) if args.json else format_report(report))
+    return 0 if report.ok else 1
+
+
+def cmd_degrade(args) -> int:
+    import numpy as np
+    from PIL import Image
+
+    from benchmark.atomic import atomic_path
+    from benchmark.degradations import PROFILES, degrade_float
+    from benchmark.images import load_rgb
+
+    if args.profile not in PROFILES:
+        print(f"genshift: error: unknown profile {args.profile!r}; valid: {', '.join(PROFILES)}", file=sys.stderr)
+        return 2
+    img = load_rgb(args.image)
+    out, records = degrade_float(img, args.position, args.profile, args.base_seed)
+    prefix = Path(args.out)
+    if prefix.suffix in (".npy", ".png"):
+        prefix = prefix.with_suffix("")
+    prefix.parent.mkdir(parents=True, exist_ok=True)
+    npy, png = prefix.with_name(prefix.name + ".npy"), prefix.with_name(prefix.name + ".png")
+    with atomic_path(npy) as tmp, open(tmp, "wb") as f:
+        np.save(f, out)
+    preview = np.clip(np.rint(out.transpose(1, 2, 0) * 255.0), 0, 255).astype(np.uint8)
+    with atomic_path(png) as tmp:
+        Image.fromarray(preview).save(tmp, format="PNG")
+    if args.json:
+        print(json.dumps({"input": args.image, "input_shape": list(img.shape), "position": args.position,
+                          "profile": args.profile, "seed": args.base_seed + args.position,
+                          "output_shape": list(out.shape), "steps": records,
+                          "npy": str(npy), "png": str(png)}, indent=1))
+        return 0
+    print(f"{args.image}: {img.shape[1]}x{img.shape[0]}, eval position {args.position}, profile {args.profile}, "
+          f"seed {args.base_seed + args.position}")
+    for r in records:
+        params = ", ".join(f"{k}={v}" for k, v in r.items() if k not in ("step", "fired"))
+        print(f"  {r['step']:<20} {'fired' if r['fired'] else '-':<6} {params}")
+    print(f"output: float32 {tuple(out.shape)} (CHW), range [{out.min():.4f}, {out.max():.4f}] -> {npy}; "
+          f"preview -> {png}")
+    return 0
+
+
+def run_data(args) -> int:
+    """Execute `genshift data <command>`."""
+    return {"info": cmd_info, "check": cmd_check, "degrade": cmd_degrade}[args.data_command](args)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Stand-alone entry (`python -m benchmark.cli data ...`), same behaviour as `genshift data`."""
+    from benchmark.images import ImageReadError
+    from benchmark.manifest import ManifestError
+    from benchmark.sources import SourceError
+    from benchmark.timeline import TimelineError
+
+    parser = argparse.ArgumentParser(prog="genshift")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    try:
+        return run_data(args)
+    except (SourceError, ManifestError, TimelineError, ImageReadError, FileNotFoundError, ValueError) as e:
+        print(f"genshift: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

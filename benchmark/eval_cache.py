@@ -1,49 +1,68 @@
-"""Degraded eval inputs, built once per (manifest, degradation profile, libraries, input) and reused.
+"""Degraded eval inputs, built once per (manifest, eval order, degradation profile, libraries, input) and reused.
 
 Every window and every detector with the same input size and strategy reads the same uint8 array
-(N×3×S×S, memory-mapped) instead of decoding and degrading the eval split again (DESIGN §8).
+(N×3×S×S, memory-mapped) instead of decoding and degrading the eval split again (DESIGN §8). The key covers
+everything that changes the pixels; `degraded_input` is the one function that makes them, cached or not.
 """
 
 from __future__ import annotations
 
 import concurrent.futures as cf
 import hashlib
-import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 
-from benchmark.atomic import atomic_path, atomic_write_text
+from benchmark.array_store import cached_array, key_digest
 from benchmark.degradations import degradation_key, degrade
-from benchmark.images import adapt_to_input, to_chw
+from benchmark.images import SINGLE_CROP_STRATEGIES, adapt_to_input, to_chw
 from benchmark.imagestore import read_image
-from benchmark.manifest import Manifest, sha256_file
+from benchmark.manifest import Manifest
 
-CACHE_FORMAT = 1
+# Bump when the decode -> degrade -> adapt -> CHW code path changes in a way library versions do not capture.
+CACHE_FORMAT = 2
 
 
 def eval_cache_key(
     manifest: Manifest, sample_ids: Sequence[int], profile: str, base_seed: int, size: int, strategy: str
 ) -> dict:
-    """Everything that determines the cached pixels."""
+    """Everything that determines the cached pixels (decode/degradation library versions are in `degradation`)."""
+    if strategy not in SINGLE_CROP_STRATEGIES:
+        raise ValueError(f"eval input strategy {strategy!r}: the engine and its eval cache take one crop per image "
+                         f"({', '.join(SINGLE_CROP_STRATEGIES)}); multi-crop evaluation is not wired in yet")
     ids_hash = hashlib.sha256(np.asarray(sample_ids, dtype=np.int64).tobytes()).hexdigest()
     return {
         "format": CACHE_FORMAT,
         "manifest_checksum": manifest.checksum,
         "positions_sha256": ids_hash,
         "degradation": degradation_key(profile, base_seed),
-        "input_size": size,
+        "input_size": int(size),
         "input_strategy": strategy,
     }
 
 
-def _degrade_one(args: tuple[str, str, int, str, int, int, str]) -> np.ndarray:
-    root, path, position, profile, base_seed, size, strategy = args
+def degraded_input(
+    root: str, path: str, position: int, profile: str, base_seed: int, size: int, strategy: str
+) -> np.ndarray:
+    """Decode one eval image, degrade it (seeded by its eval position), adapt it to the input: uint8 3×S×S."""
     img = read_image(root, path)
     out, _ = degrade(img, position, profile=profile, base_seed=base_seed)
     return to_chw(adapt_to_input(out, size, strategy))
+
+
+def _degrade_job(args: tuple) -> np.ndarray:
+    return degraded_input(*args)
+
+
+def eval_jobs(
+    manifest: Manifest, sample_ids: Sequence[int], profile: str, base_seed: int, size: int, strategy: str
+) -> list[tuple]:
+    """Arguments of `degraded_input` for every eval position."""
+    by_id = {s.id: s for s in manifest.split("eval")}
+    return [(str(manifest.root), by_id[int(i)].path, pos, profile, base_seed, size, strategy)
+            for pos, i in enumerate(sample_ids)]
 
 
 def build_or_load_eval_inputs(
@@ -57,48 +76,49 @@ def build_or_load_eval_inputs(
     workers: int = 2,
     progress: bool = True,
 ) -> tuple[np.ndarray, dict]:
-    """Return (uint8 array N×3×S×S in position order, cache key). `cache_dir=None` disables caching."""
+    """Return (uint8 array N×3×S×S in position order, cache key incl. 'digest', 'path', 'hit').
+
+    `cache_dir=None` builds the array in memory (nothing written).
+    """
     key = eval_cache_key(manifest, sample_ids, profile, base_seed, size, strategy)
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
-    key = key | {"digest": digest}
-    target = Path(cache_dir) / "eval" / digest if cache_dir is not None else None
-    if target is not None and (target / "meta.json").is_file():
-        meta = json.loads((target / "meta.json").read_text())
-        npy = target / "inputs.npy"
-        if npy.is_file() and meta.get("key") == key and sha256_file(npy) == meta.get("sha256"):
-            return np.load(npy, mmap_mode="r"), key
-        print(f"genshift: eval cache {target} is stale or corrupt; rebuilding it")
-    by_id = {s.id: s for s in manifest.split("eval")}
-    jobs = [
-        (str(manifest.root), by_id[int(i)].path, pos, profile, base_seed, size, strategy)
-        for pos, i in enumerate(sample_ids)
-    ]
-    arr = np.empty((len(jobs), 3, size, size), dtype=np.uint8)
-    _run_jobs(jobs, arr, workers, progress)
-    if target is None:
-        return arr, key
-    target.mkdir(parents=True, exist_ok=True)
-    with atomic_path(target / "inputs.npy") as tmp:
-        with open(tmp, "wb") as f:
-            np.save(f, arr)
-    atomic_write_text(
-        target / "meta.json", json.dumps({"key": key, "sha256": sha256_file(target / "inputs.npy")}, indent=1)
-    )
-    return np.load(target / "inputs.npy", mmap_mode="r"), key
+    jobs = eval_jobs(manifest, sample_ids, profile, base_seed, size, strategy)
+
+    def build() -> np.ndarray:
+        arr = np.empty((len(jobs), 3, size, size), dtype=np.uint8)
+        run_parallel(_degrade_job, jobs, arr, workers, progress, "decoding + degrading eval images")
+        return arr
+
+    arr, info = cached_array(cache_dir, "eval", key, build)
+    assert info["digest"] == key_digest(key)
+    return arr, key | {"digest": info["digest"], "path": info["path"], "hit": info["hit"]}
 
 
-def _run_jobs(jobs: list, out: np.ndarray, workers: int, progress: bool) -> None:
-    from rich.progress import Progress
+def _worker_init() -> None:
+    """One thread per worker process: the pool already uses every core."""
+    import cv2
+    import torch
 
-    workers = max(1, min(workers, os.cpu_count() or 1))
-    with Progress(disable=not progress, transient=True) as bar:
-        task = bar.add_task("decoding + degrading eval images", total=len(jobs))
+    torch.set_num_threads(1)
+    cv2.setNumThreads(1)
+
+
+def run_parallel(
+    fn: Callable[[tuple], np.ndarray], jobs: list, out: np.ndarray, workers: int, progress: bool, label: str
+) -> None:
+    """out[i] = fn(jobs[i]) for every job, in `workers` processes (1 = in this process), with a progress bar."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    workers = max(1, min(int(workers), os.cpu_count() or 1, len(jobs) or 1))
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, disable=not progress, transient=True) as bar:
+        task = bar.add_task(label, total=len(jobs))
         if workers == 1:
             for i, job in enumerate(jobs):
-                out[i] = _degrade_one(job)
+                out[i] = fn(job)
                 bar.advance(task)
             return
-        with cf.ProcessPoolExecutor(max_workers=workers) as pool:
-            for i, arr in enumerate(pool.map(_degrade_one, jobs, chunksize=16)):
+        chunk = max(1, min(32, len(jobs) // (8 * workers)))
+        with cf.ProcessPoolExecutor(max_workers=workers, initializer=_worker_init) as pool:
+            for i, arr in enumerate(pool.map(fn, jobs, chunksize=chunk)):
                 out[i] = arr
                 bar.advance(task)

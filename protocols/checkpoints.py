@@ -9,6 +9,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from benchmark.atomic import atomic_path, atomic_write_json
+from benchmark.manifest import sha256_file
 
 WEIGHTS = "checkpoint.safetensors"
 META = "checkpoint.json"
@@ -20,9 +21,26 @@ def save_checkpoint(detector: torch.nn.Module, window_dir: Path, extra: dict) ->
     path = Path(window_dir) / WEIGHTS
     with atomic_path(path) as tmp:
         save_file(state, str(tmp))
-    doc = {"detector": detector.meta.to_dict(), **extra}
+    # The metadata is written last and names the weights' sha256: a pair torn by a crash is never taken
+    # for a finished window (see `complete_checkpoint`).
+    doc = {"detector": detector.meta.to_dict(), "weights_sha256": sha256_file(path), **extra}
     atomic_write_json(Path(window_dir) / META, doc)
     return path
+
+
+def complete_checkpoint(window_dir: Path, identity: dict) -> bool:
+    """True if the window's weights are finished and belong to this run: the metadata names the same
+    identity (run id, config hash, window, …) and the weights file has the recorded sha256."""
+    path, meta_path = Path(window_dir) / WEIGHTS, Path(window_dir) / META
+    if not path.is_file() or not meta_path.is_file():
+        return False
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return False
+    if not meta.get("training_complete") or any(meta.get(k) != v for k, v in identity.items()):
+        return False
+    return meta.get("weights_sha256") == sha256_file(path)
 
 
 def load_checkpoint(detector: torch.nn.Module, window_dir: Path) -> None:

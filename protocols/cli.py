@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -31,6 +30,23 @@ def _add_run_parser(sub) -> None:
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (logs only)")
     p.add_argument("--no-leaderboard", action="store_true", help="do not print/write the leaderboard at the end")
+    g = p.add_argument_group("SLURM", "submit the same run as a SLURM job instead of running it here "
+                                      "(settings: --slurm-profile, then the flags below)")
+    for flag, kw in SLURM_FLAGS.items():
+        g.add_argument(flag, **kw)
+
+
+SLURM_FLAGS = {
+    "--slurm": dict(action="store_true", help="write an sbatch script for this run and submit it"),
+    "--array": dict(nargs="+", metavar="KEY=V1,V2", default=[],
+                    help="one array task per combination, e.g. --array detector=A,B seed=0,1,2"),
+    "--dry-run": dict(action="store_true", help="with --slurm: print the sbatch script, submit nothing"),
+    "--slurm-profile": dict(metavar="NAME|PATH", help="configs/slurm/<NAME>.yaml or a YAML file (default: default)"),
+    "--partition": dict(), "--account": dict(), "--qos": dict(), "--time": dict(help="e.g. 24:00:00"),
+    "--gpus": dict(type=int, dest="gpus_per_node", help="GPUs per node (>1: DDP)"),
+    "--nodes": dict(type=int), "--cpus": dict(type=int, dest="cpus_per_task", help="CPUs per task"),
+    "--mem": dict(help="memory per node, e.g. 32G"),
+}
 
 
 def _run_config(args) -> dict:
@@ -46,44 +62,65 @@ def _run_config(args) -> dict:
     return resolve_config(args.preset, args.detector, args.config, overrides)
 
 
+def cmd_slurm(args, argv: list[str]) -> int:
+    """Write the sbatch script of this run (an array over --array combinations), print or submit it."""
+    from protocols import slurm
+
+    if args.array and args.experiment:
+        raise ConfigError("--array with --experiment would put every task in one run directory; drop --experiment")
+    combos = slurm.parse_array(args.array) if args.array else [{}]
+    for combo in combos:  # every task's config must resolve here, before anything is submitted
+        one = build_parser().parse_args(["run", *slurm.strip_flags(argv[1:], _slurm_flag_arity()),
+                                         *slurm.task_args(combo)])
+        cfg = _run_config(one)
+    settings = slurm.load_profile(args.slurm_profile)
+    settings["log_dir"] = settings.get("log_dir") or str(Path(cfg["runs_dir"]).resolve() / "slurm")
+    settings |= {k: getattr(args, k) for k in ("partition", "account", "qos", "time", "gpus_per_node", "nodes",
+                                               "cpus_per_task", "mem") if getattr(args, k) is not None}
+    run_args = slurm.strip_flags(argv[1:], _slurm_flag_arity())
+    workdir = Path.cwd()
+    script = slurm.render_script(run_args, combos, settings, workdir)
+    if args.dry_run:
+        print(script, end="")
+        return 0
+    path, job_id = slurm.submit(script, settings, workdir)
+    print(f"submitted SLURM job {job_id} ({len(combos)} task(s)); script {path}")
+    return 0
+
+
+def _slurm_flag_arity() -> dict[str, int]:
+    out = {}
+    for flag, kw in SLURM_FLAGS.items():
+        out[flag] = 0 if kw.get("action") == "store_true" else (-1 if kw.get("nargs") == "+" else 1)
+    return out
+
+
 def cmd_run(args) -> int:
+    if args.slurm:
+        return cmd_slurm(args, args.argv)
+    if args.dry_run or args.array:
+        raise ConfigError("--array and --dry-run only make sense with --slurm")
     cfg = _run_config(args)
     if args.print_config:
         import yaml
 
         print(yaml.safe_dump(cfg, sort_keys=False))
         return 0
-    from protocols.engine import run_experiment
+    from detectors.registry import check_name
 
-    run_dir = run_experiment(cfg, force_new=args.force_new, progress=not args.no_progress)
+    check_name(cfg["detector"])  # a typo fails here, before Lightning is imported
+    from protocols.engine import run_experiment
+    from protocols.resume import EXIT_PREEMPTED, Preempted
+
+    try:
+        run_dir = run_experiment(cfg, force_new=args.force_new, progress=not args.no_progress)
+    except Preempted as e:
+        print(f"genshift: {e}", file=sys.stderr)
+        return EXIT_PREEMPTED
     if not args.no_leaderboard:
         from leaderboard.report import write_leaderboard
 
         write_leaderboard([run_dir], run_dir)
-    return 0
-
-
-def cmd_detectors(args) -> int:
-    from detectors import list_detectors
-
-    if args.action == "list":
-        for name in list_detectors():
-            print(name)
-    return 0
-
-
-def cmd_data(args) -> int:
-    from benchmark.sources import default_cache_dir, load_source
-
-    m = load_source(args.source, Path(args.cache_dir) if args.cache_dir else default_cache_dir())
-    from benchmark.timeline import make_windows
-
-    info = {
-        "name": m.name, "root": str(m.root), "checksum": m.checksum,
-        "train": len(m.split("train")), "eval": len(m.split("eval")),
-        "windows": make_windows(m.timeline, args.generators_per_window),
-    }
-    print(json.dumps(info, indent=1))
     return 0
 
 
@@ -95,12 +132,16 @@ def build_parser() -> argparse.ArgumentParser:
     from leaderboard.cli import register as register_leaderboard
 
     register_leaderboard(sub)
-    p = sub.add_parser("detectors", help="registered detectors")
-    p.add_argument("action", choices=["list"])
-    p = sub.add_parser("data", help="build/verify a dataset source and print its summary")
-    p.add_argument("source", help="dataset spec, e.g. synthetic:default")
-    p.add_argument("--cache-dir")
-    p.add_argument("--generators-per-window", type=int, default=4)
+    from detectors.cli import register as register_detectors
+
+    register_detectors(sub)
+    from benchmark.cli import register as register_data
+    from protocols.bench import register as register_bench
+    from protocols.cache_cli import register as register_cache
+
+    register_data(sub)
+    register_cache(sub)
+    register_bench(sub)
     return parser
 
 
@@ -110,15 +151,13 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from benchmark.sources import SourceError
     from benchmark.timeline import TimelineError
     from protocols.rundir import RunDirError
+    from protocols.slurm import SlurmError
 
     errors: list[type[BaseException]] = [ConfigError, RunDirError, SourceError, ManifestError, TimelineError,
-                                         ImageReadError, FileNotFoundError]
-    try:
-        from detectors.registry import UnknownDetectorError
+                                         ImageReadError, FileNotFoundError, SlurmError]
+    from detectors.cli import user_errors as detector_errors
 
-        errors.append(UnknownDetectorError)
-    except ImportError:
-        pass
+    errors += detector_errors()
     try:
         from leaderboard.report import LeaderboardError
 
@@ -129,8 +168,10 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
-    handlers = {"run": cmd_run, "detectors": cmd_detectors, "data": cmd_data}
+    args.argv = argv
+    handlers = {"run": cmd_run}
     handler = getattr(args, "handler", None) or handlers[args.command]
     try:
         return handler(args)

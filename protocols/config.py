@@ -103,9 +103,27 @@ def resolve_config(
     return cfg
 
 
-def config_hash(cfg: Mapping[str, Any], ignore: Iterable[str] = ("runs_dir", "cache_dir", "loggers")) -> str:
-    """sha256 of the config keys that change results (paths and loggers excluded)."""
-    doc = {k: v for k, v in cfg.items() if k not in set(ignore)}
+# Keys that do not change results: where files go, loggers, how often to checkpoint, how many processes.
+RUNTIME_KEYS = ("runs_dir", "cache_dir", "loggers", "wandb", "accelerator", "devices", "num_nodes", "strategy",
+                "sync_batchnorm", "train.checkpoint_every_n_steps", "cache")
+
+
+def without_keys(cfg: Mapping[str, Any], ignore: Iterable[str] = RUNTIME_KEYS) -> dict:
+    """A copy of `cfg` without the (possibly dotted) keys in `ignore`."""
+    out = copy.deepcopy(dict(cfg))
+    for key in ignore:
+        *parents, last = key.split(".")
+        cur = out
+        for p in parents:
+            cur = cur.get(p) if isinstance(cur, dict) else None
+        if isinstance(cur, dict):
+            cur.pop(last, None)
+    return out
+
+
+def config_hash(cfg: Mapping[str, Any], ignore: Iterable[str] = RUNTIME_KEYS) -> str:
+    """sha256 of the config keys that change results (paths, loggers, checkpointing, process count excluded)."""
+    doc = without_keys(cfg, ignore)
     return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

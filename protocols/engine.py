@@ -3,32 +3,46 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
+import os
 import time
+import uuid
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import lightning as L
-import numpy as np
 import torch
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch.utils.data import DataLoader
 
 from benchmark.atomic import atomic_write_json, atomic_write_text
-from benchmark.eval_cache import build_or_load_eval_inputs
 from benchmark.eval_plan import EvalPlan, make_eval_plan
 from benchmark.manifest import Manifest
 from benchmark.sources import default_cache_dir, load_source
 from benchmark.timeline import generator_id_to_name, make_windows
 from benchmark.windows_plan import BenchmarkType, training_sets
 from detectors import create_detector
-from protocols.checkpoints import load_checkpoint, save_checkpoint
+from protocols import faults
+from protocols.checkpoints import complete_checkpoint, load_checkpoint, save_checkpoint
 from protocols.config import PROTOCOL_VERSION, config_hash
-from protocols.data import CachedEval, TrainCopies
+from protocols.distributed import EvalBatches, TrainBatches, gather_predictions, launch_rank, world_size
+from protocols.loggers import log_window_metrics, make_loggers, step_offsets
 from protocols.module import DetectorModule
 from protocols.predictions import SCHEMA_VERSION, window_summary, write_predictions
 from protocols.provenance import git_commit, host_info, package_versions
+from protocols.resume import (
+    TRAIN_STATE,
+    Preempted,
+    WindowCheckpointer,
+    check_stop,
+    install_signal_handlers,
+    load_train_state,
+)
+from protocols.run_inputs import RunInputs, features_in, prepare_run_inputs
 from protocols.rundir import RunDir
+from protocols.slurm import job_record
 
 
 @dataclass
@@ -41,6 +55,26 @@ class Benchmark:
     train_sets: list[list[int]]
     plan: EvalPlan
     benchmark_type: BenchmarkType
+    inputs: RunInputs | None = None  # set by _run_locked: cached/streamed datasets and resolved speed settings
+
+
+@dataclass
+class RunContext:
+    """What every window of this process needs: the run's identity, its loggers, and this process's role."""
+
+    run_id: str
+    config_hash: str
+    rank: int
+    loggers: list
+    step_offsets: list[int]
+
+    @property
+    def writer(self) -> bool:
+        """Only global rank 0 writes files; the other DDP processes compute alongside it."""
+        return self.rank == 0
+
+    def identity(self, k: int) -> dict:
+        return {"run_id": self.run_id, "config_hash": self.config_hash, "window": k}
 
 
 def prepare_benchmark(cfg: dict, progress: bool = True) -> Benchmark:
@@ -75,30 +109,48 @@ def _quiet_lightning() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+    warnings.filterwarnings("ignore", message=".*`srun` command is available.*")  # one task: no srun needed
+    warnings.filterwarnings("ignore", message=".*custom batch sampler `EvalBatches`.*")  # it returns every index
 
 
-def _loggers(cfg: dict, run_dir: Path, k: int) -> list:
-    from lightning.pytorch import loggers as pl_loggers
+def _cluster_plugins() -> list:
+    """Under SLURM, never let Lightning requeue or checkpoint by itself (genshift's script and callback do)."""
+    if "SLURM_JOB_ID" not in os.environ:
+        return []
+    from lightning.fabric.plugins.environments import LightningEnvironment, SLURMEnvironment
 
-    out = []
-    for name in cfg["loggers"]:
-        if name == "csv":
-            out.append(pl_loggers.CSVLogger(run_dir / "logs", name="csv", version=f"window_{k}"))
-        elif name == "tensorboard":
-            out.append(pl_loggers.TensorBoardLogger(run_dir / "logs", name="tensorboard", version=f"window_{k}"))
-        elif name == "wandb":
-            out.append(pl_loggers.WandbLogger(save_dir=str(run_dir / "logs"), name=f"{run_dir.name}-w{k}",
-                                              offline=True))
-        else:
-            raise ValueError(f"loggers: unknown logger {name!r}; expected csv, tensorboard or wandb")
-    return out
+    if int(os.environ.get("SLURM_NTASKS", "1")) > 1:
+        return [SLURMEnvironment(auto_requeue=False)]  # srun started one task per device
+    return [LightningEnvironment()]  # one task; Lightning starts the other local processes itself
 
 
-def _trainer(cfg: dict, precision: str, progress: bool, loggers: list | bool, n_batches: int = 10) -> L.Trainer:
+def _sync_batchnorm(cfg: dict, world: int) -> bool:
+    """BatchNorm statistics over the global batch under DDP; torch supports this on GPUs only."""
+    if world == 1 or not cfg.get("sync_batchnorm", True):
+        return False
+    acc = cfg.get("accelerator", "auto") or "auto"
+    if acc in ("gpu", "cuda") or (acc == "auto" and torch.cuda.is_available()):
+        return True
+    warnings.warn("sync_batchnorm: SyncBatchNorm needs GPUs; on CPU each DDP process normalises with its own "
+                  "part of the batch (results differ from one process for detectors that train BatchNorm)",
+                  stacklevel=2)
+    return False
+
+
+def _trainer(cfg: dict, precision: str, progress: bool, loggers: list | bool, n_batches: int = 10,
+             callbacks: list | None = None) -> L.Trainer:
+    world = world_size(cfg)
+    strategy = cfg.get("strategy", "auto") or "auto"
     return L.Trainer(
-        accelerator="auto",
-        devices=1,
-        max_epochs=int(cfg["train"]["epochs"]),
+        accelerator=cfg.get("accelerator", "auto") or "auto",
+        devices=int(cfg.get("devices", 1) or 1),
+        num_nodes=int(cfg.get("num_nodes", 1) or 1),
+        strategy="ddp" if strategy == "auto" and world > 1 else strategy,
+        sync_batchnorm=_sync_batchnorm(cfg, world),
+        use_distributed_sampler=False,  # genshift's samplers split batches across ranks without padding
+        plugins=_cluster_plugins(),
+        callbacks=callbacks or [],
+        max_epochs=1,  # the window's batch sampler already holds all `train.epochs` epochs back to back
         precision=precision,
         gradient_clip_val=cfg["train"]["grad_clip"],
         logger=loggers,
@@ -117,9 +169,14 @@ def run_experiment(cfg: dict, force_new: bool = False, progress: bool = True) ->
     _quiet_lightning()
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg["threads"]))
+    install_signal_handlers()
     bench = prepare_benchmark(cfg, progress)
     rd = RunDir(Path(cfg["runs_dir"]) / experiment_name(cfg))
+    rank = launch_rank(cfg)
+    if rank != 0:  # another DDP process: rank 0 holds the lock, checks the directory and writes the files
+        return _run_guarded(cfg, bench, rd, t0, False, rank)
     rd.lock()
+    rd.remove_temporaries()
     try:
         try:
             rd.check_compatible(cfg, bench.manifest.checksum)
@@ -131,17 +188,24 @@ def run_experiment(cfg: dict, force_new: bool = False, progress: bool = True) ->
             _say(f"moved the old run directory aside to {moved}", t0)
             rd = RunDir(rd.path)
             rd.lock()
-        return _run_locked(cfg, bench, rd, t0, progress)
+        return _run_guarded(cfg, bench, rd, t0, progress, rank)
     finally:
         rd.unlock()
 
 
-def _run_locked(cfg: dict, bench: Benchmark, rd: RunDir, t0: float, progress: bool) -> Path:
+def _run_guarded(cfg: dict, bench: Benchmark, rd: RunDir, t0: float, progress: bool, rank: int) -> Path:
+    """Lightning ends a fit or predict on SIGTERM with SIGTERMException; genshift reports it as Preempted."""
+    try:
+        return _run_locked(cfg, bench, rd, t0, progress, rank)
+    except SIGTERMException as e:
+        raise Preempted("stopped on SIGTERM; run the same command again to resume") from e
+
+
+def _run_locked(cfg: dict, bench: Benchmark, rd: RunDir, t0: float, progress: bool, rank: int = 0) -> Path:
     seed = int(cfg["seed"])
     L.seed_everything(seed, workers=True, verbose=False)
     detector = create_detector(cfg["detector"], pretrained=cfg["pretrained"])
     meta = detector.meta
-    strategy = cfg["eval"]["input"] or meta.eval_resize
     cache_dir = Path(cfg["cache_dir"]).expanduser() if cfg.get("cache_dir") else default_cache_dir()
     n_steps = len(bench.train_sets)
     K = len(bench.windows)
@@ -150,34 +214,47 @@ def _run_locked(cfg: dict, bench: Benchmark, rd: RunDir, t0: float, progress: bo
         f"({bench.benchmark_type}), {len(bench.plan.sample_ids)} eval images; detector {meta.name}",
         t0,
     )
-    inputs, cache_key = build_or_load_eval_inputs(
-        bench.manifest, bench.plan.sample_ids, cfg["degradation"]["profile"], cfg["degradation"]["base_seed"],
-        meta.input_size, strategy, cache_dir, workers=int(cfg["train"]["num_workers"]) or 1, progress=progress,
-    )
-    _say(f"eval inputs ready ({inputs.shape[0]}×{inputs.shape[2]}×{inputs.shape[3]}, cache {cache_key['digest']})",
-         t0)
+    inputs = bench.inputs = prepare_run_inputs(cfg, bench, detector, cache_dir, progress, lambda m: _say(m, t0),
+                                               world_size(cfg))
+    cache_key = inputs.eval_key
+    strategy = cache_key["input_strategy"]
     previous = rd.read_run_json() or {}
-    rd.write_run_json(
-        {
-            "config": cfg,
-            "config_hash": config_hash(cfg),
-            "protocol_version": PROTOCOL_VERSION,
-            "schema_version": SCHEMA_VERSION,
-            "manifest_checksum": bench.manifest.checksum,
-            "dataset": {"name": bench.manifest.name, "spec": cfg["dataset"], "root": str(bench.manifest.root)},
-            "windows": bench.windows,
-            "benchmark_type": str(bench.benchmark_type),
-            "seeds": {"seed": seed, **{k: v for k, v in cfg["benchmark"].items() if k.endswith("seed")},
-                      "degradation_base_seed": cfg["degradation"]["base_seed"]},
-            "detector": meta.to_dict() | {"eval_input": strategy},
-            "eval_cache_key": cache_key,
-            "packages": package_versions(),
-            "host": host_info(),
-            "git_commit": git_commit(),
-            "created": previous.get("created", dt.datetime.now().isoformat(timespec="seconds")),
-            "updated": dt.datetime.now().isoformat(timespec="seconds"),
-        }
+    ctx = RunContext(
+        run_id=previous.get("run_id") or uuid.uuid4().hex[:16], config_hash=config_hash(cfg), rank=rank,
+        loggers=[],
+        step_offsets=step_offsets([len(s) for s in bench.train_sets], int(cfg["train"]["batch_size"]),
+                                  int(cfg["train"]["epochs"])),
     )
+    attempts = list(previous.get("attempts", [])) + [
+        {"started": dt.datetime.now().isoformat(timespec="seconds"), "host": host_info().get("hostname"),
+         "processes": world_size(cfg), **job_record()}]
+    if ctx.writer:
+        ctx.loggers = make_loggers(cfg, rd.path, ctx.run_id, rd.path.name)
+        rd.write_run_json(
+            {
+                "run_id": ctx.run_id,
+                "attempts": attempts,
+                "slurm": job_record() or previous.get("slurm"),
+                "config": cfg,
+                "config_hash": config_hash(cfg),
+                "protocol_version": PROTOCOL_VERSION,
+                "schema_version": SCHEMA_VERSION,
+                "manifest_checksum": bench.manifest.checksum,
+                "dataset": {"name": bench.manifest.name, "spec": cfg["dataset"], "root": str(bench.manifest.root)},
+                "windows": bench.windows,
+                "benchmark_type": str(bench.benchmark_type),
+                "seeds": {"seed": seed, **{k: v for k, v in cfg["benchmark"].items() if k.endswith("seed")},
+                          "degradation_base_seed": cfg["degradation"]["base_seed"]},
+                "detector": meta.to_dict() | {"eval_input": strategy},
+                "eval_cache_key": cache_key,
+                "caches": inputs.describe,
+                "packages": package_versions(),
+                "host": host_info(),
+                "git_commit": git_commit(),
+                "created": previous.get("created", dt.datetime.now().isoformat(timespec="seconds")),
+                "updated": dt.datetime.now().isoformat(timespec="seconds"),
+            }
+        )
     start = 0
     while start < n_steps and rd.is_done(start):
         start += 1
@@ -185,61 +262,92 @@ def _run_locked(cfg: dict, bench: Benchmark, rd: RunDir, t0: float, progress: bo
         load_checkpoint(detector, rd.window(start - 1))
         _say(f"resuming: windows 0..{start - 1} are done, continuing at window {start}", t0)
     for k in range(start, n_steps):
-        train_metrics = _train_window(cfg, bench, detector, rd, k, t0, progress)
-        _score_window(cfg, bench, detector, inputs, rd, k, t0, progress, train_metrics)
+        check_stop(f"before window {k}")
+        train_metrics = _train_window(cfg, bench, detector, rd, k, t0, progress, ctx)
+        check_stop(f"after training window {k}, before scoring it")
+        _score_window(cfg, bench, detector, inputs, rd, k, t0, progress, train_metrics, ctx)
     _say(f"all {n_steps} window(s) done in {rd.path}", t0)
     return rd.path
 
 
-def _train_window(cfg, bench: Benchmark, detector, rd: RunDir, k: int, t0: float, progress: bool) -> dict:
-    tc = cfg["train"]
+def _train_window(cfg, bench: Benchmark, detector, rd: RunDir, k: int, t0: float, progress: bool,
+                  ctx: RunContext) -> dict:
+    """Train window k — or continue it from its last train state, or skip it if its weights are final."""
+    tc = bench.inputs.train_cfg  # cfg["train"] with precision and channels_last resolved for this machine
     meta = detector.meta
     ids = bench.train_sets[k]
+    wdir = rd.window(k)
+    identity = ctx.identity(k) | {"manifest_checksum": bench.manifest.checksum, "detector_name": meta.name}
+    if complete_checkpoint(wdir, identity):
+        load_checkpoint(detector, wdir)
+        _say(f"window {k + 1}/{len(bench.train_sets)}: training already finished, weights restored", t0)
+        return json.loads((wdir / "train_metrics.json").read_text()) if (wdir / "train_metrics.json").is_file() \
+            else {"window": k, "train": {"n_images": len(ids), "restored": True}}
     gens = bench.windows[k] if bench.benchmark_type.kind != "full" else ["all generators"]
     _say(f"window {k + 1}/{len(bench.train_sets)}: training on {len(ids)} images × {tc['augmentation_factor']} "
          f"copies (new generators: {', '.join(gens)})", t0)
-    ds = TrainCopies(bench.manifest, ids, int(tc["augmentation_factor"]), meta.input_size, int(cfg["seed"]),
-                     tc["augmentation"], meta.eval_resize)
-    g = torch.Generator().manual_seed(int(cfg["seed"]) * 1_000_003 + k)
-    loader = DataLoader(ds, batch_size=int(tc["batch_size"]), shuffle=True, generator=g,
-                        num_workers=int(tc["num_workers"]), drop_last=False,
+    ds = bench.inputs.train_dataset(ids)  # cached pixels or probe features, or decoded + augmented on the fly
+    # The global batch order is fixed per (seed, window) (a seeded randperm per epoch), so a resumed run
+    # continues the same sequence from the first batch not yet done.
+    sampler = TrainBatches(len(ds), int(tc["batch_size"]), int(tc["epochs"]), int(cfg["seed"]) * 1_000_003 + k)
+    state_identity = identity | {"n_copies": len(ds), "batch_size": sampler.batch_size, "batches": sampler.total}
+    state = load_train_state(wdir / TRAIN_STATE, state_identity) if ctx.writer else \
+        load_train_state(wdir / TRAIN_STATE, None)
+    sampler.start = state["batches_done"] if state else 0
+    if state:
+        detector.load_trainable_state_dict(state["model"])
+        _say(f"window {k + 1}/{len(bench.train_sets)}: resuming after batch {sampler.start}/{sampler.total}", t0)
+    loader = DataLoader(ds, batch_sampler=sampler, num_workers=bench.inputs.workers(ds),
+                        generator=torch.Generator().manual_seed(int(cfg["seed"]) * 1_000_003 + k),
                         persistent_workers=False, pin_memory=torch.cuda.is_available())
-    total_steps = len(loader) * int(tc["epochs"])
+    total_steps = sampler.total
     torch.manual_seed(int(cfg["seed"]) * 7919 + k)
-    module = DetectorModule(detector, tc, total_steps)
-    trainer = _trainer(cfg, tc["precision"], progress, _loggers(cfg, rd.path, k), len(loader))
+    module = DetectorModule(detector, tc, total_steps, features_in=features_in(ds))
+    module.step_offset = ctx.step_offsets[k] + sampler.start
+    saver = WindowCheckpointer(wdir / TRAIN_STATE, state_identity, int(tc.get("checkpoint_every_n_steps") or 0),
+                               sampler.start, sampler.total, state, ctx.writer)
+    trainer = _trainer(cfg, tc["precision"], progress, ctx.loggers or False, len(loader), callbacks=[saver])
     started = time.time()
-    trainer.fit(module, train_dataloaders=loader)
-    loss = trainer.callback_metrics.get("train/loss_epoch")
-    wdir = rd.window(k)
-    wdir.mkdir(parents=True, exist_ok=True)
-    save_checkpoint(detector, wdir, {"window": k, "config": cfg})
-    return {
+    if len(sampler):
+        trainer.fit(module, train_dataloaders=loader)
+    if saver.interrupted:
+        raise Preempted(f"stopped on a signal in window {k} after batch {saver.done}/{sampler.total} "
+                        f"(state saved in {wdir / TRAIN_STATE}); run the same command again to resume")
+    metrics = {
         "window": k,
         "train": {
             "n_images": len(ids),
             "n_copies": len(ds),
             "steps": total_steps,
+            "resumed_at_step": sampler.start,
             "seconds": round(time.time() - started, 2),
-            "loss_epoch": float(loss) if loss is not None else None,
+            "loss_mean": saver.loss_sum / saver.loss_count if saver.loss_count else None,
             "images_per_second": round(len(ds) * int(tc["epochs"]) / max(time.time() - started, 1e-9), 1),
         },
     }
+    if ctx.writer:
+        wdir.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(wdir / "train_metrics.json", metrics)
+        save_checkpoint(detector, wdir, {"config": cfg, "training_complete": True, **identity})
+    return metrics
 
 
-def _score_window(cfg, bench: Benchmark, detector, inputs: np.ndarray, rd: RunDir, k: int, t0: float,
-                  progress: bool, train_metrics: dict) -> None:
+def _score_window(cfg, bench: Benchmark, detector, inputs: RunInputs, rd: RunDir, k: int, t0: float,
+                  progress: bool, train_metrics: dict, ctx: RunContext) -> None:
     wdir = rd.window(k)
     started = time.time()
-    loader = DataLoader(CachedEval(inputs), batch_size=int(cfg["eval"]["batch_size"]), shuffle=False,
-                        num_workers=0)
-    module = DetectorModule(detector, cfg["train"], 1)
-    trainer = _trainer(cfg, cfg["eval"]["precision"], progress, False)
+    # Whole batches are dealt to ranks (no padded duplicates); every (position, logit) is gathered once.
+    ds = inputs.eval_dataset()  # cached pixels or probe features, or decoded + degraded on the fly
+    loader = DataLoader(ds, batch_sampler=EvalBatches(len(ds), int(cfg["eval"]["batch_size"])),
+                        num_workers=inputs.workers(ds),
+                        pin_memory=torch.cuda.is_available() and inputs.workers(ds) > 0)
+    module = DetectorModule(detector, inputs.train_cfg, 1, features_in=features_in(ds))
+    module.fault_window = k
+    trainer = _trainer(cfg, inputs.eval_precision, progress, False)
     outputs = trainer.predict(module, dataloaders=loader)
-    logits = torch.cat([o[0] for o in outputs]).float().numpy()
-    positions = torch.cat([o[1] for o in outputs]).numpy()
-    if not np.array_equal(positions, np.arange(len(inputs))):
-        raise RuntimeError("evaluation returned predictions out of order or incomplete")
+    logits, _ = gather_predictions(outputs, len(inputs))
+    if not ctx.writer:
+        return
     write_predictions(
         wdir / "predictions.npz", logits, bench.plan, bench.gen_names, bench.windows, k,
         manifest_checksum=bench.manifest.checksum, benchmark_type=str(bench.benchmark_type),
@@ -247,6 +355,10 @@ def _score_window(cfg, bench: Benchmark, detector, inputs: np.ndarray, rd: RunDi
     summary = window_summary(wdir / "predictions.npz")
     metrics = train_metrics | {"eval": summary | {"seconds": round(time.time() - started, 2)}}
     atomic_write_json(wdir / "metrics.json", metrics)
+    faults.die_if("before_done", k)
     atomic_write_text(wdir / "done", dt.datetime.now().isoformat(timespec="seconds") + "\n")
+    (wdir / TRAIN_STATE).unlink(missing_ok=True)  # the window's final weights are in its checkpoint
+    log_window_metrics(ctx.loggers, k, ctx.step_offsets[k] + int(train_metrics["train"].get("steps") or 0),
+                       metrics)
     parts = ", ".join(f"{g} {v:.3f}" for g, v in summary["auroc"].items() if v == v)
     _say(f"window {k + 1}/{len(bench.train_sets)} scored: AUROC {parts}", t0)

@@ -8,6 +8,8 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 
+from protocols import faults
+
 
 class DetectorModule(L.LightningModule):
     """Wraps a detector: uint8 batches are normalised with the detector's own mean/std on the fly.
@@ -16,8 +18,11 @@ class DetectorModule(L.LightningModule):
     detector object — hence its weights — carries over.
     """
 
-    def __init__(self, detector: torch.nn.Module, train_cfg: Mapping, total_steps: int):
+    def __init__(self, detector: torch.nn.Module, train_cfg: Mapping, total_steps: int, features_in: bool = False):
         super().__init__()
+        # features_in: batches hold a probe's cached backbone features, so only the head runs (same optimizer,
+        # schedule and clipping; protocols/feature_cache.py).
+        self.features_in = bool(features_in)
         self.detector = detector
         self.train_cfg = dict(train_cfg)
         self.total_steps = max(1, int(total_steps))
@@ -25,21 +30,41 @@ class DetectorModule(L.LightningModule):
         self.register_buffer("mean", torch.tensor(meta.mean).view(1, 3, 1, 1) * 255.0, persistent=False)
         self.register_buffer("std", torch.tensor(meta.std).view(1, 3, 1, 1) * 255.0, persistent=False)
         self.channels_last = bool(self.train_cfg.get("channels_last", False))
+        self.step_offset = 0  # global steps before this fit (earlier windows + batches restored on resume)
+        self.fault_window = -1  # window being scored, for protocols.faults' crash injection
 
     def normalise(self, x: torch.Tensor) -> torch.Tensor:
         x = (x.float() - self.mean) / self.std
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """(N,) float32 logits from uint8 pixels, or from cached features when features_in."""
+        out = self.detector.head_forward(x) if self.features_in else self.detector(self.normalise(x))
+        return out.float()
+
     def training_step(self, batch, batch_idx):
-        x, y, _ = batch
-        logits = self.detector(self.normalise(x)).float()
-        loss = F.binary_cross_entropy_with_logits(logits, y.float())
-        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(y))
+        x, y = batch[0], batch[1]
+        logits = self.logits(x)
+        if self.trainer.world_size > 1:
+            # DDP averages gradients over ranks; scale so the result is the mean over the *global* batch even
+            # when its parts differ in size (the same gradient as one process on the whole batch).
+            n = torch.tensor([float(len(y))], device=logits.device)
+            torch.distributed.all_reduce(n)
+            loss = F.binary_cross_entropy_with_logits(logits, y.float(), reduction="sum") \
+                * (self.trainer.world_size / n.item())
+        else:
+            loss = F.binary_cross_entropy_with_logits(logits, y.float())
+        # One step axis for all windows and resumed attempts: the "step" metric sets the loggers' step.
+        self.log("step", float(self.step_offset + batch_idx + 1), on_step=True, on_epoch=False, batch_size=len(y))
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=False, batch_size=len(y))
+        self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=True, on_epoch=False,
+                 batch_size=len(y))
         return loss
 
     def predict_step(self, batch, batch_idx):
         x, pos = batch
-        return self.detector(self.normalise(x)).float(), pos
+        faults.die_if("predict_batch", self.fault_window, batch_idx + 1)
+        return self.logits(x), pos
 
     def configure_optimizers(self):
         cfg = self.train_cfg

@@ -9,6 +9,7 @@ import numpy as np
 
 from benchmark.atomic import atomic_path
 from benchmark.eval_plan import EvalPlan
+from protocols import faults
 from protocols.config import PROTOCOL_VERSION
 
 SCHEMA_VERSION = 1
@@ -50,6 +51,7 @@ def write_predictions(
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
             np.savez(f, **arrays)
+        faults.die_if("predictions_tmp", window)
 
 
 def window_summary(path: Path, groups: Sequence[str] = ("next", "current", "seen", "past", "all")) -> dict:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmark.atomic import atomic_write_json
-from protocols.config import config_diff, config_hash
+from protocols.config import config_diff, config_hash, without_keys
 
 
 class RunDirError(RuntimeError):
@@ -50,6 +50,15 @@ class RunDir:
         os.write(fd, f"{os.getpid()}\n".encode())
         self._lock_fd = fd
 
+    def remove_temporaries(self) -> list[Path]:
+        """Delete temporary files left by a process killed mid-write (atomic writes' `.<name>.*.tmp`).
+
+        Only called while holding the lock, so no live writer owns them."""
+        found = [p for p in self.path.rglob(".*.tmp") if p.is_file()]
+        for p in found:
+            p.unlink()
+        return found
+
     def unlock(self) -> None:
         if self._lock_fd is not None:
             fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
@@ -71,10 +80,9 @@ class RunDir:
             return
         problems = []
         if old.get("config_hash") != config_hash(cfg):
-            ignore = {"runs_dir", "cache_dir", "loggers"}
-            a = {k: v for k, v in old.get("config", {}).items() if k not in ignore}
-            b = {k: v for k, v in cfg.items() if k not in ignore}
-            problems += config_diff(a, b) or ["config hash differs"]
+            # Only real differences count: equal configs whose hashes differ (the set of runtime keys that the
+            # hash ignores changed with a genshift upgrade) are the same run.
+            problems += config_diff(without_keys(old.get("config", {})), without_keys(cfg))
         if old.get("manifest_checksum") != manifest_checksum:
             problems.append(f"manifest_checksum: {old.get('manifest_checksum')} != {manifest_checksum}")
         if problems:

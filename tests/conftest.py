@@ -15,3 +15,28 @@ import pytest  # noqa: E402
 def cache_dir(tmp_path_factory):
     """One cache for the whole session so the smoke dataset is generated once."""
     return tmp_path_factory.mktemp("genshift-cache")
+
+
+# Small two-window runs shared by the resume, SLURM and DDP tests (smoke data, 12 generators per window).
+SMALL_RUN_FLAGS = ["--preset", "smoke", "--no-progress", "--no-leaderboard", "--set", "benchmark.generators_per_window=12",
+                   "--set", "threads=1", "--set", "train.checkpoint_every_n_steps=2"]
+
+
+@pytest.fixture(scope="session")
+def small_reference(tmp_path_factory, cache_dir):
+    """reference(detector, seed) → run directory of an uninterrupted local run (made once per session)."""
+    from protocols.cli import main
+
+    runs = tmp_path_factory.mktemp("reference-runs")
+    made: dict = {}
+
+    def reference(detector: str = "smallcnn_tune", seed: int = 0, *extra: str):
+        key = (detector, seed, extra)
+        if key not in made:
+            exp = f"{detector}-s{seed}-{len(made)}"
+            assert main(["run", *SMALL_RUN_FLAGS, "--detector", detector, "--seed", str(seed), "--runs-dir", str(runs),
+                         "--cache-dir", str(cache_dir), "--experiment", exp, *extra]) == 0
+            made[key] = runs / exp
+        return made[key]
+
+    return reference

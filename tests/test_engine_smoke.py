@@ -63,7 +63,7 @@ def test_run_writes_every_window_with_documented_keys(smoke_run):
     last = json.loads((smoke_run / f"window_{n - 1}" / "metrics.json").read_text())
     assert last["eval"]["auroc"]["next"] is None and "no next window" in last["eval"]["undefined"]["next"]
     md = (smoke_run / "leaderboard.md").read_text()
-    assert "next" in md and "seen_average" in md and "exp" in md
+    assert "NEXT" in md and "seen avg" in md and "exp" in md
     assert (smoke_run / "leaderboard.csv").is_file()
 
 

@@ -1,0 +1,79 @@
+"""Fixed augmented training copies, decoded and augmented once and reused by every window (DESIGN §8).
+
+Copy `c` of sample `id` depends only on (seed, id, c) (benchmark/train_augment.py), so the uint8 pixels of
+every copy a run needs are built once, in parallel, into a memory-mapped store; row `r * factor + c` holds
+copy c of the r-th id of `ids` (sorted).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from benchmark.array_store import cached_array
+from benchmark.eval_cache import run_parallel
+from benchmark.images import to_chw
+from benchmark.imagestore import read_image
+from benchmark.manifest import Manifest
+from benchmark.train_augment import augment_train, copy_rng
+
+# Bump when decode -> augment_train -> CHW changes in a way library versions do not capture.
+TRAIN_CACHE_FORMAT = 1
+
+
+def train_copy(root: str, path: str, sample_id: int, copy: int, size: int, seed: int, profile: str,
+               resize_mode: str) -> np.ndarray:
+    """Copy `copy` of one training image: uint8 3×S×S (the same function serves cached and uncached paths)."""
+    img = read_image(root, path)
+    return to_chw(augment_train(img, size, copy_rng(seed, sample_id, copy), profile, resize_mode))
+
+
+def _job(args: tuple) -> np.ndarray:
+    return train_copy(*args)
+
+
+def _library_versions() -> dict[str, str]:
+    import cv2
+    import PIL
+
+    return {"numpy": np.__version__, "Pillow": PIL.__version__, "opencv": cv2.__version__}
+
+
+def train_cache_key(manifest: Manifest, ids: Sequence[int], factor: int, size: int, seed: int, profile: str,
+                    resize_mode: str) -> dict:
+    """Everything that determines the cached training pixels."""
+    ids = sorted(int(i) for i in ids)
+    return {
+        "format": TRAIN_CACHE_FORMAT,
+        "manifest_checksum": manifest.checksum,
+        "ids_sha256": hashlib.sha256(np.asarray(ids, dtype=np.int64).tobytes()).hexdigest(),
+        "factor": int(factor), "input_size": int(size), "seed": int(seed), "augmentation": profile,
+        "resize_mode": resize_mode, "versions": _library_versions(),
+    }
+
+
+def build_or_load_train_inputs(
+    manifest: Manifest, ids: Sequence[int], factor: int, size: int, seed: int, profile: str, resize_mode: str,
+    cache_dir: Path | None, workers: int = 2, progress: bool = True,
+) -> tuple[np.ndarray, dict[int, int], dict]:
+    """(uint8 array (len(ids)*factor)×3×S×S, {sample id: first row}, key incl. 'digest'/'path'/'hit')."""
+    order = sorted({int(i) for i in ids})
+    key = train_cache_key(manifest, order, factor, size, seed, profile, resize_mode)
+    by_id = {s.id: s for s in manifest.split("train")}
+    missing = [i for i in order if i not in by_id]
+    if missing:
+        raise KeyError(f"training ids {missing[:5]} are not in the train split of manifest {manifest.name}")
+    jobs = [(str(manifest.root), by_id[i].path, i, c, size, seed, profile, resize_mode)
+            for i in order for c in range(factor)]
+
+    def build() -> np.ndarray:
+        arr = np.empty((len(jobs), 3, size, size), dtype=np.uint8)
+        run_parallel(_job, jobs, arr, workers, progress, "decoding + augmenting training copies")
+        return arr
+
+    arr, info = cached_array(cache_dir, "train_inputs", key, build)
+    rows = {i: r * factor for r, i in enumerate(order)}
+    return arr, rows, key | {"digest": info["digest"], "path": info["path"], "hit": info["hit"]}

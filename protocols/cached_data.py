@@ -1,0 +1,78 @@
+"""Datasets over cached arrays (pixels or probe features) and the uncached, reference-style eval stream.
+
+Items have the same types as protocols.data's (uint8 CHW tensor or float32 feature row, then label/id or
+position), so the engine's samplers, collation and LightningModule see the same batches either way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from benchmark.eval_cache import degraded_input
+from benchmark.manifest import Manifest
+
+
+class ArrayEval(Dataset):
+    """Row i of a cached (N, ...) array (uint8 pixels or float32 features), with its position i."""
+
+    features_in = False
+
+    def __init__(self, arr: np.ndarray, features_in: bool = False):
+        self.arr, self.features_in = arr, features_in
+
+    def __len__(self) -> int:
+        return len(self.arr)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        return torch.from_numpy(np.array(self.arr[i])), i
+
+    def __getitems__(self, idx: list[int]) -> list[tuple[torch.Tensor, int]]:
+        """One read per batch when the positions are consecutive (the eval order), else one per row."""
+        lo = idx[0] if idx else 0
+        if idx and idx == list(range(lo, lo + len(idx))):
+            block = np.array(self.arr[lo:lo + len(idx)])
+            return [(torch.from_numpy(block[j]), i) for j, i in enumerate(idx)]
+        return [self[i] for i in idx]
+
+
+class EvalStream(Dataset):
+    """The reference-style path: decode, degrade and adapt eval image i each time it is asked for."""
+
+    features_in = False
+
+    def __init__(self, jobs: Sequence[tuple]):
+        self.jobs = list(jobs)
+
+    def __len__(self) -> int:
+        return len(self.jobs)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        return torch.from_numpy(degraded_input(*self.jobs[i])), i
+
+
+class ArrayTrainCopies(Dataset):
+    """Item i is copy `i % factor` of sample `ids[i // factor]` (as protocols.data.TrainCopies), read from a
+    cached array whose rows for sample id s start at `rows[s]` (pixels, or probe features)."""
+
+    def __init__(self, arr: np.ndarray, rows: dict[int, int], manifest: Manifest, ids: Sequence[int], factor: int,
+                 features_in: bool = False):
+        labels = {s.id: s.label for s in manifest.split("train")}
+        missing = [i for i in ids if i not in rows]
+        if missing:
+            raise KeyError(f"training ids {missing[:5]} are missing from the cached training store")
+        self.arr, self.rows, self.factor, self.features_in = arr, rows, factor, features_in
+        self.ids = [int(i) for i in ids]
+        self.labels = [float(labels[i]) for i in self.ids]
+
+    def __len__(self) -> int:
+        return len(self.ids) * self.factor
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+        j, copy = divmod(i, self.factor)
+        sid = self.ids[j]
+        row = np.array(self.arr[self.rows[sid] + copy])
+        return torch.from_numpy(row), torch.tensor(self.labels[j]), sid

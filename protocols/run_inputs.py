@@ -1,0 +1,145 @@
+"""What the engine feeds its windows: eval and training datasets from the caches (or streamed like the
+reference when a cache is switched off), plus the precision and memory format resolved for this machine.
+
+Switches (config `cache.*`): `eval_inputs` (decoded + degraded eval pixels), `train_inputs` (decoded +
+augmented training copies), `probe_features` (a probe's frozen-backbone features of both). With every switch
+off the run decodes, degrades/augments and runs the backbone again in every window, like the reference.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch.utils.data import Dataset
+
+from benchmark.array_store import key_digest
+from benchmark.eval_cache import build_or_load_eval_inputs, eval_cache_key, eval_jobs
+from benchmark.train_cache import build_or_load_train_inputs, train_cache_key
+from protocols.cached_data import ArrayEval, ArrayTrainCopies, EvalStream
+from protocols.data import TrainCopies
+from protocols.feature_cache import cached_features
+from protocols.speed import resolve_precision, resolve_train_cfg, uses_cuda
+
+CACHE_DEFAULTS = {"eval_inputs": True, "train_inputs": True, "probe_features": True}
+
+
+def cache_switches(cfg: dict) -> dict:
+    """The `cache` section with defaults; unknown keys are an error."""
+    sw = dict(CACHE_DEFAULTS)
+    for k, v in (cfg.get("cache") or {}).items():
+        if k not in sw:
+            raise ValueError(f"cache.{k}: unknown cache switch; expected one of {sorted(sw)}")
+        if not isinstance(v, bool):
+            raise ValueError(f"cache.{k}: expected true or false, got {v!r}")
+        sw[k] = v
+    return sw
+
+
+@dataclass
+class RunInputs:
+    """Eval dataset (len() = number of eval images) and a per-window training dataset factory."""
+
+    eval_ds: Dataset
+    make_train: Callable[[list[int]], Dataset]
+    train_cfg: dict
+    eval_precision: str
+    eval_key: dict
+    describe: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.eval_ds)
+
+    def eval_dataset(self) -> Dataset:
+        return self.eval_ds
+
+    def train_dataset(self, ids: list[int]) -> Dataset:
+        return self.make_train(ids)
+
+    def workers(self, ds: Dataset) -> int:
+        return loader_workers(ds, self.train_cfg)
+
+
+def loader_workers(ds: Dataset, train_cfg: dict) -> int:
+    """DataLoader workers: none for in-memory arrays (workers would only add copies), the configured number for
+    datasets that decode images."""
+    return 0 if isinstance(ds, (ArrayEval, ArrayTrainCopies)) else int(train_cfg["num_workers"])
+
+
+def features_in(ds: Dataset) -> bool:
+    """Whether a dataset yields probe features (the head alone runs) rather than pixels."""
+    return bool(getattr(ds, "features_in", False))
+
+
+def prepare_run_inputs(cfg: dict, bench, detector, cache_dir: Path, progress: bool, say: Callable[[str], None],
+                       world: int = 1) -> RunInputs:
+    """Build or load every cache this run uses and return the datasets the windows read."""
+    sw = cache_switches(cfg)
+    meta = detector.meta
+    tc = resolve_train_cfg(cfg, detector)
+    if tc["channels_last"]:
+        detector.to(memory_format=torch.channels_last)
+    eval_precision = resolve_precision(cfg["eval"]["precision"], cfg, "eval.precision")
+    strategy = cfg["eval"]["input"] or meta.eval_resize
+    workers = max(1, int(tc["num_workers"]))
+    m, plan = bench.manifest, bench.plan
+    prof, base_seed = cfg["degradation"]["profile"], cfg["degradation"]["base_seed"]
+    if sw["eval_inputs"]:
+        arr, ekey = build_or_load_eval_inputs(m, plan.sample_ids, prof, base_seed, meta.input_size, strategy,
+                                              cache_dir, workers=workers, progress=progress)
+        eval_px: Dataset = ArrayEval(arr)
+    else:
+        ekey = eval_cache_key(m, plan.sample_ids, prof, base_seed, meta.input_size, strategy)
+        ekey = ekey | {"digest": key_digest(ekey), "path": None, "hit": False}
+        eval_px = EvalStream(eval_jobs(m, plan.sample_ids, prof, base_seed, meta.input_size, strategy))
+    ekey["cached"] = sw["eval_inputs"]
+
+    factor, seed = int(tc["augmentation_factor"]), int(cfg["seed"])
+    union = sorted({int(i) for ids in bench.train_sets for i in ids})
+    targs = (factor, meta.input_size, seed, tc["augmentation"], meta.eval_resize)
+    if sw["train_inputs"]:
+        tarr, rows, tkey = build_or_load_train_inputs(m, union, *targs, cache_dir, workers=workers,
+                                                      progress=progress)
+
+        def train_px(ids: list[int]) -> Dataset:
+            return ArrayTrainCopies(tarr, rows, m, ids, factor)
+    else:
+        tkey = train_cache_key(m, union, *targs)
+        tkey = tkey | {"digest": key_digest(tkey), "path": None, "hit": False}
+
+        def train_px(ids: list[int]) -> Dataset:
+            return TrainCopies(m, ids, factor, meta.input_size, seed, tc["augmentation"], meta.eval_resize)
+    tkey["cached"] = sw["train_inputs"]
+    caches = {"switches": sw, "eval_inputs": ekey, "train_inputs": tkey,
+              "runtime": {"train_precision": tc["precision"], "eval_precision": eval_precision,
+                          "channels_last": tc["channels_last"]}}
+    say(f"inputs ready: eval {len(eval_px)} ({'cache ' + ekey['digest'] if sw['eval_inputs'] else 'streamed'}), "
+        f"training copies of {len(union)} images × {factor} "
+        f"({'cache ' + tkey['digest'] if sw['train_inputs'] else 'streamed'}); precision train {tc['precision']}, "
+        f"eval {eval_precision}; channels-last {tc['channels_last']}")
+    if not (sw["probe_features"] and detector.is_probe):
+        return RunInputs(eval_px, train_px, tc, eval_precision, ekey, caches)
+    if world > 1:
+        say("probe feature cache off: it is built by a single process (this run has several)")
+        return RunInputs(eval_px, train_px, tc, eval_precision, ekey, caches)
+
+    accelerator = str(cfg.get("accelerator", "auto") or "auto")
+    device = "cuda" if uses_cuda(cfg) else "cpu"
+    bs = int(cfg["eval"]["batch_size"])
+    efeat, fkey_e = cached_features(cache_dir, detector, eval_px, ekey["digest"], tc, eval_precision, accelerator,
+                                    device, bs, progress, loader_workers(eval_px, tc))
+    all_copies = train_px(union)
+    tfeat, fkey_t = cached_features(cache_dir, detector, all_copies, tkey["digest"], tc, tc["precision"],
+                                    accelerator, device, bs, progress,
+                                    loader_workers(all_copies, tc))
+    frows = {i: r * factor for r, i in enumerate(union)}
+
+    def train_feats(ids: list[int]) -> Dataset:
+        return ArrayTrainCopies(tfeat, frows, m, ids, factor, features_in=True)
+
+    caches |= {"eval_features": fkey_e, "train_features": fkey_t}
+    say(f"probe features ready: eval {efeat.shape} (cache {fkey_e['digest']}), training copies {tfeat.shape} "
+        f"(cache {fkey_t['digest']}); windows train the head only")
+    return RunInputs(ArrayEval(efeat, features_in=True), train_feats, tc, eval_precision, ekey, caches)

@@ -1,0 +1,59 @@
+"""Efficient defaults resolved for this machine: precision `auto` (bf16 autocast where supported) and
+channels-last `auto` (on for convolutional nets). Resolved values are recorded in run.json."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+PRECISIONS = ("auto", "32-true", "bf16-mixed", "16-mixed")
+
+
+def uses_cuda(cfg: dict) -> bool:
+    """Whether Lightning's accelerator for this config will be a CUDA GPU."""
+    acc = str(cfg.get("accelerator", "auto") or "auto")
+    return acc in ("gpu", "cuda") or (acc == "auto" and torch.cuda.is_available())
+
+
+def bf16_supported(cuda: bool) -> bool:
+    """bf16 autocast runs natively: a GPU with bf16, or a CPU with AVX512-BF16/AMX (oneDNN)."""
+    if cuda:
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    try:
+        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def resolve_precision(value: str, cfg: dict, key: str) -> str:
+    """`auto` -> bf16-mixed where the hardware supports it, else 32-true; other values are checked and kept."""
+    value = str(value)
+    if value not in PRECISIONS:
+        raise ValueError(f"{key}: unknown precision {value!r}; expected one of {', '.join(PRECISIONS)}")
+    if value != "auto":
+        return value
+    return "bf16-mixed" if bf16_supported(uses_cuda(cfg)) else "32-true"
+
+
+def is_conv_net(model: nn.Module) -> bool:
+    """A convolutional net: most of its weights are in Conv2d layers with kernels larger than 1×1 beyond a
+    patch embedding (a ViT's single patchify conv does not count)."""
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    return len(convs) >= 3
+
+
+def resolve_channels_last(value, model: nn.Module, key: str = "train.channels_last") -> bool:
+    """`auto` -> channels-last for conv nets; true/false kept."""
+    if value == "auto":
+        return is_conv_net(model)
+    if isinstance(value, bool):
+        return value
+    raise ValueError(f"{key}: expected auto, true or false, got {value!r}")
+
+
+def resolve_train_cfg(cfg: dict, model: nn.Module) -> dict:
+    """A copy of cfg['train'] with precision and channels_last resolved for this machine and model."""
+    tc = dict(cfg["train"])
+    tc["precision"] = resolve_precision(tc["precision"], cfg, "train.precision")
+    tc["channels_last"] = resolve_channels_last(tc.get("channels_last", False), model)
+    return tc

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import hashlib
+import multiprocessing
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -118,7 +119,10 @@ def run_parallel(
                 bar.advance(task)
             return
         chunk = max(1, min(32, len(jobs) // (8 * workers)))
-        with cf.ProcessPoolExecutor(max_workers=workers, initializer=_worker_init) as pool:
+        # forkserver, not fork: a child forked from a parent whose OpenMP pool is running (torch, OpenCV)
+        # can deadlock on its first threaded call; forkserver children start from a clean process.
+        ctx = multiprocessing.get_context("forkserver")
+        with cf.ProcessPoolExecutor(max_workers=workers, initializer=_worker_init, mp_context=ctx) as pool:
             for i, arr in enumerate(pool.map(fn, jobs, chunksize=chunk)):
                 out[i] = arr
                 bar.advance(task)

@@ -36,6 +36,8 @@ class DetectorMeta:
     flops: int | None
     pretrained: str
     eval_resize: str
+    # True when the detector also returns a per-pixel map (forward_with_map); absent in older metadata = False.
+    has_localization: bool = False
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -124,6 +126,16 @@ class Detector(nn.Module):
             raise ValueError(f"{self.meta.name}: expected input (N, 3, S, S), got {tuple(x.shape)}")
         return self.head_forward(self.features(x))
 
+    def forward_with_map(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits (N,), per-pixel logit maps (N, 1, S, S)) for detectors with meta.has_localization.
+
+        Optional part of the contract: detectors without a localization head raise NotImplementedError.
+        """
+        raise NotImplementedError(
+            f"{self.meta.name} has no localization head (meta.has_localization is False); "
+            "use a detector with a per-pixel map, e.g. smallseg_tune"
+        )
+
     def trainable_parameters(self) -> Iterator[nn.Parameter]:
         """Parameters the optimiser should see (the head only for probes)."""
         return (p for p in self.parameters() if p.requires_grad)
@@ -150,6 +162,8 @@ class Detector(nn.Module):
 def count_flops(detector: Detector, input_size: int | None = None) -> int:
     """Forward FLOPs for one image at ``input_size`` (default meta.input_size), via FlopCounterMode.
 
+    For detectors with a localization head the count covers ``forward_with_map`` (image logit and map).
+
     Stores the result in ``detector.meta.flops``. Runs one real forward, so it can be slow for big models.
     """
     from torch.utils.flop_counter import FlopCounterMode
@@ -162,7 +176,10 @@ def count_flops(detector: Detector, input_size: int | None = None) -> int:
     try:
         counter = FlopCounterMode(display=False)
         with torch.no_grad(), counter:
-            detector(x)
+            if detector.meta.has_localization:  # the decoder is part of what such a detector costs
+                detector.forward_with_map(x)
+            else:
+                detector(x)
     finally:
         detector.train(was_training)
     flops = int(counter.get_total_flops())

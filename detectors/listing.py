@@ -21,10 +21,12 @@ from . import registry
 from .base import count_flops
 
 CACHE_NAME = "detectors-list.json"
-FAMILY_PATTERNS = {"timm:*": "timm", "torchvision:*": "torchvision", "openclip:*": "open_clip"}
+FAMILY_PATTERNS = {"timm:*": "timm", "torchvision:*": "torchvision", "openclip:*": "open_clip",
+                   "timmseg:*": "timmseg"}
 _BUILTIN_FAMILY = {
     "detectors.smallcnn": "smallcnn", "detectors.openclip_models": "open_clip", "detectors.dinov2_models": "dinov2",
     "detectors.timm_models": "timm", "detectors.torchvision_models": "torchvision",
+    "detectors.segmentation": "smallseg",
 }
 _NORMS = {
     "clip": ((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)),

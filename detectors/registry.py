@@ -20,6 +20,7 @@ Factory = Callable[..., Detector]
 ENTRY_POINT_GROUP = "genshift.detectors"
 _BUILTIN_MODULES = (
     "detectors.smallcnn",
+    "detectors.segmentation",
     "detectors.openclip_models",
     "detectors.timm_models",
     "detectors.dinov2_models",

@@ -142,6 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
     register_data(sub)
     register_cache(sub)
     register_bench(sub)
+    from protocols.robustness import register as register_robustness
+
+    register_robustness(sub)
     return parser
 
 

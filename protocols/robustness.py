@@ -1,0 +1,402 @@
+"""Robustness grid: every window checkpoint of a run scored on the eval split under single graded degradations.
+
+``genshift robustness RUN_DIR`` rebuilds each finished window's detector from its checkpoint, degrades every
+eval image with one degradation at one level (JPEG quality, Gaussian blur, Gaussian noise, down-scaling, the
+run's mandatory chain, and ``none`` as the clean reference), applies the detector's own resize/crop and
+normalisation, and writes per (window, degradation, level) AUROC over the whole eval split.
+
+Determinism: JPEG, blur and scaling have no randomness; the noise of eval position ``i`` comes from
+``numpy.random.default_rng([NOISE_SEED, i])``; the mandatory chain is the run's own (profile and base seed
+from run.json), so its level equals the run's recorded evaluation. Degraded inputs are prepared once per
+level, shared by every window and cached on disk (``<cache>/robustness``, keyed by data, degradation, input
+size and library versions). Outputs (in RUN_DIR, atomic): robustness.csv (window, degradation, level,
+auroc, n), robustness_summary.csv (per window and degradation: mean, worst, relative drop from ``none``),
+robustness.json (grid and provenance), robustness.png (one panel per degradation, one line per window).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import io
+import json
+import math
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from PIL import Image
+
+from benchmark.atomic import atomic_path, atomic_write_bytes, atomic_write_text
+from benchmark.degradations import degrade
+from benchmark.eval_plan import EvalPlan, make_eval_plan
+from benchmark.images import crops_per_image, input_crops, load_rgb
+from benchmark.manifest import Manifest
+from benchmark.sources import default_cache_dir, load_source
+from benchmark.timeline import generator_id_to_name
+from leaderboard.metrics import roc_auc
+
+NOISE_SEED = 0x0B0B_5EED
+# degradation -> graded levels; the first level of each graded family is its mildest.
+DEFAULT_GRID: dict[str, tuple[float, ...]] = {
+    "none": (0,),
+    "jpeg": (100, 90, 80, 70, 60, 50),
+    "blur": (0, 1, 2, 3),
+    "noise": (0, 5, 10, 20),
+    "scale": (1.0, 0.75, 0.5),
+    "mandatory": (1,),
+}
+LEVEL_MEANING = {"none": "-", "jpeg": "JPEG quality (Pillow)", "blur": "Gaussian sigma (px)",
+                 "noise": "Gaussian sigma (/255)", "scale": "down-scaling factor (area)",
+                 "mandatory": "run's mandatory chain"}
+CSV_FIELDS = ("window", "degradation", "level", "auroc", "n")
+SUMMARY_FIELDS = ("window", "degradation", "mean_auroc", "worst_auroc", "worst_level", "clean_auroc",
+                  "relative_drop")
+
+
+class RobustnessError(ValueError):
+    """The run directory or the requested grid cannot be scored; the message says what is wrong."""
+
+
+# ------------------------------------------------------------------------------------------- degradations
+
+
+def apply_single(img: np.ndarray, kind: str, level: float, position: int, run_cfg: dict | None = None) -> np.ndarray:
+    """One degradation at one level on a uint8 HWC RGB image (deterministic given ``position``)."""
+    if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
+        raise ValueError(f"apply_single needs a uint8 HxWx3 RGB image, got {img.dtype} {img.shape}")
+    if kind == "none":
+        return img
+    if kind == "jpeg":
+        buf = io.BytesIO()
+        Image.fromarray(img).save(buf, format="JPEG", quality=int(level))
+        return np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"), dtype=np.uint8).copy()
+    if kind == "blur":
+        return img if level == 0 else cv2.GaussianBlur(img, (0, 0), sigmaX=float(level), sigmaY=float(level),
+                                                       borderType=cv2.BORDER_REFLECT_101)
+    if kind == "noise":
+        if level == 0:
+            return img
+        rng = np.random.default_rng([NOISE_SEED, int(position)])
+        noisy = img.astype(np.float64) + rng.normal(0.0, float(level), size=img.shape)
+        return np.clip(np.rint(noisy), 0, 255).astype(np.uint8)
+    if kind == "scale":
+        if level == 1.0:
+            return img
+        h, w = img.shape[:2]
+        size = (max(1, round(w * float(level))), max(1, round(h * float(level))))
+        return cv2.resize(img, size, interpolation=cv2.INTER_AREA)
+    if kind == "mandatory":
+        deg = (run_cfg or {}).get("degradation", {})
+        out, _ = degrade(img, int(position), deg.get("profile", "aigenbench-v1"), int(deg.get("base_seed", 4321)))
+        return out
+    raise RobustnessError(f"unknown degradation {kind!r}; choose from {sorted(DEFAULT_GRID)}")
+
+
+def parse_grid(specs: Sequence[str] | None) -> dict[str, tuple[float, ...]]:
+    """['jpeg', 'blur=0,2'] -> grid; None/empty -> DEFAULT_GRID. 'none' is always included (reference)."""
+    if not specs:
+        return dict(DEFAULT_GRID)
+    grid: dict[str, tuple[float, ...]] = {"none": (0,)}
+    for spec in specs:
+        kind, sep, levels = spec.partition("=")
+        if kind not in DEFAULT_GRID:
+            raise RobustnessError(f"unknown degradation {kind!r} in {spec!r}; choose from {sorted(DEFAULT_GRID)}")
+        try:
+            grid[kind] = tuple(float(v) for v in levels.split(",")) if sep else DEFAULT_GRID[kind]
+        except ValueError as exc:
+            raise RobustnessError(f"bad levels in {spec!r}: expected comma-separated numbers") from exc
+    return grid
+
+
+# ----------------------------------------------------------------------------------------------- run inputs
+
+
+def read_run(run_dir: Path) -> dict:
+    path = run_dir / "run.json"
+    if not path.is_file():
+        raise RobustnessError(f"{path} not found: {run_dir} is not a genshift run directory")
+    try:
+        doc = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise RobustnessError(f"{path} is not valid JSON: {exc}") from exc
+    if not isinstance(doc.get("config"), dict):
+        raise RobustnessError(f"{path} has no resolved 'config'; it was not written by `genshift run`")
+    return doc
+
+
+def load_eval(run_doc: dict, cache_dir: Path | None, progress: bool) -> tuple[Manifest, EvalPlan]:
+    """The run's manifest (checksum verified against run.json) and eval plan (same seeds as the run)."""
+    cfg = run_doc["config"]
+    cache = Path(cache_dir or cfg.get("cache_dir") or default_cache_dir()).expanduser()
+    manifest = load_source(cfg["dataset"], cache, progress=progress)
+    want = run_doc.get("manifest_checksum")
+    if want and manifest.checksum != want:
+        raise RobustnessError(f"dataset {cfg['dataset']!r} under {cache} has manifest checksum {manifest.checksum}, "
+                              f"but the run was made on {want}; point --cache-dir at the run's data")
+    b = cfg["benchmark"]
+    plan = make_eval_plan(manifest.split("eval"), generator_id_to_name(manifest.timeline), b["eval_balance_seed"],
+                          b["eval_shuffle_seed"], b["eval_pairing_seed"])
+    return manifest, plan
+
+
+def window_dirs(run_dir: Path, windows: Sequence[int] | None) -> list[tuple[int, Path]]:
+    """Finished windows (with a ``done`` marker), all or the chosen ones, in window order."""
+    found = {}
+    for d in run_dir.glob("window_*"):
+        suffix = d.name.removeprefix("window_")
+        if suffix.isdigit() and (d / "done").is_file():
+            found[int(suffix)] = d
+    if windows is not None:
+        missing = sorted(set(windows) - set(found))
+        if missing:
+            raise RobustnessError(f"{run_dir}: window(s) {missing} are not finished (no 'done'); finished: "
+                                  f"{sorted(found)}")
+        return [(k, found[k]) for k in sorted(set(windows))]
+    if not found:
+        raise RobustnessError(f"{run_dir} has no finished window (window_<k>/done); run `genshift run` first")
+    return sorted(found.items())
+
+
+def prepare_level(manifest: Manifest, plan: EvalPlan, kind: str, level: float, size: int, strategy: str,
+                  run_cfg: dict, limit: int | None, out: np.ndarray | None = None) -> np.ndarray:
+    """uint8 (N, n_crops, 3, S, S): every eval position degraded, then adapted to the detector input.
+
+    ``out`` (e.g. a memory-mapped cache file of that shape) is filled instead of a new array.
+    """
+    by_id = {s.id: s for s in manifest.split("eval")}
+    ids = plan.sample_ids if limit is None else plan.sample_ids[:limit]
+    shape = (len(ids), crops_per_image(strategy), 3, size, size)
+    if out is None:
+        out = np.empty(shape, np.uint8)
+    elif out.shape != shape or out.dtype != np.uint8:
+        raise ValueError(f"prepare_level: out must be uint8 {shape}, got {out.dtype} {out.shape}")
+    for pos, sid in enumerate(ids):
+        img = apply_single(load_rgb(manifest.abspath(by_id[int(sid)].path)), kind, level, pos, run_cfg)
+        out[pos] = input_crops(img, size, strategy).transpose(0, 3, 1, 2)
+    return out
+
+
+def _level_key(manifest: Manifest, kind: str, level: float, size: int, strategy: str, run_cfg: dict,
+               limit: int | None) -> str:
+    """Digest of everything that determines a level's prepared inputs (data, degradation, input, libraries)."""
+    import PIL
+
+    fields = {"manifest": manifest.checksum, "kind": kind, "level": float(level), "size": int(size),
+              "strategy": strategy, "limit": limit, "noise_seed": NOISE_SEED, "versions": [
+                  np.__version__, cv2.__version__, PIL.__version__, torch.__version__],
+              "chain": run_cfg.get("degradation") if kind == "mandatory" else None, "format": 1}
+    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def cached_level(cache_root: Path | None, manifest: Manifest, plan: EvalPlan, kind: str, level: float, size: int,
+                 strategy: str, run_cfg: dict, limit: int | None) -> np.ndarray:
+    """prepare_level, read from / written to ``cache_root/<key>.npy`` when a cache root is given.
+
+    The key covers manifest checksum, degradation and level, input size and strategy, the mandatory chain's
+    settings and library versions, so a stale entry is never read; a corrupt one is rebuilt.
+    """
+    if cache_root is None:
+        return prepare_level(manifest, plan, kind, level, size, strategy, run_cfg, limit)
+    path = Path(cache_root) / f"{kind}_{level:g}_{_level_key(manifest, kind, level, size, strategy, run_cfg, limit)}.npy"
+    n = len(plan.sample_ids) if limit is None else min(limit, len(plan.sample_ids))
+    shape = (n, crops_per_image(strategy), 3, size, size)
+    if path.is_file():
+        try:
+            arr = np.load(path, mmap_mode="r", allow_pickle=False)
+            if arr.dtype == np.uint8 and arr.shape == shape:
+                return arr
+        except (OSError, ValueError):
+            pass  # unreadable or truncated: rebuilt below and replaced atomically
+        print(f"[robustness] cache entry {path} is damaged; rebuilding it", file=sys.stderr)
+    with atomic_path(path) as tmp:  # filled in place on disk: a level never has to fit in memory
+        arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
+        prepare_level(manifest, plan, kind, level, size, strategy, run_cfg, limit, out=arr)
+        arr.flush()
+        del arr
+    return np.load(path, mmap_mode="r", allow_pickle=False)
+
+
+@torch.no_grad()
+def score_inputs(detector, inputs: np.ndarray, batch_size: int) -> np.ndarray:
+    """Fused P(fake) per image: the mean over crops of the logits, then a sigmoid (float64).
+
+    Runs on the detector's device, in float32.
+    """
+    meta = detector.meta
+    device = next(detector.parameters()).device
+    mean = torch.tensor(meta.mean, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(meta.std, device=device).view(1, 3, 1, 1)
+    n, c = inputs.shape[:2]
+    flat = inputs.reshape(n * c, *inputs.shape[2:])
+    logits = []
+    for i in range(0, len(flat), batch_size):
+        batch = torch.from_numpy(np.array(flat[i: i + batch_size]))  # a copy: cached inputs are read-only maps
+        x = (batch.to(device).float() / 255.0 - mean) / std
+        logits.append(detector(x).float().cpu())
+    fused = torch.cat(logits).view(n, c).mean(dim=1)
+    return torch.sigmoid(fused).double().numpy()
+
+
+# ---------------------------------------------------------------------------------------------- the grid
+
+
+def robustness_grid(run_dir: Path, windows: Sequence[int] | None = None, grid: dict | None = None,
+                    batch_size: int = 64, cache_dir: Path | None = None, limit: int | None = None,
+                    progress: bool = True, use_cache: bool = True, device: str = "cpu") -> list[dict]:
+    """Rows (window, degradation, level, auroc, n) for every chosen window and grid cell.
+
+    Prepared level inputs are cached under ``<cache>/robustness`` (the run's cache directory unless
+    ``cache_dir`` is given) and shared by every run on the same data and input size.
+    """
+    from detectors import load_detector_from_checkpoint
+
+    run_dir = Path(run_dir)
+    doc = read_run(run_dir)
+    grid = grid or dict(DEFAULT_GRID)
+    chosen = window_dirs(run_dir, windows)
+    manifest, plan = load_eval(doc, cache_dir, progress)
+    labels = plan.labels if limit is None else plan.labels[:limit]
+    detectors = {k: load_detector_from_checkpoint(d).to(device) for k, d in chosen}
+    meta = next(iter(detectors.values())).meta
+    strategy = (doc["config"].get("eval") or {}).get("input") or meta.eval_resize
+    cache = Path(cache_dir or doc["config"].get("cache_dir") or default_cache_dir()).expanduser()
+    cache_root = cache / "robustness" if use_cache else None
+    rows = []
+    t0 = time.time()
+    for kind, levels in grid.items():
+        for level in levels:
+            inputs = cached_level(cache_root, manifest, plan, kind, level, meta.input_size, strategy, doc["config"],
+                                  limit)
+            for k, det in detectors.items():
+                auc = roc_auc(labels, score_inputs(det, inputs, batch_size))
+                rows.append({"window": k, "degradation": kind, "level": level, "auroc": auc, "n": int(len(labels))})
+            if progress:
+                print(f"[robustness] {kind}={level:g}: " + ", ".join(
+                    f"w{r['window']} {r['auroc']:.3f}" for r in rows[-len(detectors):]) + f"  ({time.time() - t0:.0f}s)",
+                    file=sys.stderr)
+    return rows
+
+
+def summarize(rows: list[dict]) -> list[dict]:
+    """Per (window, degradation): mean and worst AUROC over levels, and the worst's drop relative to 'none'."""
+    clean = {r["window"]: r["auroc"] for r in rows if r["degradation"] == "none"}
+    out = []
+    keys = sorted({(r["window"], r["degradation"]) for r in rows}, key=lambda t: (t[0], list(DEFAULT_GRID).index(t[1])))
+    for k, kind in keys:
+        cells = [r for r in rows if r["window"] == k and r["degradation"] == kind and not math.isnan(r["auroc"])]
+        if not cells:
+            out.append({"window": k, "degradation": kind, "mean_auroc": math.nan, "worst_auroc": math.nan,
+                        "worst_level": "", "clean_auroc": clean.get(k, math.nan), "relative_drop": math.nan})
+            continue
+        worst = min(cells, key=lambda r: r["auroc"])
+        base = clean.get(k, math.nan)
+        out.append({"window": k, "degradation": kind, "mean_auroc": float(np.mean([r["auroc"] for r in cells])),
+                    "worst_auroc": worst["auroc"], "worst_level": worst["level"], "clean_auroc": base,
+                    "relative_drop": (base - worst["auroc"]) / base if base and not math.isnan(base) else math.nan})
+    return out
+
+
+def _fmt(key: str, v: object) -> object:
+    if not isinstance(v, float):
+        return v
+    return f"{v:g}" if key in ("level", "worst_level") else f"{v:.6f}"
+
+
+def _csv(rows: list[dict], fields: Sequence[str]) -> str:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(fields), lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: _fmt(k, v) for k, v in r.items()})
+    return buf.getvalue()
+
+
+def plot_grid(rows: list[dict], title: str) -> bytes:
+    """PNG: one panel per graded degradation (AUROC vs level, one line per window; 'none' dashed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    kinds = [k for k in DEFAULT_GRID if k not in ("none", "mandatory") and any(r["degradation"] == k for r in rows)]
+    windows = sorted({r["window"] for r in rows})
+    fig, axes = plt.subplots(1, max(1, len(kinds)), figsize=(3.2 * max(1, len(kinds)), 3.2), squeeze=False)
+    cmap = plt.get_cmap("viridis")
+    for ax, kind in zip(axes[0], kinds, strict=False):
+        for i, k in enumerate(windows):
+            pts = [(r["level"], r["auroc"]) for r in rows if r["window"] == k and r["degradation"] == kind]
+            color = cmap(i / max(1, len(windows) - 1))
+            ax.plot(range(len(pts)), [p[1] for p in pts], marker="o", color=color, label=f"w{k}")
+            ax.set_xticks(range(len(pts)), [f"{p[0]:g}" for p in pts])
+            clean = [r["auroc"] for r in rows if r["window"] == k and r["degradation"] == "none"]
+            if clean:
+                ax.axhline(clean[0], color=color, linestyle=":", linewidth=0.8)
+            mand = [r["auroc"] for r in rows if r["window"] == k and r["degradation"] == "mandatory"]
+            if mand:
+                ax.axhline(mand[0], color=color, linestyle="--", linewidth=0.8)
+        ax.set_title(f"{kind}: {LEVEL_MEANING[kind]}", fontsize=9)
+        ax.set_ylabel("AUROC (eval split)")
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=7, title="window (: clean, -- mandatory)", title_fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def write_outputs(run_dir: Path, rows: list[dict], grid: dict, limit: int | None) -> list[Path]:
+    """robustness.csv, robustness_summary.csv, robustness.json, robustness.png in ``run_dir`` (atomic)."""
+    run_dir = Path(run_dir)
+    doc = read_run(run_dir)
+    paths = [run_dir / f"robustness{s}" for s in (".csv", "_summary.csv", ".json", ".png")]
+    atomic_write_text(paths[0], _csv(rows, CSV_FIELDS))
+    atomic_write_text(paths[1], _csv(summarize(rows), SUMMARY_FIELDS))
+    meta = {"grid": {k: list(v) for k, v in grid.items()}, "level_meaning": LEVEL_MEANING,
+            "noise_seed": NOISE_SEED, "manifest_checksum": doc.get("manifest_checksum"),
+            "eval_images": rows[0]["n"] if rows else 0, "limit": limit, "fusion": "mean of crop logits",
+            "windows": sorted({r["window"] for r in rows})}
+    atomic_write_text(paths[2], json.dumps(meta, indent=2) + "\n")
+    atomic_write_bytes(paths[3], plot_grid(rows, f"{run_dir.name}: robustness (eval AUROC)"))
+    return paths
+
+
+# --------------------------------------------------------------------------------------------------- CLI
+
+
+def cmd_robustness(args: argparse.Namespace) -> int:
+    grid = parse_grid(args.degradation)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    rows = robustness_grid(Path(args.run_dir), args.window, grid, args.batch_size,
+                           Path(args.cache_dir) if args.cache_dir else None, args.limit, not args.no_progress,
+                           use_cache=not args.no_cache, device=args.device)
+    for p in write_outputs(Path(args.run_dir), rows, grid, args.limit):
+        print(p)
+    return 0
+
+
+def register(subparsers) -> None:
+    """Add `robustness RUN_DIR`; sets ``args.handler(args) -> int``."""
+    p = subparsers.add_parser("robustness", help="score a run's window checkpoints under graded degradations",
+                              description="JPEG quality, Gaussian blur, Gaussian noise, down-scaling and the "
+                                          "mandatory chain, one at a time; writes robustness.csv/.png in RUN_DIR.")
+    p.add_argument("run_dir", help="a run directory (runs/<experiment>) with finished windows")
+    p.add_argument("--window", type=int, action="append", help="only this window (repeatable; default all)")
+    p.add_argument("--degradation", action="append", metavar="KIND[=L1,L2]",
+                   help=f"only these degradations (repeatable), kinds: {', '.join(DEFAULT_GRID)}; default all")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--cache-dir", help="where the run's dataset lives (default: the run's cache_dir)")
+    p.add_argument("--limit", type=int, help="only the first N eval positions (quick look; recorded)")
+    p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.add_argument("--device", default="cpu", help="torch device for scoring, e.g. cuda (default cpu)")
+    p.add_argument("--no-cache", action="store_true", help="do not read or write prepared degraded inputs")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(handler=cmd_robustness)

@@ -1,0 +1,135 @@
+"""Robustness grid: single degradations, deterministic per image, scored per window from checkpoints."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import roc_auc_score
+
+from benchmark.degradations import degrade
+from protocols import robustness as rb
+
+
+@pytest.fixture(scope="module")
+def fake_run(cache_dir, tmp_path_factory):
+    """A run directory with two finished windows (untrained smallcnn_tune, seeds 0 and 1) on the smoke set."""
+    from safetensors.torch import save_file
+
+    from benchmark.synthetic import build_synthetic
+    from detectors import create_detector
+
+    m = build_synthetic(cache_dir, "smoke", seed=0, progress=False)
+    run = tmp_path_factory.mktemp("robust-run")
+    cfg = {"dataset": "synthetic:smoke", "cache_dir": str(cache_dir), "eval": {"input": None},
+           "benchmark": {"eval_balance_seed": 1338, "eval_shuffle_seed": 1340, "eval_pairing_seed": 1341},
+           "degradation": {"profile": "aigenbench-v1", "base_seed": 4321}}
+    (run / "run.json").write_text(json.dumps({"config": cfg, "manifest_checksum": m.checksum}))
+    for k in (0, 1):
+        d = run / f"window_{k}"
+        d.mkdir()
+        det = create_detector("smallcnn_tune", seed=k)
+        save_file({n: t.contiguous() for n, t in det.trainable_state_dict().items()}, str(d / "checkpoint.safetensors"))
+        (d / "checkpoint.json").write_text(json.dumps({"detector": det.meta.to_dict()}))
+        (d / "done").write_text("")
+    (run / "window_2").mkdir()  # unfinished: ignored
+    return run, m
+
+
+def _img(seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (40, 50, 3), dtype=np.uint8)
+
+
+def test_single_degradations_are_deterministic_and_graded() -> None:
+    img = _img()
+    for kind, level in (("blur", 0), ("noise", 0), ("scale", 1.0), ("none", 0)):
+        assert rb.apply_single(img, kind, level, 3) is img
+    a, b = rb.apply_single(img, "noise", 10, 3), rb.apply_single(img, "noise", 10, 3)
+    assert np.array_equal(a, b) and not np.array_equal(a, rb.apply_single(img, "noise", 10, 4))
+    assert abs((a.astype(float) - img).std() - 10) < 1.0  # sigma in /255 units (clipping shrinks it a little)
+    assert rb.apply_single(img, "scale", 0.5, 0).shape == (20, 25, 3)
+    err = [np.abs(rb.apply_single(img, "jpeg", q, 0).astype(float) - img).mean() for q in (100, 70, 50)]
+    assert err[0] < err[1] < err[2]
+    blur = [rb.apply_single(img, "blur", s, 0).astype(float).std() for s in (1, 2, 3)]
+    assert blur[0] > blur[1] > blur[2]
+    cfg = {"degradation": {"profile": "aigenbench-v1", "base_seed": 4321}}
+    assert np.array_equal(rb.apply_single(img, "mandatory", 1, 7, cfg), degrade(img, 7, "aigenbench-v1", 4321)[0])
+    with pytest.raises(rb.RobustnessError, match="unknown degradation"):
+        rb.apply_single(img, "sharpen", 1, 0)
+
+
+def test_parse_grid() -> None:
+    assert rb.parse_grid(None) == rb.DEFAULT_GRID
+    assert rb.parse_grid(["jpeg=90,50", "blur"]) == {"none": (0,), "jpeg": (90.0, 50.0), "blur": (0, 1, 2, 3)}
+    with pytest.raises(rb.RobustnessError, match="unknown degradation"):
+        rb.parse_grid(["jpg"])
+    with pytest.raises(rb.RobustnessError, match="bad levels"):
+        rb.parse_grid(["jpeg=high"])
+
+
+def test_grid_scores_windows_and_writes_outputs(fake_run) -> None:
+    run, m = fake_run
+    parser = argparse.ArgumentParser()
+    rb.register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["robustness", str(run), "--degradation", "jpeg=100,50", "--degradation", "mandatory",
+                              "--limit", "40", "--no-progress", "--threads", "1"])
+    assert args.handler(args) == 0
+    rows = list(csv.DictReader((run / "robustness.csv").open()))
+    assert [(r["window"], r["degradation"], r["level"]) for r in rows[:4]] == [
+        ("0", "none", "0"), ("1", "none", "0"), ("0", "jpeg", "100"), ("1", "jpeg", "100")]
+    assert len(rows) == 2 * 4 and all(r["n"] == "40" for r in rows)
+    assert (run / "robustness.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    meta = json.loads((run / "robustness.json").read_text())
+    assert meta["limit"] == 40 and meta["windows"] == [0, 1]
+
+    # independent check of the clean cell of window 1: own preprocessing, sklearn AUROC
+    from benchmark.images import adapt_to_input, load_rgb
+    from detectors import load_detector_from_checkpoint
+
+    _, plan = rb.load_eval(json.loads((run / "run.json").read_text()), None, False)
+    det = load_detector_from_checkpoint(run / "window_1")
+    by_id = {s.id: s for s in m.split("eval")}
+    x = np.stack([adapt_to_input(load_rgb(m.abspath(by_id[int(i)].path)), 64, "center_crop")
+                  for i in plan.sample_ids[:40]])
+    t = (torch.from_numpy(x).permute(0, 3, 1, 2).float() / 255 - 0.5) / 0.25
+    with torch.no_grad():
+        scores = torch.sigmoid(det(t)).numpy()
+    clean = next(r for r in rows if r["window"] == "1" and r["degradation"] == "none")
+    assert float(clean["auroc"]) == pytest.approx(roc_auc_score(plan.labels[:40], scores), abs=1e-6)
+
+    summary = list(csv.DictReader((run / "robustness_summary.csv").open()))
+    s = next(r for r in summary if r["window"] == "1" and r["degradation"] == "jpeg")
+    cells = [float(r["auroc"]) for r in rows if r["window"] == "1" and r["degradation"] == "jpeg"]
+    assert float(s["worst_auroc"]) == pytest.approx(min(cells), abs=1e-6)
+    base = float(clean["auroc"])
+    assert float(s["relative_drop"]) == pytest.approx((base - min(cells)) / base, abs=1e-5)
+
+
+def test_errors_are_specific(fake_run, tmp_path) -> None:
+    run, _ = fake_run
+    with pytest.raises(rb.RobustnessError, match="not a genshift run directory"):
+        rb.read_run(tmp_path)
+    with pytest.raises(rb.RobustnessError, match=r"window\(s\) \[2\] are not finished"):
+        rb.window_dirs(run, [0, 2])
+    assert [k for k, _ in rb.window_dirs(run, None)] == [0, 1]
+    rows = [{"window": 0, "degradation": "none", "level": 0, "auroc": math.nan, "n": 0}]
+    assert math.isnan(rb.summarize(rows)[0]["mean_auroc"])
+
+
+def test_level_inputs_are_cached_and_damage_is_repaired(fake_run, capsys) -> None:
+    run, m = fake_run
+    cache = json.loads((run / "run.json").read_text())["config"]["cache_dir"]
+    grid = {"none": (0,), "noise": (10.0,)}
+    first = rb.robustness_grid(run, [1], grid, limit=12, progress=False)
+    entries = sorted((rb.Path(cache) / "robustness").glob("noise_10_*.npy"))
+    assert len(entries) == 1
+    entries[0].write_bytes(b"garbage")
+    again = rb.robustness_grid(run, [1], grid, limit=12, progress=False)
+    assert "damaged; rebuilding" in capsys.readouterr().err
+    assert again == first == rb.robustness_grid(run, [1], grid, limit=12, progress=False, use_cache=False)
+    assert np.load(entries[0]).shape[:2] == (12, 1)

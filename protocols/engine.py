@@ -23,7 +23,7 @@ from benchmark.manifest import Manifest
 from benchmark.sources import default_cache_dir, load_source
 from benchmark.timeline import generator_id_to_name, make_windows
 from benchmark.windows_plan import BenchmarkType, training_sets
-from detectors import create_detector
+from detectors import count_flops, create_detector
 from protocols import faults
 from protocols.checkpoints import complete_checkpoint, load_checkpoint, save_checkpoint
 from protocols.config import PROTOCOL_VERSION, config_hash
@@ -205,6 +205,8 @@ def _run_locked(cfg: dict, bench: Benchmark, rd: RunDir, t0: float, progress: bo
     seed = int(cfg["seed"])
     L.seed_everything(seed, workers=True, verbose=False)
     detector = create_detector(cfg["detector"], pretrained=cfg["pretrained"])
+    if detector.meta.flops is None:
+        count_flops(detector)  # one eval-mode forward under no_grad: recorded in run.json and the leaderboard
     meta = detector.meta
     cache_dir = Path(cfg["cache_dir"]).expanduser() if cfg.get("cache_dir") else default_cache_dir()
     n_steps = len(bench.train_sets)

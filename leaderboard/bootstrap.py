@@ -29,19 +29,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from leaderboard.continual import AGGREGATES
 from leaderboard.groups import window_generator_ids
 
 DEFAULT_REPLICATES = 1000
 DEFAULT_LEVEL = 0.95
 CHUNK = 250  # replicates processed together (memory ~ cell size x CHUNK x 4 bytes)
-AGGREGATES: tuple[str, ...] = (
-    "next",
-    "next_reference_variant_last_on_itself",
-    "seen_average",
-    "future_average",
-    "bwt",
-    "forgetting",
-)
 
 
 @dataclass(frozen=True)

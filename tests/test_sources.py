@@ -9,6 +9,7 @@ from collections import Counter
 
 import numpy as np
 import pytest
+from test_timeline import DESIGN_TABLE as DESIGN_WINDOWS  # noqa: E402  (the DESIGN §3.3 table)
 
 from benchmark.eval_plan import make_eval_plan
 from benchmark.images import load_rgb
@@ -18,18 +19,6 @@ from benchmark.sources import SourceError, load_source
 from benchmark.testdata import release_features, write_release_dataset
 from benchmark.timeline import generator_id_to_name, make_windows
 from benchmark.windows_plan import BenchmarkType, training_sets
-
-DESIGN_WINDOWS = [
-    ["CycleGAN", "Cascaded Refinement Networks", "ProGAN", "StarGAN"],
-    ["SN-PatchGAN", "BigGAN", "IMLE", "StyleGAN1"],
-    ["GauGAN", "StyleGAN2", "DDPM", "CIPS"],
-    ["VQGAN", "GANformer", "ADM", "StyleGAN3"],
-    ["LaMa", "FaceSynthetics", "ProjectedGAN", "Palette"],
-    ["VQ-Diffusion", "Denoising Diffusion GAN", "Glide", "Latent Diffusion"],
-    ["Midjourney", "MAT", "Diffusion GAN (ProjectedGAN)", "Diffusion GAN (StyleGAN2)"],
-    ["Stable Diffusion 1.4", "Stable Diffusion 1.5", "Stable Diffusion 2.1", "DeepFloyd IF"],
-    ["Stable Diffusion XL 1.0", "DALL-E 3", "FLUX 1 Dev", "FLUX 1 Schnell"],
-]
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader
 from benchmark.atomic import atomic_write_json, atomic_write_text
 from benchmark.eval_plan import EvalPlan, make_eval_plan
 from benchmark.manifest import Manifest
-from benchmark.sources import default_cache_dir, load_source
+from benchmark.sources import SourceError, default_cache_dir, load_source
 from benchmark.timeline import generator_id_to_name, make_windows
 from benchmark.windows_plan import BenchmarkType, training_sets
 from detectors import count_flops, create_detector
@@ -77,9 +77,33 @@ class RunContext:
         return {"run_id": self.run_id, "config_hash": self.config_hash, "window": k}
 
 
+def checked_manifest(manifest: Manifest, cfg: dict, cache_dir: Path, progress: bool) -> Manifest:
+    """Refuse a dataset that fails `genshift data check`, or drop its bad images when told to.
+
+    The check decodes every image once and is cached per manifest checksum. With `data.skip_bad_images`
+    the listed images are left out; the skipped ids go into run.json and the manifest checksum changes.
+    """
+    dc = cfg["data"]
+    if not dc["check"]:
+        return manifest
+    from benchmark.datacheck import apply_skips, check_source, format_report
+
+    report = check_source(manifest, cache_dir, min_side=int(dc["min_side"]),
+                          workers=int(cfg["train"]["num_workers"]) or 1, progress=progress)
+    if report.ok:
+        return manifest
+    if not dc["skip_bad_images"]:
+        raise SourceError(
+            f"dataset {cfg['dataset']} fails the data check:\n{format_report(report)}\n"
+            "fix the listed images, or re-run with --set data.skip_bad_images=true to leave them out "
+            "(the skipped ids are recorded in run.json)"
+        )
+    return apply_skips(manifest, report)
+
+
 def prepare_benchmark(cfg: dict, progress: bool = True) -> Benchmark:
     cache_dir = Path(cfg["cache_dir"]).expanduser() if cfg.get("cache_dir") else default_cache_dir()
-    manifest = load_source(cfg["dataset"], cache_dir, progress=progress)
+    manifest = checked_manifest(load_source(cfg["dataset"], cache_dir, progress=progress), cfg, cache_dir, progress)
     b = cfg["benchmark"]
     windows = make_windows(manifest.timeline, b["generators_per_window"])
     gen_names = generator_id_to_name(manifest.timeline)
@@ -242,7 +266,8 @@ def _run_locked(cfg: dict, bench: Benchmark, rd: RunDir, t0: float, progress: bo
                 "protocol_version": PROTOCOL_VERSION,
                 "schema_version": SCHEMA_VERSION,
                 "manifest_checksum": bench.manifest.checksum,
-                "dataset": {"name": bench.manifest.name, "spec": cfg["dataset"], "root": str(bench.manifest.root)},
+                "dataset": {"name": bench.manifest.name, "spec": cfg["dataset"], "root": str(bench.manifest.root),
+                            "skipped_images": bench.manifest.extra.get("skipped", [])},
                 "windows": bench.windows,
                 "benchmark_type": str(bench.benchmark_type),
                 "seeds": {"seed": seed, **{k: v for k, v in cfg["benchmark"].items() if k.endswith("seed")},

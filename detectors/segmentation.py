@@ -17,7 +17,7 @@ from torch import nn
 
 from .base import Detector
 from .registry import register_detector, split_mode
-from .smallcnn import INPUT_SIZE, MEAN, STD, SmallCNN
+from .smallcnn import INPUT_SIZE, MEAN, STD, SmallCNN, no_hub_source, seeded_init
 from .weights import check_keys, load_file_into, parse_source
 
 DECODER_WIDTH = 32
@@ -167,25 +167,18 @@ def make_smallseg(name: str, pretrained: str = "default", seed: int = 0, **kwarg
     ``decoder_width`` may be passed through kwargs.
     """
     _, mode = split_mode(name)
-    source = parse_source("none" if pretrained == "default" else pretrained)
-    if source.kind == "tag":
-        raise ValueError(f"{name}: no hub weights exist for SmallCNN; got pretrained={pretrained!r}. "
-                         "Use 'default'/'none' (random init) or a local weight file.")
+    source = no_hub_source(name, pretrained)
     widths = tuple(kwargs.pop("widths", (16, 32, 64, 96)))
     decoder_width = int(kwargs.pop("decoder_width", DECODER_WIDTH))
     if kwargs:
         raise TypeError(f"{name}: unexpected arguments {sorted(kwargs)}")
-    rng_state = torch.random.get_rng_state()
-    torch.manual_seed(seed)  # explicit, local seed for the initial weights; global RNG restored below
-    try:
+    with seeded_init(seed):
         backbone = SmallCNNPyramid(widths)  # type: ignore[arg-type]
         det = SegmentationDetector(
             backbone, decoder_width=decoder_width, name=name, family="smallseg", backbone_name="smallcnn",
             mode=mode, input_size=INPUT_SIZE, mean=MEAN, std=STD, feature_dim=backbone.feature_dim,
             pretrained=source.describe(), eval_resize="center_crop",
         )
-    finally:
-        torch.random.set_rng_state(rng_state)
     if source.kind == "file":
         load_file_into(backbone, source.value, key_map=None)
     return det
@@ -216,9 +209,7 @@ def make_timmseg(name: str, pretrained: str = "none", seed: int = 0, **kwargs) -
     decoder_width = int(kwargs.pop("decoder_width", DECODER_WIDTH))
     if kwargs:
         raise TypeError(f"{name}: unexpected arguments {sorted(kwargs)}")
-    rng_state = torch.random.get_rng_state()
-    torch.manual_seed(seed)
-    try:
+    with seeded_init(seed):
         model = timm.create_model(arch, pretrained=False, features_only=True)
         cfg = model.pretrained_cfg
         backbone = TimmPyramid(model)
@@ -228,8 +219,6 @@ def make_timmseg(name: str, pretrained: str = "none", seed: int = 0, **kwargs) -
             std=tuple(cfg.get("std")), feature_dim=backbone.feature_dim, pretrained=source.describe(),
             eval_resize="resize_center_crop",
         )
-    finally:
-        torch.random.set_rng_state(rng_state)
     return det
 
 

@@ -7,6 +7,9 @@ is the map pooled. Global average + max pooling keeps both diffuse and sparse ev
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import torch
 from torch import nn
 
@@ -41,30 +44,43 @@ class SmallCNN(nn.Module):
         return torch.cat([x.mean(dim=(2, 3)), x.amax(dim=(2, 3))], dim=1)
 
 
+def no_hub_source(name: str, pretrained: str):
+    """Weight source of a SmallCNN-based model: 'default' = seeded random init; a hub tag is refused."""
+    source = parse_source("none" if pretrained == "default" else pretrained)
+    if source.kind == "tag":
+        raise ValueError(f"{name}: no hub weights exist for SmallCNN; got pretrained={pretrained!r}. "
+                         "Use 'default'/'none' (random init) or a local weight file.")
+    return source
+
+
+@contextlib.contextmanager
+def seeded_init(seed: int) -> Iterator[None]:
+    """Seed torch for building initial weights, then restore the global RNG (callers' streams untouched)."""
+    state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        yield
+    finally:
+        torch.random.set_rng_state(state)
+
+
 def make_smallcnn(name: str, pretrained: str = "default", seed: int = 0, **kwargs) -> Detector:
     """Factory for smallcnn_<mode>. 'default' means random init (seeded): this model has no pretrained weights.
 
     A local file is loaded strictly into the backbone. ``widths`` may be passed through kwargs.
     """
     _, mode = split_mode(name)
-    source = parse_source("none" if pretrained == "default" else pretrained)
-    if source.kind == "tag":
-        raise ValueError(f"{name}: no hub weights exist for SmallCNN; got pretrained={pretrained!r}. "
-                         "Use 'default'/'none' (random init) or a local weight file.")
+    source = no_hub_source(name, pretrained)
     widths = tuple(kwargs.pop("widths", (16, 32, 64, 96)))
     if kwargs:
         raise TypeError(f"{name}: unexpected arguments {sorted(kwargs)}")
-    gen_state = torch.random.get_rng_state()
-    torch.manual_seed(seed)  # explicit, local seed for the initial weights; global RNG restored below
-    try:
+    with seeded_init(seed):
         backbone = SmallCNN(widths)  # type: ignore[arg-type]
         det = Detector(
             backbone, name=name, family="smallcnn", backbone_name="smallcnn", mode=mode, input_size=INPUT_SIZE,
             mean=MEAN, std=STD, feature_dim=backbone.feature_dim, pretrained=source.describe(),
             eval_resize="center_crop",
         )
-    finally:
-        torch.random.set_rng_state(gen_state)
     if source.kind == "file":
         load_file_into(backbone, source.value, key_map=None)
     return det

@@ -28,6 +28,7 @@ thresholding at every distinct score, highest first, plus the origin (0, 0)):
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -37,16 +38,13 @@ DEFAULT_FPR_TARGETS: dict[str, float] = {"tpr_at_fpr_1pct": 0.01, "tpr_at_fpr_5p
 LOG_LOSS_EPS = 1e-15
 
 # Keys of `cell_metrics` whose value is a float metric (NaN when the cell is undefined), in table order.
-METRIC_NAMES: tuple[str, ...] = (
-    "auroc",
-    "average_precision",
-    "balanced_accuracy",
-    "tpr_at_threshold",
-    "tnr_at_threshold",
-    *DEFAULT_FPR_TARGETS,
-    "eer",
-    "balanced_log_loss",
-)
+def metric_names(fpr_keys: Iterable[str]) -> tuple[str, ...]:
+    """Metric keys of `cell_metrics` in table order, with the given TPR-at-FPR keys."""
+    return ("auroc", "average_precision", "balanced_accuracy", "tpr_at_threshold", "tnr_at_threshold",
+            *fpr_keys, "eer", "balanced_log_loss")
+
+
+METRIC_NAMES: tuple[str, ...] = metric_names(DEFAULT_FPR_TARGETS)
 COUNT_NAMES: tuple[str, ...] = ("n", "n_fake", "n_real")
 
 
@@ -268,16 +266,7 @@ def cell_metrics(
     c = _curve(y, s)
     reason = _reason(c.n_pos, c.n_neg)
     out: dict[str, float | int | str | None] = {"n": int(y.size), "n_fake": c.n_pos, "n_real": c.n_neg}
-    metric_keys = [
-        "auroc",
-        "average_precision",
-        "balanced_accuracy",
-        "tpr_at_threshold",
-        "tnr_at_threshold",
-        *targets,
-        "eer",
-        "balanced_log_loss",
-    ]
+    metric_keys = metric_names(targets)
     if reason is not None:
         out.update({k: float("nan") for k in metric_keys})
         out["reason"] = reason

@@ -37,13 +37,13 @@ DEFAULT_THRESHOLD = 0.5
 DEFAULT_FPR_TARGETS: dict[str, float] = {"tpr_at_fpr_1pct": 0.01, "tpr_at_fpr_5pct": 0.05}
 LOG_LOSS_EPS = 1e-15
 
-# Keys of `cell_metrics` whose value is a float metric (NaN when the cell is undefined), in table order.
 def metric_names(fpr_keys: Iterable[str]) -> tuple[str, ...]:
     """Metric keys of `cell_metrics` in table order, with the given TPR-at-FPR keys."""
     return ("auroc", "average_precision", "balanced_accuracy", "tpr_at_threshold", "tnr_at_threshold",
             *fpr_keys, "eer", "balanced_log_loss")
 
 
+# Keys of `cell_metrics` whose value is a float metric (NaN when the cell is undefined), in table order.
 METRIC_NAMES: tuple[str, ...] = metric_names(DEFAULT_FPR_TARGETS)
 COUNT_NAMES: tuple[str, ...] = ("n", "n_fake", "n_real")
 

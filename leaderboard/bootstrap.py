@@ -10,10 +10,9 @@ model k of a run, every group, and every run made on the same eval set (samples 
 `paired_difference` a paired comparison.
 
 A replicate is stored as per-image multiplicities (counts, shape (N, B), uint8). The AUROC of a cell
-under counts c is the Mann–Whitney statistic with weights: 2U = sum over fakes i of
-c_i * (W(< s_i) + W(<= s_i)), W = resampled real mass below a score, so ties count 1/2 exactly. Per cell
-and model: one argsort of the real scores, one row gather + prefix sum of the real counts, one gather at
-the fakes' ranks (searchsorted) and one multiply-sum, all over the B replicates at once, in integers.
+under counts c is the Mann–Whitney statistic with weights, ties counted ½ exactly in integers. All cells
+of one model (every window, `seen`, `future`) come from one compiled pass over its samples in score order
+for all B replicates at once (`leaderboard.auroc_scan`).
 
 Intervals are 95 % percentile intervals of the replicate values around the point estimate computed on the
 original eval set (the values of `leaderboard.continual`).
@@ -29,12 +28,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from leaderboard.auroc_scan import model_twice_u
 from leaderboard.continual import AGGREGATES
 from leaderboard.groups import window_generator_ids
 
 DEFAULT_REPLICATES = 1000
 DEFAULT_LEVEL = 0.95
-CHUNK = 250  # replicates processed together (memory ~ cell size x CHUNK x 4 bytes)
+CHUNK = 250  # replicates drawn together (memory of the draws ~ stratum size x CHUNK x 8 bytes)
 
 
 @dataclass(frozen=True)
@@ -111,7 +111,7 @@ class BootstrapPlan:
     """Replicate multiplicities for one eval set, shared by every run compared on it."""
 
     layout: EvalLayout
-    counts: tuple[np.ndarray, ...]  # chunks of shape (N, <=CHUNK) uint8, canonical row order
+    counts: np.ndarray  # (N, B) uint8 multiplicities, canonical row order
     seed: int
     n_replicates: int
     level: float = DEFAULT_LEVEL
@@ -145,75 +145,7 @@ def make_plan(
             if c.max() > 255:
                 raise ValueError("a bootstrap multiplicity exceeded 255; cannot store it (stratum too small?)")
             counts[lo:hi, b0:b1] = c.T
-    chunks = tuple(np.ascontiguousarray(counts[:, b0 : b0 + CHUNK]) for b0 in range(0, n_replicates, CHUNK))
-    return BootstrapPlan(layout, chunks, seed, n_replicates, level)
-
-
-def _prefix_rows(x: np.ndarray, dtype: type) -> np.ndarray:
-    """(n+1, B) inclusive prefix sums over rows of x (row 0 = 0), blocked so every step is SIMD."""
-    n, b = x.shape
-    m = max(1, int(np.sqrt(n)))
-    t = -(-n // m) if n else 0
-    out = np.zeros((t * m + 1, b), dtype=dtype)
-    if n == 0:
-        return out[:1]
-    body = out[1:].reshape(t, m, b)
-    out[1 : n + 1] = x
-    for i in range(1, m):
-        body[:, i] += body[:, i - 1]
-    totals = body[:, m - 1].copy()
-    for i in range(1, t):
-        totals[i] += totals[i - 1]
-    body[1:] += totals[:-1, None, :]
-    return out[: n + 1]
-
-
-def _dot_rows(a: np.ndarray, c: np.ndarray) -> np.ndarray:
-    """sum_i a[i, :] * c[i, :] exactly (int32 products, int64 sums), in row blocks."""
-    out = np.zeros(a.shape[1], dtype=np.int64)
-    for r0 in range(0, a.shape[0], 1024):
-        out += np.multiply(a[r0 : r0 + 1024], c[r0 : r0 + 1024], dtype=np.int32).sum(axis=0, dtype=np.int64)
-    return out
-
-
-@dataclass(frozen=True)
-class _Cell:
-    """One cell's replicate-independent part for one model: real order and the fakes' ranks."""
-
-    fakes: slice
-    reals: slice
-    order: np.ndarray  # argsort of the cell's real scores
-    lo: np.ndarray  # per fake: number of reals scoring strictly lower
-    hi: np.ndarray  # per fake: number of reals scoring lower or equal
-    tied: np.ndarray  # fakes with a tied real (hi != lo)
-
-
-def _cell(scores: np.ndarray, fakes: slice, reals: slice) -> _Cell | None:
-    if fakes.stop == fakes.start or reals.stop == reals.start:
-        return None  # undefined cell: NaN
-    s_real = scores[reals]
-    order = np.argsort(s_real, kind="stable")
-    sorted_real = s_real[order]
-    s_fake = scores[fakes]
-    lo = np.searchsorted(sorted_real, s_fake, side="left")
-    hi = np.searchsorted(sorted_real, s_fake, side="right")
-    return _Cell(fakes, reals, order, lo, hi, np.flatnonzero(hi != lo))
-
-
-def _cell_auroc(counts: np.ndarray, cell: _Cell | None) -> np.ndarray:
-    """AUROC of a cell for every replicate column of `counts` (2U = sum c_i (W(<s_i) + W(<=s_i)))."""
-    if cell is None:
-        return np.full(counts.shape[1], np.nan)
-    n_real = cell.reals.stop - cell.reals.start
-    n_fake = cell.fakes.stop - cell.fakes.start
-    dtype = np.uint16 if n_real < 2**16 else np.int32  # resampled real mass never exceeds n_real
-    below = _prefix_rows(counts[cell.reals][cell.order], dtype)
-    c_fake = counts[cell.fakes]
-    twice_u = 2 * _dot_rows(below[cell.lo], c_fake)
-    if cell.tied.size:
-        extra = below[cell.hi[cell.tied]].astype(np.int32) - below[cell.lo[cell.tied]]
-        twice_u += _dot_rows(extra, c_fake[cell.tied])
-    return twice_u / (2.0 * n_fake * n_real)
+    return BootstrapPlan(layout, counts, seed, n_replicates, level)
 
 
 @dataclass
@@ -223,42 +155,52 @@ class RunBootstrap:
     plan_key: tuple[str, int, int]
     n_windows: int
     complete: bool
-    r: np.ndarray  # (B, K, K) replicate R[k, j]; NaN where not needed or undefined
+    r: np.ndarray  # (B, K, K) replicate R[k, j]; NaN where undefined
     seen: np.ndarray  # (B, K)
     future: np.ndarray  # (B, K)  (last column NaN)
     aggregates: dict[str, np.ndarray] = field(default_factory=dict)
 
 
-def _model_cells(scores_by_k: Sequence[np.ndarray], layout: EvalLayout) -> list[dict[tuple, _Cell | None]]:
-    """Per model k: the cells the aggregates need: R[k, j] for j <= k+1, seen@k and future@k."""
+def _row_windows(layout: EvalLayout) -> tuple[np.ndarray, np.ndarray]:
+    """(window index, is_real) of every canonical row."""
+    window = np.empty(layout.n, dtype=np.int64)
+    is_real = np.zeros(layout.n, dtype=bool)
+    for j in range(layout.n_windows):
+        window[layout.fake_bounds[j] : layout.fake_bounds[j + 1]] = j
+        window[layout.real_bounds[j] : layout.real_bounds[j + 1]] = j
+        is_real[layout.real_bounds[j] : layout.real_bounds[j + 1]] = True
+    return window, is_real
+
+
+def _ratio(twice_u: np.ndarray, n_fake: int, n_real: int) -> np.ndarray:
+    """AUROC = 2U / (2 · n_fake · n_real); NaN for a cell without fakes or reals."""
+    if n_fake == 0 or n_real == 0:
+        return np.full(twice_u.shape, np.nan)
+    return twice_u / (2.0 * n_fake * n_real)
+
+
+def _replicates(counts: np.ndarray, scores_by_k: Sequence[np.ndarray], layout: EvalLayout, workers: int):
+    """(r, seen, future) replicate AUROCs of every model: one compiled pass per model (threads over models)."""
     kk = layout.n_windows
-    fb, rb = layout.fake_bounds, layout.real_bounds
-    out = []
-    for k, s in enumerate(scores_by_k):
-        cells: dict[tuple, _Cell | None] = {}
-        for j in range(min(k + 2, kk)):  # j <= k (BWT, forgetting) and j = k + 1 (NEXT)
-            cells[("r", j)] = _cell(s, slice(fb[j], fb[j + 1]), slice(rb[j], rb[j + 1]))
-        cells[("seen",)] = _cell(s, slice(fb[0], fb[k + 1]), slice(rb[0], rb[k + 1]))
-        if k < kk - 1:
-            cells[("future",)] = _cell(s, slice(fb[k + 1], fb[kk]), slice(rb[k + 1], rb[kk]))
-        out.append(cells)
-    return out
-
-
-def _replicates(counts: np.ndarray, model_cells: list[dict[tuple, _Cell | None]], kk: int):
     b = counts.shape[1]
+    window, is_real = _row_windows(layout)
+    n_fake = np.diff(layout.fake_bounds)
+    n_real = np.diff(layout.real_bounds)
+
+    def one(k: int):
+        return model_twice_u(counts, scores_by_k[k], window, is_real, k, kk)
+
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        parts = list(pool.map(one, range(len(scores_by_k))))
     r = np.full((b, kk, kk), np.nan)
     seen = np.full((b, kk), np.nan)
     future = np.full((b, kk), np.nan)
-    for k, cells in enumerate(model_cells):
-        for key, cell in cells.items():
-            value = _cell_auroc(counts, cell)
-            if key[0] == "r":
-                r[:, k, key[1]] = value
-            elif key[0] == "seen":
-                seen[:, k] = value
-            else:
-                future[:, k] = value
+    for k, (twice_u, twice_seen, twice_future) in enumerate(parts):
+        for j in range(kk):
+            r[:, k, j] = _ratio(twice_u[j], int(n_fake[j]), int(n_real[j]))
+        seen[:, k] = _ratio(twice_seen, int(n_fake[: k + 1].sum()), int(n_real[: k + 1].sum()))
+        if k < kk - 1:
+            future[:, k] = _ratio(twice_future, int(n_fake[k + 1 :].sum()), int(n_real[k + 1 :].sum()))
     return r, seen, future
 
 
@@ -288,34 +230,30 @@ def bootstrap_run(
 ) -> RunBootstrap:
     """Replicate AUROC cells and aggregates of a run (windows in order k = 0..) under `plan`.
 
-    Replicate chunks run on `workers` threads (numpy releases the GIL in the heavy loops).
+    Models run on `workers` threads (the compiled scan releases the GIL).
     An incomplete run (fewer windows evaluated than its timeline has) gets NaN aggregates.
     """
     layout = plan.layout
     kk = layout.n_windows
     scores = [canonical_scores(a, layout, f"{source} window {k}") for k, a in enumerate(windows)]
-    complete = len(scores) == kk
     b = plan.n_replicates
-    if not complete:
+    if len(scores) != kk:
         nan = np.full(b, np.nan)
         return RunBootstrap(
             plan.key, kk, False, np.full((b, kk, kk), np.nan), np.full((b, kk), np.nan),
             np.full((b, kk), np.nan), {a: nan.copy() for a in AGGREGATES},
         )
-    cells = _model_cells(scores, layout)
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        parts = list(pool.map(lambda c: _replicates(c, cells, kk), plan.counts))
-    r, seen, future = (np.concatenate([p[i] for p in parts], axis=0) for i in range(3))
+    r, seen, future = _replicates(plan.counts, scores, layout, workers)
     return RunBootstrap(plan.key, kk, True, r, seen, future, aggregate_replicates(r, seen, future))
 
 
 def point_estimates(windows: Sequence[Mapping[str, np.ndarray]], layout: EvalLayout) -> dict[str, float]:
     """Aggregates on the original eval set (every multiplicity 1) with the bootstrap's own code."""
-    ones = np.ones((layout.n, 1), dtype=np.uint8)
     scores = [canonical_scores(a, layout, f"window {k}") for k, a in enumerate(windows)]
     if len(scores) != layout.n_windows:
         return {a: float("nan") for a in AGGREGATES}
-    agg = aggregate_replicates(*_replicates(ones, _model_cells(scores, layout), layout.n_windows))
+    ones = np.ones((layout.n, 1), dtype=np.uint8)
+    agg = aggregate_replicates(*_replicates(ones, scores, layout, workers=1))
     return {a: float(v[0]) for a, v in agg.items()}
 
 

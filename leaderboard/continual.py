@@ -28,11 +28,12 @@ import pandas as pd
 from leaderboard.groups import (
     REQUIRED_KEYS,
     WINDOW_PREFIX,
-    all_groups,
+    group_specs,
+    sample_owner,
     validate_eval_arrays,
     window_generator_ids,
 )
-from leaderboard.metrics import COUNT_NAMES, DEFAULT_THRESHOLD, METRIC_NAMES, cell_metrics
+from leaderboard.metrics import COUNT_NAMES, DEFAULT_THRESHOLD, METRIC_NAMES, cell_metrics_by_key
 
 TABLE_COLUMNS: tuple[str, ...] = ("window", "group", "metric", "value", "reason")
 SUMMARY_COLUMNS: tuple[str, ...] = ("aggregate", "value", "reason")
@@ -133,14 +134,18 @@ def window_table(
     labels = np.asarray(arrays["fused_labels"])
     rows: list[tuple[int, str, str, float, str | None]] = []
     keys = (*COUNT_NAMES, *METRIC_NAMES)
-    for group in all_groups(arrays, k):
-        if group.mask is None:
-            rows += [(k, group.name, key, float("nan"), group.reason) for key in keys]
+    specs = group_specs(arrays, k)
+    owner = sample_owner(arrays["fused_generator_ids"], arrays["pairing"])
+    cells = iter(cell_metrics_by_key(labels, scores, owner, [ids for _, ids, _ in specs if ids is not None],
+                                     threshold=threshold))
+    for name, ids, why in specs:
+        if ids is None:
+            rows += [(k, name, key, float("nan"), why) for key in keys]
             continue
-        cell = cell_metrics(labels[group.mask], scores[group.mask], threshold=threshold)
+        cell = next(cells)
         for key in keys:
             reason = None if key in COUNT_NAMES else cell["reason"]
-            rows.append((k, group.name, key, float(cell[key]), reason))
+            rows.append((k, name, key, float(cell[key]), reason))
     return _frame(rows, TABLE_COLUMNS)
 
 

@@ -160,9 +160,7 @@ def group_mask(fused_generator_ids: np.ndarray, pairing: np.ndarray, generator_i
     ids = np.asarray(generator_ids)
     if (ids == 0).any():
         raise ValueError("generator_ids of a group must not contain 0 (the real class)")
-    fakes = np.isin(gen, ids)
-    reals = (gen == 0) & np.isin(np.asarray(pairing), ids)
-    return fakes | reals
+    return np.isin(sample_owner(gen, pairing), ids, kind="table") if ids.size else np.zeros(gen.shape, dtype=bool)
 
 
 def named_group_windows(name: str, k: int, n_windows: int) -> tuple[list[int] | None, str | None]:
@@ -231,14 +229,32 @@ def generator_group(arrays: Mapping[str, np.ndarray], generator_name: str) -> Gr
     return Group(f"{GENERATOR_PREFIX}{generator_name}", mask, None, ids)
 
 
+def sample_owner(fused_generator_ids: np.ndarray, pairing: np.ndarray) -> np.ndarray:
+    """The generator each sample belongs to: its own for a fake, the one it is paired to for a real."""
+    gen = np.asarray(fused_generator_ids)
+    return np.where(gen == 0, np.asarray(pairing), gen)
+
+
+def group_specs(arrays: Mapping[str, np.ndarray], k: int) -> list[tuple[str, np.ndarray | None, str | None]]:
+    """(name, generator ids or None, reason) of every group after window k, in `all_groups` order."""
+    windows = window_generator_ids(arrays["generator_id_to_name"], arrays["windows_timeline"])
+    out: list[tuple[str, np.ndarray | None, str | None]] = []
+    for name in NAMED_GROUPS:
+        members, reason = named_group_windows(name, k, len(windows))
+        out.append((name, None if members is None else np.concatenate([windows[w] for w in members]), reason))
+    out += [(f"{WINDOW_PREFIX}{j}", windows[j], None) for j in range(len(windows))]
+    names = np.asarray(arrays["generator_id_to_name"]).tolist()
+    out += [(f"{GENERATOR_PREFIX}{name}", np.array([g], dtype=np.int64), None) for g, name in enumerate(names)
+            if g > 0]
+    return out
+
+
 def all_groups(arrays: Mapping[str, np.ndarray], k: int) -> list[Group]:
     """Every group after training window k: named groups, then window:<j>, then generator:<name>."""
-    windows = window_generator_ids(arrays["generator_id_to_name"], arrays["windows_timeline"])
-    out = [
-        _window_group(arrays, windows, name, *named_group_windows(name, k, len(windows)))
-        for name in NAMED_GROUPS
-    ]
-    out += [_window_group(arrays, windows, f"{WINDOW_PREFIX}{j}", [j], None) for j in range(len(windows))]
-    names = np.asarray(arrays["generator_id_to_name"]).tolist()
-    out += [generator_group(arrays, name) for name in names[1:]]
+    out = []
+    for name, ids, reason in group_specs(arrays, k):
+        if ids is None:
+            out.append(Group(name, None, reason, np.zeros(0, dtype=np.int64)))
+        else:
+            out.append(Group(name, group_mask(arrays["fused_generator_ids"], arrays["pairing"], ids), None, ids))
     return out

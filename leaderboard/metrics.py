@@ -28,7 +28,7 @@ thresholding at every distinct score, highest first, plus the origin (0, 0)):
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -121,10 +121,18 @@ class _Curve:
     n_neg: int
 
 
+def _descending(s: np.ndarray) -> np.ndarray:
+    """Indices putting scores in descending order (ties keep no particular order: tie groups are merged)."""
+    return np.argsort(s, kind="stable")[::-1]
+
+
 def _curve(y: np.ndarray, s: np.ndarray) -> _Curve:
-    order = np.argsort(s, kind="stable")[::-1]
-    s_desc = s[order]
-    y_desc = y[order]
+    order = _descending(s)
+    return _curve_sorted(y[order], s[order])
+
+
+def _curve_sorted(y_desc: np.ndarray, s_desc: np.ndarray) -> _Curve:
+    """The curve of labels/scores already in descending score order."""
     n = s_desc.size
     if n == 0:
         empty = np.zeros(0, dtype=np.int64)
@@ -243,7 +251,40 @@ def balanced_log_loss(y_true: object, y_score: object, eps: float = LOG_LOSS_EPS
     n_pos = int(y.sum())
     if _reason(n_pos, y.size - n_pos):
         return float("nan")
-    return _balanced_log_loss(y, s, eps)
+    order = _descending(s)  # sum in descending score order, as cell_metrics does: the same last bits
+    return _balanced_log_loss(y[order], s[order], eps)
+
+
+def _fpr_targets(fpr_targets: dict[str, float] | None) -> dict[str, float]:
+    targets = DEFAULT_FPR_TARGETS if fpr_targets is None else fpr_targets
+    for target in targets.values():
+        _check_fpr_target(target)
+    return targets
+
+
+def _metrics_of_sorted(
+    y_desc: np.ndarray, s_desc: np.ndarray, threshold: float, targets: dict[str, float]
+) -> dict[str, float | int | str | None]:
+    """`cell_metrics` of a validated cell given in descending score order."""
+    c = _curve_sorted(y_desc, s_desc)
+    reason = _reason(c.n_pos, c.n_neg)
+    out: dict[str, float | int | str | None] = {"n": int(y_desc.size), "n_fake": c.n_pos, "n_real": c.n_neg}
+    if reason is not None:
+        out.update({k: float("nan") for k in metric_names(targets)})
+        out["reason"] = reason
+        return out
+    tpr, tnr = _tpr_tnr(c, threshold)
+    out["auroc"] = _auroc(c)
+    out["average_precision"] = _average_precision(c)
+    out["balanced_accuracy"] = 0.5 * (tpr + tnr)
+    out["tpr_at_threshold"] = tpr
+    out["tnr_at_threshold"] = tnr
+    for key, target in targets.items():
+        out[key] = _tpr_at_fpr(c, target)
+    out["eer"] = _eer(c)
+    out["balanced_log_loss"] = _balanced_log_loss(y_desc, s_desc, LOG_LOSS_EPS)
+    out["reason"] = None
+    return out
 
 
 def cell_metrics(
@@ -258,28 +299,55 @@ def cell_metrics(
     NaN and "reason" says why; otherwise "reason" is None. `fpr_targets` maps output key -> FPR target
     (default: tpr_at_fpr_1pct and tpr_at_fpr_5pct).
     """
-    targets = DEFAULT_FPR_TARGETS if fpr_targets is None else fpr_targets
-    for target in targets.values():
-        _check_fpr_target(target)
+    targets = _fpr_targets(fpr_targets)
     y, s = _validate(y_true, y_score)
     _validate_probabilities(s)
-    c = _curve(y, s)
-    reason = _reason(c.n_pos, c.n_neg)
-    out: dict[str, float | int | str | None] = {"n": int(y.size), "n_fake": c.n_pos, "n_real": c.n_neg}
-    metric_keys = metric_names(targets)
-    if reason is not None:
-        out.update({k: float("nan") for k in metric_keys})
-        out["reason"] = reason
-        return out
-    tpr, tnr = _tpr_tnr(c, threshold)
-    out["auroc"] = _auroc(c)
-    out["average_precision"] = _average_precision(c)
-    out["balanced_accuracy"] = 0.5 * (tpr + tnr)
-    out["tpr_at_threshold"] = tpr
-    out["tnr_at_threshold"] = tnr
-    for key, target in targets.items():
-        out[key] = _tpr_at_fpr(c, target)
-    out["eer"] = _eer(c)
-    out["balanced_log_loss"] = _balanced_log_loss(y, s, LOG_LOSS_EPS)
-    out["reason"] = None
+    order = _descending(s)
+    return _metrics_of_sorted(y[order], s[order], threshold, targets)
+
+
+def cell_metrics_by_key(
+    y_true: object,
+    y_score: object,
+    sample_keys: object,
+    cells: Sequence[Iterable[int]],
+    threshold: float = DEFAULT_THRESHOLD,
+    fpr_targets: dict[str, float] | None = None,
+) -> list[dict[str, float | int | str | None]]:
+    """`cell_metrics` of several cells of one sample set, from one sort.
+
+    Every sample has a non-negative integer key (`sample_keys`, e.g. the generator it belongs to); a cell
+    is the set of samples whose key is in one of `cells`. A cell's samples in descending score order are
+    a subsequence of the whole set's descending order: a one-key cell is a slice of a per-key block, a
+    larger cell one table look-up and a compress. The values are exactly those of `cell_metrics` on the
+    cell's samples.
+    """
+    targets = _fpr_targets(fpr_targets)
+    y, s = _validate(y_true, y_score)
+    _validate_probabilities(s)
+    keys = np.asarray(sample_keys)
+    if keys.shape != y.shape or keys.dtype.kind not in "iu" or (keys.size and keys.min() < 0):
+        raise ValueError(
+            f"sample_keys must be non-negative integers of shape {y.shape}, got {keys.dtype} {keys.shape}"
+        )
+    order = _descending(s)
+    y_desc, s_desc, keys_desc = y[order], s[order], keys[order]
+    # Per key, its samples' positions in descending score order, as contiguous blocks (one stable sort):
+    # a one-key cell (e.g. one generator) is a slice, without scanning the whole set.
+    by_key = np.argsort(keys_desc, kind="stable")
+    n_keys = int(keys.max()) + 1 if keys.size else 1
+    bounds = np.r_[0, np.cumsum(np.bincount(keys_desc, minlength=n_keys))]
+    table = np.zeros(n_keys, dtype=bool)
+    out = []
+    for cell in cells:
+        ids = np.unique(np.asarray(list(cell), dtype=np.int64))
+        ids = ids[(ids >= 0) & (ids < n_keys)]  # keys no sample has select nothing
+        if ids.size == 1:
+            rows = by_key[bounds[ids[0]] : bounds[ids[0] + 1]]
+            out.append(_metrics_of_sorted(y_desc[rows], s_desc[rows], threshold, targets))
+            continue
+        table[ids] = True
+        keep = table[keys_desc]
+        table[ids] = False
+        out.append(_metrics_of_sorted(y_desc[keep], s_desc[keep], threshold, targets))
     return out

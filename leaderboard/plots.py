@@ -17,7 +17,7 @@ from leaderboard.groups import GENERATOR_PREFIX  # noqa: E402
 
 def _png(fig) -> bytes:
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    fig.savefig(buf, format="png", dpi=110)  # fixed margins: one draw (layout engines or bbox "tight" redraw)
     plt.close(fig)
     return buf.getvalue()
 
@@ -25,6 +25,7 @@ def _png(fig) -> bytes:
 def next_per_window(curves: Sequence[tuple[str, np.ndarray]]) -> bytes:
     """One line per run: R[k, k+1] (AUROC on the next window's group) against k."""
     fig, ax = plt.subplots(figsize=(7, 4))
+    fig.subplots_adjust(left=0.1, right=0.97, bottom=0.13, top=0.92)
     for name, r in curves:
         k = np.arange(r.shape[0])
         values = np.array([r[i, i + 1] if i + 1 < r.shape[1] else np.nan for i in k])
@@ -41,7 +42,8 @@ def next_per_window(curves: Sequence[tuple[str, np.ndarray]]) -> bytes:
 def heatmap(name: str, r: np.ndarray) -> bytes:
     """R[k, j]: AUROC after window k (rows) on window j's group (columns); NaN cells blank."""
     n_rows, n_cols = r.shape
-    fig, ax = plt.subplots(figsize=(1.0 + 0.6 * n_cols, 1.0 + 0.5 * n_rows))
+    fig, ax = plt.subplots(figsize=(1.6 + 0.6 * n_cols, 1.2 + 0.5 * n_rows))
+    fig.subplots_adjust(left=0.14, right=0.95, bottom=0.14, top=0.9)
     im = ax.imshow(np.ma.masked_invalid(r), vmin=0.5, vmax=1.0, cmap="viridis")
     for k in range(n_rows):
         for j in range(n_cols):
@@ -62,7 +64,8 @@ def generator_bars(name: str, table: pd.DataFrame, k: int) -> bytes:
     t = table[(table["window"] == k) & (table["metric"] == "auroc") & table["group"].str.startswith(GENERATOR_PREFIX)]
     labels = [g[len(GENERATOR_PREFIX):] for g in t["group"]]
     values = t["value"].to_numpy(dtype=float)
-    fig, ax = plt.subplots(figsize=(max(5.0, 0.28 * len(labels) + 1.5), 3.8))
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.28 * len(labels) + 1.5), 4.6))
+    fig.subplots_adjust(left=0.08, right=0.98, bottom=0.36, top=0.92)  # room for rotated names
     ax.bar(range(len(labels)), np.nan_to_num(values, nan=0.0), color="tab:blue")
     ax.set_xticks(range(len(labels)))
     ax.set_xticklabels(labels, rotation=75, ha="right", fontsize=7)

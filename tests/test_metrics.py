@@ -231,3 +231,20 @@ def test_large_n_exact_and_float32_input():
     assert M.roc_auc(y, s) == pytest.approx(roc_auc_score(y, s), **TOL)
     assert M.average_precision(y, s) == pytest.approx(average_precision_score(y, s), **TOL)
     assert M.eer(y, s) == pytest.approx(_segment_eer(y, s), **TOL)
+
+
+def test_cell_metrics_by_key_equals_cell_metrics_on_each_cell():
+    rng = np.random.default_rng(11)
+    y = rng.integers(0, 2, 3000)
+    s = np.round(rng.random(3000), 2)  # heavy ties, across classes
+    keys = rng.integers(0, 12, 3000)
+    cells = [[3], [0, 5, 7], range(12), [], [40], [1, 2, 3, 4, 5, 6]]
+    got = M.cell_metrics_by_key(y, s, keys, cells)
+    for cell, values in zip(cells, got, strict=True):
+        sel = np.isin(keys, list(cell))
+        want = M.cell_metrics(y[sel], s[sel])
+        assert values.keys() == want.keys()
+        for key, value in want.items():
+            assert values[key] == value or (value != value and values[key] != values[key]), key
+    with pytest.raises(ValueError, match="non-negative integers of shape"):
+        M.cell_metrics_by_key(y, s, keys[:10], cells)

@@ -31,6 +31,7 @@ def next_per_window(curves: Sequence[tuple[str, np.ndarray]]) -> bytes:
         values = np.array([r[i, i + 1] if i + 1 < r.shape[1] else np.nan for i in k])
         ax.plot(k, values, marker="o", label=name)
     ax.set_xlabel("after training window k")
+    ax.xaxis.get_major_locator().set_params(integer=True)
     ax.set_ylabel("AUROC on window k+1 (NEXT cell)")
     ax.set_title("NEXT per window")
     ax.grid(alpha=0.3)
@@ -43,7 +44,7 @@ def heatmap(name: str, r: np.ndarray) -> bytes:
     """R[k, j]: AUROC after window k (rows) on window j's group (columns); NaN cells blank."""
     n_rows, n_cols = r.shape
     fig, ax = plt.subplots(figsize=(1.6 + 0.6 * n_cols, 1.2 + 0.5 * n_rows))
-    fig.subplots_adjust(left=0.14, right=0.95, bottom=0.14, top=0.9)
+    fig.subplots_adjust(left=0.14, right=0.88, bottom=0.14, top=0.9)  # room for the colour-bar labels
     im = ax.imshow(np.ma.masked_invalid(r), vmin=0.5, vmax=1.0, cmap="viridis")
     for k in range(n_rows):
         for j in range(n_cols):

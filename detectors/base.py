@@ -12,9 +12,9 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
+from .registry import MODES
 from .weights import check_keys, load_strict
 
-MODES = ("probe", "tune")
 # Eval input strategies a detector may declare as its own (same names as benchmark.images.EVAL_INPUT_STRATEGIES).
 EVAL_RESIZES = ("center_crop", "resize_center_crop", "resize", "five_crop")
 
@@ -117,8 +117,15 @@ class Detector(nn.Module):
         return feats
 
     def head_forward(self, feats: torch.Tensor) -> torch.Tensor:
-        """Linear head on features -> (N,) logits."""
-        return self.head(feats).squeeze(1)
+        """Linear head on features -> (N,) logits, always in fp32 (also under bf16 autocast).
+
+        Scores are fp32 even when the backbone ran in bf16: a bf16 logit has 8 significant bits, which
+        would tie many images and blur ranking metrics.
+        """
+        if not torch.amp.is_autocast_available(feats.device.type):  # e.g. the meta device of `detectors list`
+            return self.head(feats.float()).squeeze(1)
+        with torch.autocast(feats.device.type, enabled=False):
+            return self.head(feats.float()).squeeze(1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: float (N, 3, S, S), already normalised with meta.mean/std -> (N,) logits (P(fake) = sigmoid)."""
@@ -163,9 +170,12 @@ def count_flops(detector: Detector, input_size: int | None = None) -> int:
     """Forward FLOPs for one image at ``input_size`` (default meta.input_size), via FlopCounterMode.
 
     For detectors with a localization head the count covers ``forward_with_map`` (image logit and map).
+    Attention runs in its math form, so that it is counted on every device (the fused CPU kernel is invisible to
+    the counter, which would make CPU counts lower than meta or CUDA ones).
 
     Stores the result in ``detector.meta.flops``. Runs one real forward, so it can be slow for big models.
     """
+    from torch.nn.attention import SDPBackend, sdpa_kernel
     from torch.utils.flop_counter import FlopCounterMode
 
     size = int(input_size or detector.meta.input_size)
@@ -175,7 +185,7 @@ def count_flops(detector: Detector, input_size: int | None = None) -> int:
     detector.eval()
     try:
         counter = FlopCounterMode(display=False)
-        with torch.no_grad(), counter:
+        with torch.no_grad(), sdpa_kernel([SDPBackend.MATH]), counter:
             if detector.meta.has_localization:  # the decoder is part of what such a detector costs
                 detector.forward_with_map(x)
             else:

@@ -10,9 +10,12 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from .base import Detector
 from .registry import create_detector
+
+if TYPE_CHECKING:
+    from .base import Detector
 
 WEIGHTS_FILE = "checkpoint.safetensors"
 META_FILE = "checkpoint.json"

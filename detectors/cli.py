@@ -50,6 +50,7 @@ def cmd_list(args) -> int:
             print("\t".join(format_row(row)))
     else:
         from rich.console import Console
+        from rich.markup import escape
         from rich.table import Table
 
         table = Table(title="genshift detectors (FLOPs: forward, one image, multiply-add = 2)")
@@ -57,7 +58,7 @@ def cmd_list(args) -> int:
             table.add_column(col, justify="right" if col in ("params", "trainable", "FLOPs") else "left",
                              no_wrap=col in ("name", "input"))
         for row in rows:
-            table.add_row(*format_row(row))
+            table.add_row(*(escape(cell) for cell in format_row(row)))  # '[@<tag>]' is text, not markup
         Console(width=max(140, Console().width)).print(table)
     broken = [r for r in rows if "error" in r]
     for r in broken:
@@ -67,10 +68,11 @@ def cmd_list(args) -> int:
 
 def cmd_show(args) -> int:
     """Print one detector's row as JSON; an unknown name fails at once with the closest names."""
-    from .listing import measure
     from .registry import check_name
 
-    check_name(args.name)  # fast: a typo never reaches a factory
+    check_name(args.name)  # fast: a typo fails before torch or a model library is imported
+    from .listing import measure
+
     print(json.dumps(measure(args.name, raise_errors=True), indent=1))  # a factory's error propagates unchanged
     return 0
 

@@ -10,16 +10,12 @@ in timm's layout, Meta's original layout (``dinov2_vits14_pretrain.pth``) or a g
 from __future__ import annotations
 
 from .base import Detector
-from .registry import register_detector, split_mode
+from .builtins import DINOV2_TIMM_ARCH as TIMM_ARCH
+from .registry import split_mode
 from .timm_models import build_timm
 
 INPUT_SIZE = 224
 TAG = "lvd142m"
-_SIZES = {"s": "small", "b": "base", "l": "large", "g": "giant"}
-TIMM_ARCH: dict[str, str] = {}
-for _k, _size in _SIZES.items():
-    TIMM_ARCH[f"dinov2_vit{_k}14"] = f"vit_{_size}_patch14_dinov2"
-    TIMM_ARCH[f"dinov2_vit{_k}14_reg"] = f"vit_{_size}_patch14_reg4_dinov2"
 
 
 def _vit_filter(state_dict: dict, model) -> dict:
@@ -34,7 +30,3 @@ def make_dinov2(name: str, pretrained: str = "default", img_size: int = INPUT_SI
     backbone_name, mode = split_mode(name)
     return build_timm(name, TIMM_ARCH[backbone_name], mode, pretrained, family="dinov2", default_tag=TAG,
                       key_map=None, transform=_vit_filter, img_size=img_size, **kwargs)
-
-
-for _name in TIMM_ARCH:
-    register_detector(_name, make_dinov2)

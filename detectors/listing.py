@@ -19,15 +19,9 @@ import torch
 
 from . import registry
 from .base import count_flops
+from .builtins import BUILTINS
 
 CACHE_NAME = "detectors-list.json"
-FAMILY_PATTERNS = {"timm:*": "timm", "torchvision:*": "torchvision", "openclip:*": "open_clip",
-                   "timmseg:*": "timmseg"}
-_BUILTIN_FAMILY = {
-    "detectors.smallcnn": "smallcnn", "detectors.openclip_models": "open_clip", "detectors.dinov2_models": "dinov2",
-    "detectors.timm_models": "timm", "detectors.torchvision_models": "torchvision",
-    "detectors.segmentation": "smallseg",
-}
 _NORMS = {
     "clip": ((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)),
     "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
@@ -76,8 +70,7 @@ def family_hint(name: str) -> str | None:
     """Family of a built-in name without building it (None for plugins: only their metadata says)."""
     if _plugin_key(name) is not None:
         return None
-    factory = registry._resolve(name)
-    return _BUILTIN_FAMILY.get(getattr(factory, "__module__", ""), None)
+    return registry.family_of(name)
 
 
 class _NoRandomInitNotice(logging.Filter):
@@ -142,7 +135,7 @@ def detector_rows(family: str | None = None, use_cache: bool = True, cache_file:
         rows.append(row)
     for pattern in registry.list_detectors(include_patterns=True):
         if registry._is_pattern(pattern):
-            fam = FAMILY_PATTERNS.get(pattern, "plugin")
+            fam = BUILTINS[pattern][1] if pattern in BUILTINS else "plugin"
             if not family or fam == family:
                 shown = f"{pattern[:-1]}<model>{'[@<tag>]' if fam == 'open_clip' else ''}_<mode>"
                 rows.append({"name": shown if pattern.endswith("*") else pattern,

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from .base import Detector
-from .registry import UnknownDetectorError, closest_names, register_detector, split_mode
+from .registry import UnknownDetectorError, closest_names, split_mode
 from .weights import (
     WeightsMismatchError,
     WeightsUnavailableError,
@@ -30,8 +30,6 @@ from .weights import (
     provide_hint,
 )
 
-# open_clip architectures that have an 'openai' tag; importing open_clip to list them would cost seconds.
-OPENAI_MODELS = ("RN50", "RN101", "RN50x4", "RN50x16", "RN50x64", "ViT-B-32", "ViT-B-16", "ViT-L-14", "ViT-L-14-336")
 DEFAULT_TAG = "openai"
 PREFIX = "openclip:"
 _HF_DEFAULT_FILE = "open_clip_pytorch_model.bin"
@@ -152,6 +150,11 @@ def _check_openclip_name(name: str, arch: str, tag: str | None, mode: str) -> No
             )
 
 
+def check_openclip_name(name: str) -> None:
+    """Library check of an open_clip detector name: the model and tag exist (imports open_clip, builds nothing)."""
+    _check_openclip_name(name, *parse_openclip_name(name))
+
+
 def make_openclip(name: str, pretrained: str = "default", **kwargs) -> Detector:
     """Factory for ``<arch>_<mode>`` and ``openclip:<arch>[@<tag>]_<mode>``.
 
@@ -182,8 +185,3 @@ def make_openclip(name: str, pretrained: str = "default", **kwargs) -> Detector:
         mode=mode, input_size=size, mean=mean, std=std, feature_dim=int(visual.output_dim),
         pretrained=source.describe(), eval_resize="resize_center_crop",
     )
-
-
-for _arch in OPENAI_MODELS:
-    register_detector(_arch, make_openclip)
-register_detector(f"{PREFIX}*", make_openclip)

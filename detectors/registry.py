@@ -4,6 +4,9 @@ Names are ``<backbone>_<probe|tune>``; patterns (fnmatch, e.g. ``timm:*``) route
 Plugins register under the entry-point group ``genshift.detectors`` (entry-point name = detector name or
 pattern, value = factory). A factory is called as ``factory(name, pretrained=..., **kwargs)`` and its own
 exceptions propagate unchanged.
+
+This module is import-light on purpose: built-in families are served from ``builtins.BUILTINS`` and plugins
+from their entry-point metadata, so ``check_name`` imports neither torch, a model library nor a plugin module.
 """
 
 from __future__ import annotations
@@ -11,25 +14,47 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import importlib
+import re
 from collections.abc import Callable
 from importlib.metadata import EntryPoint, entry_points
+from typing import TYPE_CHECKING, Any
 
-from .base import MODES, Detector
+from .builtins import BUILTINS, LIBRARY_NAME_CHECKS, PATTERN_GRAMMAR
 
-Factory = Callable[..., Detector]
+if TYPE_CHECKING:
+    from .base import Detector
+
+Factory = Callable[..., "Detector"]
 ENTRY_POINT_GROUP = "genshift.detectors"
-_BUILTIN_MODULES = (
-    "detectors.smallcnn",
-    "detectors.segmentation",
-    "detectors.openclip_models",
-    "detectors.timm_models",
-    "detectors.dinov2_models",
-    "detectors.torchvision_models",
-)
+MODES = ("probe", "tune")
+
+
+class LazyFactory:
+    """A factory named ``module:function``, imported on first use (how built-in families are registered)."""
+
+    def __init__(self, target: str, family: str) -> None:
+        module, sep, attr = target.partition(":")
+        if not sep or not module or not attr:
+            raise ValueError(f"lazy factory target must look like 'package.module:function', got {target!r}")
+        self.target, self.family = target, family
+        self._loaded: Factory | None = None
+
+    def load(self) -> Factory:
+        """The factory function itself (imports its module)."""
+        if self._loaded is None:
+            module, _, attr = self.target.partition(":")
+            self._loaded = getattr(importlib.import_module(module), attr)
+        return self._loaded
+
+    def __call__(self, name: str, **kwargs: Any) -> Detector:
+        return self.load()(name, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"LazyFactory({self.target!r}, family={self.family!r})"
+
 
 _exact: dict[str, Factory] = {}
 _patterns: dict[str, Factory] = {}
-_builtins_loaded = False
 _entry_points: dict[str, EntryPoint] | None = None
 
 
@@ -60,6 +85,14 @@ def _is_pattern(text: str) -> bool:
     return any(c in text for c in "*?[")
 
 
+def _target(factory: Factory) -> str | None:
+    """'module:function' of a factory (a LazyFactory's target), to tell a re-registration from a conflict."""
+    if isinstance(factory, LazyFactory):
+        return factory.target
+    module, qualname = getattr(factory, "__module__", None), getattr(factory, "__qualname__", None)
+    return f"{module}:{qualname}" if module and qualname else None
+
+
 def register_detector(name_or_pattern: str, factory: Factory, *, overwrite: bool = False) -> Factory:
     """Register ``factory`` for a full name, a backbone (registers both _probe and _tune) or an fnmatch pattern."""
     if not callable(factory):
@@ -71,19 +104,17 @@ def register_detector(name_or_pattern: str, factory: Factory, *, overwrite: bool
     else:
         targets, table = [f"{name_or_pattern}_{m}" for m in MODES], _exact
     for t in targets:
-        if t in table and table[t] is not factory and not overwrite:
-            raise ValueError(f"detector {t!r} is already registered to {table[t]!r}; pass overwrite=True to replace")
+        old = table.get(t)
+        same = old is factory or (old is not None and _target(old) is not None and _target(old) == _target(factory))
+        if old is not None and not same and not overwrite:
+            raise ValueError(f"detector {t!r} is already registered to {old!r}; pass overwrite=True to replace")
     for t in targets:
         table[t] = factory
     return factory
 
 
-def _load_builtins() -> None:
-    global _builtins_loaded
-    if not _builtins_loaded:
-        _builtins_loaded = True
-        for mod in _BUILTIN_MODULES:
-            importlib.import_module(mod)
+for _key, (_factory_target, _family) in BUILTINS.items():
+    register_detector(_key, LazyFactory(_factory_target, _family))
 
 
 def _plugin_entry_points() -> dict[str, EntryPoint]:
@@ -93,28 +124,39 @@ def _plugin_entry_points() -> dict[str, EntryPoint]:
     return _entry_points
 
 
-def _resolve(name: str) -> Factory | None:
-    _load_builtins()
-    if name in _exact:
-        return _exact[name]
-    for pattern, factory in _patterns.items():
-        if fnmatch.fnmatchcase(name, pattern):
-            return factory
-    eps = _plugin_entry_points()
-    for ep_name, ep in eps.items():
+def _entry_point_for(name: str) -> tuple[str, EntryPoint] | None:
+    """(entry-point name, entry point) of the installed plugin serving ``name``, without importing the plugin."""
+    for ep_name, ep in _plugin_entry_points().items():
         matched = ep_name == name or (_is_pattern(ep_name) and fnmatch.fnmatchcase(name, ep_name))
         if not matched and ep_name.rpartition("_")[2] not in MODES and not _is_pattern(ep_name):
             matched = name in (f"{ep_name}_{m}" for m in MODES)
         if matched:
-            factory = ep.load()  # a broken plugin fails here, loudly, only when it is asked for
-            register_detector(ep_name, factory, overwrite=True)
-            return factory
+            return ep_name, ep
     return None
+
+
+def lookup(name: str) -> tuple[str, Factory | EntryPoint] | None:
+    """(registration key, factory or unloaded entry point) serving ``name``, or None; imports nothing."""
+    if name in _exact:
+        return name, _exact[name]
+    for pattern, factory in _patterns.items():
+        if fnmatch.fnmatchcase(name, pattern):
+            return pattern, factory
+    return _entry_point_for(name)
+
+
+def get_factory(name: str) -> Factory:
+    """The callable factory for ``name`` (imports its module, or a plugin's, when it is first asked for)."""
+    key, factory = _checked(name)
+    if isinstance(factory, EntryPoint):
+        loaded = factory.load()  # a broken plugin fails here, loudly, only when it is asked for
+        register_detector(key, loaded, overwrite=True)
+        return loaded
+    return factory
 
 
 def list_detectors(include_patterns: bool = False) -> list[str]:
     """Sorted concrete detector names (plus family patterns such as 'timm:*' if include_patterns)."""
-    _load_builtins()
     names = set(_exact)
     for ep_name in _plugin_entry_points():
         if _is_pattern(ep_name):
@@ -129,6 +171,13 @@ def list_detectors(include_patterns: bool = False) -> list[str]:
     return sorted(names)
 
 
+def family_of(name: str) -> str | None:
+    """Family of a built-in name without building it (None for plugins and runtime registrations)."""
+    found = lookup(name)
+    factory = found[1] if found else None
+    return factory.family if isinstance(factory, LazyFactory) else None
+
+
 def closest_names(name: str, candidates: list[str], n: int = 5) -> list[str]:
     """Closest candidates by difflib ratio (case-insensitive), best first."""
     lowered = {c.lower(): c for c in candidates}
@@ -136,30 +185,59 @@ def closest_names(name: str, candidates: list[str], n: int = 5) -> list[str]:
     return [lowered[f] for f in found]
 
 
-def check_name(name: str) -> Factory:
-    """The factory for ``name``, or UnknownDetectorError listing the closest names (nothing is built).
+def _prefix_suggestions(name: str, patterns: list[str]) -> list[str]:
+    """'tim:resnet50_probe' -> ['timm:resnet50_probe']: the name with its unknown 'family:' prefix corrected."""
+    prefix, sep, rest = name.partition(":")
+    if not sep:
+        return []
+    prefixes = [p[:-1] for p in patterns if p.endswith(":*")]
+    return [f"{p}{rest}" for p in closest_names(prefix + ":", prefixes, n=2)]
 
-    Names served by a pattern (timm:*, torchvision:*, openclip:*) are checked against their library by the
-    factory itself when it runs.
-    """
-    factory = _resolve(name)
-    if factory is None:
-        candidates = list_detectors(include_patterns=True)
-        suggestions = closest_names(name, candidates)
+
+def _checked(name: str) -> tuple[str, Factory | EntryPoint]:
+    """lookup(name), or UnknownDetectorError listing the closest names; also checks a family's name grammar."""
+    found = lookup(name)
+    if found is None:
+        patterns = list_detectors(include_patterns=True)
+        suggestions = _prefix_suggestions(name, patterns) + closest_names(name, patterns)
+        suggestions = list(dict.fromkeys(suggestions))[:5]
         families = ", ".join(sorted(_patterns)) or "none"
         no_mode = "" if name.rpartition("_")[2] in MODES else " Names end with _probe or _tune."
         raise UnknownDetectorError(
             f"unknown detector {name!r}.{no_mode} Closest known names: {suggestions or 'none'}. "
-            f"Families by pattern: {families}. See list_detectors() for all names.",
+            f"Families by pattern: {families}. `genshift detectors list` shows every name.",
             name,
             suggestions,
         )
-    return factory
+    key = found[0]
+    grammar = PATTERN_GRAMMAR.get(key) if key in _patterns else None
+    if grammar is not None and not re.fullmatch(grammar[0], name):
+        raise UnknownDetectorError(f"detector name {name!r} does not follow its family's grammar {grammar[1]}",
+                                   name)
+    split_mode(name)
+    return found
 
 
-def create_detector(name: str, pretrained: str = "default", **kwargs) -> Detector:
+def check_name(name: str, library: bool = False) -> None:
+    """Raise UnknownDetectorError (closest names listed) unless ``name`` is served; builds nothing.
+
+    Names served by a family pattern must follow its grammar (e.g. ``timm:<model>_<probe|tune>``); this check
+    imports nothing. With ``library`` a built-in family's library (timm, torchvision, open_clip) is then asked
+    whether the model and tag in the name exist, which imports it (seconds); the factory asks it anyway.
+    """
+    key, factory = _checked(name)
+    builtin = BUILTINS.get(key)
+    if library and builtin and isinstance(factory, LazyFactory) and factory.target == builtin[0]:
+        target = LIBRARY_NAME_CHECKS.get(key)
+        if target is not None:
+            LazyFactory(target, builtin[1]).load()(name)
+
+
+def create_detector(name: str, pretrained: str = "default", **kwargs: Any) -> Detector:
     """Build detector ``name``; ``pretrained`` is 'default', a hub tag, a local weight file, or 'none'."""
-    factory = check_name(name)
+    from .base import Detector
+
+    factory = get_factory(name)
     detector = factory(name, pretrained=pretrained, **kwargs)
     if not isinstance(detector, Detector):
         raise TypeError(f"factory {factory!r} for {name!r} returned {type(detector).__name__}, not a Detector")

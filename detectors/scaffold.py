@@ -10,8 +10,7 @@ import re
 from pathlib import Path
 from string import Template
 
-from .base import MODES
-from .registry import ENTRY_POINT_GROUP, list_detectors
+from .registry import ENTRY_POINT_GROUP, MODES, list_detectors
 
 TEMPLATE_DIR = Path(__file__).with_name("templates")
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")

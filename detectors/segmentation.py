@@ -16,11 +16,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from .base import Detector
-from .registry import register_detector, split_mode
+from .registry import split_mode
 from .smallcnn import INPUT_SIZE, MEAN, STD, SmallCNN, no_hub_source, seeded_init
 from .weights import check_keys, load_file_into, parse_source
 
 DECODER_WIDTH = 32
+TIMMSEG_PREFIX = "timmseg:"
 
 
 class SmallCNNPyramid(SmallCNN):
@@ -184,6 +185,13 @@ def make_smallseg(name: str, pretrained: str = "default", seed: int = 0, **kwarg
     return det
 
 
+def check_timmseg_name(name: str) -> None:
+    """Library check of a ``timmseg:<model>_<mode>`` name (imports timm, builds nothing)."""
+    from .timm_models import check_timm_model
+
+    check_timm_model(name, split_mode(name)[0][len(TIMMSEG_PREFIX):], prefix=TIMMSEG_PREFIX)
+
+
 def make_timmseg(name: str, pretrained: str = "none", seed: int = 0, **kwargs) -> Detector:
     """Factory for timmseg:<arch>_<mode>: a timm ``features_only`` convnet + LightDecoder.
 
@@ -193,14 +201,8 @@ def make_timmseg(name: str, pretrained: str = "none", seed: int = 0, **kwargs) -
     import timm
 
     base, mode = split_mode(name)
-    arch = base[len("timmseg:"):]
-    if not arch or not timm.is_model(arch.split(".")[0]):
-        from .registry import UnknownDetectorError, closest_names
-
-        close = closest_names(arch, timm.list_models()) if arch else []
-        raise UnknownDetectorError(f"unknown detector {name!r}: timm has no model {arch!r}. "
-                                   f"Closest timm models: {close or 'none'}", name,
-                                   [f"timmseg:{c}_{mode}" for c in close])
+    arch = base[len(TIMMSEG_PREFIX):]
+    check_timmseg_name(name)
     if str(pretrained).strip().lower() not in ("default", "none"):
         raise ValueError(f"{name}: timmseg backbones are randomly initialised only (pretrained 'none'/'default'); "
                          f"got pretrained={pretrained!r}. Loading pretrained timm weights into a features_only "
@@ -220,7 +222,3 @@ def make_timmseg(name: str, pretrained: str = "none", seed: int = 0, **kwargs) -
             eval_resize="resize_center_crop",
         )
     return det
-
-
-register_detector("smallseg", make_smallseg)
-register_detector("timmseg:*", make_timmseg)

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from .base import Detector
-from .registry import register_detector, split_mode
+from .registry import split_mode
 from .weights import load_file_into, parse_source
 
 INPUT_SIZE = 64
@@ -84,6 +84,3 @@ def make_smallcnn(name: str, pretrained: str = "default", seed: int = 0, **kwarg
     if source.kind == "file":
         load_file_into(backbone, source.value, key_map=None)
     return det
-
-
-register_detector("smallcnn", make_smallcnn)

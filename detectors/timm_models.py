@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .base import Detector
-from .registry import UnknownDetectorError, closest_names, register_detector, split_mode
+from .registry import UnknownDetectorError, closest_names, split_mode
 from .weights import (
     ensure_downloadable,
     hf_cache_hint,
@@ -27,15 +27,21 @@ PREFIX = "timm:"
 _HF_FILES = ("model.safetensors", "pytorch_model.bin")
 
 
-def _check_timm_name(name: str, arch: str) -> None:
+def check_timm_model(name: str, arch: str, prefix: str = PREFIX) -> None:
+    """UnknownDetectorError with timm's closest models unless timm knows ``arch`` (a '.tag' suffix is ignored)."""
     import timm
 
-    if not timm.is_model(arch.split(".")[0]):
-        close = closest_names(arch, timm.list_models())
+    if not arch or not timm.is_model(arch.split(".")[0]):
+        close = closest_names(arch, timm.list_models()) if arch else []
         raise UnknownDetectorError(
             f"unknown detector {name!r}: timm has no model {arch!r}. Closest timm models: {close or 'none'}",
-            name, [f"{PREFIX}{c}_{split_mode(name)[1]}" for c in close],
+            name, [f"{prefix}{c}_{split_mode(name)[1]}" for c in close],
         )
+
+
+def check_timm_name(name: str) -> None:
+    """Library check of a ``timm:<model>_<mode>`` name (imports timm, builds nothing)."""
+    check_timm_model(name, split_mode(name[len(PREFIX):])[0])
 
 
 def _ensure_hub_weights(arch_tag: str, cfg) -> None:
@@ -113,8 +119,5 @@ def make_timm(name: str, pretrained: str = "default", key_map: str | None = "aut
     if not name.startswith(PREFIX):
         raise UnknownDetectorError(f"{name!r} is not a timm detector name (expected '{PREFIX}<model>_<mode>')", name)
     arch, mode = split_mode(name[len(PREFIX):])
-    _check_timm_name(name, arch)
+    check_timm_name(name)
     return build_timm(name, arch, mode, pretrained, key_map=key_map, **kwargs)
-
-
-register_detector(f"{PREFIX}*", make_timm)

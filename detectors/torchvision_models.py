@@ -10,7 +10,7 @@ from __future__ import annotations
 from torch import nn
 
 from .base import Detector
-from .registry import UnknownDetectorError, closest_names, register_detector, split_mode
+from .registry import UnknownDetectorError, closest_names, split_mode
 from .weights import (
     ensure_downloadable,
     load_file_into,
@@ -49,8 +49,8 @@ def _weights_enum(arch: str):
         raise ValueError(f"torchvision model {arch!r} has no weights enum ({exc})") from exc
 
 
-def make_torchvision(name: str, pretrained: str = "default", **kwargs) -> Detector:
-    """Factory for ``torchvision:<model>_<mode>`` (and aliases such as ``resnet18_<mode>``)."""
+def check_torchvision_name(name: str) -> tuple[str, str]:
+    """(model, mode) of a torchvision detector name, or UnknownDetectorError with torchvision's closest models."""
     from torchvision import models
 
     full = name if name.startswith(PREFIX) else PREFIX + name
@@ -62,6 +62,14 @@ def make_torchvision(name: str, pretrained: str = "default", **kwargs) -> Detect
             f"unknown detector {name!r}: torchvision has no classification model {arch!r}. "
             f"Closest: {close or 'none'}", name, [f"{PREFIX}{c}_{mode}" for c in close],
         )
+    return arch, mode
+
+
+def make_torchvision(name: str, pretrained: str = "default", **kwargs) -> Detector:
+    """Factory for ``torchvision:<model>_<mode>`` (and aliases such as ``resnet18_<mode>``)."""
+    from torchvision import models
+
+    arch, mode = check_torchvision_name(name)
     source = parse_source(pretrained)
     enum = _weights_enum(arch)
     if source.kind == "tag":
@@ -91,7 +99,3 @@ def make_torchvision(name: str, pretrained: str = "default", **kwargs) -> Detect
         model, name=name, family="torchvision", backbone_name=arch, mode=mode, input_size=input_size,
         mean=mean, std=std, feature_dim=feature_dim, pretrained=described, eval_resize="resize_center_crop",
     )
-
-
-register_detector(f"{PREFIX}*", make_torchvision)
-register_detector("resnet18", make_torchvision)

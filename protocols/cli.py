@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from protocols.config import ConfigError, available_presets, parse_override, resolve_config
@@ -70,7 +72,7 @@ def cmd_slurm(args, argv: list[str]) -> int:
         raise ConfigError("--array with --experiment would put every task in one run directory; drop --experiment")
     combos = slurm.parse_array(args.array) if args.array else [{}]
     for combo in combos:  # every task's config must resolve here, before anything is submitted
-        one = build_parser().parse_args(["run", *slurm.strip_flags(argv[1:], _slurm_flag_arity()),
+        one = build_parser("run").parse_args(["run", *slurm.strip_flags(argv[1:], _slurm_flag_arity()),
                                          *slurm.task_args(combo)])
         cfg = _run_config(one)
     settings = slurm.load_profile(args.slurm_profile)
@@ -108,7 +110,8 @@ def cmd_run(args) -> int:
         return 0
     from detectors.registry import check_name
 
-    check_name(cfg["detector"])  # a typo fails here, before Lightning is imported
+    check_name(cfg["detector"])  # a misspelt name fails here in milliseconds, before torch is imported
+    check_name(cfg["detector"], library=True)  # timm:/torchvision:/openclip: models: before any data is prepared
     from protocols.engine import run_experiment
     from protocols.resume import EXIT_PREEMPTED, Preempted
 
@@ -124,55 +127,69 @@ def cmd_run(args) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+# Command groups registered by other packages, command -> module with ``register(subparsers)``. A command's
+# module is imported only when that command runs (or when top-level help lists the commands), so `genshift run`
+# with a misspelt detector fails before torch or a model library is imported.
+COMMAND_MODULES = {
+    "leaderboard": "leaderboard.cli", "inspect": "leaderboard.cli", "detectors": "detectors.cli",
+    "data": "benchmark.cli", "cache": "protocols.cache_cli", "bench": "protocols.bench",
+    "robustness": "protocols.robustness",
+}
+# Modules that import torch when imported: top-level help shows this line for them instead of importing them.
+HEAVY_COMMAND_HELP = {"robustness": "score a run's window checkpoints under graded degradations"}
+
+
+def _command_of(argv: Sequence[str]) -> str | None:
+    """The subcommand named in ``argv``, or None when there is none or top-level help comes first."""
+    for arg in argv:  # the top-level parser has no option besides -h/--help
+        if not arg.startswith("-"):
+            return arg
+        if arg in ("-h", "--help"):
+            return None
+    return None
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The CLI parser; with ``command`` only that command's module is imported (others are left out)."""
     parser = argparse.ArgumentParser(prog="genshift", description="Continual benchmark for AI-generated image "
                                                                     "detectors (AI-GenBench protocol).")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_run_parser(sub)
-    from leaderboard.cli import register as register_leaderboard
-
-    register_leaderboard(sub)
-    from detectors.cli import register as register_detectors
-
-    register_detectors(sub)
-    from benchmark.cli import register as register_data
-    from protocols.bench import register as register_bench
-    from protocols.cache_cli import register as register_cache
-
-    register_data(sub)
-    register_cache(sub)
-    register_bench(sub)
-    from protocols.robustness import register as register_robustness
-
-    register_robustness(sub)
+    known = command == "run" or command in COMMAND_MODULES
+    registered: set[str] = set()
+    for cmd, module in COMMAND_MODULES.items():
+        if module in registered or (known and cmd != command):
+            continue
+        if not known and cmd in HEAVY_COMMAND_HELP:
+            sub.add_parser(cmd, help=HEAVY_COMMAND_HELP[cmd])  # listed in help; imported when it is run
+            continue
+        importlib.import_module(module).register(sub)
+        registered.add(module)
     return parser
 
 
+# Exceptions reported as one 'error:' line (exit 2) rather than a traceback, by defining module. An exception
+# can only have been raised if its module was imported, so only modules already loaded are consulted: the
+# error path of a light command (a detector-name typo) imports nothing heavy.
+USER_ERRORS = {
+    "benchmark.images": "ImageReadError", "benchmark.manifest": "ManifestError", "benchmark.sources": "SourceError",
+    "benchmark.timeline": "TimelineError", "protocols.rundir": "RunDirError", "protocols.slurm": "SlurmError",
+    "detectors.registry": "UnknownDetectorError", "detectors.scaffold": "ScaffoldError",
+    "detectors.checkpoint": "CheckpointError", "leaderboard.runs": "LeaderboardError",
+}
+
+
 def _user_errors() -> tuple[type[BaseException], ...]:
-    from benchmark.images import ImageReadError
-    from benchmark.manifest import ManifestError
-    from benchmark.sources import SourceError
-    from benchmark.timeline import TimelineError
-    from protocols.rundir import RunDirError
-    from protocols.slurm import SlurmError
-
-    errors: list[type[BaseException]] = [ConfigError, RunDirError, SourceError, ManifestError, TimelineError,
-                                         ImageReadError, FileNotFoundError, SlurmError]
-    from detectors.cli import user_errors as detector_errors
-
-    errors += detector_errors()
-    try:
-        from leaderboard.report import LeaderboardError
-
-        errors.append(LeaderboardError)
-    except ImportError:
-        pass
+    errors: list[type[BaseException]] = [ConfigError, FileNotFoundError]
+    for module, name in USER_ERRORS.items():
+        if module in sys.modules:
+            errors.append(getattr(sys.modules[module], name))
     return tuple(errors)
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(argv)
+    args = build_parser(_command_of(argv)).parse_args(argv)
     args.argv = argv
     handlers = {"run": cmd_run}
     handler = getattr(args, "handler", None) or handlers[args.command]

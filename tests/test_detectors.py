@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 from importlib.metadata import EntryPoint
+from pathlib import Path
 
 import pytest
 import torch
@@ -26,7 +29,6 @@ from detectors.weights import ensure_downloadable, parse_source
 @pytest.fixture
 def isolated_registry(monkeypatch):
     """Registrations made in a test vanish afterwards."""
-    reg._load_builtins()
     monkeypatch.setattr(reg, "_exact", dict(reg._exact))
     monkeypatch.setattr(reg, "_patterns", dict(reg._patterns))
     monkeypatch.setattr(reg, "_entry_points", {})
@@ -62,6 +64,78 @@ def test_unknown_name_lists_close_names_fast():
     assert "smallcnn_tune" in str(info.value) and "smallcnn_probe" in str(info.value)
     with pytest.raises(UnknownDetectorError, match="RN50_probe"):
         create_detector("RN05_probe")
+
+
+HEAVY_MODULES = ("torch", "torchvision", "timm", "open_clip", "lightning", "cv2")
+# Runs the real CLI entry (protocols.cli:main, the `genshift` script) and reports which heavy modules it imported.
+_CLI_PROBE = """import sys
+from protocols.cli import main
+try:
+    rc = main(sys.argv[1:])
+except SystemExit as exc:
+    rc = exc.code
+print('HEAVY', sorted(m for m in {heavy!r} if m in sys.modules))
+sys.exit(rc)
+"""
+
+
+@pytest.mark.parametrize("argv,closest", [
+    (["run", "--detector", "RN5O_probe"], ["RN50_probe"]),
+    (["run", "--preset", "smoke", "--detector", "dinov2_vitb41_tune"], ["dinov2_vitb14_tune"]),
+    (["run", "--detector", "tim:resnet50_probe"], ["timm:resnet50_probe"]),
+    (["run", "--detector", "smallcnn"], ["smallcnn_tune", "smallcnn_probe", "_probe or _tune"]),
+    (["detectors", "show", "RN5O"], ["RN50_probe"]),
+])
+def test_cli_typo_fails_before_importing_torch(argv, closest):
+    """A misspelt detector name exits non-zero naming the closest names, without importing torch or a library."""
+    code = _CLI_PROBE.format(heavy=HEAVY_MODULES)
+    out = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=120,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert out.returncode == 2, out.stderr
+    assert "unknown detector" in out.stderr and "Traceback" not in out.stderr
+    for text in closest:
+        assert text in out.stderr, out.stderr
+    assert "HEAVY []" in out.stdout, out.stdout
+
+
+def test_cli_help_does_not_import_torch():
+    code = _CLI_PROBE.format(heavy=("torch", "timm", "open_clip", "lightning"))
+    out = subprocess.run([sys.executable, "-c", code, "--help"], capture_output=True, text=True, timeout=120,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert out.returncode == 0, out.stderr
+    assert "robustness" in out.stdout and "detectors" in out.stdout  # every command is listed
+    assert "HEAVY []" in out.stdout, out.stdout
+
+
+def test_lazy_command_table_matches_the_registered_commands():
+    """protocols.cli imports a command's module only when it runs: its table must name every command."""
+    import argparse
+    import importlib
+
+    from protocols.cli import COMMAND_MODULES, HEAVY_COMMAND_HELP
+
+    sub = argparse.ArgumentParser().add_subparsers()
+    for module in dict.fromkeys(COMMAND_MODULES.values()):
+        importlib.import_module(module).register(sub)
+    helps = {action.dest: action.help for action in sub._choices_actions}
+    assert set(helps) == set(COMMAND_MODULES)
+    for command, text in HEAVY_COMMAND_HELP.items():  # top-level help shows these without importing them
+        assert helps[command] == text
+
+
+def test_family_names_follow_their_grammar_without_imports():
+    for bad in ("timm:_probe", "openclip:ViT-B-32@_tune", "torchvision:resnet-18_probe"):
+        with pytest.raises(UnknownDetectorError, match="grammar"):
+            reg.check_name(bad)
+    for good in ("timm:resnet50.a1_in1k_probe", "openclip:ViT-B-32@laion2b_s34b_b79k_tune", "torchvision:vit_b_16_probe"):
+        reg.check_name(good)
+
+
+def test_library_check_names_the_closest_models():
+    reg.check_name("timm:resnt50_probe")  # the grammar holds; only timm knows the model is misspelt
+    with pytest.raises(UnknownDetectorError) as info:
+        reg.check_name("timm:resnt50_probe", library=True)
+    assert "timm:resnet50_probe" in info.value.suggestions
 
 
 def test_unknown_timm_and_torchvision_names_suggest_library_models():

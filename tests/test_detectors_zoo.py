@@ -78,6 +78,14 @@ def test_dinov2_large_variants_instantiate_on_meta(name, params, dim):
     assert det.meta.input_size == 224
 
 
+def test_flops_count_attention_on_cpu_as_on_meta():
+    """`detectors list` counts on the meta device, a run on its own device: both must count attention."""
+    cpu = create_detector("dinov2_vits14_probe", pretrained="none", depth=2)
+    with torch.device("meta"):
+        meta = create_detector("dinov2_vits14_probe", pretrained="none", depth=2)
+    assert count_flops(cpu) == count_flops(meta) > 2e9
+
+
 def test_dinov2_local_file_at_518_in_meta_layout_loads_resampled(tmp_path):
     """A native-resolution (518) file, in timm layout plus Meta's 'mask_token', loads strictly into the 224 model."""
     import timm
@@ -300,7 +308,6 @@ def test_checkpoint_loading_needs_neither_protocols_nor_lightning(tmp_path):
 @pytest.fixture
 def fresh_registry(monkeypatch):
     """Registry state and entry-point cache restored after the test; entry points re-read from sys.path."""
-    reg._load_builtins()
     monkeypatch.setattr(reg, "_exact", dict(reg._exact))
     monkeypatch.setattr(reg, "_patterns", dict(reg._patterns))
     monkeypatch.setattr(reg, "_entry_points", None)
@@ -375,6 +382,7 @@ def test_list_rows_have_params_and_flops(tmp_path):
     tune = create_detector("smallcnn_tune")
     assert by_name["smallcnn_tune"]["flops"] == count_flops(tune)
     assert by_name["smallcnn_probe"]["n_trainable"] == 193 and by_name["smallcnn_tune"]["norm"].startswith("mean=")
+    assert {r["measured_on"] for r in rows} == {"meta"}  # built without memory; CPU is only a fallback
     t0 = time.perf_counter()
     assert detector_rows(family="smallcnn", cache_file=tmp_path / "c.json") == rows  # served from the cache
     assert time.perf_counter() - t0 < 2.0
@@ -440,3 +448,84 @@ def test_full_list_builds_every_registered_detector(tmp_path, capsys):
     assert {r["name"] for r in concrete} == set(list_detectors())
     assert all(r["n_params"] > 0 and r["flops"] > 0 for r in concrete)
     assert {r["family"] for r in concrete} >= {"smallcnn", "open_clip", "dinov2", "torchvision"}
+
+
+# ------------------------------------------------------------------------------ one smoke window per family
+
+CLIP = (0.48145466, 0.4578275, 0.40821073)
+HALF = (0.5, 0.5, 0.5)
+_slow = pytest.mark.slow
+# (name, family, input size, mean recorded in run.json): the smallest member of every family in both modes, then
+# the named reference backbones. One thread on a busy 2-core machine: the fast ones take 1-4 s each, RN50,
+# ViT-B-16 and dinov2_vits14 10-30 s, the large probes 1.5-3.5 min (ViT-L-14 2.6 GB, dinov2_vitg14 5.6 GB RSS).
+FAMILY_SMOKE = [
+    ("smallcnn_probe", "smallcnn", 64, HALF), ("smallcnn_tune", "smallcnn", 64, HALF),
+    ("smallseg_probe", "smallseg", 64, HALF), ("smallseg_tune", "smallseg", 64, HALF),
+    ("timm:test_vit_probe", "timm", 160, HALF), ("timm:test_vit_tune", "timm", 160, HALF),
+    ("torchvision:mobilenet_v3_small_probe", "torchvision", 224, IMAGENET_MEAN),
+    ("torchvision:mobilenet_v3_small_tune", "torchvision", 224, IMAGENET_MEAN),
+    ("openclip:ViT-S-32_probe", "open_clip", 224, CLIP), ("openclip:ViT-S-32_tune", "open_clip", 224, CLIP),
+    pytest.param("RN50_probe", "open_clip", 224, CLIP, marks=_slow),
+    pytest.param("RN50_tune", "open_clip", 224, CLIP, marks=_slow),
+    pytest.param("ViT-B-16_probe", "open_clip", 224, CLIP, marks=_slow),
+    pytest.param("ViT-B-16_tune", "open_clip", 224, CLIP, marks=_slow),
+    pytest.param("dinov2_vits14_probe", "dinov2", 224, IMAGENET_MEAN, marks=_slow),
+    pytest.param("dinov2_vits14_tune", "dinov2", 224, IMAGENET_MEAN, marks=_slow),
+    pytest.param("dinov2_vits14_reg_tune", "dinov2", 224, IMAGENET_MEAN, marks=_slow),
+    pytest.param("ViT-L-14_probe", "open_clip", 224, CLIP, marks=_slow),
+    pytest.param("dinov2_vitl14_probe", "dinov2", 224, IMAGENET_MEAN, marks=_slow),
+    pytest.param("dinov2_vitg14_probe", "dinov2", 224, IMAGENET_MEAN, marks=_slow),
+]
+
+
+@pytest.fixture(scope="module")
+def one_window_dataset(tmp_path_factory) -> str:
+    """A csv: dataset with one generator, hence one window: 4 training and 2 eval images (64-96 px)."""
+    from benchmark.testdata import write_csv_dataset
+
+    return f"csv:{write_csv_dataset(tmp_path_factory.mktemp('one-window'), {'GanA': '2018-01-01'})}"
+
+
+def run_one_window(name: str, dataset: str, runs: Path, cache_dir: Path) -> Path:
+    """`genshift run` of ``name`` with --pretrained none (offline) on ``dataset``; returns the run directory."""
+    from protocols.cli import main
+
+    assert main(["run", "--preset", "smoke", "--dataset", dataset, "--detector", name, "--pretrained", "none",
+                 "--runs-dir", str(runs), "--cache-dir", str(cache_dir), "--experiment", "exp", "--no-progress",
+                 "--no-leaderboard", "--set", "threads=1"]) == 0
+    return runs / "exp"
+
+
+@pytest.mark.parametrize("name,family,size,mean", FAMILY_SMOKE)
+def test_family_runs_one_smoke_window_offline(name, family, size, mean, one_window_dataset, tmp_path, cache_dir):
+    from safetensors import safe_open
+
+    run = run_one_window(name, one_window_dataset, tmp_path / "runs", cache_dir)
+    info = json.loads((run / "run.json").read_text())
+    assert len(info["windows"]) == 1
+    det = info["detector"]
+    assert (det["name"], det["family"], det["input_size"], det["pretrained"]) == (name, family, size, "none")
+    assert det["mean"] == pytest.approx(mean) and det["n_params"] > 0 and det["flops"] > 0
+    window = run / "window_0"
+    assert (window / "done").is_file() and (window / "predictions.npz").is_file()
+    with safe_open(str(window / "checkpoint.safetensors"), "pt") as f:
+        keys = list(f.keys())
+    assert "head.weight" in keys
+    frozen = det["mode"] == "probe"  # honest probe: no backbone weight in its checkpoint (a decoder may train)
+    assert any(k.startswith("backbone.") for k in keys) is not frozen, keys
+
+
+@pytest.mark.slow
+def test_dinov2_giant_tune_trains_every_parameter_at_reduced_depth():
+    """dinov2_vitg14 tune at full width (1536, 24 heads) but 2 blocks: a full-depth tune step needs ~16 GB."""
+    det = create_detector("dinov2_vitg14_reg_tune", pretrained="none", depth=2)
+    assert det.meta.feature_dim == 1536 and det.meta.n_trainable == det.meta.n_params
+    before = det.backbone.blocks[1].attn.qkv.weight.detach().clone()
+    det.train()
+    opt = torch.optim.SGD(det.trainable_parameters(), lr=0.1)
+    x = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    torch.nn.functional.binary_cross_entropy_with_logits(det(x), torch.tensor([0.0, 1.0])).backward()
+    no_grad = [k for k, p in det.named_parameters() if p.grad is None or not p.grad.any()]
+    assert not no_grad, no_grad
+    opt.step()
+    assert not torch.equal(det.backbone.blocks[1].attn.qkv.weight, before)

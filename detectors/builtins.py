@@ -1,0 +1,53 @@
+"""The built-in detector names and families, import-light: nothing here imports torch or a model library.
+
+The registry serves these names from this table and imports a family's module only when one of its detectors
+is built, so a misspelt name fails in milliseconds. Each entry maps a backbone name (registers ``_probe`` and
+``_tune``) or an fnmatch pattern to ``(module:factory, family)``; patterns also carry their name grammar.
+"""
+
+from __future__ import annotations
+
+# open_clip architectures that have an 'openai' tag; importing open_clip to list them would cost seconds.
+OPENAI_MODELS = ("RN50", "RN101", "RN50x4", "RN50x16", "RN50x64", "ViT-B-32", "ViT-B-16", "ViT-L-14", "ViT-L-14-336")
+
+# DINOv2 backbone name -> timm architecture (lvd142m weights); '_reg' = the 4-register variant.
+_DINOV2_SIZES = {"s": "small", "b": "base", "l": "large", "g": "giant"}
+DINOV2_TIMM_ARCH: dict[str, str] = {}
+for _k, _size in _DINOV2_SIZES.items():
+    DINOV2_TIMM_ARCH[f"dinov2_vit{_k}14"] = f"vit_{_size}_patch14_dinov2"
+    DINOV2_TIMM_ARCH[f"dinov2_vit{_k}14_reg"] = f"vit_{_size}_patch14_reg4_dinov2"
+
+_OPENCLIP = ("detectors.openclip_models:make_openclip", "open_clip")
+_DINOV2 = ("detectors.dinov2_models:make_dinov2", "dinov2")
+_TORCHVISION = ("detectors.torchvision_models:make_torchvision", "torchvision")
+
+# name or pattern -> (module:factory, family), in registration order (patterns are tried in this order).
+BUILTINS: dict[str, tuple[str, str]] = {
+    "smallcnn": ("detectors.smallcnn:make_smallcnn", "smallcnn"),
+    "smallseg": ("detectors.segmentation:make_smallseg", "smallseg"),
+    "timmseg:*": ("detectors.segmentation:make_timmseg", "timmseg"),
+    **{arch: _OPENCLIP for arch in OPENAI_MODELS},
+    "openclip:*": _OPENCLIP,
+    "timm:*": ("detectors.timm_models:make_timm", "timm"),
+    **{name: _DINOV2 for name in DINOV2_TIMM_ARCH},
+    "torchvision:*": _TORCHVISION,
+    "resnet18": _TORCHVISION,
+}
+
+# pattern -> (regular expression a full name must match, the grammar as users read it). Whether the model (or
+# tag) exists is the library's answer, given by the factory with the library's closest names.
+PATTERN_GRAMMAR: dict[str, tuple[str, str]] = {
+    "openclip:*": (r"openclip:[^@\s:]+(@[^@\s:]+)?_(probe|tune)", "openclip:<model>[@<tag>]_<probe|tune>"),
+    "timm:*": (r"timm:[^@\s:]+_(probe|tune)", "timm:<model>[.<tag>]_<probe|tune>"),
+    "timmseg:*": (r"timmseg:[^@\s:]+_(probe|tune)", "timmseg:<model>_<probe|tune>"),
+    "torchvision:*": (r"torchvision:[A-Za-z0-9_]+_(probe|tune)", "torchvision:<model>_<probe|tune>"),
+}
+
+# pattern -> module:function(name) raising UnknownDetectorError, with the library's closest names, when the model
+# (or tag) in a name does not exist; it imports the library (seconds) and builds nothing.
+LIBRARY_NAME_CHECKS: dict[str, str] = {
+    "openclip:*": "detectors.openclip_models:check_openclip_name",
+    "timm:*": "detectors.timm_models:check_timm_name",
+    "timmseg:*": "detectors.segmentation:check_timmseg_name",
+    "torchvision:*": "detectors.torchvision_models:check_torchvision_name",
+}

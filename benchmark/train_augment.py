@@ -10,6 +10,7 @@ import cv2
 import numpy as np
 
 from benchmark.images import center_crop, resize_short_side
+from benchmark.masks import center_crop_mask, resize_short_side_nearest
 
 TRAIN_AUGMENTATIONS = ("none", "light", "baseline")
 
@@ -26,16 +27,21 @@ def _jpeg(img: np.ndarray, quality: int) -> np.ndarray:
     return cv2.imdecode(buf, cv2.IMREAD_COLOR)[:, :, ::-1]
 
 
-def _random_crop(img: np.ndarray, size: int, rng: np.random.Generator, resize_mode: str) -> np.ndarray:
+def _random_crop(img: np.ndarray, size: int, rng: np.random.Generator, resize_mode: str,
+                 mask: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """Random size×size crop of the image and, with the same geometry, of its mask (nearest-neighbour)."""
     if resize_mode == "resize_center_crop":
         img = resize_short_side(img, size)
+        mask = None if mask is None else resize_short_side_nearest(mask, size)
     h, w = img.shape[:2]
     if min(h, w) < size:
         img = center_crop(img, size)
+        mask = None if mask is None else center_crop_mask(mask, size)
         h, w = img.shape[:2]
     top = int(rng.integers(0, h - size + 1))
     left = int(rng.integers(0, w - size + 1))
-    return img[top : top + size, left : left + size]
+    img = img[top : top + size, left : left + size]
+    return img, None if mask is None else mask[top : top + size, left : left + size]
 
 
 def augment_train(
@@ -47,6 +53,31 @@ def augment_train(
     flip. `baseline`: closer to the reference's baseline (stronger colour, blur and JPEG). `none`: crop
     only. Every draw is made even when a step does not fire, so the stream of draws is fixed.
     """
+    return _augment(img, None, size, rng, profile, resize_mode)[0]
+
+
+def augment_train_with_mask(
+    img: np.ndarray, mask: np.ndarray, size: int, rng: np.random.Generator, profile: str = "light",
+    resize_mode: str = "center_crop",
+) -> tuple[np.ndarray, np.ndarray]:
+    """(image, bool size×size mask): the copy `augment_train` makes, plus its ground-truth mask moved alike.
+
+    Only the geometric steps (resize, crop, flip) touch the mask, with nearest-neighbour resizing so it stays
+    binary; the photometric ones (grayscale, blur, noise, JPEG) alter pixel values, not where the image was
+    altered. The image is bit-identical to ``augment_train``'s with the same rng state (the mask draws nothing).
+    """
+    mask = np.asarray(mask)
+    if mask.shape != img.shape[:2]:
+        raise ValueError(f"mask shape {mask.shape} differs from the image's {img.shape[:2]}; a training mask must "
+                         "have the size of its image")
+    out, m = _augment(img, mask.astype(bool), size, rng, profile, resize_mode)
+    return out, np.asarray(m)
+
+
+def _augment(
+    img: np.ndarray, mask: np.ndarray | None, size: int, rng: np.random.Generator, profile: str, resize_mode: str
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """The one augmentation path for images with and without a mask, so both draw the same random stream."""
     if profile not in TRAIN_AUGMENTATIONS:
         raise ValueError(f"unknown training augmentation {profile!r}; expected one of {TRAIN_AUGMENTATIONS}")
     u = rng.random(6)
@@ -66,7 +97,8 @@ def augment_train(
             out = np.clip(out.astype(np.float32) + noise, 0, 255).astype(np.uint8)
         if u[3] < p_jpeg:
             out = _jpeg(out, quality)
-    out = _random_crop(out, size, rng, resize_mode)
+    out, mask = _random_crop(out, size, rng, resize_mode, mask)
     if u[4] < 0.5:
         out = out[:, ::-1]
-    return np.ascontiguousarray(out)
+        mask = None if mask is None else mask[:, ::-1]
+    return np.ascontiguousarray(out), None if mask is None else np.ascontiguousarray(mask)

@@ -2,7 +2,9 @@
 
 Copy `c` of sample `id` depends only on (seed, id, c) (benchmark/train_augment.py), so the uint8 pixels of
 every copy a run needs are built once, in parallel, into a memory-mapped store; row `r * factor + c` holds
-copy c of the r-th id of `ids` (sorted).
+copy c of the r-th id of `ids` (sorted). For localization detectors (``with_masks``) each row has a 4th
+channel: the pixel target (0/1) moved with the image by the same crop and flip (``train_copy_with_mask``);
+which rows count in the pixel loss is derived from the manifest (``benchmark.masks.training_mask``).
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ from benchmark.eval_cache import run_parallel
 from benchmark.images import to_chw
 from benchmark.imagestore import read_image
 from benchmark.manifest import Manifest
-from benchmark.train_augment import augment_train, copy_rng
+from benchmark.masks import FULL_FAKE_TARGET, training_mask
+from benchmark.train_augment import augment_train, augment_train_with_mask, copy_rng
 
 # Bump when decode -> augment_train -> CHW changes in a way library versions do not capture.
 TRAIN_CACHE_FORMAT = 1
@@ -31,8 +34,26 @@ def train_copy(root: str, path: str, sample_id: int, copy: int, size: int, seed:
     return to_chw(augment_train(img, size, copy_rng(seed, sample_id, copy), profile, resize_mode))
 
 
+def train_copy_with_mask(root: str, path: str, mask_path: str | None, label: int, sample_id: int, copy: int,
+                         size: int, seed: int, profile: str, resize_mode: str,
+                         full_fake: str = FULL_FAKE_TARGET) -> tuple[np.ndarray, np.ndarray, bool]:
+    """(uint8 3×S×S image, uint8 1×S×S pixel target 0/1, counts in the pixel loss) of one training copy.
+
+    The image equals ``train_copy``'s (same draws); the target follows its crop and flip.
+    """
+    img = read_image(root, path)
+    target, valid = training_mask(root, mask_path, label, img.shape[:2], full_fake)
+    out, m = augment_train_with_mask(img, target, size, copy_rng(seed, sample_id, copy), profile, resize_mode)
+    return to_chw(out), m[None].astype(np.uint8), valid
+
+
 def _job(args: tuple) -> np.ndarray:
     return train_copy(*args)
+
+
+def _job_with_mask(args: tuple) -> np.ndarray:
+    img, m, _ = train_copy_with_mask(*args)
+    return np.concatenate([img, m], axis=0)
 
 
 def _library_versions() -> dict[str, str]:
@@ -43,10 +64,12 @@ def _library_versions() -> dict[str, str]:
 
 
 def train_cache_key(manifest: Manifest, ids: Sequence[int], factor: int, size: int, seed: int, profile: str,
-                    resize_mode: str) -> dict:
-    """Everything that determines the cached training pixels."""
+                    resize_mode: str, with_masks: bool = False) -> dict:
+    """Everything that determines the cached training pixels (and masks: keys added only then, so stores
+    without masks keep their digest)."""
     ids = sorted(int(i) for i in ids)
-    return {
+    extra = {"with_masks": True, "full_fake_mask": FULL_FAKE_TARGET} if with_masks else {}
+    return extra | {
         "format": TRAIN_CACHE_FORMAT,
         "manifest_checksum": manifest.checksum,
         "ids_sha256": hashlib.sha256(np.asarray(ids, dtype=np.int64).tobytes()).hexdigest(),
@@ -57,21 +80,29 @@ def train_cache_key(manifest: Manifest, ids: Sequence[int], factor: int, size: i
 
 def build_or_load_train_inputs(
     manifest: Manifest, ids: Sequence[int], factor: int, size: int, seed: int, profile: str, resize_mode: str,
-    cache_dir: Path | None, workers: int = 2, progress: bool = True,
+    cache_dir: Path | None, workers: int = 2, progress: bool = True, with_masks: bool = False,
 ) -> tuple[np.ndarray, dict[int, int], dict]:
-    """(uint8 array (len(ids)*factor)×3×S×S, {sample id: first row}, key incl. 'digest'/'path'/'hit')."""
+    """(uint8 array (len(ids)*factor)×C×S×S, {sample id: first row}, key incl. 'digest'/'path'/'hit').
+
+    C is 3, or 4 with ``with_masks`` (channel 3: the 0/1 pixel target aligned with the copy).
+    """
     order = sorted({int(i) for i in ids})
-    key = train_cache_key(manifest, order, factor, size, seed, profile, resize_mode)
+    key = train_cache_key(manifest, order, factor, size, seed, profile, resize_mode, with_masks)
     by_id = {s.id: s for s in manifest.split("train")}
     missing = [i for i in order if i not in by_id]
     if missing:
         raise KeyError(f"training ids {missing[:5]} are not in the train split of manifest {manifest.name}")
-    jobs = [(str(manifest.root), by_id[i].path, i, c, size, seed, profile, resize_mode)
-            for i in order for c in range(factor)]
+    if with_masks:
+        jobs = [(str(manifest.root), by_id[i].path, by_id[i].mask, by_id[i].label, i, c, size, seed, profile,
+                 resize_mode) for i in order for c in range(factor)]
+    else:
+        jobs = [(str(manifest.root), by_id[i].path, i, c, size, seed, profile, resize_mode)
+                for i in order for c in range(factor)]
 
     def build() -> np.ndarray:
-        arr = np.empty((len(jobs), 3, size, size), dtype=np.uint8)
-        run_parallel(_job, jobs, arr, workers, progress, "decoding + augmenting training copies")
+        arr = np.empty((len(jobs), 4 if with_masks else 3, size, size), dtype=np.uint8)
+        run_parallel(_job_with_mask if with_masks else _job, jobs, arr, workers, progress,
+                     "decoding + augmenting training copies" + (" and masks" if with_masks else ""))
         return arr
 
     arr, info = cached_array(cache_dir, "train_inputs", key, build)

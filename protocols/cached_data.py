@@ -14,6 +14,7 @@ from torch.utils.data import Dataset
 
 from benchmark.eval_cache import degraded_input
 from benchmark.manifest import Manifest
+from benchmark.masks import target_counts
 
 
 class ArrayEval(Dataset):
@@ -56,23 +57,34 @@ class EvalStream(Dataset):
 
 class ArrayTrainCopies(Dataset):
     """Item i is copy `i % factor` of sample `ids[i // factor]` (as protocols.data.TrainCopies), read from a
-    cached array whose rows for sample id s start at `rows[s]` (pixels, or probe features)."""
+    cached array whose rows for sample id s start at `rows[s]` (pixels, or probe features).
+
+    ``masks``: the store has a 4th channel, the pixel target; items then end with (uint8 1×S×S target,
+    whether it counts in the pixel loss), as TrainCopies(masks=True) yields them.
+    """
 
     def __init__(self, arr: np.ndarray, rows: dict[int, int], manifest: Manifest, ids: Sequence[int], factor: int,
-                 features_in: bool = False):
-        labels = {s.id: s.label for s in manifest.split("train")}
+                 features_in: bool = False, masks: bool = False):
+        by_id = {s.id: s for s in manifest.split("train")}
         missing = [i for i in ids if i not in rows]
         if missing:
             raise KeyError(f"training ids {missing[:5]} are missing from the cached training store")
-        self.arr, self.rows, self.factor, self.features_in = arr, rows, factor, features_in
+        if masks and (features_in or arr.ndim != 4 or arr.shape[1] != 4):
+            raise ValueError(f"a training store with masks must hold uint8 N×4×S×S pixels, got {arr.dtype} "
+                             f"{arr.shape} (features_in={features_in})")
+        self.arr, self.rows, self.factor, self.features_in, self.masks = arr, rows, factor, features_in, masks
         self.ids = [int(i) for i in ids]
-        self.labels = [float(labels[i]) for i in self.ids]
+        self.labels = [float(by_id[i].label) for i in self.ids]
+        self.valid = [target_counts(by_id[i].label, by_id[i].mask) for i in self.ids]
 
     def __len__(self) -> int:
         return len(self.ids) * self.factor
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+    def __getitem__(self, i: int) -> tuple:
         j, copy = divmod(i, self.factor)
         sid = self.ids[j]
         row = np.array(self.arr[self.rows[sid] + copy])
+        if self.masks:
+            return (torch.from_numpy(row[:3]), torch.tensor(self.labels[j]), sid, torch.from_numpy(row[3:]),
+                    torch.tensor(self.valid[j]))
         return torch.from_numpy(row), torch.tensor(self.labels[j]), sid

@@ -12,13 +12,16 @@ from benchmark.images import to_chw
 from benchmark.imagestore import read_image
 from benchmark.manifest import Manifest, Sample
 from benchmark.train_augment import augment_train, copy_rng
+from benchmark.train_cache import train_copy_with_mask
 
 
 class TrainCopies(Dataset):
     """`augmentation_factor` fixed augmented copies of each training sample.
 
     Item i is copy `i % factor` of sample `ids[i // factor]`; its augmentation depends only on
-    (seed, sample id, copy), so it is identical in every window and after a resume.
+    (seed, sample id, copy), so it is identical in every window and after a resume. With ``masks`` (localization
+    detectors) an item also carries the uint8 1×S×S pixel target aligned with the copy and whether it counts
+    in the pixel loss (``benchmark.masks.training_mask``).
     """
 
     def __init__(
@@ -30,6 +33,7 @@ class TrainCopies(Dataset):
         seed: int,
         profile: str,
         resize_mode: str,
+        masks: bool = False,
     ):
         if factor < 1:
             raise ValueError(f"augmentation_factor must be >= 1, got {factor}")
@@ -37,13 +41,18 @@ class TrainCopies(Dataset):
         self.samples: list[Sample] = [by_id[i] for i in ids]
         self.manifest, self.factor, self.size = manifest, factor, size
         self.seed, self.profile, self.resize_mode = seed, profile, resize_mode
+        self.masks = bool(masks)
 
     def __len__(self) -> int:
         return len(self.samples) * self.factor
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+    def __getitem__(self, i: int) -> tuple:
         s = self.samples[i // self.factor]
         copy = i % self.factor
+        if self.masks:
+            x, m, valid = train_copy_with_mask(str(self.manifest.root), s.path, s.mask, s.label, s.id, copy,
+                                               self.size, self.seed, self.profile, self.resize_mode)
+            return torch.from_numpy(x), torch.tensor(float(s.label)), s.id, torch.from_numpy(m), torch.tensor(valid)
         img = read_image(self.manifest.root, s.path)
         out = augment_train(img, self.size, copy_rng(self.seed, s.id, copy), self.profile, self.resize_mode)
         return torch.from_numpy(to_chw(out)), torch.tensor(float(s.label)), s.id

@@ -28,6 +28,7 @@ from protocols import faults
 from protocols.checkpoints import complete_checkpoint, load_checkpoint, save_checkpoint
 from protocols.config import PROTOCOL_VERSION, config_hash
 from protocols.distributed import EvalBatches, TrainBatches, gather_predictions, launch_rank, world_size
+from protocols.localization import localization_line, score_window_localization
 from protocols.loggers import log_window_metrics, make_loggers, step_offsets
 from protocols.module import DetectorModule
 from protocols.predictions import SCHEMA_VERSION, window_summary, write_predictions
@@ -381,6 +382,10 @@ def _score_window(cfg, bench: Benchmark, detector, inputs: RunInputs, rd: RunDir
     )
     summary = window_summary(wdir / "predictions.npz")
     metrics = train_metrics | {"eval": summary | {"seconds": round(time.time() - started, 2)}}
+    loc = score_window_localization(detector, bench.manifest, bench.plan, wdir, summary["auroc"]["all"])
+    if loc is not None:  # a map detector: window_<k>/localization.npz is written before metrics.json and done
+        metrics["localization"] = loc
+        _say(f"window {k + 1}/{len(bench.train_sets)} localization: {localization_line(loc)}", t0)
     atomic_write_json(wdir / "metrics.json", metrics)
     faults.die_if("before_done", k)
     atomic_write_text(wdir / "done", dt.datetime.now().isoformat(timespec="seconds") + "\n")

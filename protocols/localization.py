@@ -7,12 +7,15 @@ is scored at the mask's resolution; ``full_image=False`` adapts image and mask t
 Maps are stored compactly per window in ``localization.npz``: P(altered) quantised to uint8 (x255, at most
 1/510 off, so only pixels that close to the 0.5 threshold can flip) and masks bit-packed, both flattened
 with a (M, 2) ``shapes`` array, plus eval positions and sample ids. ``localization_summary`` turns that file
-(and the window's image AUROC) into the pixel metrics and the combined challenge score.
+(and the window's image AUROC) into the pixel metrics, the combined challenge score and the all-ones /
+all-zeros baselines; the reader and the metrics live in ``leaderboard.localization_view`` (numpy only) and are
+re-exported here. ``score_window_localization`` is what the engine calls after scoring each window.
 """
 
 from __future__ import annotations
 
 import io
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -23,10 +26,11 @@ from benchmark.eval_plan import EvalPlan
 from benchmark.images import adapt_to_input, load_rgb
 from benchmark.manifest import Manifest
 from benchmark.masks import adapt_mask_to_input, load_mask
-from leaderboard.pixel_metrics import combined_localization_score, localization_metrics
+from leaderboard.localization_view import FILE_NAME, read_localization, window_localization
 
-FILE_NAME = "localization.npz"
 SCHEMA_VERSION = 1
+__all__ = ["FILE_NAME", "SCHEMA_VERSION", "localization_summary", "masked_positions", "read_localization",
+           "score_maps", "score_window_localization", "write_localization", "localization_line"]
 
 
 def masked_positions(manifest: Manifest, plan: EvalPlan) -> np.ndarray:
@@ -95,30 +99,40 @@ def write_localization(window_dir: Path, arrays: dict[str, np.ndarray]) -> Path:
     return path
 
 
-def read_localization(path: Path) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """(masks: bool (H, W) per image, maps: float64 P(altered) (H, W) per image) from a localization.npz."""
-    with np.load(path, allow_pickle=False) as d:
-        missing = {"maps_u8", "masks_packed", "shapes"} - set(d.files)
-        if missing:
-            raise ValueError(f"{path} lacks {sorted(missing)}; not a genshift localization file")
-        shapes, flat_maps, packed = d["shapes"], d["maps_u8"], d["masks_packed"]
-    total = int(np.prod(shapes, axis=1).sum()) if len(shapes) else 0
-    if flat_maps.size != total or packed.size != (total + 7) // 8:
-        raise ValueError(f"{path}: {flat_maps.size} map values / {packed.size} mask bytes do not match the "
-                         f"{total} pixels of its {len(shapes)} shapes; the file is damaged")
-    flat_masks = np.unpackbits(packed, count=total).astype(bool)
-    ends = np.cumsum(np.prod(shapes, axis=1)) if len(shapes) else np.zeros(0, np.int64)
-    starts = ends - np.prod(shapes, axis=1) if len(shapes) else ends
-    masks = [flat_masks[a:b].reshape(h, w) for a, b, (h, w) in zip(starts, ends, shapes, strict=True)]
-    maps = [flat_maps[a:b].reshape(h, w).astype(np.float64) / 255.0 for a, b, (h, w) in zip(starts, ends, shapes,
-                                                                                             strict=True)]
-    return masks, maps
-
-
 def localization_summary(path: Path, image_auroc: float, mode: str = "per_image") -> dict:
-    """Pixel metrics of a window's localization.npz plus ``combined`` = (image AUROC + F1 + IoU) / 3."""
-    masks, maps = read_localization(path)
-    out = localization_metrics(masks, maps, mode=mode)
-    out["image_auroc"] = float(image_auroc)
-    out["combined"] = combined_localization_score(image_auroc, out["pixel_f1"], out["pixel_iou"])
-    return out
+    """Pixel metrics of a window's localization.npz, ``combined`` = (image AUROC + F1 + IoU) / 3, and the
+    all-ones / all-zeros baselines (``leaderboard.localization_view.window_localization``)."""
+    return window_localization(path, image_auroc, mode)
+
+
+def score_window_localization(detector, manifest: Manifest, plan: EvalPlan, window_dir: Path,
+                              image_auroc: float) -> dict | None:
+    """Score a localization detector's maps after a window: write ``localization.npz``, return its summary.
+
+    Returns None (nothing written) for a detector without ``meta.has_localization``, and {"skipped": reason}
+    (nothing written, a warning printed) when no eval image has a mask. The engine calls this before it writes
+    metrics.json and the ``done`` marker, so a window interrupted in between is scored again on resume; the
+    file itself is written atomically. ``image_auroc`` is the window's AUROC on the whole eval split (group
+    ``all``), the image part of the combined score.
+    """
+    if not getattr(detector.meta, "has_localization", False):
+        return None
+    if not len(masked_positions(manifest, plan)):
+        reason = (f"no eval image of {manifest.name} has a ground-truth mask, so the maps of {detector.meta.name} "
+                  "cannot be scored (give partial fakes a mask: the `mask` column of a CSV dataset)")
+        warnings.warn(f"localization: {reason}", stacklevel=2)
+        return {"skipped": reason}
+    was_training = detector.training
+    path = write_localization(window_dir, score_maps(detector, manifest, plan))
+    detector.train(was_training)
+    return localization_summary(path, image_auroc)
+
+
+def localization_line(summary: dict) -> str:
+    """One line for the run log: pixel F1 / IoU / AUROC and the baselines' F1 (or why nothing was scored)."""
+    if "skipped" in summary:
+        return f"not scored: {summary['skipped']}"
+    ones, zeros = summary["baselines"]["all_ones"], summary["baselines"]["all_zeros"]
+    return (f"pixel F1 {summary['pixel_f1']:.3f} (all-ones {ones['pixel_f1']:.3f}, all-zeros {zeros['pixel_f1']:.3f}), "
+            f"IoU {summary['pixel_iou']:.3f}, pixel AUROC {summary['pixel_auroc']:.3f}, combined "
+            f"{summary['combined']:.3f} on {summary['n_scored']} masked images")

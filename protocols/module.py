@@ -8,6 +8,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 
+from detectors.segmentation import localization_loss
 from protocols import faults
 
 
@@ -34,18 +35,41 @@ class DetectorModule(L.LightningModule):
         self.fault_window = -1  # window being scored, for protocols.faults' crash injection
 
     def normalise(self, x: torch.Tensor) -> torch.Tensor:
-        x = (x.float() - self.mean) / self.std
-        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+        """uint8 pixels -> normalised float; the layout change happens on the 1-byte tensor, the rest in place."""
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x.float().sub_(self.mean).div_(self.std)
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """(N,) float32 logits from uint8 pixels, or from cached features when features_in."""
         out = self.detector.head_forward(x) if self.features_in else self.detector(self.normalise(x))
         return out.float()
 
+    def localization_loss(self, x: torch.Tensor, y: torch.Tensor, masks: torch.Tensor,
+                          valid: torch.Tensor) -> torch.Tensor:
+        """Image BCE + class-balanced pixel BCE (detectors.segmentation.localization_loss) of a map detector.
+
+        Under DDP each process takes the mean over its own part of the batch and DDP averages them, which equals
+        the global mean when the parts are equally large (the plain image path below is exact in every case).
+        """
+        if self.features_in:
+            raise RuntimeError(f"{self.detector.meta.name}: a localization batch cannot train on cached probe "
+                               "features (the decoder needs the backbone's feature pyramid)")
+        logits, maps = self.detector.forward_with_map(self.normalise(x))
+        loss, parts = localization_loss(logits.float(), maps.float(), y, masks.float(), valid)
+        for name, value in parts.items():
+            self.log(f"train/loss_{name}", value, on_step=True, on_epoch=False, batch_size=len(y))
+        return loss
+
     def training_step(self, batch, batch_idx):
         x, y = batch[0], batch[1]
-        logits = self.logits(x)
-        if self.trainer.world_size > 1:
+        if len(batch) == 5:  # a localization detector's batch: pixels, labels, ids, pixel targets, target counts
+            loss = self.localization_loss(x, y, batch[3], batch[4])
+        elif getattr(self.detector.meta, "has_localization", False):
+            raise RuntimeError(f"{self.detector.meta.name} has a localization head but its training batches carry "
+                               "no pixel targets; build the training dataset with masks=True (run_inputs does)")
+        elif self.trainer.world_size > 1:
+            logits = self.logits(x)
             # DDP averages gradients over ranks; scale so the result is the mean over the *global* batch even
             # when its parts differ in size (the same gradient as one process on the whole batch).
             n = torch.tensor([float(len(y))], device=logits.device)
@@ -53,7 +77,7 @@ class DetectorModule(L.LightningModule):
             loss = F.binary_cross_entropy_with_logits(logits, y.float(), reduction="sum") \
                 * (self.trainer.world_size / n.item())
         else:
-            loss = F.binary_cross_entropy_with_logits(logits, y.float())
+            loss = F.binary_cross_entropy_with_logits(self.logits(x), y.float())
         # One step axis for all windows and resumed attempts: the "step" metric sets the loggers' step.
         self.log("step", float(self.step_offset + batch_idx + 1), on_step=True, on_epoch=False, batch_size=len(y))
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=False, batch_size=len(y))

@@ -99,18 +99,20 @@ def prepare_run_inputs(cfg: dict, bench, detector, cache_dir: Path, progress: bo
     factor, seed = int(tc["augmentation_factor"]), int(cfg["seed"])
     union = sorted({int(i) for ids in bench.train_sets for i in ids})
     targs = (factor, meta.input_size, seed, tc["augmentation"], meta.eval_resize)
+    masks = bool(getattr(meta, "has_localization", False))  # training copies carry their aligned pixel targets
     if sw["train_inputs"]:
         tarr, rows, tkey = build_or_load_train_inputs(m, union, *targs, cache_dir, workers=workers,
-                                                      progress=progress)
+                                                      progress=progress, with_masks=masks)
 
         def train_px(ids: list[int]) -> Dataset:
-            return ArrayTrainCopies(tarr, rows, m, ids, factor)
+            return ArrayTrainCopies(tarr, rows, m, ids, factor, masks=masks)
     else:
-        tkey = train_cache_key(m, union, *targs)
+        tkey = train_cache_key(m, union, *targs, with_masks=masks)
         tkey = tkey | {"digest": key_digest(tkey), "path": None, "hit": False}
 
         def train_px(ids: list[int]) -> Dataset:
-            return TrainCopies(m, ids, factor, meta.input_size, seed, tc["augmentation"], meta.eval_resize)
+            return TrainCopies(m, ids, factor, meta.input_size, seed, tc["augmentation"], meta.eval_resize,
+                               masks=masks)
     tkey["cached"] = sw["train_inputs"]
     caches = {"switches": sw, "eval_inputs": ekey, "train_inputs": tkey,
               "runtime": {"train_precision": tc["precision"], "eval_precision": eval_precision,
@@ -120,6 +122,11 @@ def prepare_run_inputs(cfg: dict, bench, detector, cache_dir: Path, progress: bo
         f"({'cache ' + tkey['digest'] if sw['train_inputs'] else 'streamed'}); precision train {tc['precision']}, "
         f"eval {eval_precision}; channels-last {tc['channels_last']}")
     if not (sw["probe_features"] and detector.is_probe):
+        return RunInputs(eval_px, train_px, tc, eval_precision, ekey, caches)
+    if masks:
+        caches["probe_features_skipped"] = ("localization detector: its decoder trains on the backbone's feature "
+                                            "pyramid, which the probe feature cache (pooled features) does not hold")
+        say(f"probe feature cache off: {caches['probe_features_skipped']}")
         return RunInputs(eval_px, train_px, tc, eval_precision, ekey, caches)
     if world > 1:
         say("probe feature cache off: it is built by a single process (this run has several)")

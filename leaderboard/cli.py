@@ -32,9 +32,11 @@ def _add_inspect(sub) -> None:
         "inspect",
         help="schema, counts, per-group/per-generator metrics and hardest errors of one predictions .npz",
     )
-    p.add_argument("path", type=Path, help="window_<k>/predictions.npz (or AI-GenBench predictions_validate_all.npz)")
+    p.add_argument("path", type=Path, help="window_<k>/predictions.npz (or AI-GenBench predictions_validate_all.npz), "
+                   "or window_<k>/localization.npz")
     p.add_argument("--window", type=int, help="training window k (needed only if the file does not store it)")
     p.add_argument("--top", type=int, default=10, help="how many hardest false negatives/positives to list")
+    p.add_argument("--robustness", type=Path, help="robustness.csv to show window k's rows of (default: the run's)")
     p.add_argument("--csv", type=Path, help="write one row per image to this CSV")
     p.add_argument("--roc", type=Path, help="write ROC arrays (fpr, tpr, thresholds) of --group to this .npz")
     p.add_argument("--group", default="all", help="group for --roc: next, seen, all, window:<j>, generator:<name>, ...")
@@ -73,10 +75,14 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 def _inspect(args: argparse.Namespace) -> int:
     from leaderboard import inspect as I
+    from leaderboard.localization_view import inspect_report, is_localization_file
 
+    if is_localization_file(args.path):  # a window's localization.npz: pixel metrics vs baselines, worst images
+        print(inspect_report(args.path, args.top), end="")
+        return 0
     arrays = I.load_predictions(args.path, args.window)
     k = I.resolve_window(arrays, args.window, args.path)
-    print(I.report(args.path, k, args.top), end="")
+    print(I.report(args.path, k, args.top, robustness=args.robustness), end="")
     if args.csv:
         atomic_write_text(args.csv, I.sample_frame(arrays).to_csv(index=False))
         print(f"rows written to {args.csv}")

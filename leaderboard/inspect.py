@@ -136,8 +136,9 @@ def _fmt_frame(df: pd.DataFrame) -> str:
         return df.to_string(index=False, float_format=lambda v: f"{v:.4f}")
 
 
-def report(path: str | Path, window: int | None = None, top: int = 10) -> str:
-    """The text of `genshift inspect`: schema, counts, group and generator metrics, hardest errors."""
+def report(path: str | Path, window: int | None = None, top: int = 10,
+           robustness: str | Path | None = None) -> str:
+    """The text of `genshift inspect`: schema, counts, group and generator metrics, hardest errors, robustness."""
     path = Path(path)
     arrays = load_predictions(path, window)
     k = resolve_window(arrays, window, path)
@@ -166,4 +167,10 @@ def report(path: str | Path, window: int | None = None, top: int = 10) -> str:
         f"hardest false positives (highest-scored reals, top {top}):\n"
         + _fmt_frame(fp[["identifier", "paired_generator", "score"]]),
     ]
+    from leaderboard.localization_view import inspect_section  # '' unless a localization.npz sits beside it
+
+    parts += [sec.rstrip("\n") for sec in (inspect_section(path, top),) if sec]
+    from leaderboard.robustness_view import inspect_parts
+
+    parts += inspect_parts(path, k, robustness, arrays.get("manifest_checksum"))  # window k's robustness rows
     return "\n\n".join(parts) + "\n"

@@ -278,6 +278,14 @@ def write_leaderboard(
     explanation = EXPLANATION.format(n=n_replicates, seed=seed)
     table = display_table(lb.summary)
     md = f"# genshift leaderboard\n\n{explanation}\n\n{to_markdown(table)}\n"
+    from leaderboard import localization_view as LV  # localization.csv + sections; None when no run has maps
+
+    loc = LV.write_localization_view(lb.records, out_dir)
+    md += loc.markdown if loc else ""
+    from leaderboard import robustness_view as RV
+
+    rob = RV.write_section(lb, out_dir)  # leaderboard_robustness.csv + md/html sections; empty if no run has one
+    md += rob.markdown
     atomic_write_text(out_dir / "leaderboard.md", md)
     atomic_write_text(out_dir / "leaderboard.csv", lb.summary.to_csv(index=False))
     atomic_write_text(out_dir / "leaderboard.tex", to_latex(table, "genshift leaderboard. " + explanation))
@@ -286,7 +294,9 @@ def write_leaderboard(
     for _, filename, png in figures:
         atomic_write_bytes(out_dir / filename, png)
     atomic_write_text(
-        out_dir / "leaderboard.html", to_html(table, explanation, [(t, png) for t, _, png in figures])
+        out_dir / "leaderboard.html",
+        LV.insert_html(to_html(table, explanation, [(t, png) for t, _, png in figures]),
+                       (loc.html if loc else "") + rob.html),
     )
     timings["write"] = time.perf_counter() - t0
     if echo:

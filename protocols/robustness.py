@@ -10,8 +10,11 @@ Determinism: JPEG, blur and scaling have no randomness; the noise of eval positi
 from run.json), so its level equals the run's recorded evaluation. Degraded inputs are prepared once per
 level, shared by every window and cached on disk (``<cache>/robustness``, keyed by data, degradation, input
 size and library versions). Outputs (in RUN_DIR, atomic): robustness.csv (window, degradation, level,
-auroc, n), robustness_summary.csv (per window and degradation: mean, worst, relative drop from ``none``),
-robustness.json (grid and provenance), robustness.png (one panel per degradation, one line per window).
+auroc, n), robustness_summary.csv (per window and degradation: mean, worst, relative drop from ``none``, and
+for graded degradations whether AUROC is monotone within noise, `leaderboard.robustness_view.monotone_check`),
+robustness.json (grid, provenance, the mandatory cell checked against the run's recorded AUROC),
+robustness.png (one panel per degradation, one line per window) and robustness_scores.npz (per-image scores
+of every row). `genshift leaderboard` and `genshift inspect` show them (leaderboard/robustness_view.py).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import math
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -40,8 +44,16 @@ from benchmark.manifest import Manifest
 from benchmark.sources import default_cache_dir, load_source
 from benchmark.timeline import generator_id_to_name
 from leaderboard.metrics import roc_auc
+from leaderboard.robustness_view import (
+    GRADED,
+    MONOTONE_REPLICATES,
+    MONOTONE_TOLERANCE,
+    monotone_check,
+    severity_order,
+)
 
 NOISE_SEED = 0x0B0B_5EED
+MANDATORY_TOLERANCE = 1e-4  # |robustness mandatory AUROC - the run's recorded AUROC| allowed (float32 batch order)
 # degradation -> graded levels; the first level of each graded family is its mildest.
 DEFAULT_GRID: dict[str, tuple[float, ...]] = {
     "none": (0,),
@@ -56,7 +68,9 @@ LEVEL_MEANING = {"none": "-", "jpeg": "JPEG quality (Pillow)", "blur": "Gaussian
                  "mandatory": "run's mandatory chain"}
 CSV_FIELDS = ("window", "degradation", "level", "auroc", "n")
 SUMMARY_FIELDS = ("window", "degradation", "mean_auroc", "worst_auroc", "worst_level", "clean_auroc",
-                  "relative_drop")
+                  "relative_drop", "monotone", "strict_monotone", "falls", "max_rise", "max_rise_low", "total_drop",
+                  "auroc_se")
+MONOTONE_FIELDS = SUMMARY_FIELDS[-7:]
 
 
 class RobustnessError(ValueError):
@@ -64,6 +78,11 @@ class RobustnessError(ValueError):
 
 
 # ------------------------------------------------------------------------------------------- degradations
+
+
+def is_identity(kind: str, level: float) -> bool:
+    """True where `apply_single` returns the image unchanged (none, blur 0, noise 0, scale 1): scored once."""
+    return kind == "none" or (kind in ("blur", "noise") and float(level) == 0) or (kind == "scale" and float(level) == 1)
 
 
 def apply_single(img: np.ndarray, kind: str, level: float, position: int, run_cfg: dict | None = None) -> np.ndarray:
@@ -222,23 +241,54 @@ def cached_level(cache_root: Path | None, manifest: Manifest, plan: EvalPlan, ki
     return np.load(path, mmap_mode="r", allow_pickle=False)
 
 
+PRECISIONS = ("run", "32-true", "bf16-mixed", "16-mixed")
+
+
+def run_runtime(doc: dict, precision: str = "run") -> tuple[str, bool]:
+    """(eval precision, channels-last) to score with: the run's recorded ones for ``precision='run'``.
+
+    run.json records the values `genshift run` resolved on its machine (``caches.runtime``); scoring the same
+    way is what makes the `mandatory` cell equal the run's recorded AUROC (bf16 and fp32 differ slightly).
+    """
+    if precision not in PRECISIONS:
+        raise RobustnessError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
+    runtime = (doc.get("caches") or {}).get("runtime") or {}
+    channels_last = bool(runtime.get("channels_last", False))
+    if precision != "run":
+        return precision, channels_last
+    recorded = runtime.get("eval_precision") or (doc["config"].get("eval") or {}).get("precision") or "32-true"
+    if recorded not in PRECISIONS[1:]:  # e.g. 'auto' in an old run.json that did not record the resolved value
+        print(f"[robustness] the run's eval precision {recorded!r} was not recorded resolved; scoring in 32-true "
+              f"(pass --precision to choose)", file=sys.stderr)
+        recorded = "32-true"
+    return recorded, channels_last
+
+
 @torch.no_grad()
-def score_inputs(detector, inputs: np.ndarray, batch_size: int) -> np.ndarray:
+def score_inputs(detector, inputs: np.ndarray, batch_size: int, precision: str = "32-true",
+                 channels_last: bool = False) -> np.ndarray:
     """Fused P(fake) per image: the mean over crops of the logits, then a sigmoid (float64).
 
-    Runs on the detector's device, in float32.
+    Runs on the detector's device and normalises like the engine (protocols/module.py), under bf16/fp16
+    autocast when ``precision`` says so; logits are taken in float32.
     """
     meta = detector.meta
     device = next(detector.parameters()).device
-    mean = torch.tensor(meta.mean, device=device).view(1, 3, 1, 1)
-    std = torch.tensor(meta.std, device=device).view(1, 3, 1, 1)
+    mean = torch.tensor(meta.mean, device=device).view(1, 3, 1, 1) * 255.0
+    std = torch.tensor(meta.std, device=device).view(1, 3, 1, 1) * 255.0
+    dtype = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(precision)
+    if channels_last:
+        detector = detector.to(memory_format=torch.channels_last)
     n, c = inputs.shape[:2]
     flat = inputs.reshape(n * c, *inputs.shape[2:])
     logits = []
     for i in range(0, len(flat), batch_size):
-        batch = torch.from_numpy(np.array(flat[i: i + batch_size]))  # a copy: cached inputs are read-only maps
-        x = (batch.to(device).float() / 255.0 - mean) / std
-        logits.append(detector(x).float().cpu())
+        x = torch.from_numpy(np.array(flat[i: i + batch_size])).to(device)  # a copy: cached inputs are read-only
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        x = x.float().sub_(mean).div_(std)
+        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            logits.append(detector(x).float().cpu())
     fused = torch.cat(logits).view(n, c).mean(dim=1)
     return torch.sigmoid(fused).double().numpy()
 
@@ -247,17 +297,45 @@ def score_inputs(detector, inputs: np.ndarray, batch_size: int) -> np.ndarray:
 
 
 def robustness_grid(run_dir: Path, windows: Sequence[int] | None = None, grid: dict | None = None,
-                    batch_size: int = 64, cache_dir: Path | None = None, limit: int | None = None,
-                    progress: bool = True, use_cache: bool = True, device: str = "cpu") -> list[dict]:
-    """Rows (window, degradation, level, auroc, n) for every chosen window and grid cell.
+                    batch_size: int | None = None, cache_dir: Path | None = None, limit: int | None = None,
+                    progress: bool = True, use_cache: bool = True, device: str = "cpu",
+                    precision: str = "run") -> list[dict]:
+    """Rows (window, degradation, level, auroc, n) for every chosen window and grid cell (see `score_grid`)."""
+    return score_grid(run_dir, windows, grid, batch_size, cache_dir, limit, progress, use_cache, device,
+                      precision).rows
+
+
+@dataclass
+class GridScores:
+    """The grid's rows plus what the monotone check and robustness_scores.npz need: labels and scores per row."""
+
+    rows: list[dict]
+    labels: np.ndarray  # (N,) int, eval positions 0..N-1
+    sample_ids: np.ndarray  # (N,) manifest ids of those positions
+    scores: list[np.ndarray]  # per row, fused P(fake) of the N positions (float64)
+    runtime: dict | None = None  # precision, channels_last and batch size the scores were computed with
+
+
+def score_grid(run_dir: Path, windows: Sequence[int] | None = None, grid: dict | None = None,
+               batch_size: int | None = None, cache_dir: Path | None = None, limit: int | None = None,
+               progress: bool = True, use_cache: bool = True, device: str = "cpu",
+               precision: str = "run") -> GridScores:
+    """Score every chosen window and grid cell; keep the per-image scores (for the monotone check).
 
     Prepared level inputs are cached under ``<cache>/robustness`` (the run's cache directory unless
-    ``cache_dir`` is given) and shared by every run on the same data and input size.
+    ``cache_dir`` is given) and shared by every run on the same data and input size. Batch size (default:
+    the run's eval batch size), precision and memory layout follow the run unless given.
     """
     from detectors import load_detector_from_checkpoint
 
+    if limit is not None and limit < 1:
+        raise RobustnessError(f"--limit must be at least 1 eval position, got {limit}")
     run_dir = Path(run_dir)
     doc = read_run(run_dir)
+    batch_size = int(batch_size or (doc["config"].get("eval") or {}).get("batch_size") or 64)
+    if batch_size < 1:
+        raise RobustnessError(f"--batch-size must be at least 1, got {batch_size}")
+    precision, channels_last = run_runtime(doc, precision)
     grid = grid or dict(DEFAULT_GRID)
     chosen = window_dirs(run_dir, windows)
     manifest, plan = load_eval(doc, cache_dir, progress)
@@ -267,38 +345,64 @@ def robustness_grid(run_dir: Path, windows: Sequence[int] | None = None, grid: d
     strategy = (doc["config"].get("eval") or {}).get("input") or meta.eval_resize
     cache = Path(cache_dir or doc["config"].get("cache_dir") or default_cache_dir()).expanduser()
     cache_root = cache / "robustness" if use_cache else None
-    rows = []
+    rows, scores = [], []
+    clean: dict[int, np.ndarray] = {}  # scores of the unaltered inputs, shared by every identity level
     t0 = time.time()
     for kind, levels in grid.items():
         for level in levels:
-            inputs = cached_level(cache_root, manifest, plan, kind, level, meta.input_size, strategy, doc["config"],
-                                  limit)
-            for k, det in detectors.items():
-                auc = roc_auc(labels, score_inputs(det, inputs, batch_size))
+            identity = is_identity(kind, level)
+            if identity and clean:
+                level_scores = clean
+            else:
+                inputs = cached_level(cache_root, manifest, plan, "none" if identity else kind, 0 if identity else level,
+                                      meta.input_size, strategy, doc["config"], limit)
+                level_scores = {k: score_inputs(det, inputs, batch_size, precision, channels_last)
+                                for k, det in detectors.items()}
+                clean = level_scores if identity else clean
+            for k in detectors:
+                scores.append(level_scores[k])
+                auc = roc_auc(labels, scores[-1])
                 rows.append({"window": k, "degradation": kind, "level": level, "auroc": auc, "n": int(len(labels))})
             if progress:
                 print(f"[robustness] {kind}={level:g}: " + ", ".join(
                     f"w{r['window']} {r['auroc']:.3f}" for r in rows[-len(detectors):]) + f"  ({time.time() - t0:.0f}s)",
                     file=sys.stderr)
-    return rows
+    ids = np.asarray(plan.sample_ids if limit is None else plan.sample_ids[:limit], dtype=np.int64)
+    return GridScores(rows, np.asarray(labels, dtype=np.int64), ids, scores,
+                      {"precision": precision, "channels_last": channels_last, "batch_size": batch_size})
 
 
-def summarize(rows: list[dict]) -> list[dict]:
-    """Per (window, degradation): mean and worst AUROC over levels, and the worst's drop relative to 'none'."""
+def summarize(rows: list[dict], labels: np.ndarray | None = None, scores: Sequence[np.ndarray] | None = None,
+              n_replicates: int = MONOTONE_REPLICATES) -> list[dict]:
+    """Per (window, degradation): mean and worst AUROC over levels, and the worst's drop relative to 'none'.
+
+    With the per-row ``scores`` (and ``labels``), graded degradations scored at two or more levels also get
+    the "monotone within noise" verdict of `leaderboard.robustness_view.monotone_check` (paired bootstrap);
+    otherwise those columns are empty.
+    """
+    if (labels is None) != (scores is None) or (scores is not None and len(scores) != len(rows)):
+        raise ValueError("summarize: pass both labels and one score vector per row, or neither")
     clean = {r["window"]: r["auroc"] for r in rows if r["degradation"] == "none"}
     out = []
     keys = sorted({(r["window"], r["degradation"]) for r in rows}, key=lambda t: (t[0], list(DEFAULT_GRID).index(t[1])))
     for k, kind in keys:
-        cells = [r for r in rows if r["window"] == k and r["degradation"] == kind and not math.isnan(r["auroc"])]
+        idx = [i for i, r in enumerate(rows) if r["window"] == k and r["degradation"] == kind
+               and not math.isnan(r["auroc"])]
+        cells = [rows[i] for i in idx]
+        mono = dict.fromkeys(MONOTONE_FIELDS, "")
         if not cells:
             out.append({"window": k, "degradation": kind, "mean_auroc": math.nan, "worst_auroc": math.nan,
-                        "worst_level": "", "clean_auroc": clean.get(k, math.nan), "relative_drop": math.nan})
+                        "worst_level": "", "clean_auroc": clean.get(k, math.nan), "relative_drop": math.nan} | mono)
             continue
+        if scores is not None and kind in GRADED and len(idx) >= 2:
+            ordered = sorted(idx, key=lambda i: severity_order(kind, [r["level"] for r in cells]).index(rows[i]["level"]))
+            mono = monotone_check(labels, [scores[i] for i in ordered], n_replicates, seed=int(k))
         worst = min(cells, key=lambda r: r["auroc"])
         base = clean.get(k, math.nan)
         out.append({"window": k, "degradation": kind, "mean_auroc": float(np.mean([r["auroc"] for r in cells])),
                     "worst_auroc": worst["auroc"], "worst_level": worst["level"], "clean_auroc": base,
-                    "relative_drop": (base - worst["auroc"]) / base if base and not math.isnan(base) else math.nan})
+                    "relative_drop": (base - worst["auroc"]) / base if base and not math.isnan(base) else math.nan}
+                   | {f: mono[f] for f in MONOTONE_FIELDS})
     return out
 
 
@@ -317,8 +421,12 @@ def _csv(rows: list[dict], fields: Sequence[str]) -> str:
     return buf.getvalue()
 
 
-def plot_grid(rows: list[dict], title: str) -> bytes:
-    """PNG: one panel per graded degradation (AUROC vs level, one line per window; 'none' dashed)."""
+def plot_grid(rows: list[dict], title: str, summary: list[dict] | None = None) -> bytes:
+    """PNG: one panel per graded degradation (AUROC vs level, one line per window, their mean in black).
+
+    With ``summary`` rows that carry monotone verdicts, each panel's title says how many windows are
+    monotone within noise.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -326,7 +434,7 @@ def plot_grid(rows: list[dict], title: str) -> bytes:
 
     kinds = [k for k in DEFAULT_GRID if k not in ("none", "mandatory") and any(r["degradation"] == k for r in rows)]
     windows = sorted({r["window"] for r in rows})
-    fig, axes = plt.subplots(1, max(1, len(kinds)), figsize=(3.2 * max(1, len(kinds)), 3.2), squeeze=False)
+    fig, axes = plt.subplots(1, max(1, len(kinds)), figsize=(3.4 * max(1, len(kinds)), 3.3), squeeze=False)
     cmap = plt.get_cmap("viridis")
     for ax, kind in zip(axes[0], kinds, strict=False):
         for i, k in enumerate(windows):
@@ -340,31 +448,98 @@ def plot_grid(rows: list[dict], title: str) -> bytes:
             mand = [r["auroc"] for r in rows if r["window"] == k and r["degradation"] == "mandatory"]
             if mand:
                 ax.axhline(mand[0], color=color, linestyle="--", linewidth=0.8)
-        ax.set_title(f"{kind}: {LEVEL_MEANING[kind]}", fontsize=9)
+        levels = [r["level"] for r in rows if r["window"] == windows[0] and r["degradation"] == kind]
+        if len(windows) > 1:
+            mean = [np.nanmean([r["auroc"] for r in rows if r["degradation"] == kind and r["level"] == lv])
+                    for lv in levels]
+            ax.plot(range(len(levels)), mean, color="black", linewidth=2.2, marker="s", label="mean")
+        verdicts = [r for r in summary or [] if r["degradation"] == kind and r["monotone"] != ""]
+        note = (f"\nmonotone within noise: {sum(bool(r['monotone']) for r in verdicts)}/{len(verdicts)} windows "
+                f"(strict {sum(bool(r['strict_monotone']) for r in verdicts)})") if verdicts else ""
+        ax.set_title(f"{kind}: {LEVEL_MEANING[kind]}{note}", fontsize=8)
         ax.set_ylabel("AUROC (eval split)")
         ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=7, title="window (: clean, -- mandatory)", title_fontsize=7)
+    handles, names = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, names, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=7, title_fontsize=7,
+               title="window\n(dotted: clean,\ndashed: mandatory)")
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)
     return buf.getvalue()
 
 
-def write_outputs(run_dir: Path, rows: list[dict], grid: dict, limit: int | None) -> list[Path]:
-    """robustness.csv, robustness_summary.csv, robustness.json, robustness.png in ``run_dir`` (atomic)."""
+def recorded_auroc(run_dir: Path, k: int) -> float | None:
+    """AUROC over the whole eval split recorded by the run for window k (predictions.npz), if readable."""
+    path = Path(run_dir) / f"window_{k}" / "predictions.npz"
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return roc_auc(z["fused_labels"], z["fused_scores"])
+    except (OSError, KeyError, ValueError):
+        return None
+
+
+def mandatory_check(run_dir: Path, rows: list[dict], limit: int | None) -> dict[str, dict]:
+    """Per window: the run's recorded AUROC next to the grid's `mandatory` cell (they must agree: same inputs).
+
+    A disagreement means the checkpoint or the eval inputs changed since the run scored that window; it is
+    reported on stderr and recorded in robustness.json. Skipped under ``limit`` (a different eval subset).
+    """
+    out: dict[str, dict] = {}
+    if limit is not None:
+        return out
+    for r in rows:
+        if r["degradation"] != "mandatory":
+            continue
+        rec = recorded_auroc(run_dir, r["window"])
+        agree = rec is not None and abs(rec - r["auroc"]) <= MANDATORY_TOLERANCE
+        out[str(r["window"])] = {"recorded": rec, "robustness": r["auroc"], "agree": agree}
+        if not agree:
+            print(f"[robustness] WARNING: window {r['window']}: mandatory-chain AUROC {r['auroc']:.6f} differs from "
+                  f"the run's recorded {rec if rec is None else round(rec, 6)}; was the checkpoint or the eval "
+                  f"input changed since the run?", file=sys.stderr)
+    return out
+
+
+def write_outputs(run_dir: Path, rows: list[dict], grid: dict, limit: int | None,
+                  scores: GridScores | None = None) -> list[Path]:
+    """robustness.csv, robustness_summary.csv, robustness.json, robustness.png in ``run_dir`` (atomic).
+
+    With ``scores`` the summary gets the monotone-within-noise columns and the per-image scores are kept in
+    robustness_scores.npz (float32, one row per robustness.csv row, in its order).
+    """
     run_dir = Path(run_dir)
     doc = read_run(run_dir)
+    if scores is not None and scores.rows is not rows:
+        raise ValueError("write_outputs: scores must be the GridScores whose rows are written")
     paths = [run_dir / f"robustness{s}" for s in (".csv", "_summary.csv", ".json", ".png")]
     atomic_write_text(paths[0], _csv(rows, CSV_FIELDS))
-    atomic_write_text(paths[1], _csv(summarize(rows), SUMMARY_FIELDS))
+    summary = summarize(rows, scores.labels, scores.scores) if scores is not None else summarize(rows)
+    atomic_write_text(paths[1], _csv(summary, SUMMARY_FIELDS))
     meta = {"grid": {k: list(v) for k, v in grid.items()}, "level_meaning": LEVEL_MEANING,
             "noise_seed": NOISE_SEED, "manifest_checksum": doc.get("manifest_checksum"),
             "eval_images": rows[0]["n"] if rows else 0, "limit": limit, "fusion": "mean of crop logits",
-            "windows": sorted({r["window"] for r in rows})}
+            "windows": sorted({r["window"] for r in rows}),
+            "monotone_check": {"replicates": MONOTONE_REPLICATES, "level": 0.95, "seed": "window index",
+                               "tolerance": MONOTONE_TOLERANCE, "strict_tolerance": 0.0,
+                               "resampling": "fakes and reals redrawn separately, same draws for every level"},
+            "scoring": scores.runtime if scores is not None else None,
+            "mandatory_vs_recorded": mandatory_check(run_dir, rows, limit)}
     atomic_write_text(paths[2], json.dumps(meta, indent=2) + "\n")
-    atomic_write_bytes(paths[3], plot_grid(rows, f"{run_dir.name}: robustness (eval AUROC)"))
+    atomic_write_bytes(paths[3], plot_grid(rows, f"{run_dir.name}: robustness (eval AUROC)", summary))
+    if scores is not None:
+        path = run_dir / "robustness_scores.npz"
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
+            np.savez_compressed(
+                f, labels=scores.labels.astype(np.int8), sample_ids=scores.sample_ids,
+                scores=np.stack(scores.scores).astype(np.float32) if scores.scores else np.zeros((0, 0), np.float32),
+                window=np.array([r["window"] for r in rows], np.int64),
+                degradation=np.array([r["degradation"] for r in rows]),
+                level=np.array([r["level"] for r in rows], np.float64))
+        paths.append(path)
+    else:  # an older grid's per-image scores would no longer match robustness.csv
+        (run_dir / "robustness_scores.npz").unlink(missing_ok=True)
     return paths
 
 
@@ -375,10 +550,15 @@ def cmd_robustness(args: argparse.Namespace) -> int:
     grid = parse_grid(args.degradation)
     if args.threads:
         torch.set_num_threads(args.threads)
-    rows = robustness_grid(Path(args.run_dir), args.window, grid, args.batch_size,
-                           Path(args.cache_dir) if args.cache_dir else None, args.limit, not args.no_progress,
-                           use_cache=not args.no_cache, device=args.device)
-    for p in write_outputs(Path(args.run_dir), rows, grid, args.limit):
+    try:
+        result = score_grid(Path(args.run_dir), args.window, grid, args.batch_size,
+                            Path(args.cache_dir) if args.cache_dir else None, args.limit, not args.no_progress,
+                            use_cache=not args.no_cache, device=args.device, precision=args.precision)
+        paths = write_outputs(Path(args.run_dir), result.rows, grid, args.limit, result)
+    except RobustnessError as e:  # a user error: one line, no traceback
+        print(f"genshift: error: {e}", file=sys.stderr)
+        return 2
+    for p in paths:
         print(p)
     return 0
 
@@ -392,7 +572,10 @@ def register(subparsers) -> None:
     p.add_argument("--window", type=int, action="append", help="only this window (repeatable; default all)")
     p.add_argument("--degradation", action="append", metavar="KIND[=L1,L2]",
                    help=f"only these degradations (repeatable), kinds: {', '.join(DEFAULT_GRID)}; default all")
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batch-size", type=int, help="scoring batch size (default: the run's eval.batch_size)")
+    p.add_argument("--precision", default="run", choices=PRECISIONS,
+                   help="scoring precision; 'run' (default) = the eval precision the run recorded, so the "
+                        "mandatory cell reproduces the run's AUROC")
     p.add_argument("--cache-dir", help="where the run's dataset lives (default: the run's cache_dir)")
     p.add_argument("--limit", type=int, help="only the first N eval positions (quick look; recorded)")
     p.add_argument("--threads", type=int, help="torch CPU threads")

@@ -48,7 +48,8 @@ def _img(seed: int = 0) -> np.ndarray:
 def test_single_degradations_are_deterministic_and_graded() -> None:
     img = _img()
     for kind, level in (("blur", 0), ("noise", 0), ("scale", 1.0), ("none", 0)):
-        assert rb.apply_single(img, kind, level, 3) is img
+        assert rb.apply_single(img, kind, level, 3) is img and rb.is_identity(kind, level)
+    assert not any(rb.is_identity(k, lv) for k, lv in (("jpeg", 100), ("blur", 1), ("scale", 0.5), ("mandatory", 1)))
     a, b = rb.apply_single(img, "noise", 10, 3), rb.apply_single(img, "noise", 10, 3)
     assert np.array_equal(a, b) and not np.array_equal(a, rb.apply_single(img, "noise", 10, 4))
     assert abs((a.astype(float) - img).std() - 10) < 1.0  # sigma in /255 units (clipping shrinks it a little)
@@ -108,6 +109,15 @@ def test_grid_scores_windows_and_writes_outputs(fake_run) -> None:
     assert float(s["worst_auroc"]) == pytest.approx(min(cells), abs=1e-6)
     base = float(clean["auroc"])
     assert float(s["relative_drop"]) == pytest.approx((base - min(cells)) / base, abs=1e-5)
+    assert s["monotone"] in ("True", "False") and float(s["auroc_se"]) > 0  # two jpeg levels: a verdict
+    assert next(r for r in summary if r["degradation"] == "none")["monotone"] == ""  # not graded: none
+
+    # per-image scores kept in robustness.csv's row order; their AUROC is the csv's
+    z = np.load(run / "robustness_scores.npz")
+    assert z["scores"].shape == (8, 40) and list(z["degradation"][:4]) == ["none", "none", "jpeg", "jpeg"]
+    assert np.array_equal(z["labels"], plan.labels[:40]) and np.array_equal(z["sample_ids"], plan.sample_ids[:40])
+    for r, sc in zip(rows, z["scores"], strict=True):
+        assert float(r["auroc"]) == pytest.approx(roc_auc_score(z["labels"], sc), abs=1e-5)
 
 
 def test_errors_are_specific(fake_run, tmp_path) -> None:
@@ -133,3 +143,83 @@ def test_level_inputs_are_cached_and_damage_is_repaired(fake_run, capsys) -> Non
     assert "damaged; rebuilding" in capsys.readouterr().err
     assert again == first == rb.robustness_grid(run, [1], grid, limit=12, progress=False, use_cache=False)
     assert np.load(entries[0]).shape[:2] == (12, 1)
+
+
+def test_summary_monotone_verdict_follows_severity_not_row_order() -> None:
+    rng = np.random.default_rng(0)
+    y = np.r_[np.ones(200), np.zeros(200)].astype(int)
+    noise = rng.normal(size=400)
+    by_level = {100: noise + 2.0 * y, 70: noise + 1.0 * y, 50: noise + 0.3 * y}
+    order = (50, 100, 70)  # rows not in severity order
+    rows = [{"window": 0, "degradation": "none", "level": 0, "auroc": roc_auc_score(y, by_level[100]), "n": 400}]
+    rows += [{"window": 0, "degradation": "jpeg", "level": q, "auroc": roc_auc_score(y, by_level[q]), "n": 400}
+             for q in order]
+    scores = [by_level[100]] + [by_level[q] for q in order]
+    s = next(r for r in rb.summarize(rows, y, scores, n_replicates=200) if r["degradation"] == "jpeg")
+    assert s["monotone"] is True and s["strict_monotone"] is True and s["falls"] is True and s["max_rise"] < 0
+    assert s["total_drop"] == pytest.approx(rows[0]["auroc"] - rows[1]["auroc"])
+    assert s["worst_level"] == 50
+    with pytest.raises(ValueError, match="one score vector per row"):
+        rb.summarize(rows, y, scores[:2])
+
+
+def test_scoring_follows_the_runs_precision_and_layout(capsys) -> None:
+    from detectors import create_detector
+
+    doc = {"config": {"eval": {"precision": "auto"}},
+           "caches": {"runtime": {"eval_precision": "bf16-mixed", "channels_last": True}}}
+    assert rb.run_runtime(doc) == ("bf16-mixed", True)
+    assert rb.run_runtime(doc, "32-true") == ("32-true", True)
+    assert rb.run_runtime({"config": {"eval": {"precision": "auto"}}}) == ("32-true", False)
+    assert "not recorded resolved" in capsys.readouterr().err
+    with pytest.raises(rb.RobustnessError, match="unknown precision 'fp8'"):
+        rb.run_runtime(doc, "fp8")
+    det = create_detector("smallcnn_tune", seed=0).eval()
+    x = np.random.default_rng(0).integers(0, 256, (6, 1, 3, 64, 64), dtype=np.uint8)
+    fp32 = rb.score_inputs(det, x, 4)
+    with torch.no_grad():  # the engine's normalisation: (x - 255 mean) / (255 std)
+        ref = torch.sigmoid(det((torch.from_numpy(x[:, 0]).float() - 127.5) / 63.75)).double().numpy()
+    np.testing.assert_allclose(fp32, ref, atol=1e-6)
+    bf16 = rb.score_inputs(det, x, 4, "bf16-mixed", channels_last=True)
+    assert bf16.shape == (6,) and np.abs(bf16 - fp32).max() < 0.05
+
+
+@pytest.mark.slow
+def test_default_detector_auroc_falls_monotonically_with_jpeg_and_blur(tmp_path, cache_dir) -> None:
+    """Acceptance of issue 7 on a real default-preset run: AUROC falls with JPEG quality and blur, within noise."""
+    import pandas as pd
+
+    from leaderboard.report import write_leaderboard
+    from protocols.config import resolve_config
+    from protocols.engine import run_experiment
+
+    cfg = resolve_config("default", overrides=[{"runs_dir": str(tmp_path), "cache_dir": str(cache_dir),
+                                                "experiment": "default"}])
+    run_dir = run_experiment(cfg, progress=False)
+    grid = rb.parse_grid(["jpeg", "blur", "mandatory"])
+    result = rb.score_grid(run_dir, grid=grid, progress=False)
+    rb.write_outputs(run_dir, result.rows, grid, None, result)
+
+    summary = {(int(r["window"]), r["degradation"]): r for r in csv.DictReader((run_dir / "robustness_summary.csv").open())}
+    windows = sorted({k for k, _ in summary})
+    assert len(windows) >= 5
+    for k in windows:  # every window: no rise beyond the tolerance that the paired bootstrap vouches for
+        for kind in ("jpeg", "blur"):
+            assert summary[(k, kind)]["monotone"] == "True", (k, kind, summary[(k, kind)])
+        assert summary[(k, "blur")]["strict_monotone"] == "True" and summary[(k, "blur")]["falls"] == "True"
+    rows = list(csv.DictReader((run_dir / "robustness.csv").open()))
+
+    def mean(kind: str, level: float) -> float:
+        return float(np.mean([float(r["auroc"]) for r in rows if r["degradation"] == kind and float(r["level"]) == level]))
+
+    jpeg = [mean("jpeg", q) for q in (100, 90, 80, 70, 60, 50)]
+    blur = [mean("blur", s) for s in (0, 1, 2, 3)]
+    assert np.diff(jpeg).max() <= 0.01 and jpeg[0] - jpeg[-1] > 0.01, jpeg  # mean over windows
+    assert np.diff(blur).max() <= 0 and blur[0] - blur[-1] > 0.2, blur
+    meta = json.loads((run_dir / "robustness.json").read_text())
+    assert meta["mandatory_vs_recorded"] and all(v["agree"] for v in meta["mandatory_vs_recorded"].values())
+
+    write_leaderboard([run_dir], tmp_path / "lb", echo=False, n_replicates=50)
+    table = pd.read_csv(tmp_path / "lb" / "leaderboard_robustness.csv")
+    assert (table.loc[table["degradation"].isin(["jpeg", "blur"]), "monotone_windows"] == len(windows)).all()
+    assert "robustness grid: default" in (tmp_path / "lb" / "leaderboard.html").read_text()

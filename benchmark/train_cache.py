@@ -47,13 +47,25 @@ def train_copy_with_mask(root: str, path: str, mask_path: str | None, label: int
     return to_chw(out), m[None].astype(np.uint8), valid
 
 
-def _job(args: tuple) -> np.ndarray:
-    return train_copy(*args)
+def _copies_job(args: tuple) -> np.ndarray:
+    """All `factor` copies of one image (factor×3×S×S), decoding it once; each equals ``train_copy``'s."""
+    root, path, sample_id, factor, size, seed, profile, resize_mode = args
+    img = read_image(root, path)
+    return np.stack([to_chw(augment_train(img.copy(), size, copy_rng(seed, sample_id, c), profile, resize_mode))
+                     for c in range(factor)])
 
 
-def _job_with_mask(args: tuple) -> np.ndarray:
-    img, m, _ = train_copy_with_mask(*args)
-    return np.concatenate([img, m], axis=0)
+def _copies_with_mask_job(args: tuple) -> np.ndarray:
+    """All copies of one image with their pixel targets (factor×4×S×S); each equals ``train_copy_with_mask``'s."""
+    root, path, mask_path, label, sample_id, factor, size, seed, profile, resize_mode = args
+    img = read_image(root, path)
+    target, _ = training_mask(root, mask_path, label, img.shape[:2], FULL_FAKE_TARGET)
+    out = []
+    for c in range(factor):
+        aug, m = augment_train_with_mask(img.copy(), target.copy(), size, copy_rng(seed, sample_id, c), profile,
+                                         resize_mode)
+        out.append(np.concatenate([to_chw(aug), m[None].astype(np.uint8)], axis=0))
+    return np.stack(out)
 
 
 def _library_versions() -> dict[str, str]:
@@ -92,17 +104,18 @@ def build_or_load_train_inputs(
     missing = [i for i in order if i not in by_id]
     if missing:
         raise KeyError(f"training ids {missing[:5]} are not in the train split of manifest {manifest.name}")
+    # One job per image, producing all its copies: the image is decoded once, not once per copy.
     if with_masks:
-        jobs = [(str(manifest.root), by_id[i].path, by_id[i].mask, by_id[i].label, i, c, size, seed, profile,
-                 resize_mode) for i in order for c in range(factor)]
+        jobs = [(str(manifest.root), by_id[i].path, by_id[i].mask, by_id[i].label, i, factor, size, seed, profile,
+                 resize_mode) for i in order]
     else:
-        jobs = [(str(manifest.root), by_id[i].path, i, c, size, seed, profile, resize_mode)
-                for i in order for c in range(factor)]
+        jobs = [(str(manifest.root), by_id[i].path, i, factor, size, seed, profile, resize_mode) for i in order]
 
     def build() -> np.ndarray:
-        arr = np.empty((len(jobs), 4 if with_masks else 3, size, size), dtype=np.uint8)
-        run_parallel(_job_with_mask if with_masks else _job, jobs, arr, workers, progress,
-                     "decoding + augmenting training copies" + (" and masks" if with_masks else ""))
+        arr = np.empty((len(jobs) * factor, 4 if with_masks else 3, size, size), dtype=np.uint8)
+        per_image = arr.reshape(len(jobs), factor, *arr.shape[1:])  # a view: copies of image r are rows r*factor+c
+        run_parallel(_copies_with_mask_job if with_masks else _copies_job, jobs, per_image, workers, progress,
+                     "decoding + augmenting training images" + (" and masks" if with_masks else ""))
         return arr
 
     arr, info = cached_array(cache_dir, "train_inputs", key, build)

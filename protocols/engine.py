@@ -18,6 +18,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch.utils.data import DataLoader
 
 from benchmark.atomic import atomic_write_json, atomic_write_text
+from benchmark.eval_cache import start_worker_server
 from benchmark.eval_plan import EvalPlan, make_eval_plan
 from benchmark.manifest import Manifest
 from benchmark.sources import SourceError, default_cache_dir, load_source
@@ -136,6 +137,7 @@ def _quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
     warnings.filterwarnings("ignore", message=".*`srun` command is available.*")  # one task: no srun needed
     warnings.filterwarnings("ignore", message=".*custom batch sampler `EvalBatches`.*")  # it returns every index
+    warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode at the start of training.*")  # probes
 
 
 def _cluster_plugins() -> list:
@@ -195,6 +197,7 @@ def run_experiment(cfg: dict, force_new: bool = False, progress: bool = True) ->
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg["threads"]))
     install_signal_handlers()
+    start_worker_server()  # cache-building workers start in milliseconds once it is up
     bench = prepare_benchmark(cfg, progress)
     rd = RunDir(Path(cfg["runs_dir"]) / experiment_name(cfg))
     rank = launch_rank(cfg)

@@ -257,19 +257,10 @@ class LocalizationView:
     html: str
 
 
-def _markdown(table: pd.DataFrame) -> str:
-    cols = list(table.columns)
-    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
-    lines += ["| " + " | ".join(str(v).replace("|", "\\|") for v in row) + " |" for row in table.itertuples(index=False)]
-    return "\n".join(lines)
-
-
 def _html(table: pd.DataFrame) -> str:
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in table.columns)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in row) + "</tr>\n"
-                   for row in table.itertuples(index=False))
-    return (f"<h2>Localization</h2>\n<p>{html.escape(EXPLANATION)}</p>\n<table id='localization'><thead><tr>{head}"
-            f"</tr></thead><tbody>\n{body}</tbody></table>\n")
+    from leaderboard.report import html_table
+
+    return f"<h2>Localization</h2>\n<p>{html.escape(EXPLANATION)}</p>\n{html_table(table, 'localization')}"
 
 
 def write_localization_view(records: Sequence, out_dir: Path) -> LocalizationView | None:
@@ -279,7 +270,9 @@ def write_localization_view(records: Sequence, out_dir: Path) -> LocalizationVie
         return None
     atomic_write_text(Path(out_dir) / CSV_NAME, frame.to_csv(index=False))
     table = display_table(frame)
-    md = f"\n## Localization\n\n{EXPLANATION}\n\n{_markdown(table)}\n"
+    from leaderboard.report import to_markdown
+
+    md = f"\n## Localization\n\n{EXPLANATION}\n\n{to_markdown(table)}\n"
     return LocalizationView(frame, md, _html(table))
 
 

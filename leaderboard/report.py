@@ -221,29 +221,37 @@ def to_latex(df: pd.DataFrame, caption: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def to_html(df: pd.DataFrame, explanation: str, images: Sequence[tuple[str, bytes]]) -> str:
+def html_table(df: pd.DataFrame, table_id: str) -> str:
+    """An escaped HTML table of ``df`` (header row + one row per record), shared by every leaderboard section."""
     head = "".join(f"<th>{html.escape(c)}</th>" for c in df.columns)
     body = "".join(
         "<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in row) + "</tr>\n"
         for row in df.itertuples(index=False)
     )
-    figs = "".join(
-        f'<figure><img alt="{html.escape(title)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
-        f"<figcaption>{html.escape(title)}</figcaption></figure>\n"
-        for title, png in images
-    )
+    return f"<table id='{table_id}'><thead><tr>{head}</tr></thead><tbody>\n{body}</tbody></table>\n"
+
+
+def html_figure(title: str, png: bytes) -> str:
+    """A PNG embedded as a base64 <figure> with its caption (the HTML file stands alone)."""
+    return (f'<figure><img alt="{html.escape(title)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
+            f"<figcaption>{html.escape(title)}</figcaption></figure>\n")
+
+
+def to_html(df: pd.DataFrame, explanation: str, images: Sequence[tuple[str, bytes]]) -> str:
+    figs = "".join(html_figure(title, png) for title, png in images)
     return (
         "<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>genshift leaderboard</title>\n<style>"
         "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
         "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}th{background:#eee}"
         "figure{display:inline-block;margin:1em}</style></head><body>\n"
         f"<h1>genshift leaderboard</h1>\n<p>{html.escape(explanation)}</p>\n"
-        f"<table id='leaderboard'><thead><tr>{head}</tr></thead><tbody>\n{body}</tbody></table>\n"
+        f"{html_table(df, 'leaderboard')}"
         f"<h2>Plots</h2>\n{figs}</body></html>\n"
     )
 
 
-def _safe(name: str) -> str:
+def safe_name(name: str) -> str:
+    """A run name usable in a file name."""
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
 
 
@@ -253,10 +261,10 @@ def _plots(lb: Leaderboard) -> list[tuple[str, str, bytes]]:
     out = [("NEXT per window (AUROC on window k+1 after training window k)", "next_per_window.png",
             plots.next_per_window([(r.name, r.evaluation.auroc_matrix) for r in lb.records]))]
     for r in lb.records:
-        out.append((f"R heat-map: {r.name}", f"heatmap_{_safe(r.name)}.png",
+        out.append((f"R heat-map: {r.name}", f"heatmap_{safe_name(r.name)}.png",
                     plots.heatmap(r.name, r.evaluation.auroc_matrix)))
         k = r.n_windows_done - 1
-        out.append((f"per-generator AUROC after window {k}: {r.name}", f"generators_{_safe(r.name)}.png",
+        out.append((f"per-generator AUROC after window {k}: {r.name}", f"generators_{safe_name(r.name)}.png",
                     plots.generator_bars(r.name, r.evaluation.table, k)))
     return out
 

@@ -15,7 +15,6 @@ directory. This module reads those files only (no model code, no torch) and buil
 
 from __future__ import annotations
 
-import base64
 import html
 import json
 import math
@@ -282,10 +281,6 @@ class Section:
     files: tuple[str, ...] = ()
 
 
-def _safe(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
-
-
 def collect(lb: Leaderboard) -> list[tuple[str, RunRobustness]]:
     """(run name, robustness files) of the ranked runs that have them, in leaderboard order."""
     by_name = {r.name: r for r in lb.records}
@@ -300,7 +295,7 @@ def collect(lb: Leaderboard) -> list[tuple[str, RunRobustness]]:
 
 def write_section(lb: Leaderboard, out_dir: Path) -> Section:
     """Write leaderboard_robustness.csv (+ each run's grid PNG) into out_dir; return the md/html sections."""
-    from leaderboard.report import to_markdown
+    from leaderboard.report import html_figure, html_table, safe_name, to_markdown
 
     items = collect(lb)
     if not items:
@@ -317,20 +312,15 @@ def write_section(lb: Leaderboard, out_dir: Path) -> Section:
         if rob.png is None:
             continue
         same = out_dir.resolve() == rob.run_dir.resolve()
-        filename = "robustness.png" if same else f"robustness_{_safe(name)}.png"
+        filename = "robustness.png" if same else f"robustness_{safe_name(name)}.png"
         if not same:
             atomic_write_bytes(out_dir / filename, rob.png)
             files.append(filename)
         md.append(f"\n![robustness grid: {name}]({filename})\n")
         title = f"robustness grid: {name} (AUROC per level, one line per window)"
-        figs.append(f'<figure><img alt="{html.escape(title)}" src="data:image/png;base64,'
-                    f'{base64.b64encode(rob.png).decode()}"><figcaption>{html.escape(title)}</figcaption></figure>\n')
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in shown.columns)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in row) + "</tr>\n"
-                   for row in shown.itertuples(index=False))
+        figs.append(html_figure(title, rob.png))
     section_html = (f"<h2 id='robustness'>Robustness</h2>\n<p>{html.escape(explanation)}</p>\n"
-                    f"<table id='robustness-table'><thead><tr>{head}</tr></thead><tbody>\n{body}</tbody></table>\n"
-                    + "".join(figs))
+                    f"{html_table(shown, 'robustness-table')}" + "".join(figs))
     return Section("".join(md), section_html, tuple(files))
 
 

@@ -272,23 +272,20 @@ def score_inputs(detector, inputs: np.ndarray, batch_size: int, precision: str =
     Runs on the detector's device and normalises like the engine (protocols/module.py), under bf16/fp16
     autocast when ``precision`` says so; logits are taken in float32.
     """
-    meta = detector.meta
+    from protocols.module import DetectorModule  # the engine's own normalisation and logits
+
     device = next(detector.parameters()).device
-    mean = torch.tensor(meta.mean, device=device).view(1, 3, 1, 1) * 255.0
-    std = torch.tensor(meta.std, device=device).view(1, 3, 1, 1) * 255.0
     dtype = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(precision)
     if channels_last:
         detector = detector.to(memory_format=torch.channels_last)
+    module = DetectorModule(detector, {"channels_last": channels_last}, 1).to(device)
     n, c = inputs.shape[:2]
     flat = inputs.reshape(n * c, *inputs.shape[2:])
     logits = []
     for i in range(0, len(flat), batch_size):
         x = torch.from_numpy(np.array(flat[i: i + batch_size])).to(device)  # a copy: cached inputs are read-only
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        x = x.float().sub_(mean).div_(std)
         with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-            logits.append(detector(x).float().cpu())
+            logits.append(module.logits(x).cpu())
     fused = torch.cat(logits).view(n, c).mean(dim=1)
     return torch.sigmoid(fused).double().numpy()
 

@@ -27,11 +27,23 @@ from benchmark.train_augment import augment_train, augment_train_with_mask, copy
 TRAIN_CACHE_FORMAT = 1
 
 
+def augmented_copy(img: np.ndarray, sample_id: int, copy: int, size: int, seed: int, profile: str,
+                   resize_mode: str) -> np.ndarray:
+    """Copy `copy` of an already decoded training image: uint8 3×S×S (its draws depend on (seed, id, copy))."""
+    return to_chw(augment_train(img, size, copy_rng(seed, sample_id, copy), profile, resize_mode))
+
+
+def augmented_copy_with_mask(img: np.ndarray, target: np.ndarray, sample_id: int, copy: int, size: int, seed: int,
+                             profile: str, resize_mode: str) -> tuple[np.ndarray, np.ndarray]:
+    """(uint8 3×S×S image equal to ``augmented_copy``'s, uint8 1×S×S 0/1 target moved by its crop and flip)."""
+    out, m = augment_train_with_mask(img, target, size, copy_rng(seed, sample_id, copy), profile, resize_mode)
+    return to_chw(out), m[None].astype(np.uint8)
+
+
 def train_copy(root: str, path: str, sample_id: int, copy: int, size: int, seed: int, profile: str,
                resize_mode: str) -> np.ndarray:
     """Copy `copy` of one training image: uint8 3×S×S (the same function serves cached and uncached paths)."""
-    img = read_image(root, path)
-    return to_chw(augment_train(img, size, copy_rng(seed, sample_id, copy), profile, resize_mode))
+    return augmented_copy(read_image(root, path), sample_id, copy, size, seed, profile, resize_mode)
 
 
 def train_copy_with_mask(root: str, path: str, mask_path: str | None, label: int, sample_id: int, copy: int,
@@ -43,29 +55,23 @@ def train_copy_with_mask(root: str, path: str, mask_path: str | None, label: int
     """
     img = read_image(root, path)
     target, valid = training_mask(root, mask_path, label, img.shape[:2], full_fake)
-    out, m = augment_train_with_mask(img, target, size, copy_rng(seed, sample_id, copy), profile, resize_mode)
-    return to_chw(out), m[None].astype(np.uint8), valid
+    return (*augmented_copy_with_mask(img, target, sample_id, copy, size, seed, profile, resize_mode), valid)
 
 
 def _copies_job(args: tuple) -> np.ndarray:
     """All `factor` copies of one image (factor×3×S×S), decoding it once; each equals ``train_copy``'s."""
-    root, path, sample_id, factor, size, seed, profile, resize_mode = args
+    root, path, sample_id, factor, *recipe = args
     img = read_image(root, path)
-    return np.stack([to_chw(augment_train(img.copy(), size, copy_rng(seed, sample_id, c), profile, resize_mode))
-                     for c in range(factor)])
+    return np.stack([augmented_copy(img, sample_id, c, *recipe) for c in range(factor)])
 
 
 def _copies_with_mask_job(args: tuple) -> np.ndarray:
     """All copies of one image with their pixel targets (factor×4×S×S); each equals ``train_copy_with_mask``'s."""
-    root, path, mask_path, label, sample_id, factor, size, seed, profile, resize_mode = args
+    root, path, mask_path, label, sample_id, factor, *recipe = args
     img = read_image(root, path)
     target, _ = training_mask(root, mask_path, label, img.shape[:2], FULL_FAKE_TARGET)
-    out = []
-    for c in range(factor):
-        aug, m = augment_train_with_mask(img.copy(), target.copy(), size, copy_rng(seed, sample_id, c), profile,
-                                         resize_mode)
-        out.append(np.concatenate([to_chw(aug), m[None].astype(np.uint8)], axis=0))
-    return np.stack(out)
+    return np.stack([np.concatenate(augmented_copy_with_mask(img, target, sample_id, c, *recipe), axis=0)
+                     for c in range(factor)])
 
 
 def _library_versions() -> dict[str, str]:

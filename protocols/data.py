@@ -8,11 +8,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from benchmark.images import to_chw
-from benchmark.imagestore import read_image
 from benchmark.manifest import Manifest, Sample
-from benchmark.train_augment import augment_train, copy_rng
-from benchmark.train_cache import train_copy_with_mask
+from benchmark.train_cache import train_copy, train_copy_with_mask
 
 
 class TrainCopies(Dataset):
@@ -53,9 +50,9 @@ class TrainCopies(Dataset):
             x, m, valid = train_copy_with_mask(str(self.manifest.root), s.path, s.mask, s.label, s.id, copy,
                                                self.size, self.seed, self.profile, self.resize_mode)
             return torch.from_numpy(x), torch.tensor(float(s.label)), s.id, torch.from_numpy(m), torch.tensor(valid)
-        img = read_image(self.manifest.root, s.path)
-        out = augment_train(img, self.size, copy_rng(self.seed, s.id, copy), self.profile, self.resize_mode)
-        return torch.from_numpy(to_chw(out)), torch.tensor(float(s.label)), s.id
+        x = train_copy(str(self.manifest.root), s.path, s.id, copy, self.size, self.seed, self.profile,
+                       self.resize_mode)
+        return torch.from_numpy(x), torch.tensor(float(s.label)), s.id
 
 
 class CachedEval(Dataset):

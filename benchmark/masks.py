@@ -31,7 +31,8 @@ def load_mask(path: Path | str, expect_hw: tuple[int, int] | None = None) -> np.
     return arr > 127
 
 
-def _resize_short_side_nearest(m: np.ndarray, size: int) -> np.ndarray:
+def resize_short_side_nearest(m: np.ndarray, size: int) -> np.ndarray:
+    """Bool mask with its shorter side resized to ``size`` (nearest), the output size of images.resize_short_side."""
     h, w = m.shape
     if min(h, w) == size:
         return m
@@ -40,9 +41,10 @@ def _resize_short_side_nearest(m: np.ndarray, size: int) -> np.ndarray:
     return cv2.resize(m.astype(np.uint8), (nw, nh), interpolation=cv2.INTER_NEAREST).astype(bool)
 
 
-def _center_crop(m: np.ndarray, size: int) -> np.ndarray:
+def center_crop_mask(m: np.ndarray, size: int) -> np.ndarray:
+    """Central size×size crop of a bool mask, with the geometry of images.center_crop (upscaled first if small)."""
     if min(m.shape) < size:
-        m = _resize_short_side_nearest(m, size)
+        m = resize_short_side_nearest(m, size)
     h, w = m.shape
     top, left = (h - size) // 2, (w - size) // 2
     return m[top: top + size, left: left + size]
@@ -82,25 +84,15 @@ def target_counts(label: int, mask_path: str | None, full_fake: str = FULL_FAKE_
     return int(label) == 0 or mask_path is not None or full_fake == "ones"
 
 
-def resize_short_side_nearest(mask: np.ndarray, size: int) -> np.ndarray:
-    """Bool mask with its shorter side resized to ``size`` (nearest), the output size of images.resize_short_side."""
-    return _resize_short_side_nearest(mask, size)
-
-
-def center_crop_mask(mask: np.ndarray, size: int) -> np.ndarray:
-    """Central size×size crop of a bool mask, with the geometry of images.center_crop (upscaled first if small)."""
-    return _center_crop(mask, size)
-
-
 def adapt_mask_to_input(mask: np.ndarray, size: int, strategy: str) -> np.ndarray:
     """bool (H, W) mask -> bool (size, size), aligned with ``adapt_to_input(image, size, strategy)``."""
     if mask.ndim != 2:
         raise ValueError(f"mask must be a 2-D (H, W) array, got shape {mask.shape}")
     mask = mask.astype(bool)
     if strategy == "center_crop":
-        out = _center_crop(mask, size)
+        out = center_crop_mask(mask, size)
     elif strategy == "resize_center_crop":
-        out = _center_crop(_resize_short_side_nearest(mask, size), size)
+        out = center_crop_mask(resize_short_side_nearest(mask, size), size)
     elif strategy == "resize":
         out = mask if mask.shape == (size, size) else cv2.resize(
             mask.astype(np.uint8), (size, size), interpolation=cv2.INTER_NEAREST).astype(bool)

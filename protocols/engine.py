@@ -42,7 +42,7 @@ from protocols.resume import (
     install_signal_handlers,
     load_train_state,
 )
-from protocols.run_inputs import RunInputs, features_in, prepare_run_inputs
+from protocols.run_inputs import RunInputs, cache_switches, features_in, prepare_run_inputs
 from protocols.rundir import RunDir
 from protocols.slurm import job_record
 
@@ -197,7 +197,9 @@ def run_experiment(cfg: dict, force_new: bool = False, progress: bool = True) ->
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg["threads"]))
     install_signal_handlers()
-    start_worker_server()  # cache-building workers start in milliseconds once it is up
+    switches = cache_switches(cfg)
+    if switches["eval_inputs"] or switches["train_inputs"]:
+        start_worker_server()  # cache-building workers start in milliseconds once it is up
     bench = prepare_benchmark(cfg, progress)
     rd = RunDir(Path(cfg["runs_dir"]) / experiment_name(cfg))
     rank = launch_rank(cfg)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import hashlib
-import multiprocessing
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -21,6 +20,7 @@ from benchmark.degradations import degradation_key, degrade
 from benchmark.images import SINGLE_CROP_STRATEGIES, adapt_to_input, to_chw
 from benchmark.imagestore import read_image
 from benchmark.manifest import Manifest
+from benchmark.worker_server import worker_context
 
 # Bump when the decode -> degrade -> adapt -> CHW code path changes in a way library versions do not capture.
 CACHE_FORMAT = 2
@@ -103,29 +103,6 @@ def _worker_init() -> None:
     cv2.setNumThreads(1)
 
 
-WORKER_MODULES = ["benchmark.eval_cache", "benchmark.train_cache"]  # where the pool's job functions live
-
-
-def _worker_context():
-    ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(WORKER_MODULES)
-    return ctx
-
-
-def start_worker_server() -> None:
-    """Start the workers' fork server (it imports torch and the job modules: seconds) in the background.
-
-    Called at the start of a run, so the import overlaps the run's single-threaded set-up instead of delaying
-    the first cache build. Harmless when no cache is built: the idle server exits with this process.
-    """
-    import multiprocessing.forkserver
-    import threading
-
-    _worker_context()
-    threading.Thread(target=multiprocessing.forkserver.ensure_running, name="genshift-forkserver",
-                     daemon=True).start()
-
-
 def run_parallel(
     fn: Callable[[tuple], np.ndarray], jobs: list, out: np.ndarray, workers: int, progress: bool, label: str
 ) -> None:
@@ -146,7 +123,7 @@ def run_parallel(
         # can deadlock on its first threaded call; forkserver children start from a clean process. The server
         # imports the workers' modules once (it runs no threads), so each worker starts in milliseconds
         # instead of importing torch and torchvision again (seconds per worker, per build).
-        ctx = _worker_context()
+        ctx = worker_context()
         with cf.ProcessPoolExecutor(max_workers=workers, initializer=_worker_init, mp_context=ctx) as pool:
             for i, arr in enumerate(pool.map(fn, jobs, chunksize=chunk)):
                 out[i] = arr

@@ -233,6 +233,21 @@ def check_name(name: str, library: bool = False) -> None:
             LazyFactory(target, builtin[1]).load()(name)
 
 
+def init_seed_kwargs(name: str, seed: int) -> dict[str, int]:
+    """``{"seed": seed}`` if ``name``'s factory seeds its own random init (SmallCNN family), else ``{}``.
+
+    Other factories draw their random weights from torch's global RNG, which a run seeds with its seed first.
+    A run records these arguments in each checkpoint.json ('detector_kwargs') so a probe's random backbone is
+    rebuilt identically.
+    """
+    import inspect
+
+    factory = get_factory(name)
+    if isinstance(factory, LazyFactory):
+        factory = factory.load()
+    return {"seed": int(seed)} if "seed" in inspect.signature(factory).parameters else {}
+
+
 def create_detector(name: str, pretrained: str = "default", **kwargs: Any) -> Detector:
     """Build detector ``name``; ``pretrained`` is 'default', a hub tag, a local weight file, or 'none'."""
     from .base import Detector

@@ -80,7 +80,7 @@ def bench_stages(args) -> dict:
     from benchmark.eval_cache import build_or_load_eval_inputs, eval_jobs
     from benchmark.imagestore import read_image
     from benchmark.train_cache import build_or_load_train_inputs
-    from detectors import create_detector
+    from detectors import create_detector, init_seed_kwargs
     from leaderboard.bench import bench_leaderboard
     from protocols.cached_data import ArrayEval, ArrayTrainCopies, EvalStream
     from protocols.data import TrainCopies
@@ -93,7 +93,8 @@ def bench_stages(args) -> dict:
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg["threads"]))
     bench = prepare_benchmark(cfg, progress=False)
-    detector = create_detector(cfg["detector"], pretrained=cfg["pretrained"])
+    detector = create_detector(cfg["detector"], pretrained=cfg["pretrained"],
+                               **init_seed_kwargs(cfg["detector"], int(cfg["seed"])))
     meta = detector.meta
     tc = resolve_train_cfg(cfg, detector)
     if tc["channels_last"]:
@@ -193,6 +194,11 @@ def bench_whole_run(args) -> dict:
         from benchmark.sources import load_source
 
         load_source(cfg["dataset"], work_cache, progress=False)  # build the dataset outside the timings
+        from benchmark.worker_server import wait_for_worker_server
+
+        # Process start-up is outside every timing (imports happen before the first run); the cache workers'
+        # fork server is part of it: `genshift run` boots it while its main process imports torch.
+        wait_for_worker_server()
         off = {"eval_inputs": False, "train_inputs": False, "probe_features": False}
         on = {"eval_inputs": True, "train_inputs": True, "probe_features": True}
         runs = {}

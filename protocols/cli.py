@@ -111,6 +111,10 @@ def cmd_run(args) -> int:
     from detectors.registry import check_name
 
     check_name(cfg["detector"])  # a misspelt name fails here in milliseconds, before torch is imported
+    if cfg["cache"]["eval_inputs"] or cfg["cache"]["train_inputs"]:
+        from benchmark.worker_server import start_worker_server
+
+        start_worker_server()  # its imports overlap this process's own (torch, Lightning) on another core
     check_name(cfg["detector"], library=True)  # timm:/torchvision:/openclip: models: before any data is prepared
     from protocols.engine import run_experiment
     from protocols.resume import EXIT_PREEMPTED, Preempted

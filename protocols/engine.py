@@ -18,13 +18,13 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch.utils.data import DataLoader
 
 from benchmark.atomic import atomic_write_json, atomic_write_text
-from benchmark.eval_cache import start_worker_server
 from benchmark.eval_plan import EvalPlan, make_eval_plan
 from benchmark.manifest import Manifest
 from benchmark.sources import SourceError, default_cache_dir, load_source
 from benchmark.timeline import generator_id_to_name, make_windows
 from benchmark.windows_plan import BenchmarkType, training_sets
-from detectors import count_flops, create_detector
+from benchmark.worker_server import start_worker_server
+from detectors import count_flops, create_detector, init_seed_kwargs
 from protocols import faults
 from protocols.checkpoints import complete_checkpoint, load_checkpoint, save_checkpoint
 from protocols.config import PROTOCOL_VERSION, config_hash
@@ -234,7 +234,8 @@ def _run_guarded(cfg: dict, bench: Benchmark, rd: RunDir, t0: float, progress: b
 def _run_locked(cfg: dict, bench: Benchmark, rd: RunDir, t0: float, progress: bool, rank: int = 0) -> Path:
     seed = int(cfg["seed"])
     L.seed_everything(seed, workers=True, verbose=False)
-    detector = create_detector(cfg["detector"], pretrained=cfg["pretrained"])
+    detector = create_detector(cfg["detector"], pretrained=cfg["pretrained"],
+                               **init_seed_kwargs(cfg["detector"], seed))
     if detector.meta.flops is None:
         count_flops(detector)  # one eval-mode forward under no_grad: recorded in run.json and the leaderboard
     meta = detector.meta
@@ -361,7 +362,8 @@ def _train_window(cfg, bench: Benchmark, detector, rd: RunDir, k: int, t0: float
     if ctx.writer:
         wdir.mkdir(parents=True, exist_ok=True)
         atomic_write_json(wdir / "train_metrics.json", metrics)
-        save_checkpoint(detector, wdir, {"config": cfg, "training_complete": True, **identity})
+        save_checkpoint(detector, wdir, {"config": cfg, "training_complete": True, **identity,
+                                         "detector_kwargs": init_seed_kwargs(cfg["detector"], int(cfg["seed"]))})
     return metrics
 
 

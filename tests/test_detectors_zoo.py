@@ -515,6 +515,21 @@ def test_family_runs_one_smoke_window_offline(name, family, size, mean, one_wind
     assert any(k.startswith("backbone.") for k in keys) is not frozen, keys
 
 
+def test_run_seed_sets_smallcnn_init_and_probe_checkpoint_rebuilds_it(one_window_dataset, tmp_path, cache_dir):
+    """The run seed is the random init's seed; a probe's random backbone is rebuilt from checkpoint.json."""
+    from protocols.cli import main
+
+    assert main(["run", "--preset", "smoke", "--dataset", one_window_dataset, "--detector", "smallcnn_probe",
+                 "--runs-dir", str(tmp_path), "--cache-dir", str(cache_dir), "--experiment", "s1", "--seed", "1",
+                 "--no-progress", "--no-leaderboard", "--set", "threads=1"]) == 0
+    window = tmp_path / "s1" / "window_0"
+    assert json.loads((window / "checkpoint.json").read_text())["detector_kwargs"] == {"seed": 1}
+    loaded = load_detector_from_checkpoint(window)
+    seed0, seed1 = create_detector("smallcnn_probe", seed=0), create_detector("smallcnn_probe", seed=1)
+    assert torch.equal(loaded.backbone.stem[0].weight, seed1.backbone.stem[0].weight)
+    assert not torch.equal(seed0.backbone.stem[0].weight, seed1.backbone.stem[0].weight)
+
+
 @pytest.mark.slow
 def test_dinov2_giant_tune_trains_every_parameter_at_reduced_depth():
     """dinov2_vitg14 tune at full width (1536, 24 heads) but 2 blocks: a full-depth tune step needs ~16 GB."""

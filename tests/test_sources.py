@@ -207,3 +207,22 @@ def test_decoding_from_bytes_matches_files(tmp_path, manifest):
     s = manifest.split("eval")[3]
     (tmp_path / "x.png").write_bytes(read_bytes(manifest.root, s.path))
     np.testing.assert_array_equal(load_rgb(tmp_path / "x.png"), read_image(manifest.root, s.path))
+
+
+def test_memoised_manifest_checksum_follows_a_new_samples_list_or_timeline(manifest):
+    """The checksum is memoised; a new or edited samples list or timeline recomputes it."""
+    import dataclasses
+    import datetime as dt
+
+    first = manifest.checksum
+    copy = dataclasses.replace(manifest)  # same lists: same checksum, memo not shared
+    assert copy.checksum == first == manifest._compute_checksum()
+    copy.samples = copy.samples[:-1]
+    assert copy.checksum != first and copy.checksum == copy._compute_checksum()
+    copy.samples = list(manifest.samples)
+    assert copy.checksum == first
+    copy.timeline = {**manifest.timeline, "Extra": dt.date(2030, 1, 1)}
+    assert copy.checksum != first
+    assert manifest.checksum == first
+    copy.samples[0] = dataclasses.replace(copy.samples[0], label=1 - copy.samples[0].label)  # edited in place
+    assert copy.checksum == copy._compute_checksum() != first

@@ -376,8 +376,9 @@ def degrade_float(
 
 @functools.lru_cache(maxsize=1)
 def _library_versions() -> dict[str, str]:
-    import albucore
-    import albumentations
+    # albumentations' versions from the installed metadata: importing it only to read them costs ~1 s.
+    from importlib.metadata import version
+
     import PIL
     import torchvision
     from PIL import features
@@ -392,8 +393,8 @@ def _library_versions() -> dict[str, str]:
         "opencv-libjpeg": cv2_jpeg[0] if cv2_jpeg else "unknown",
         "torch": torch.__version__,
         "torchvision": torchvision.__version__,
-        "albumentations": albumentations.__version__,
-        "albucore": albucore.__version__,
+        "albumentations": version("albumentations"),
+        "albucore": version("albucore"),
     }
 
 

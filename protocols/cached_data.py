@@ -82,8 +82,16 @@ class ArrayTrainCopies(Dataset):
 
     def __getitem__(self, i: int) -> tuple:
         j, copy = divmod(i, self.factor)
+        return self._item(j, np.array(self.arr[self.rows[self.ids[j]] + copy]))
+
+    def __getitems__(self, idx: list[int]) -> list[tuple]:
+        """A batch's items with one (fancy-indexed) read of the store instead of one read per item."""
+        pairs = [divmod(i, self.factor) for i in idx]
+        block = self.arr[[self.rows[self.ids[j]] + copy for j, copy in pairs]]
+        return [self._item(j, row) for (j, _), row in zip(pairs, block, strict=True)]
+
+    def _item(self, j: int, row: np.ndarray) -> tuple:
         sid = self.ids[j]
-        row = np.array(self.arr[self.rows[sid] + copy])
         if self.masks:
             return (torch.from_numpy(row[:3]), torch.tensor(self.labels[j]), sid, torch.from_numpy(row[3:]),
                     torch.tensor(self.valid[j]))

@@ -125,6 +125,11 @@ def test_cached_copies_with_masks_equal_streamed_ones(smoke, tmp_path) -> None:
         elif s.mask is None:
             assert target.all()
     assert any(0 < cached[2 * j][3].numpy().mean() < 1 for j in range(3))  # partial fakes: a real mask
+    from torch.utils.data import default_collate
+
+    order = list(range(len(cached)))[::-1]
+    batched, single = default_collate(cached.__getitems__(order)), default_collate([streamed[i] for i in order])
+    assert all(u.dtype == v.dtype and torch.equal(u, v) for u, v in zip(batched, single, strict=True))
     with pytest.raises(ValueError, match="N×4×S×S"):
         ArrayTrainCopies(plain, rows, smoke, ids, 2, masks=True)
 

@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from benchmark.array_store import cached_array, describe_stores, store_dir
 from benchmark.eval_cache import build_or_load_eval_inputs, degraded_input, eval_jobs
@@ -77,6 +78,11 @@ def test_train_cache_rows_equal_streamed_copies(smoke, tmp_path):
     for i in range(12):
         (a, ya, ia), (b, yb, ib) = cached[i], streamed[i]
         assert a.dtype == b.dtype and np.array_equal(a.numpy(), b.numpy()) and ya.item() == yb.item() and ia == ib
+    from torch.utils.data import default_collate
+
+    order = [5, 0, 11, 3, 3, 8]  # a shuffled batch with a repeat: one read of the store, same collated batch
+    batched, single = default_collate(cached.__getitems__(order)), default_collate([streamed[i] for i in order])
+    assert all(u.dtype == v.dtype and torch.equal(u, v) for u, v in zip(batched, single, strict=True))
 
 
 def _run(tmp_path, cache_dir, detector, name, on):

@@ -4,6 +4,7 @@ Stage mode: decode, degradation, pure model forward, whole evaluation from the c
 reference, a training step (cached copies and streamed), probe head-only evaluation, and the leaderboard.
 `--whole-run`: the embedded benchmark end to end with every cache off (reference-style), then on with empty
 caches (cold), then on again with the caches left by the previous run (warm); predictions must be identical.
+All three share this process, so process start-up (imports, the cache workers' fork server) precedes every timing.
 """
 
 from __future__ import annotations

@@ -1,0 +1,42 @@
+"""`genshift bench`: the stage table and the whole-run comparison run end to end and report consistent ratios."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from protocols.cli import main
+
+STAGES = {"decode", "degrade", "build_eval_cache", "model_forward", "eval_cached", "eval_uncached", "train_cached",
+          "train_uncached", "leaderboard"}
+
+
+def test_bench_stages_write_consistent_ratios(tmp_path, cache_dir, capsys):
+    out = tmp_path / "bench.json"
+    assert main(["bench", "--preset", "smoke", "--cache-dir", str(cache_dir), "--images", "64", "--lb-runs", "2",
+                 "--set", "threads=1", "--json", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    assert doc["mode"] == "stages" and set(doc["stages"]) == STAGES and doc["cached_equals_uncached"] is True
+    forward = doc["stages"]["model_forward"]["images_per_s"]
+    uncached_eval = doc["stages"]["eval_uncached"]["images_per_s"]
+    for name, r in doc["stages"].items():
+        assert r["images"] > 0 and r["seconds"] > 0, name
+        assert r["images_per_s"] == pytest.approx(r["images"] / r["seconds"], rel=0.01, abs=0.2), name
+        assert r["cost_vs_model_forward"] == pytest.approx(forward / r["images_per_s"], rel=0.02, abs=0.01), name
+        assert r["speedup_vs_uncached_eval"] == pytest.approx(r["images_per_s"] / uncached_eval, rel=0.02,
+                                                              abs=0.01), name
+    assert "model_forward" in capsys.readouterr().out
+
+
+def test_bench_whole_run_compares_identical_runs(tmp_path, cache_dir, capsys):
+    out = tmp_path / "whole.json"
+    assert main(["bench", "--whole-run", "--preset", "smoke", "--cache-dir", str(cache_dir), "--set", "threads=1",
+                 "--set", "benchmark.generators_per_window=12", "--json", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    assert doc["mode"] == "whole-run" and doc["identical_predictions"] is True and doc["windows"] == 2
+    runs = doc["runs"]
+    assert list(runs) == ["uncached", "cached_cold", "cached_warm"]
+    for r in runs.values():
+        assert r["speedup_vs_uncached"] == pytest.approx(runs["uncached"]["seconds"] / r["seconds"], rel=0.02)
+    assert "identical predictions in every window: True" in capsys.readouterr().out

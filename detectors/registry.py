@@ -152,7 +152,7 @@ def get_factory(name: str) -> Factory:
         loaded = factory.load()  # a broken plugin fails here, loudly, only when it is asked for
         register_detector(key, loaded, overwrite=True)
         return loaded
-    return factory
+    return factory.load() if isinstance(factory, LazyFactory) else factory
 
 
 def list_detectors(include_patterns: bool = False) -> list[str]:
@@ -242,10 +242,7 @@ def init_seed_kwargs(name: str, seed: int) -> dict[str, int]:
     """
     import inspect
 
-    factory = get_factory(name)
-    if isinstance(factory, LazyFactory):
-        factory = factory.load()
-    return {"seed": int(seed)} if "seed" in inspect.signature(factory).parameters else {}
+    return {"seed": int(seed)} if "seed" in inspect.signature(get_factory(name)).parameters else {}
 
 
 def create_detector(name: str, pretrained: str = "default", **kwargs: Any) -> Detector:

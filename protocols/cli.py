@@ -8,7 +8,13 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from protocols.config import ConfigError, available_presets, parse_override, resolve_config
+from protocols.config import (
+    ConfigError,
+    available_presets,
+    builds_pixel_caches,
+    parse_override,
+    resolve_config,
+)
 
 
 def _add_run_parser(sub) -> None:
@@ -111,7 +117,7 @@ def cmd_run(args) -> int:
     from detectors.registry import check_name
 
     check_name(cfg["detector"])  # a misspelt name fails here in milliseconds, before torch is imported
-    if cfg["cache"]["eval_inputs"] or cfg["cache"]["train_inputs"]:
+    if builds_pixel_caches(cfg):
         from benchmark.worker_server import start_worker_server
 
         start_worker_server()  # its imports overlap this process's own (torch, Lightning) on another core

@@ -137,3 +137,24 @@ def config_diff(a: Mapping, b: Mapping, prefix: str = "") -> list[str]:
         elif va != vb:
             out.append(f"{prefix}{k}: {va!r} != {vb!r}")
     return out
+
+
+CACHE_DEFAULTS = {"eval_inputs": True, "train_inputs": True, "probe_features": True}
+
+
+def cache_switches(cfg: Mapping[str, Any]) -> dict:
+    """The `cache` section with defaults; unknown keys are an error."""
+    sw = dict(CACHE_DEFAULTS)
+    for k, v in (cfg.get("cache") or {}).items():
+        if k not in sw:
+            raise ValueError(f"cache.{k}: unknown cache switch; expected one of {sorted(sw)}")
+        if not isinstance(v, bool):
+            raise ValueError(f"cache.{k}: expected true or false, got {v!r}")
+        sw[k] = v
+    return sw
+
+
+def builds_pixel_caches(cfg: Mapping[str, Any]) -> bool:
+    """Whether a run may build a pixel store, hence wants the cache workers' fork server started early."""
+    sw = cache_switches(cfg)
+    return sw["eval_inputs"] or sw["train_inputs"]

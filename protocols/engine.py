@@ -27,7 +27,7 @@ from benchmark.worker_server import start_worker_server
 from detectors import count_flops, create_detector, init_seed_kwargs
 from protocols import faults
 from protocols.checkpoints import complete_checkpoint, load_checkpoint, save_checkpoint
-from protocols.config import PROTOCOL_VERSION, config_hash
+from protocols.config import PROTOCOL_VERSION, builds_pixel_caches, config_hash
 from protocols.distributed import EvalBatches, TrainBatches, gather_predictions, launch_rank, world_size
 from protocols.localization import localization_line, score_window_localization
 from protocols.loggers import log_window_metrics, make_loggers, step_offsets
@@ -42,7 +42,7 @@ from protocols.resume import (
     install_signal_handlers,
     load_train_state,
 )
-from protocols.run_inputs import RunInputs, cache_switches, features_in, prepare_run_inputs
+from protocols.run_inputs import RunInputs, features_in, prepare_run_inputs
 from protocols.rundir import RunDir
 from protocols.slurm import job_record
 
@@ -69,6 +69,7 @@ class RunContext:
     rank: int
     loggers: list
     step_offsets: list[int]
+    detector_kwargs: dict  # the factory's init arguments (the seed), recorded in each checkpoint.json
 
     @property
     def writer(self) -> bool:
@@ -197,8 +198,7 @@ def run_experiment(cfg: dict, force_new: bool = False, progress: bool = True) ->
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg["threads"]))
     install_signal_handlers()
-    switches = cache_switches(cfg)
-    if switches["eval_inputs"] or switches["train_inputs"]:
+    if builds_pixel_caches(cfg):  # `genshift run` started it already (then this finds it running); API callers
         start_worker_server()  # cache-building workers start in milliseconds once it is up
     bench = prepare_benchmark(cfg, progress)
     rd = RunDir(Path(cfg["runs_dir"]) / experiment_name(cfg))
@@ -234,8 +234,8 @@ def _run_guarded(cfg: dict, bench: Benchmark, rd: RunDir, t0: float, progress: b
 def _run_locked(cfg: dict, bench: Benchmark, rd: RunDir, t0: float, progress: bool, rank: int = 0) -> Path:
     seed = int(cfg["seed"])
     L.seed_everything(seed, workers=True, verbose=False)
-    detector = create_detector(cfg["detector"], pretrained=cfg["pretrained"],
-                               **init_seed_kwargs(cfg["detector"], seed))
+    detector_kwargs = init_seed_kwargs(cfg["detector"], seed)
+    detector = create_detector(cfg["detector"], pretrained=cfg["pretrained"], **detector_kwargs)
     if detector.meta.flops is None:
         count_flops(detector)  # one eval-mode forward under no_grad: recorded in run.json and the leaderboard
     meta = detector.meta
@@ -257,6 +257,7 @@ def _run_locked(cfg: dict, bench: Benchmark, rd: RunDir, t0: float, progress: bo
         loggers=[],
         step_offsets=step_offsets([len(s) for s in bench.train_sets], int(cfg["train"]["batch_size"]),
                                   int(cfg["train"]["epochs"])),
+        detector_kwargs=detector_kwargs,
     )
     attempts = list(previous.get("attempts", [])) + [
         {"started": dt.datetime.now().isoformat(timespec="seconds"), "host": host_info().get("hostname"),
@@ -363,7 +364,7 @@ def _train_window(cfg, bench: Benchmark, detector, rd: RunDir, k: int, t0: float
         wdir.mkdir(parents=True, exist_ok=True)
         atomic_write_json(wdir / "train_metrics.json", metrics)
         save_checkpoint(detector, wdir, {"config": cfg, "training_complete": True, **identity,
-                                         "detector_kwargs": init_seed_kwargs(cfg["detector"], int(cfg["seed"]))})
+                                         "detector_kwargs": ctx.detector_kwargs})
     return metrics
 
 

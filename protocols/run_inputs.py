@@ -19,23 +19,10 @@ from benchmark.array_store import key_digest
 from benchmark.eval_cache import build_or_load_eval_inputs, eval_cache_key, eval_jobs
 from benchmark.train_cache import build_or_load_train_inputs, train_cache_key
 from protocols.cached_data import ArrayEval, ArrayTrainCopies, EvalStream
+from protocols.config import cache_switches
 from protocols.data import TrainCopies
 from protocols.feature_cache import cached_features
 from protocols.speed import resolve_precision, resolve_train_cfg, uses_cuda
-
-CACHE_DEFAULTS = {"eval_inputs": True, "train_inputs": True, "probe_features": True}
-
-
-def cache_switches(cfg: dict) -> dict:
-    """The `cache` section with defaults; unknown keys are an error."""
-    sw = dict(CACHE_DEFAULTS)
-    for k, v in (cfg.get("cache") or {}).items():
-        if k not in sw:
-            raise ValueError(f"cache.{k}: unknown cache switch; expected one of {sorted(sw)}")
-        if not isinstance(v, bool):
-            raise ValueError(f"cache.{k}: expected true or false, got {v!r}")
-        sw[k] = v
-    return sw
 
 
 @dataclass

@@ -37,3 +37,18 @@ def test_hash_ignores_paths_and_diff_lists_keys():
     c = resolve_config("smoke", overrides=[{"seed": 3}])
     assert config_hash(a) == config_hash(b) != config_hash(c)
     assert config_diff(a, c) == ["seed: 0 != 3"]
+
+
+def test_cache_switches_validate_and_say_when_pixel_stores_are_built():
+    from protocols.config import builds_pixel_caches, cache_switches
+
+    assert cache_switches({}) == {"eval_inputs": True, "train_inputs": True, "probe_features": True}
+    with pytest.raises(ValueError, match=r"cache\.eval_input: unknown cache switch; expected one of"):
+        cache_switches({"cache": {"eval_input": False}})
+    with pytest.raises(ValueError, match=r"cache\.train_inputs: expected true or false, got 'no'"):
+        cache_switches({"cache": {"train_inputs": "no"}})
+    off = {"eval_inputs": False, "train_inputs": False}
+    assert not builds_pixel_caches({"cache": off})
+    assert not builds_pixel_caches({"cache": off | {"probe_features": True}})
+    assert builds_pixel_caches({"cache": off | {"train_inputs": True}})
+    assert builds_pixel_caches({"cache": off | {"eval_inputs": True}})

@@ -166,11 +166,12 @@ def bench_stages(args) -> dict:
     lb = {}
     res["leaderboard"] = _timed(lambda: lb.update(bench_leaderboard(args.lb_runs, len(bench.windows), n, 0)),
                                 args.lb_runs * len(bench.windows) * n)
-    ref, fwd = res["eval_uncached"]["seconds"] / n, res["model_forward"]["seconds"] / n
+    # From images/s, which _timed takes from the unrounded time (`seconds` is rounded to 1 ms, too coarse for
+    # a stage of a few dozen images).
+    ref, fwd = res["eval_uncached"]["images_per_s"], res["model_forward"]["images_per_s"]
     for r in res.values():
-        per = r["seconds"] / max(1, r["images"])
-        r["speedup_vs_uncached_eval"] = round(ref / max(per, 1e-12), 2)
-        r["cost_vs_model_forward"] = round(per / max(fwd, 1e-12), 2)
+        r["speedup_vs_uncached_eval"] = round(r["images_per_s"] / max(ref, 1e-12), 2)
+        r["cost_vs_model_forward"] = round(fwd / max(r["images_per_s"], 1e-12), 2)
     return {"mode": "stages", "detector": meta.name, "dataset": cfg["dataset"], "images": n,
             "train_copies": n_copies, "precision": {"train": tc["precision"], "eval": eprec},
             "channels_last": tc["channels_last"], "workers": workers, "threads": torch.get_num_threads(),

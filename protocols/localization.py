@@ -6,9 +6,9 @@ protocol choice, ``inputs`` in the file). By default the fully convolutional det
 is scored at the mask's resolution; ``full_image=False`` adapts image and mask to the detector input instead.
 Maps are stored compactly per window in ``localization.npz``: P(altered) quantised to uint8 (x255, at most
 1/510 off, so only pixels that close to the 0.5 threshold can flip) and masks bit-packed, both flattened
-with a (M, 2) ``shapes`` array, plus eval positions and sample ids. ``localization_summary`` turns that file
+with a (M, 2) ``shapes`` array, plus eval positions and sample ids. ``window_localization`` turns that file
 (and the window's image AUROC) into the pixel metrics, the combined challenge score and the all-ones /
-all-zeros baselines; the reader and the metrics live in ``leaderboard.localization_view`` (numpy only) and are
+all-zeros baselines; it and the reader live in ``leaderboard.localization_view`` (numpy only) and are
 re-exported here. ``score_window_localization`` is what the engine calls after scoring each window.
 """
 
@@ -29,8 +29,8 @@ from benchmark.masks import adapt_mask_to_input, load_mask
 from leaderboard.localization_view import FILE_NAME, read_localization, window_localization
 
 SCHEMA_VERSION = 1
-__all__ = ["FILE_NAME", "SCHEMA_VERSION", "localization_summary", "masked_positions", "read_localization",
-           "score_maps", "score_window_localization", "write_localization", "localization_line"]
+__all__ = ["FILE_NAME", "SCHEMA_VERSION", "localization_line", "masked_positions", "read_localization", "score_maps",
+           "score_window_localization", "window_localization", "write_localization"]
 
 
 def masked_positions(manifest: Manifest, plan: EvalPlan) -> np.ndarray:
@@ -99,12 +99,6 @@ def write_localization(window_dir: Path, arrays: dict[str, np.ndarray]) -> Path:
     return path
 
 
-def localization_summary(path: Path, image_auroc: float, mode: str = "per_image") -> dict:
-    """Pixel metrics of a window's localization.npz, ``combined`` = (image AUROC + F1 + IoU) / 3, and the
-    all-ones / all-zeros baselines (``leaderboard.localization_view.window_localization``)."""
-    return window_localization(path, image_auroc, mode)
-
-
 def score_window_localization(detector, manifest: Manifest, plan: EvalPlan, window_dir: Path,
                               image_auroc: float) -> dict | None:
     """Score a localization detector's maps after a window: write ``localization.npz``, return its summary.
@@ -125,7 +119,7 @@ def score_window_localization(detector, manifest: Manifest, plan: EvalPlan, wind
     was_training = detector.training
     path = write_localization(window_dir, score_maps(detector, manifest, plan))
     detector.train(was_training)
-    return localization_summary(path, image_auroc)
+    return window_localization(path, image_auroc)
 
 
 def localization_line(summary: dict) -> str:

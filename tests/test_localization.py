@@ -39,7 +39,7 @@ def test_maps_round_trip_and_summary(cache_dir, tmp_path) -> None:
         with torch.no_grad():
             direct = torch.sigmoid(det.eval().forward_with_map((x / 255 - 0.5) / 0.25)[1])[0, 0].numpy()
         assert np.abs(maps[0] - direct).max() <= 0.5 / 255 + 1e-6
-        summary = loc.localization_summary(path, image_auroc=0.8)
+        summary = loc.window_localization(path, image_auroc=0.8)
         assert summary["pixel_f1"] == localization_metrics(masks, maps)["pixel_f1"]
         assert summary["combined"] == pytest.approx((0.8 + summary["pixel_f1"] + summary["pixel_iou"]) / 3)
     (tmp_path / "bad.npz").write_bytes(b"")

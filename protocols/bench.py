@@ -17,12 +17,19 @@ from pathlib import Path
 
 import numpy as np
 
+REPEATS = 5  # calls of a sub-second stage; the fastest is reported
 
-def _timed(fn, n: int) -> dict:
-    t = time.perf_counter()
-    fn()
-    s = time.perf_counter() - t
-    return {"seconds": round(s, 3), "images": n, "images_per_s": round(n / max(s, 1e-9), 1)}
+
+def _timed(fn, n: int, repeat: int = 1) -> dict:
+    """Time `fn` over `n` images; with `repeat` > 1 the fastest of that many calls (as timeit does: the
+    others measure the machine's noise). Only for idempotent stages."""
+    best = float("inf")
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+    out = {"seconds": round(best, 3), "images": n, "images_per_s": round(n / max(best, 1e-9), 1)}
+    return out | ({"repeats": repeat} if repeat > 1 else {})
 
 
 def _cfg(args) -> dict:
@@ -134,11 +141,13 @@ def bench_stages(args) -> dict:
             torch.cuda.synchronize()
 
     forward()  # warm-up (oneDNN primitive creation)
-    res["model_forward"] = _timed(forward, n)
+    # The pair that the "eval from the cache ≤ 1.2× the forward" target compares: both take a fraction of a
+    # second for a small model, so each is the best of REPEATS (idempotent: the first outputs are kept).
+    res["model_forward"] = _timed(forward, n, REPEATS)
     _predict(detector, ArrayEval(arr[: min(n, bs)]), tc, eprec, bs, 0, False)  # warm-up of the Lightning path
     out: dict = {}
     res["eval_cached"] = _timed(lambda: out.setdefault("c", _predict(detector, ArrayEval(arr), tc, eprec, bs, 0,
-                                                                         False)), n)
+                                                                         False)), n, REPEATS)
     res["eval_uncached"] = _timed(lambda: out.setdefault("u", _predict(detector, EvalStream(jobs), tc, eprec, bs,
                                                                            workers, False)), n)
     identical = bool(np.array_equal(out["c"], out["u"]))
@@ -180,7 +189,7 @@ def bench_stages(args) -> dict:
 
 def bench_whole_run(args) -> dict:
     """End-to-end runs: caches off, caches on (cold), caches on (warm); wall-clock and identical predictions."""
-    from protocols.engine import run_experiment
+    from protocols.engine import checked_manifest, run_experiment
 
     cfg = _cfg(args)
     from benchmark.sources import default_cache_dir
@@ -195,7 +204,9 @@ def bench_whole_run(args) -> dict:
         (work_cache / "datasets").symlink_to((data_cache / "datasets").resolve())  # dataset reused, not timed
         from benchmark.sources import load_source
 
-        load_source(cfg["dataset"], work_cache, progress=False)  # build the dataset outside the timings
+        # The dataset build and its data check (cached per manifest) are one-off work outside every timing:
+        # left inside, only the first run (uncached) would pay for the check.
+        checked_manifest(load_source(cfg["dataset"], work_cache, progress=False), cfg, work_cache, progress=False)
         from benchmark.worker_server import wait_for_worker_server
 
         # Process start-up is outside every timing (imports happen before the first run); the cache workers'

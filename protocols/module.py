@@ -35,10 +35,10 @@ class DetectorModule(L.LightningModule):
         self.fault_window = -1  # window being scored, for protocols.faults' crash injection
 
     def normalise(self, x: torch.Tensor) -> torch.Tensor:
-        """uint8 pixels -> normalised float; the layout change happens on the 1-byte tensor, the rest in place."""
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        return x.float().sub_(self.mean).div_(self.std)
+        """uint8 pixels -> normalised float. The arithmetic runs on the batch's own contiguous layout and only the
+        result changes layout: per-channel broadcasting over a channels-last tensor is ~7× slower on CPU."""
+        x = x.float().sub_(self.mean).div_(self.std)
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """(N,) float32 logits from uint8 pixels, or from cached features when features_in."""

@@ -71,6 +71,7 @@ from __future__ import annotations
 import functools
 import io
 import math
+import os
 import random
 import threading
 from typing import Any
@@ -81,6 +82,10 @@ import torch
 from PIL import Image
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
+
+# albumentations asks PyPI for a newer version on import (2 s timeout): in every cache worker, on every
+# offline compute node. The harness never wants that; a user's explicit setting is kept.
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 PROFILES = ("aigenbench-v1", "fixed")
 DEFAULT_BASE_SEED = 4321

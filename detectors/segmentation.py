@@ -17,18 +17,22 @@ from torch import nn
 
 from .base import Detector
 from .registry import split_mode
-from .smallcnn import INPUT_SIZE, MEAN, STD, SmallCNN, no_hub_source, seeded_init
+from .smallcnn import MEAN, STD, SmallCNN, no_hub_source, seeded_init
 from .weights import check_keys, load_file_into, parse_source
 
 DECODER_WIDTH = 32
+SEG_INPUT_SIZE = 64  # smallseg's input; its decoder upsamples to it
 TIMMSEG_PREFIX = "timmseg:"
 
 
 class SmallCNNPyramid(SmallCNN):
-    """SmallCNN exposing its four stages (1, 1/2, 1/4, 1/8 resolution); forward() is SmallCNN's pooling."""
+    """SmallCNN exposing its four stages (1, 1/2, 1/4, 1/8 resolution); forward() is SmallCNN's pooling.
+
+    The "pooled" layout: two full-resolution convolutions give the decoder's finest map more depth.
+    """
 
     def __init__(self, widths: tuple[int, int, int, int] = (16, 32, 64, 96)) -> None:
-        super().__init__(widths)
+        super().__init__(widths, layout="pooled")
         self.pyramid_channels = list(widths)
 
     def pyramid(self, x: torch.Tensor) -> list[torch.Tensor]:
@@ -177,7 +181,7 @@ def make_smallseg(name: str, pretrained: str = "default", seed: int = 0, **kwarg
         backbone = SmallCNNPyramid(widths)  # type: ignore[arg-type]
         det = SegmentationDetector(
             backbone, decoder_width=decoder_width, name=name, family="smallseg", backbone_name="smallcnn",
-            mode=mode, input_size=INPUT_SIZE, mean=MEAN, std=STD, feature_dim=backbone.feature_dim,
+            mode=mode, input_size=SEG_INPUT_SIZE, mean=MEAN, std=STD, feature_dim=backbone.feature_dim,
             pretrained=source.describe(), eval_resize="center_crop",
         )
     if source.kind == "file":

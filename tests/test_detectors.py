@@ -278,7 +278,7 @@ def test_rn50_uses_clip_statistics():
 def test_count_flops_matches_hand_count():
     det = create_detector("smallcnn_tune")
     w0, w1, w2, w3 = 16, 32, 64, 96  # default widths
-    convs = [(3, w0, 64), (w0, w0, 64), (w0, w1, 32), (w1, w2, 16), (w2, w3, 8)]  # (cin, cout, side)
+    convs = [(3, w0, 56), (w0, w1, 28), (w1, w2, 14), (w2, w3, 7)]  # (cin, cout, output side): strided layout
     expected = sum(2 * ci * co * 9 * s * s for ci, co, s in convs) + 2 * (2 * w3) * 1
     assert count_flops(det) == expected == det.meta.flops
 

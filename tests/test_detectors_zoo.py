@@ -459,7 +459,7 @@ _slow = pytest.mark.slow
 # the named reference backbones. One thread on a busy 2-core machine: the fast ones take 1-4 s each, RN50,
 # ViT-B-16 and dinov2_vits14 10-30 s, the large probes 1.5-3.5 min (ViT-L-14 2.6 GB, dinov2_vitg14 5.6 GB RSS).
 FAMILY_SMOKE = [
-    ("smallcnn_probe", "smallcnn", 64, HALF), ("smallcnn_tune", "smallcnn", 64, HALF),
+    ("smallcnn_probe", "smallcnn", 56, HALF), ("smallcnn_tune", "smallcnn", 56, HALF),
     ("smallseg_probe", "smallseg", 64, HALF), ("smallseg_tune", "smallseg", 64, HALF),
     ("timm:test_vit_probe", "timm", 160, HALF), ("timm:test_vit_tune", "timm", 160, HALF),
     ("torchvision:mobilenet_v3_small_probe", "torchvision", 224, IMAGENET_MEAN),

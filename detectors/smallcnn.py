@@ -5,10 +5,9 @@ The first convolution runs at full resolution with no stride so that pixel-level
 discarded; the first downsampling is a learned stride-2 convolution (it reads every full-resolution value,
 where max-pooling would keep one in four). Global average + max pooling keeps diffuse and sparse evidence.
 
-`layout="strided"` (smallcnn) trains ~1.9× faster on a 2-core CPU than `layout="pooled"` (two full-resolution
-convolutions, then max-pooling: the earlier smallcnn, still smallseg's backbone, whose decoder reads the
-full-resolution map) and scores a higher NEXT on the embedded benchmark (README "Speed" has the figures).
-"""
+`layout="strided"` (smallcnn) trains ~1.3-1.5× faster on a 2-core CPU than `layout="pooled"` at equal input size
+(two full-resolution convolutions, then max-pooling: the earlier smallcnn, still smallseg's backbone, whose
+decoder reads the full-resolution map) and scores a higher NEXT on the embedded benchmark (README "Speed")."""
 
 from __future__ import annotations
 
@@ -54,7 +53,6 @@ class SmallCNN(nn.Module):
             self.stage1 = nn.Sequential(nn.MaxPool2d(2), *_conv_bn(w0, w1))  # 1/2
         else:
             raise ValueError(f"SmallCNN: unknown layout {layout!r}; expected one of {LAYOUTS}")
-        self.layout = layout
         self.stage2 = nn.Sequential(nn.MaxPool2d(2), *_conv_bn(w1, w2))  # 1/4
         self.stage3 = nn.Sequential(nn.MaxPool2d(2), *_conv_bn(w2, w3))  # 1/8
         self.feature_dim = 2 * w3

@@ -17,19 +17,50 @@ from pathlib import Path
 
 import numpy as np
 
-REPEATS = 5  # calls of a sub-second stage; the fastest is reported
+STORES = ("eval_inputs", "train_inputs", "eval_features", "train_features")  # run.json "caches" entries
+ROUNDS = 9  # paired rounds of the model forward and the cached evaluation (`--rounds`)
 
 
 def _timed(fn, n: int, repeat: int = 1) -> dict:
     """Time `fn` over `n` images; with `repeat` > 1 the fastest of that many calls (as timeit does: the
     others measure the machine's noise). Only for idempotent stages."""
-    best = float("inf")
+    times = []
     for _ in range(repeat):
         t = time.perf_counter()
         fn()
-        best = min(best, time.perf_counter() - t)
+        times.append(time.perf_counter() - t)
+    return _timing(times, n)
+
+
+def _timing(times: list[float], n: int) -> dict:
+    """Seconds (the fastest call), images/s from it, and with several calls their median and count."""
+    best = min(times)
     out = {"seconds": round(best, 3), "images": n, "images_per_s": round(n / max(best, 1e-9), 1)}
-    return out | ({"repeats": repeat} if repeat > 1 else {})
+    if len(times) > 1:
+        out |= {"repeats": len(times), "median_seconds": round(float(np.median(times)), 3)}
+    return out
+
+
+def _paired(fn_a, fn_b, rounds: int) -> tuple[list[float], list[float]]:
+    """Times of `fn_a` and `fn_b` called back to back in `rounds` rounds, alternating which goes first.
+
+    On a shared machine the speed drifts by tens of percent within seconds; two stages timed minutes apart
+    give a ratio of that drift. Adjacent calls see the same machine, so their per-round ratio is stable."""
+    ta: list[float] = []
+    tb: list[float] = []
+    for r in range(rounds):
+        for fn, out in ((fn_a, ta), (fn_b, tb)) if r % 2 == 0 else ((fn_b, tb), (fn_a, ta)):
+            t = time.perf_counter()
+            fn()
+            out.append(time.perf_counter() - t)
+    return ta, tb
+
+
+def _ratio_summary(num: list[float], den: list[float]) -> dict:
+    """Median (and range) of the per-round ratios num[r] / den[r]."""
+    q = [a / max(b, 1e-12) for a, b in zip(num, den, strict=True)]
+    return {"median": round(float(np.median(q)), 3), "min": round(min(q), 3), "max": round(max(q), 3),
+            "rounds": len(q)}
 
 
 def _cfg(args) -> dict:
@@ -52,17 +83,18 @@ def _lightning_quiet() -> None:
 
 
 def _predict(detector, ds, train_cfg: dict, precision: str, batch_size: int, workers: int, features: bool):
-    import lightning as L
+    """Logits of `ds` in order, through the engine's single-process scoring loop."""
+    import torch
     from torch.utils.data import DataLoader
 
     from protocols.distributed import EvalBatches
     from protocols.module import DetectorModule
+    from protocols.scoring import predict_in_process
 
     loader = DataLoader(ds, batch_sampler=EvalBatches(len(ds), batch_size), num_workers=workers)
-    trainer = L.Trainer(accelerator="auto", devices=1, precision=precision, logger=False, enable_checkpointing=False,
-                        enable_model_summary=False, enable_progress_bar=False, deterministic=True)
-    out = trainer.predict(DetectorModule(detector, train_cfg, 1, features_in=features), dataloaders=loader)
-    return np.concatenate([o[0].numpy() for o in out])
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    out = predict_in_process(DetectorModule(detector, train_cfg, 1, features_in=features), loader, precision, device)
+    return np.concatenate([o[0].cpu().numpy() for o in out])
 
 
 def _fit(detector, ds, train_cfg: dict, features: bool, workers: int) -> None:
@@ -108,7 +140,8 @@ def bench_stages(args) -> dict:
     if tc["channels_last"]:
         detector.to(memory_format=torch.channels_last)
     eprec = resolve_precision(cfg["eval"]["precision"], cfg, "eval.precision")
-    n = min(args.images, len(bench.plan.sample_ids))
+    # By default the whole eval split: the acceptance compares "evaluation of a window" with the forward.
+    n = min(args.images or len(bench.plan.sample_ids), len(bench.plan.sample_ids))
     ids = bench.plan.sample_ids[:n]
     strategy = cfg["eval"]["input"] or meta.eval_resize
     prof, bseed = cfg["degradation"]["profile"], cfg["degradation"]["base_seed"]
@@ -141,13 +174,16 @@ def bench_stages(args) -> dict:
             torch.cuda.synchronize()
 
     forward()  # warm-up (oneDNN primitive creation)
-    # The pair that the "eval from the cache ≤ 1.2× the forward" target compares: both take a fraction of a
-    # second for a small model, so each is the best of REPEATS (idempotent: the first outputs are kept).
-    res["model_forward"] = _timed(forward, n, REPEATS)
-    _predict(detector, ArrayEval(arr[: min(n, bs)]), tc, eprec, bs, 0, False)  # warm-up of the Lightning path
+    _predict(detector, ArrayEval(arr[: min(n, bs)]), tc, eprec, bs, 0, False)  # warm-up of the scoring path
     out: dict = {}
-    res["eval_cached"] = _timed(lambda: out.setdefault("c", _predict(detector, ArrayEval(arr), tc, eprec, bs, 0,
-                                                                         False)), n, REPEATS)
+    # The pair that the "eval from the cache ≤ 1.2× the forward" target compares: each takes a fraction of a
+    # second for a small model, so they are timed in adjacent pairs of calls (idempotent: the first outputs
+    # are kept) and compared round by round.
+    t_fwd, t_eval = _paired(forward, lambda: out.setdefault("c", _predict(detector, ArrayEval(arr), tc, eprec, bs,
+                                                                          0, False)), args.rounds)
+    res["model_forward"] = _timing(t_fwd, n)
+    res["eval_cached"] = _timing(t_eval, n)
+    paired = _ratio_summary(t_eval, t_fwd)
     res["eval_uncached"] = _timed(lambda: out.setdefault("u", _predict(detector, EvalStream(jobs), tc, eprec, bs,
                                                                            workers, False)), n)
     identical = bool(np.array_equal(out["c"], out["u"]))
@@ -184,7 +220,8 @@ def bench_stages(args) -> dict:
     return {"mode": "stages", "detector": meta.name, "dataset": cfg["dataset"], "images": n,
             "train_copies": n_copies, "precision": {"train": tc["precision"], "eval": eprec},
             "channels_last": tc["channels_last"], "workers": workers, "threads": torch.get_num_threads(),
-            "cached_equals_uncached": identical, "stages": res, "leaderboard_detail": lb}
+            "cached_equals_uncached": identical, "eval_cached_vs_forward_paired": paired, "stages": res,
+            "leaderboard_detail": lb}
 
 
 def bench_whole_run(args) -> dict:
@@ -198,15 +235,8 @@ def bench_whole_run(args) -> dict:
     results: dict = {}
     with tempfile.TemporaryDirectory(prefix="genshift-bench-") as tmp:
         tmp = Path(tmp)
-        work_cache = tmp / "cache"
-        work_cache.mkdir()
         (data_cache / "datasets").mkdir(parents=True, exist_ok=True)
-        (work_cache / "datasets").symlink_to((data_cache / "datasets").resolve())  # dataset reused, not timed
         from benchmark.sources import load_source
-
-        # The dataset build and its data check (cached per manifest) are one-off work outside every timing:
-        # left inside, only the first run (uncached) would pay for the check.
-        checked_manifest(load_source(cfg["dataset"], work_cache, progress=False), cfg, work_cache, progress=False)
         from benchmark.worker_server import wait_for_worker_server
 
         # Process start-up is outside every timing (imports happen before the first run); the cache workers'
@@ -214,24 +244,44 @@ def bench_whole_run(args) -> dict:
         wait_for_worker_server()
         off = {"eval_inputs": False, "train_inputs": False, "probe_features": False}
         on = {"eval_inputs": True, "train_inputs": True, "probe_features": True}
-        runs = {}
-        for name, switches in (("uncached", off), ("cached_cold", on), ("cached_warm", on)):
-            c = json.loads(json.dumps(cfg)) | {"cache": switches, "cache_dir": str(work_cache),
-                                                "runs_dir": str(tmp / "runs"), "experiment": name}
-            c["loggers"] = []
-            t = time.perf_counter()
-            runs[name] = run_experiment(c, progress=False)
-            results[name] = {"seconds": round(time.perf_counter() - t, 1)}
-        n_windows = len(json.loads((runs["uncached"] / "run.json").read_text())["windows"])
+        modes = (("uncached", off), ("cached_cold", on), ("cached_warm", on))
+        times: dict[str, list[float]] = {name: [] for name, _ in modes}
+        found: dict[str, list[dict]] = {name: [] for name, _ in modes}
+        runs: dict[str, Path] = {}
+        for r in range(args.repeats):
+            # Each repeat is one round of the three modes, back to back, so all three see the same machine;
+            # a cold run starts from an empty cache directory of its own (the warm run after it reuses it).
+            work_cache = tmp / f"cache_{r}"
+            work_cache.mkdir()
+            (work_cache / "datasets").symlink_to((data_cache / "datasets").resolve())  # dataset reused, not timed
+            # The dataset build and its data check (cached per manifest in the cache dir) are one-off work
+            # outside every timing: left inside, only the round's first run (uncached) would pay for the check.
+            checked_manifest(load_source(cfg["dataset"], work_cache, progress=False), cfg, work_cache, progress=False)
+            for name, switches in modes:
+                c = json.loads(json.dumps(cfg)) | {"cache": switches, "cache_dir": str(work_cache),
+                                                    "runs_dir": str(tmp / "runs"), "experiment": f"{name}_{r}"}
+                c["loggers"] = []
+                t = time.perf_counter()
+                runs[f"{name}_{r}"] = run_experiment(c, progress=False)
+                times[name].append(time.perf_counter() - t)
+                caches = json.loads((runs[f"{name}_{r}"] / "run.json").read_text())["caches"]
+                # which stores the run found ready (true) or built (false): cold must build, warm must find
+                found[name].append({k: v["hit"] for k, v in caches.items() if k in STORES and v.get("cached", True)})
+        n_windows = len(json.loads((runs["uncached_0"] / "run.json").read_text())["windows"])
         same = True
         for k in range(n_windows):
-            z = [np.load(runs[r] / f"window_{k}" / "predictions.npz")["fused_logits"] for r in runs]
+            z = [np.load(d / f"window_{k}" / "predictions.npz")["fused_logits"] for d in runs.values()]
             same = same and all(np.array_equal(z[0], zi) for zi in z[1:])
-    base = results["uncached"]["seconds"]
-    for r in results.values():
-        r["speedup_vs_uncached"] = round(base / max(r["seconds"], 1e-9), 2)
+    base = times["uncached"]
+    for name, t in times.items():
+        results[name] = {"seconds": round(min(t), 3), "speedup_vs_uncached": round(min(base) / max(min(t), 1e-9), 2),
+                         "stores_found": found[name]}
+        if len(t) > 1:  # per-round ratios: each round's three runs are adjacent in time
+            results[name] |= {"all_seconds": [round(x, 3) for x in t],
+                              "speedup_per_round": [round(u / max(x, 1e-9), 2) for u, x in zip(base, t, strict=True)]}
     return {"mode": "whole-run", "detector": cfg["detector"], "dataset": cfg["dataset"], "preset": args.preset,
-            "overrides": args.set, "windows": n_windows, "identical_predictions": same, "runs": results}
+            "overrides": args.set, "windows": n_windows, "repeats": args.repeats, "identical_predictions": same,
+            "runs": results}
 
 
 def _print(doc: dict) -> None:
@@ -244,11 +294,17 @@ def _print(doc: dict) -> None:
         for name, r in doc["stages"].items():
             print(f"{name:<20} {r['images_per_s']:>10.1f} {r['seconds']:>9.2f} {r['speedup_vs_uncached_eval']:>28.2f} "
                   f"{r['cost_vs_model_forward']:>21.2f}")
+        p = doc["eval_cached_vs_forward_paired"]
+        print(f"evaluation from the cache / model forward, paired calls: median {p['median']:.2f}× "
+              f"(range {p['min']:.2f}–{p['max']:.2f} over {p['rounds']} rounds)")
         print(f"cached and uncached evaluation give identical logits: {doc['cached_equals_uncached']}")
     else:
-        print(f"genshift bench --whole-run: {doc['detector']} on {doc['dataset']} ({doc['windows']} windows)")
+        print(f"genshift bench --whole-run: {doc['detector']} on {doc['dataset']} ({doc['windows']} windows, "
+              f"fastest of {doc['repeats']} round(s))")
         for name, r in doc["runs"].items():
-            print(f"  {name:<12} {r['seconds']:>8.1f} s   {r['speedup_vs_uncached']:>6.2f}× vs uncached")
+            rounds = f"   per round: {', '.join(f'{x:.2f}×' for x in r['speedup_per_round'])}" \
+                if "speedup_per_round" in r else ""
+            print(f"  {name:<12} {r['seconds']:>8.1f} s   {r['speedup_vs_uncached']:>6.2f}× vs uncached{rounds}")
         print(f"identical predictions in every window: {doc['identical_predictions']}")
 
 
@@ -270,9 +326,14 @@ def register(subparsers) -> None:
     p.add_argument("--detector", default=None, help="default: the preset's (smallcnn_tune)")
     p.add_argument("--dataset", default=None)
     p.add_argument("--cache-dir", default=None, help="where the dataset is (default $GENSHIFT_CACHE or ~/.cache)")
-    p.add_argument("--images", type=int, default=512, help="eval images (and training copies) per stage")
+    p.add_argument("--images", type=int, default=0,
+                   help="eval images (and training copies) per stage (default: the whole eval split)")
+    p.add_argument("--rounds", type=int, default=ROUNDS,
+                   help=f"paired rounds of model forward and cached evaluation (default {ROUNDS})")
     p.add_argument("--lb-runs", type=int, default=3, help="fabricated runs for the leaderboard stage")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override (repeatable)")
     p.add_argument("--whole-run", action="store_true", help="time whole runs with and without caches")
+    p.add_argument("--repeats", type=int, default=1,
+                   help="--whole-run: rounds of (uncached, cold, warm); each mode reports its fastest (default 1)")
     p.add_argument("--json", default="bench.json", help="where to write the results (default bench.json)")
     p.set_defaults(handler=cmd_bench)

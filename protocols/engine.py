@@ -44,6 +44,7 @@ from protocols.resume import (
 )
 from protocols.run_inputs import RunInputs, features_in, prepare_run_inputs
 from protocols.rundir import RunDir
+from protocols.scoring import eval_device, predict_in_process
 from protocols.slurm import job_record
 
 
@@ -379,8 +380,11 @@ def _score_window(cfg, bench: Benchmark, detector, inputs: RunInputs, rd: RunDir
                         pin_memory=torch.cuda.is_available() and inputs.workers(ds) > 0)
     module = DetectorModule(detector, inputs.train_cfg, 1, features_in=features_in(ds))
     module.fault_window = k
-    trainer = _trainer(cfg, inputs.eval_precision, progress, False)
-    outputs = trainer.predict(module, dataloaders=loader)
+    if world_size(cfg) == 1:  # a plain inference loop: no per-call Trainer set-up (protocols/scoring.py)
+        outputs = predict_in_process(module, loader, inputs.eval_precision, eval_device(cfg), progress,
+                                     f"scoring window {k + 1}/{len(bench.train_sets)}")
+    else:
+        outputs = _trainer(cfg, inputs.eval_precision, progress, False).predict(module, dataloaders=loader)
     logits, _ = gather_predictions(outputs, len(inputs))
     if not ctx.writer:
         return

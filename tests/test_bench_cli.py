@@ -34,11 +34,21 @@ def test_bench_stages_write_consistent_ratios(tmp_path, cache_dir, capsys):
 def test_bench_whole_run_compares_identical_runs(tmp_path, cache_dir, capsys):
     out = tmp_path / "whole.json"
     assert main(["bench", "--whole-run", "--preset", "smoke", "--cache-dir", str(cache_dir), "--set", "threads=1",
-                 "--set", "benchmark.generators_per_window=12", "--json", str(out)]) == 0
+                 "--set", "benchmark.generators_per_window=12", "--repeats", "2", "--json", str(out)]) == 0
     doc = json.loads(out.read_text())
     assert doc["mode"] == "whole-run" and doc["identical_predictions"] is True and doc["windows"] == 2
+    assert doc["repeats"] == 2
     runs = doc["runs"]
     assert list(runs) == ["uncached", "cached_cold", "cached_warm"]
     for r in runs.values():
+        assert r["seconds"] == min(r["all_seconds"]) and len(r["all_seconds"]) == 2
         assert r["speedup_vs_uncached"] == pytest.approx(runs["uncached"]["seconds"] / r["seconds"], rel=0.02)
-    assert "identical predictions in every window: True" in capsys.readouterr().out
+        # each round's ratio compares the runs of that round (adjacent in time), not the fastest of each mode
+        for k, ratio in enumerate(r["speedup_per_round"]):
+            assert ratio == pytest.approx(runs["uncached"]["all_seconds"][k] / r["all_seconds"][k], rel=0.02)
+    printed = capsys.readouterr().out
+    assert "identical predictions in every window: True" in printed and "fastest of 2 round(s)" in printed
+    # every round's cold run built both pixel stores (none left by the round before), its warm run found them
+    assert runs["uncached"]["stores_found"] == [{}, {}]
+    assert runs["cached_cold"]["stores_found"] == [{"eval_inputs": False, "train_inputs": False}] * 2
+    assert runs["cached_warm"]["stores_found"] == [{"eval_inputs": True, "train_inputs": True}] * 2

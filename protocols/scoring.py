@@ -1,0 +1,68 @@
+"""Scoring in one process: eval batches through `DetectorModule.predict_step` in a plain inference loop.
+
+Lightning's `Trainer.predict` sets up a strategy, hooks and a fetcher on every call: ~10-50 ms that do not
+depend on the number of images. Once the eval pixels are cached, a small detector scores the whole eval split
+in a fraction of a second, so that set-up is a visible share of every window's evaluation (issue 6: the
+evaluation from the cache must cost at most 1.2× the model forward). A single-process run therefore scores with
+this loop; several processes (DDP) keep Lightning's predict, which deals batches to ranks. Both call the same
+`predict_step` under the same autocast and inference mode, so their logits are bit-identical (tested).
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+from torch.utils.data import DataLoader
+
+from protocols.module import DetectorModule
+from protocols.resume import check_stop
+from protocols.speed import uses_cuda
+
+# Lightning's mixed-precision plugin: autocast to these dtypes (on CPU and GPU alike); "32-true" runs as is.
+AUTOCAST_DTYPES = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
+
+
+def eval_device(cfg: dict) -> torch.device:
+    """The device a single-process run scores on: the GPU Lightning trains on, else the CPU."""
+    return torch.device("cuda") if uses_cuda(cfg) else torch.device("cpu")
+
+
+def autocast_context(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
+    """The autocast that Lightning's `precision` applies around predict_step, for `device`."""
+    if precision in AUTOCAST_DTYPES:
+        return torch.autocast(device.type, dtype=AUTOCAST_DTYPES[precision])
+    if precision != "32-true":
+        raise ValueError(f"eval precision {precision!r}: expected 32-true, bf16-mixed or 16-mixed")
+    return contextlib.nullcontext()
+
+
+def predict_in_process(module: DetectorModule, loader: DataLoader, precision: str, device: torch.device,
+                       progress: bool = False, label: str = "scoring") -> list:
+    """predict_step's output for every batch of `loader`, in order ([(logits, positions), …] like Trainer.predict).
+
+    The module runs in eval mode on `device` under inference mode and `precision`'s autocast. Afterwards every
+    submodule is back in its own former mode (a probe's frozen backbone stays in eval) and the module is on the
+    CPU, as Lightning leaves them. A signal that asks to stop (protocols.resume) ends the loop between batches
+    with `Preempted`; the caller writes nothing until every batch is in.
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    modes = {m: m.training for m in module.modules()}  # as Lightning: every submodule's own mode comes back
+    module.to(device).eval()
+    outputs = []
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    try:
+        with Progress(*columns, disable=not progress, transient=True) as bar, torch.inference_mode(), \
+                autocast_context(precision, device):
+            task = bar.add_task(label, total=len(loader))
+            for i, batch in enumerate(loader):
+                check_stop(f"while {label}")
+                batch = [b.to(device, non_blocking=True) if isinstance(b, torch.Tensor) else b for b in batch]
+                outputs.append(module.predict_step(batch, i))
+                bar.advance(task)
+    finally:
+        for m, training in modes.items():
+            m.training = training
+        module.to("cpu")
+    return outputs

@@ -133,6 +133,11 @@ def bench_stages(args) -> dict:
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg["threads"]))
     bench = prepare_benchmark(cfg, progress=False)
+    from benchmark.worker_server import wait_for_worker_server
+
+    # Process start-up is outside every timing: the cache workers' fork server (which `genshift run` boots while
+    # it imports torch) is up before the cache build is timed, as in --whole-run.
+    wait_for_worker_server()
     detector = create_detector(cfg["detector"], pretrained=cfg["pretrained"],
                                **init_seed_kwargs(cfg["detector"], int(cfg["seed"])))
     meta = detector.meta

@@ -46,6 +46,7 @@ from protocols.run_inputs import RunInputs, features_in, prepare_run_inputs
 from protocols.rundir import RunDir
 from protocols.scoring import eval_device, predict_in_process
 from protocols.slurm import job_record
+from protocols.speed import keep_large_allocations
 
 
 @dataclass
@@ -198,6 +199,7 @@ def run_experiment(cfg: dict, force_new: bool = False, progress: bool = True) ->
     _quiet_lightning()
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg["threads"]))
+    keep_large_allocations()  # recorded in run.json (caches.runtime.malloc)
     install_signal_handlers()
     if builds_pixel_caches(cfg):  # `genshift run` started it already (then this finds it running); API callers
         start_worker_server()  # cache-building workers start in milliseconds once it is up

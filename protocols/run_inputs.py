@@ -22,7 +22,7 @@ from protocols.cached_data import ArrayEval, ArrayTrainCopies, EvalStream
 from protocols.config import cache_switches
 from protocols.data import TrainCopies
 from protocols.feature_cache import cached_features
-from protocols.speed import resolve_precision, resolve_train_cfg, uses_cuda
+from protocols.speed import keep_large_allocations, resolve_precision, resolve_train_cfg, uses_cuda
 
 
 @dataclass
@@ -102,7 +102,8 @@ def prepare_run_inputs(cfg: dict, bench, detector, cache_dir: Path, progress: bo
                                masks=masks)
     tkey["cached"] = sw["train_inputs"]
     caches = {"switches": sw, "eval_inputs": ekey, "train_inputs": tkey,
-              "runtime": {"train_precision": tc["precision"], "eval_precision": eval_precision,
+              "runtime": {"malloc": keep_large_allocations(), "train_precision": tc["precision"],
+                          "eval_precision": eval_precision,
                           "channels_last": tc["channels_last"]}}
     say(f"inputs ready: eval {len(eval_px)} ({'cache ' + ekey['digest'] if sw['eval_inputs'] else 'streamed'}), "
         f"training copies of {len(union)} images × {factor} "

@@ -203,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     args.argv = argv
     handlers = {"run": cmd_run}
     handler = getattr(args, "handler", None) or handlers[args.command]
-    from protocols.speed import keep_large_allocations
+    from protocols.allocator import keep_large_allocations
 
     keep_large_allocations()  # every command that runs a model (run, bench, robustness) gains from it
     try:

@@ -26,6 +26,7 @@ from benchmark.windows_plan import BenchmarkType, training_sets
 from benchmark.worker_server import start_worker_server
 from detectors import count_flops, create_detector, init_seed_kwargs
 from protocols import faults
+from protocols.allocator import keep_large_allocations
 from protocols.checkpoints import complete_checkpoint, load_checkpoint, save_checkpoint
 from protocols.config import PROTOCOL_VERSION, builds_pixel_caches, config_hash
 from protocols.distributed import EvalBatches, TrainBatches, gather_predictions, launch_rank, world_size
@@ -46,7 +47,6 @@ from protocols.run_inputs import RunInputs, features_in, prepare_run_inputs
 from protocols.rundir import RunDir
 from protocols.scoring import eval_device, predict_in_process
 from protocols.slurm import job_record
-from protocols.speed import keep_large_allocations
 
 
 @dataclass

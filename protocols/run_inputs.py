@@ -18,11 +18,12 @@ from torch.utils.data import Dataset
 from benchmark.array_store import key_digest
 from benchmark.eval_cache import build_or_load_eval_inputs, eval_cache_key, eval_jobs
 from benchmark.train_cache import build_or_load_train_inputs, train_cache_key
+from protocols.allocator import keep_large_allocations
 from protocols.cached_data import ArrayEval, ArrayTrainCopies, EvalStream
 from protocols.config import cache_switches
 from protocols.data import TrainCopies
 from protocols.feature_cache import cached_features
-from protocols.speed import keep_large_allocations, resolve_precision, resolve_train_cfg, uses_cuda
+from protocols.speed import resolve_precision, resolve_train_cfg, uses_cuda
 
 
 @dataclass

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from protocols.speed import MALLOC_MMAP_THRESHOLD, resolve_precision
+from protocols.allocator import MALLOC_MMAP_THRESHOLD
+from protocols.speed import resolve_precision
 
 REPO = Path(__file__).resolve().parents[1]
 glibc = pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt and mallinfo2 are glibc's")
@@ -19,7 +20,7 @@ glibc = pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt an
 # how many bytes glibc holds in mmapped blocks (mallinfo2.hblkhd) before and while it is allocated.
 PROBE = """
 import ctypes, sys
-from protocols.speed import keep_large_allocations
+from protocols.allocator import keep_large_allocations
 
 class MallInfo2(ctypes.Structure):
     _fields_ = [(n, ctypes.c_size_t) for n in
@@ -50,7 +51,8 @@ def _probe(mode: str, env: dict | None = None) -> tuple[bool, int]:
 def test_large_blocks_come_from_the_heap_once_tuned():
     import os
 
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k != "GLIBC_TUNABLES"}
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("MALLOC_") and k not in ("GLIBC_TUNABLES", "LD_PRELOAD")}
     applied, mapped = _probe("default", env)
     assert not applied and mapped >= 64 << 20  # glibc's default: a fresh mapping for the block
     applied, mapped = _probe("tuned", env)
@@ -61,7 +63,8 @@ def test_large_blocks_come_from_the_heap_once_tuned():
 def test_the_users_own_allocator_settings_are_left_alone():
     import os
 
-    env = dict(os.environ) | {"MALLOC_MMAP_THRESHOLD_": str(1 << 20)}
+    env = {k: v for k, v in os.environ.items() if k not in ("GLIBC_TUNABLES", "LD_PRELOAD")}
+    env["MALLOC_MMAP_THRESHOLD_"] = str(1 << 20)
     applied, mapped = _probe("tuned", env)
     assert not applied and mapped >= 64 << 20  # the user's 1 MiB threshold holds
 

@@ -64,8 +64,8 @@ GENERATORS: tuple[GeneratorSpec, ...] = (
 
 # Amplitude multiplier of each family at strength 1. Calibrated with a SmallCNN-like detector (cumulative,
 # 1 epoch x 4 light-augmented 64 px crops, AdamW 3e-3 OneCycle, aigenbench-v1 degradations on eval):
-# seen ~0.82-0.90, next ~0.6-0.76 AUROC per window (today's default SmallCNN reads 56 px crops and lands in the
-# same ranges). Changing these changes the dataset: bump synthetic.VERSION.
+# seen ~0.82-0.90, next ~0.6-0.76 AUROC per window. Today's default SmallCNN (strided, 56 px crops, same recipe)
+# gives seen 0.77-0.86 and next 0.56-0.69. Changing these changes the dataset: bump synthetic.VERSION.
 FAMILY_GAIN: dict[str, float] = {
     "upconv": 4.0,
     "spectral": 4.0,

@@ -1,10 +1,12 @@
 """`genshift bench`: images/s of every stage on the same data in one run, as ratios (DESIGN §8).
 
 Stage mode: decode, degradation, pure model forward, whole evaluation from the cache and streamed like the
-reference, a training step (cached copies and streamed), probe head-only evaluation, and the leaderboard.
+reference, a training step (cached copies and streamed), probe head-only evaluation, and the leaderboard. The
+forward and the cached evaluation are timed in adjacent rounds and compared round by round (`--rounds`).
 `--whole-run`: the embedded benchmark end to end with every cache off (reference-style), then on with empty
-caches (cold), then on again with the caches left by the previous run (warm); predictions must be identical.
-All three share this process, so process start-up (imports, the cache workers' fork server) precedes every timing.
+caches (cold), then on again with the caches left by the previous run (warm), `--repeats` rounds of the three;
+predictions must be identical. All runs share this process, so process start-up (imports, the cache workers'
+fork server) precedes every timing.
 """
 
 from __future__ import annotations

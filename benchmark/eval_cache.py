@@ -20,6 +20,7 @@ from benchmark.degradations import degradation_key, degrade
 from benchmark.images import SINGLE_CROP_STRATEGIES, adapt_to_input, to_chw
 from benchmark.imagestore import read_image
 from benchmark.manifest import Manifest
+from benchmark.progress import counted_progress
 from benchmark.worker_server import worker_context
 
 # Bump when the decode -> degrade -> adapt -> CHW code path changes in a way library versions do not capture.
@@ -107,11 +108,8 @@ def run_parallel(
     fn: Callable[[tuple], np.ndarray], jobs: list, out: np.ndarray, workers: int, progress: bool, label: str
 ) -> None:
     """out[i] = fn(jobs[i]) for every job, in `workers` processes (1 = in this process), with a progress bar."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
     workers = max(1, min(int(workers), os.cpu_count() or 1, len(jobs) or 1))
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with Progress(*columns, disable=not progress, transient=True) as bar:
+    with counted_progress(progress) as bar:
         task = bar.add_task(label, total=len(jobs))
         if workers == 1:
             for i, job in enumerate(jobs):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import os
 import platform
 
@@ -17,9 +18,11 @@ _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt parameters (malloc.h)
 _MALLOC_ENV = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_", "LD_PRELOAD")
 
 
+@functools.cache
 def keep_large_allocations() -> dict | None:
     """Have glibc's malloc keep and reuse large blocks (tensors up to 256 MiB) instead of mapping them from the OS
-    anew each time; returns the settings applied, for run.json, or None where they do not apply.
+    anew each time; returns the settings applied, for run.json, or None where they do not apply. Applied once per
+    process: later calls (the CLI, the engine, the run.json record) return the first call's answer.
 
     Left alone where the process is not on glibc, or where the user chose the allocator's settings themselves
     (GLIBC_TUNABLES with glibc.malloc, MALLOC_*_ variables) or may have preloaded another allocator (LD_PRELOAD).

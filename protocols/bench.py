@@ -84,9 +84,9 @@ def _lightning_quiet() -> None:
     warnings.filterwarnings("ignore", message=".*custom batch sampler.*")
 
 
-def _predict(detector, ds, train_cfg: dict, precision: str, batch_size: int, workers: int, features: bool):
-    """Logits of `ds` in order, through the engine's single-process scoring loop."""
-    import torch
+def _predict(detector, ds, train_cfg: dict, precision: str, batch_size: int, workers: int, features: bool,
+             device):
+    """Logits of `ds` in order, through the engine's single-process scoring loop on `device`."""
     from torch.utils.data import DataLoader
 
     from protocols.distributed import EvalBatches
@@ -94,7 +94,6 @@ def _predict(detector, ds, train_cfg: dict, precision: str, batch_size: int, wor
     from protocols.scoring import predict_in_process
 
     loader = DataLoader(ds, batch_sampler=EvalBatches(len(ds), batch_size), num_workers=workers)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     out = predict_in_process(DetectorModule(detector, train_cfg, 1, features_in=features), loader, precision, device)
     return np.concatenate([o[0].cpu().numpy() for o in out])
 
@@ -128,6 +127,7 @@ def bench_stages(args) -> dict:
     from protocols.data import TrainCopies
     from protocols.engine import prepare_benchmark
     from protocols.feature_cache import extract_features
+    from protocols.scoring import eval_device
     from protocols.speed import resolve_precision, resolve_train_cfg
 
     _lightning_quiet()
@@ -168,38 +168,39 @@ def bench_stages(args) -> dict:
     x = (torch.from_numpy(np.array(arr)).float() - mean) / std
     if tc["channels_last"]:
         x = x.contiguous(memory_format=torch.channels_last)
-    dev = "cuda" if torch.cuda.is_available() else "cpu"
-    detector.to(dev).eval()
+    dev = eval_device(cfg)  # where the engine scores
+    detector.eval()
     x = x.to(dev)
     dtype = torch.bfloat16 if eprec == "bf16-mixed" else torch.float32
 
     def forward() -> None:
-        with torch.no_grad(), torch.autocast(dev, dtype=dtype, enabled=eprec == "bf16-mixed"):
+        detector.to(dev)  # the scoring loop hands the model back on the CPU, as Lightning does (no-op on a CPU)
+        with torch.no_grad(), torch.autocast(dev.type, dtype=dtype, enabled=eprec == "bf16-mixed"):
             for i in range(0, n, bs):
                 detector(x[i:i + bs])
-        if dev == "cuda":
+        if dev.type == "cuda":
             torch.cuda.synchronize()
 
     forward()  # warm-up (oneDNN primitive creation)
-    _predict(detector, ArrayEval(arr[: min(n, bs)]), tc, eprec, bs, 0, False)  # warm-up of the scoring path
+    _predict(detector, ArrayEval(arr[: min(n, bs)]), tc, eprec, bs, 0, False, dev)  # warm-up of the scoring path
     out: dict = {}
     # The pair that the "eval from the cache ≤ 1.2× the forward" target compares: each takes a fraction of a
     # second for a small model, so they are timed in adjacent pairs of calls (idempotent: the first outputs
     # are kept) and compared round by round.
     t_fwd, t_eval = _paired(forward, lambda: out.setdefault("c", _predict(detector, ArrayEval(arr), tc, eprec, bs,
-                                                                          0, False)), args.rounds)
+                                                                          0, False, dev)), args.rounds)
     res["model_forward"] = _timing(t_fwd, n)
     res["eval_cached"] = _timing(t_eval, n)
     paired = _ratio_summary(t_eval, t_fwd)
     res["eval_uncached"] = _timed(lambda: out.setdefault("u", _predict(detector, EvalStream(jobs), tc, eprec, bs,
-                                                                           workers, False)), n)
+                                                                           workers, False, dev)), n)
     identical = bool(np.array_equal(out["c"], out["u"]))
     if detector.is_probe:
         feats: list = []
         res["probe_features"] = _timed(lambda: feats.append(extract_features(
             detector, ArrayEval(arr), tc, eprec, "auto", bs, False)), n)
         res["eval_from_features"] = _timed(lambda: out.setdefault("f", _predict(
-            detector, ArrayEval(feats[0], features_in=True), tc, eprec, bs, 0, True)), n)
+            detector, ArrayEval(feats[0], features_in=True), tc, eprec, bs, 0, True, dev)), n)
         identical = identical and bool(np.array_equal(out["c"], out["f"]))
 
     train_ids = sorted(bench.train_sets[0])[: max(1, n // int(tc["augmentation_factor"]))]

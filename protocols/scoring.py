@@ -15,6 +15,7 @@ import contextlib
 import torch
 from torch.utils.data import DataLoader
 
+from benchmark.progress import counted_progress
 from protocols.module import DetectorModule
 from protocols.resume import check_stop
 from protocols.speed import uses_cuda
@@ -46,15 +47,11 @@ def predict_in_process(module: DetectorModule, loader: DataLoader, precision: st
     CPU, as Lightning leaves them. A signal that asks to stop (protocols.resume) ends the loop between batches
     with `Preempted`; the caller writes nothing until every batch is in.
     """
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
     modes = {m: m.training for m in module.modules()}  # as Lightning: every submodule's own mode comes back
     module.to(device).eval()
     outputs = []
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     try:
-        with Progress(*columns, disable=not progress, transient=True) as bar, torch.inference_mode(), \
-                autocast_context(precision, device):
+        with counted_progress(progress) as bar, torch.inference_mode(), autocast_context(precision, device):
             task = bar.add_task(label, total=len(loader))
             for i, batch in enumerate(loader):
                 check_stop(f"while {label}")

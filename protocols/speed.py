@@ -57,4 +57,3 @@ def resolve_train_cfg(cfg: dict, model: nn.Module) -> dict:
     tc["precision"] = resolve_precision(tc["precision"], cfg, "train.precision")
     tc["channels_last"] = resolve_channels_last(tc.get("channels_last", False), model)
     return tc
-

@@ -69,8 +69,11 @@ class Cluster:
             if check():
                 return
             time.sleep(0.2)
-        logs = "".join(f"\n--- {p.name}\n{p.read_text()[-2000:]}" for p in self.root.glob("*.log"))
-        raise RuntimeError(f"SLURM test cluster: {what} did not happen within {timeout} s{logs}")
+        raise RuntimeError(f"SLURM test cluster: {what} did not happen within {timeout} s{self.daemon_logs()}")
+
+    def daemon_logs(self, tail: int = 2000) -> str:
+        """The last `tail` characters of each daemon log (munged, slurmctld, slurmd), for failure messages."""
+        return "".join(f"\n--- {p.name}\n{p.read_text()[-tail:]}" for p in sorted(self.root.glob("*.log")))
 
     def _out(self, *cmd: str) -> str:
         p = subprocess.run(cmd, env=self.env, capture_output=True, text=True, timeout=30)
@@ -138,7 +141,7 @@ class Cluster:
             if len(states) >= n and all(s in final for s in states.values()):
                 return states
             time.sleep(1.0)
-        raise TimeoutError(f"SLURM job {job} not finished after {timeout} s: {states}")
+        raise TimeoutError(f"SLURM job {job} not finished after {timeout} s: {states}{self.daemon_logs()}")
 
 
 def _alive(pid: int) -> bool:

@@ -78,6 +78,11 @@ def test_array_of_two_detectors_by_two_seeds_matches_local_runs(cluster, tmp_pat
             assert info["slurm"]["array_job_id"] == job and info["slurm"]["job_id"]
 
 
+def _slurm_logs(runs: Path) -> str:
+    """Every task log of the test's jobs (what genshift printed under SLURM), for assertion messages."""
+    return "".join(f"\n--- {p.name}\n{p.read_text()}" for p in sorted((runs / "slurm").glob("*.out")))
+
+
 def _genshift_stopped(runs: Path) -> bool:
     """A genshift process of this test is stopped (state T): it sent itself SIGSTOP at the chosen batch."""
     for stat in Path("/proc").glob("[0-9]*/stat"):
@@ -102,13 +107,13 @@ def test_preempted_task_is_requeued_and_resumes_to_identical_predictions(cluster
     end = time.time() + 400
     while not _genshift_stopped(runs) and time.time() < end:
         time.sleep(0.5)
-    assert _genshift_stopped(runs), cluster.job_states(job)
+    assert _genshift_stopped(runs), (cluster.job_states(job), _slurm_logs(runs), cluster.daemon_logs())
     requeue = subprocess.run(["scontrol", "requeue", job], env=cluster.env, capture_output=True, text=True)
     assert requeue.returncode == 0, requeue.stderr
     states = cluster.wait_jobs(job, 1, timeout=400)
     run = runs / "synthetic-smoke__smallcnn_tune__cumulative__seed0"
-    log = "".join(p.read_text() for p in (runs / "slurm").glob("*.out"))
-    assert states[job] == "COMPLETED", (states, log)
+    log = _slurm_logs(runs)
+    assert states[job] == "COMPLETED", (states, log, cluster.daemon_logs())
     assert "received SIGUSR1" in log and "requeueing" in log and "received SIGTERM" in log, log
     assert "window 2/2: resuming after batch 7/19" in log and "window 2/2: resuming after batch 12/19" in log, log
     assert same_predictions(run, small_reference("smallcnn_tune", 0))

@@ -124,11 +124,11 @@ def _check_image(job: tuple[str, str, str, int]) -> tuple[str, list[tuple[str, s
 
 
 def _run(jobs: list, workers: int, progress: bool) -> list:
-    from rich.progress import Progress
+    from benchmark.progress import counted_progress
 
     workers = max(1, min(workers, os.cpu_count() or 1))
     out = []
-    with Progress(disable=not progress, transient=True) as bar:
+    with counted_progress(progress) as bar:
         task = bar.add_task("checking images", total=len(jobs))
         if workers == 1 or len(jobs) < 64:
             for job in jobs:

@@ -78,7 +78,7 @@ def scan_aigenbench(
 
 
 def _build(root: Path, timeline: dict[str, dt.date], timeline_name: str, progress: bool) -> ScanResult:
-    from rich.progress import Progress
+    from benchmark.progress import counted_progress
 
     dd = open_dataset_dict(root)
     missing_splits = sorted(set(SPLIT_MAP) - set(dd))
@@ -121,7 +121,7 @@ def _build(root: Path, timeline: dict[str, dt.date], timeline_name: str, progres
                          f"{timeline_name}: {dict(sorted(dropped.items()))}")
         keep_set = set(keep)
         images = ds.select_columns(["image"]).with_format("arrow")
-        with Progress(disable=not progress, transient=True) as bar:
+        with counted_progress(progress) as bar:
             task = bar.add_task(f"hashing {hf_split} images", total=n)
             for start in range(0, n, _BATCH):
                 cells = images[start : start + _BATCH].column("image").to_pylist()

@@ -121,6 +121,7 @@ def bench_stages(args) -> dict:
     from benchmark.eval_cache import build_or_load_eval_inputs, eval_jobs
     from benchmark.imagestore import read_image
     from benchmark.train_cache import build_or_load_train_inputs
+    from benchmark.worker_server import wait_for_worker_server
     from detectors import create_detector, init_seed_kwargs
     from leaderboard.bench import bench_leaderboard
     from protocols.cached_data import ArrayEval, ArrayTrainCopies, EvalStream
@@ -135,8 +136,6 @@ def bench_stages(args) -> dict:
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg["threads"]))
     bench = prepare_benchmark(cfg, progress=False)
-    from benchmark.worker_server import wait_for_worker_server
-
     # Process start-up is outside every timing: the cache workers' fork server (which `genshift run` boots while
     # it imports torch) is up before the cache build is timed, as in --whole-run.
     wait_for_worker_server()

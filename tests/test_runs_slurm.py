@@ -46,6 +46,11 @@ def same_predictions(a: Path, b: Path) -> bool:
                for k in range(2))
 
 
+def _slurm_logs(runs: Path) -> str:
+    """Every task log of the test's jobs (what genshift printed under SLURM), for assertion messages."""
+    return "".join(f"\n--- {p.name}\n{p.read_text()}" for p in sorted((runs / "slurm").glob("*.out")))
+
+
 def test_dry_run_prints_the_array_script(cluster, tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "protocols", "run", "--preset", "smoke", "--slurm", "--dry-run", "--array",
@@ -68,19 +73,13 @@ def test_dry_run_prints_the_array_script(cluster, tmp_path):
 def test_array_of_two_detectors_by_two_seeds_matches_local_runs(cluster, tmp_path, cache_dir, small_reference):
     job = submit(cluster, tmp_path, cache_dir, "--array", "detector=smallcnn_tune,smallcnn_probe", "seed=0,1")
     states = cluster.wait_jobs(job, 4, timeout=600)
-    logs = "".join(p.read_text()[-2000:] for p in (tmp_path / "runs" / "slurm").glob("*.out"))
-    assert set(states.values()) == {"COMPLETED"}, (states, logs)
+    assert set(states.values()) == {"COMPLETED"}, (states, _slurm_logs(tmp_path / "runs"), cluster.daemon_logs())
     for det in ("smallcnn_tune", "smallcnn_probe"):
         for seed in (0, 1):
             run = tmp_path / "runs" / f"synthetic-smoke__{det}__cumulative__seed{seed}"
             assert same_predictions(run, small_reference(det, seed)), (det, seed)
             info = json.loads((run / "run.json").read_text())
             assert info["slurm"]["array_job_id"] == job and info["slurm"]["job_id"]
-
-
-def _slurm_logs(runs: Path) -> str:
-    """Every task log of the test's jobs (what genshift printed under SLURM), for assertion messages."""
-    return "".join(f"\n--- {p.name}\n{p.read_text()}" for p in sorted((runs / "slurm").glob("*.out")))
 
 
 def _genshift_stopped(runs: Path) -> bool:

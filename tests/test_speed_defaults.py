@@ -3,6 +3,7 @@ anew), unless the user chose the allocator's settings; `precision: auto` refuses
 
 from __future__ import annotations
 
+import os
 import platform
 import subprocess
 import sys
@@ -38,21 +39,22 @@ libc.free(ctypes.c_void_p(block))
 """
 
 
-def _probe(mode: str, env: dict | None = None) -> tuple[bool, int]:
-    import os
+def _env_without_allocator_choices() -> dict:
+    """This environment less anything by which the user chooses malloc settings (those leave the default be)."""
+    return {k: v for k, v in os.environ.items()
+            if not k.startswith("MALLOC_") and k not in ("GLIBC_TUNABLES", "LD_PRELOAD")}
 
+
+def _probe(mode: str, env: dict) -> tuple[bool, int]:
     out = subprocess.run([sys.executable, "-c", PROBE, mode], capture_output=True, text=True, check=True,
-                         env=(env if env is not None else dict(os.environ)), cwd=REPO)
+                         env=env, cwd=REPO)
     applied, mapped = out.stdout.split()
     return applied == "True", int(mapped)
 
 
 @glibc
 def test_large_blocks_come_from_the_heap_once_tuned():
-    import os
-
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("MALLOC_") and k not in ("GLIBC_TUNABLES", "LD_PRELOAD")}
+    env = _env_without_allocator_choices()
     applied, mapped = _probe("default", env)
     assert not applied and mapped >= 64 << 20  # glibc's default: a fresh mapping for the block
     applied, mapped = _probe("tuned", env)
@@ -61,10 +63,7 @@ def test_large_blocks_come_from_the_heap_once_tuned():
 
 @glibc
 def test_the_users_own_allocator_settings_are_left_alone():
-    import os
-
-    env = {k: v for k, v in os.environ.items() if k not in ("GLIBC_TUNABLES", "LD_PRELOAD")}
-    env["MALLOC_MMAP_THRESHOLD_"] = str(1 << 20)
+    env = _env_without_allocator_choices() | {"MALLOC_MMAP_THRESHOLD_": str(1 << 20)}
     applied, mapped = _probe("tuned", env)
     assert not applied and mapped >= 64 << 20  # the user's 1 MiB threshold holds
 

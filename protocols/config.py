@@ -139,22 +139,64 @@ def config_diff(a: Mapping, b: Mapping, prefix: str = "") -> list[str]:
     return out
 
 
-CACHE_DEFAULTS = {"eval_inputs": True, "train_inputs": True, "probe_features": True}
+CACHE_DEFAULTS = {"eval_inputs": True, "train_inputs": "auto", "probe_features": True, "max_bytes": None,
+                  "verify": "sample", "chunk_mb": 64}
+TRAIN_INPUT_POLICIES = ("auto", "cached", "per_window", "stream")
+VERIFY_MODES = ("fast", "sample", "full")
+_BYTE_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "m": 1000**2, "mb": 1000**2, "g": 1000**3, "gb": 1000**3,
+               "t": 1000**4, "tb": 1000**4, "kib": 1024, "mib": 1024**2, "gib": 1024**3, "tib": 1024**4}
+
+
+def parse_bytes(value: Any, key: str) -> int | None:
+    """A byte count: an integer, or a string with a unit (`500M`, `64GB`, `1.5TiB`); null = no limit."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise ConfigError(f"{key}: expected a byte count (e.g. 64000000000 or 64GB), got {value!r}")
+    if isinstance(value, (int, float)):
+        n = value
+    else:
+        text = str(value).strip().lower().replace(" ", "")
+        num = text.rstrip("abcdefghijklmnopqrstuvwxyz")
+        unit = text[len(num):]
+        try:
+            n = float(num) * _BYTE_UNITS[unit]
+        except (ValueError, KeyError):
+            raise ConfigError(f"{key}: {value!r} is not a byte count; expected e.g. 64000000000, 500MB, 64GB "
+                              f"or 1.5TiB") from None
+    if n < 0:
+        raise ConfigError(f"{key}: expected a non-negative byte count, got {value!r}")
+    return int(n)
 
 
 def cache_switches(cfg: Mapping[str, Any]) -> dict:
-    """The `cache` section with defaults; unknown keys are an error."""
+    """The `cache` section with defaults, checked and normalised; unknown keys are an error.
+
+    `train_inputs` accepts the booleans of older configs (true = cached, false = stream).
+    """
     sw = dict(CACHE_DEFAULTS)
     for k, v in (cfg.get("cache") or {}).items():
         if k not in sw:
-            raise ValueError(f"cache.{k}: unknown cache switch; expected one of {sorted(sw)}")
-        if not isinstance(v, bool):
-            raise ValueError(f"cache.{k}: expected true or false, got {v!r}")
+            raise ConfigError(f"cache.{k}: unknown cache setting; expected one of {sorted(sw)}")
         sw[k] = v
+    for k in ("eval_inputs", "probe_features"):
+        if not isinstance(sw[k], bool):
+            raise ConfigError(f"cache.{k}: expected true or false, got {sw[k]!r}")
+    t = sw["train_inputs"]
+    if isinstance(t, bool):
+        sw["train_inputs"] = "cached" if t else "stream"
+    elif t not in TRAIN_INPUT_POLICIES:
+        raise ConfigError(f"cache.train_inputs: {t!r}; expected one of {', '.join(TRAIN_INPUT_POLICIES)} "
+                          "(or true = cached, false = stream)")
+    sw["max_bytes"] = parse_bytes(sw["max_bytes"], "cache.max_bytes")
+    if sw["verify"] not in VERIFY_MODES:
+        raise ConfigError(f"cache.verify: {sw['verify']!r}; expected one of {', '.join(VERIFY_MODES)}")
+    if isinstance(sw["chunk_mb"], bool) or not isinstance(sw["chunk_mb"], (int, float)) or sw["chunk_mb"] <= 0:
+        raise ConfigError(f"cache.chunk_mb: expected a positive number of MiB per chunk, got {sw['chunk_mb']!r}")
     return sw
 
 
 def builds_pixel_caches(cfg: Mapping[str, Any]) -> bool:
     """Whether a run may build a pixel store, hence wants the cache workers' fork server started early."""
     sw = cache_switches(cfg)
-    return sw["eval_inputs"] or sw["train_inputs"]
+    return sw["eval_inputs"] or sw["train_inputs"] != "stream"

@@ -9,6 +9,7 @@ import os
 import time
 import uuid
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from benchmark.worker_server import start_worker_server
 from detectors import count_flops, create_detector, init_seed_kwargs
 from protocols import faults
 from protocols.allocator import keep_large_allocations
+from protocols.cache_plan import plan_caches
 from protocols.checkpoints import complete_checkpoint, load_checkpoint, save_checkpoint
 from protocols.config import PROTOCOL_VERSION, builds_pixel_caches, config_hash
 from protocols.distributed import EvalBatches, TrainBatches, gather_predictions, launch_rank, world_size
@@ -106,9 +108,8 @@ def checked_manifest(manifest: Manifest, cfg: dict, cache_dir: Path, progress: b
     return apply_skips(manifest, report)
 
 
-def prepare_benchmark(cfg: dict, progress: bool = True) -> Benchmark:
-    cache_dir = Path(cfg["cache_dir"]).expanduser() if cfg.get("cache_dir") else default_cache_dir()
-    manifest = checked_manifest(load_source(cfg["dataset"], cache_dir, progress=progress), cfg, cache_dir, progress)
+def benchmark_of(manifest: Manifest, cfg: dict) -> Benchmark:
+    """Windows, training sets and eval plan of a manifest under `cfg` (no image is read)."""
     b = cfg["benchmark"]
     windows = make_windows(manifest.timeline, b["generators_per_window"])
     gen_names = generator_id_to_name(manifest.timeline)
@@ -118,6 +119,28 @@ def prepare_benchmark(cfg: dict, progress: bool = True) -> Benchmark:
         manifest.split("eval"), gen_names, b["eval_balance_seed"], b["eval_shuffle_seed"], b["eval_pairing_seed"]
     )
     return Benchmark(manifest, windows, gen_names, sets, plan, btype)
+
+
+def prepare_benchmark(cfg: dict, progress: bool = True,
+                      before_check: Callable[[Benchmark], None] | None = None) -> Benchmark:
+    """Load the dataset, check it (`data.check`) and derive the benchmark; `before_check` sees the benchmark of
+    the unchecked dataset first (the cache budget is checked there, before the data check decodes any image)."""
+    cache_dir = Path(cfg["cache_dir"]).expanduser() if cfg.get("cache_dir") else default_cache_dir()
+    raw = load_source(cfg["dataset"], cache_dir, progress=progress)
+    bench = None
+    if before_check is not None:
+        bench = benchmark_of(raw, cfg)
+        before_check(bench)
+    manifest = checked_manifest(raw, cfg, cache_dir, progress)
+    return bench if bench is not None and manifest is raw else benchmark_of(manifest, cfg)
+
+
+def create_run_detector(cfg: dict):
+    """(detector, factory init kwargs): the run's detector, created right after seeding every generator."""
+    seed = int(cfg["seed"])
+    L.seed_everything(seed, workers=True, verbose=False)
+    kwargs = init_seed_kwargs(cfg["detector"], seed)
+    return create_detector(cfg["detector"], pretrained=cfg["pretrained"], **kwargs), kwargs
 
 
 def experiment_name(cfg: dict) -> str:
@@ -203,11 +226,14 @@ def run_experiment(cfg: dict, force_new: bool = False, progress: bool = True) ->
     install_signal_handlers()
     if builds_pixel_caches(cfg):  # `genshift run` started it already (then this finds it running); API callers
         start_worker_server()  # cache-building workers start in milliseconds once it is up
-    bench = prepare_benchmark(cfg, progress)
+    made = create_run_detector(cfg)
+    cache_dir = Path(cfg["cache_dir"]).expanduser() if cfg.get("cache_dir") else default_cache_dir()
+    # The caches' sizes are checked against the budget and the free disk before any image is decoded.
+    bench = prepare_benchmark(cfg, progress, lambda b: plan_caches(cfg, b, made[0], cache_dir, world_size(cfg)))
     rd = RunDir(Path(cfg["runs_dir"]) / experiment_name(cfg))
     rank = launch_rank(cfg)
     if rank != 0:  # another DDP process: rank 0 holds the lock, checks the directory and writes the files
-        return _run_guarded(cfg, bench, rd, t0, False, rank)
+        return _run_guarded(cfg, bench, rd, t0, False, rank, made)
     rd.lock()
     rd.remove_temporaries()
     try:
@@ -221,24 +247,24 @@ def run_experiment(cfg: dict, force_new: bool = False, progress: bool = True) ->
             _say(f"moved the old run directory aside to {moved}", t0)
             rd = RunDir(rd.path)
             rd.lock()
-        return _run_guarded(cfg, bench, rd, t0, progress, rank)
+        return _run_guarded(cfg, bench, rd, t0, progress, rank, made)
     finally:
         rd.unlock()
 
 
-def _run_guarded(cfg: dict, bench: Benchmark, rd: RunDir, t0: float, progress: bool, rank: int) -> Path:
+def _run_guarded(cfg: dict, bench: Benchmark, rd: RunDir, t0: float, progress: bool, rank: int, made) -> Path:
     """Lightning ends a fit or predict on SIGTERM with SIGTERMException; genshift reports it as Preempted."""
     try:
-        return _run_locked(cfg, bench, rd, t0, progress, rank)
+        return _run_locked(cfg, bench, rd, t0, progress, rank, made)
     except SIGTERMException as e:
         raise Preempted("stopped on SIGTERM; run the same command again to resume") from e
 
 
-def _run_locked(cfg: dict, bench: Benchmark, rd: RunDir, t0: float, progress: bool, rank: int = 0) -> Path:
+def _run_locked(cfg: dict, bench: Benchmark, rd: RunDir, t0: float, progress: bool, rank: int = 0,
+                made: tuple | None = None) -> Path:
     seed = int(cfg["seed"])
-    L.seed_everything(seed, workers=True, verbose=False)
-    detector_kwargs = init_seed_kwargs(cfg["detector"], seed)
-    detector = create_detector(cfg["detector"], pretrained=cfg["pretrained"], **detector_kwargs)
+    detector, detector_kwargs = made or create_run_detector(cfg)
+    L.seed_everything(seed, workers=True, verbose=False)  # from the seed again, whatever ran since the creation
     if detector.meta.flops is None:
         count_flops(detector)  # one eval-mode forward under no_grad: recorded in run.json and the leaderboard
     meta = detector.meta
@@ -368,6 +394,7 @@ def _train_window(cfg, bench: Benchmark, detector, rd: RunDir, k: int, t0: float
         atomic_write_json(wdir / "train_metrics.json", metrics)
         save_checkpoint(detector, wdir, {"config": cfg, "training_complete": True, **identity,
                                          "detector_kwargs": ctx.detector_kwargs})
+        bench.inputs.release_train()  # a per-window store of training copies is not needed any more
     return metrics
 
 

@@ -136,13 +136,18 @@ def test_level_inputs_are_cached_and_damage_is_repaired(fake_run, capsys) -> Non
     cache = json.loads((run / "run.json").read_text())["config"]["cache_dir"]
     grid = {"none": (0,), "noise": (10.0,)}
     first = rb.robustness_grid(run, [1], grid, limit=12, progress=False)
-    entries = sorted((rb.Path(cache) / "robustness").glob("noise_10_*.npy"))
-    assert len(entries) == 1
-    entries[0].write_bytes(b"garbage")
+    stores = [d for d in (rb.Path(cache) / "robustness").iterdir()
+              if json.loads((d / "meta.json").read_text())["key"]["kind"] == "noise"]
+    assert len(stores) == 1
+    chunk = next((stores[0] / "chunks").glob("*.pixels.npy"))
+    chunk.write_bytes(b"garbage")
     again = rb.robustness_grid(run, [1], grid, limit=12, progress=False)
-    assert "damaged; rebuilding" in capsys.readouterr().err
+    assert "is damaged" in capsys.readouterr().err
     assert again == first == rb.robustness_grid(run, [1], grid, limit=12, progress=False, use_cache=False)
-    assert np.load(entries[0]).shape[:2] == (12, 1)
+    assert np.load(chunk).shape[:2] == (12, 1)
+    with pytest.raises(rb.RobustnessError, match=r"need .* free; nothing was built. Choices: --no-cache"):
+        rb.check_level_budget(rb.Path(cache) / "robustness", [rb.make_spec(
+            "robustness", {"huge": 1}, 10**9, {"pixels": rb.Field("uint8", (1, 3, 224, 224))})])
 
 
 def test_summary_monotone_verdict_follows_severity_not_row_order() -> None:

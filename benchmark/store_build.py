@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import os
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
@@ -192,7 +193,10 @@ def cached_store(
 
     path = store_dir(cache_dir, spec.kind, spec.key)
     info["path"] = str(path)
+    t = time.perf_counter()
     store = open_store(path, spec, verify)
+    info["verify_seconds"] = round(time.perf_counter() - t, 4)  # what a warm start spends checking this store
+    info["verify"] = verify
     if store is not None:
         return dict(store.arrays), info | {"hit": True, "bytes": store.nbytes}
     store = build_store(path, spec, fn, jobs, workers, progress, label, shard, should_stop, verify)

@@ -33,15 +33,16 @@ def build_caches(cfg: dict, features: bool = False, shard: tuple[int, int] | Non
                  stage: str = "all", say: Callable[[str], None] = print) -> dict:
     """Check the data and the budget, then build (this shard's chunks of) the run's pixel stores and, with
     `features`, a probe's feature stores. Returns a summary for the log and tests."""
-    from protocols.engine import create_run_detector, prepare_benchmark
     from protocols.run_inputs import _stop_between_chunks, prepare_run_inputs
+    from protocols.run_setup import prepare_benchmark, prepare_run
 
     t0 = time.time()
     cache_dir = Path(cfg["cache_dir"]).expanduser() if cfg.get("cache_dir") else default_cache_dir()
     if not features:
         cfg = cfg | {"pretrained": "none"}  # pixel stores depend on the input geometry only, never on weights
-    detector, _ = create_run_detector(cfg)
-    bench = prepare_benchmark(cfg, progress, lambda b: plan_caches(cfg, b, detector, cache_dir, features=features))
+    prepared = prepare_run(cfg, progress, features=features)  # refused here if the stores do not fit
+    detector = prepared.detector
+    bench = prepare_benchmark(cfg, progress, prepared.manifest)
     plan = plan_caches(cfg, bench, detector, cache_dir, features=features)
     say(f"genshift cache build: {bench.manifest.name}, detector {detector.meta.name} "
         f"(input {detector.meta.input_size} px, {eval_strategy(cfg, detector.meta)}); {plan.summary()}")

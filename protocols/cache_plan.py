@@ -127,7 +127,7 @@ def pixel_specs(cfg: dict, bench, meta, chunk_bytes: int) -> tuple[StoreSpec, St
 def feature_specs(cfg: dict, detector, espec: StoreSpec, tspec: StoreSpec, chunk_bytes: int,
                   world: int = 1) -> tuple[StoreSpec, StoreSpec] | str:
     """The probe's feature stores of the eval inputs and of every training copy, or why there are none."""
-    from protocols.feature_cache import feature_key, feature_store_spec
+    from protocols.feature_keys import feature_key, feature_store_spec
     from protocols.speed import resolve_precision, resolve_train_cfg, uses_cuda
 
     meta = detector.meta

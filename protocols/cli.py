@@ -130,11 +130,14 @@ def cmd_run(args) -> int:
 
         start_worker_server()  # its imports overlap this process's own (torch, Lightning) on another core
     check_name(cfg["detector"], library=True)  # timm:/torchvision:/openclip: models: before any data is prepared
+    from protocols.run_setup import prepare_run
+
+    prepared = prepare_run(cfg, progress=not args.no_progress)  # caches too large: refused here, before Lightning
     from protocols.engine import run_experiment
     from protocols.resume import EXIT_PREEMPTED, Preempted
 
     try:
-        run_dir = run_experiment(cfg, force_new=args.force_new, progress=not args.no_progress)
+        run_dir = run_experiment(cfg, force_new=args.force_new, progress=not args.no_progress, prepared=prepared)
     except Preempted as e:
         print(f"genshift: {e}", file=sys.stderr)
         return EXIT_PREEMPTED

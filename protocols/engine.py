@@ -9,7 +9,6 @@ import os
 import time
 import uuid
 import warnings
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,16 +18,11 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch.utils.data import DataLoader
 
 from benchmark.atomic import atomic_write_json, atomic_write_text
-from benchmark.eval_plan import EvalPlan, make_eval_plan
-from benchmark.manifest import Manifest
-from benchmark.sources import SourceError, default_cache_dir, load_source
-from benchmark.timeline import generator_id_to_name, make_windows
-from benchmark.windows_plan import BenchmarkType, training_sets
+from benchmark.sources import default_cache_dir
 from benchmark.worker_server import start_worker_server
-from detectors import count_flops, create_detector, init_seed_kwargs
+from detectors import count_flops
 from protocols import faults
 from protocols.allocator import keep_large_allocations
-from protocols.cache_plan import plan_caches
 from protocols.checkpoints import complete_checkpoint, load_checkpoint, save_checkpoint
 from protocols.config import PROTOCOL_VERSION, builds_pixel_caches, config_hash
 from protocols.distributed import EvalBatches, TrainBatches, gather_predictions, launch_rank, world_size
@@ -46,22 +40,18 @@ from protocols.resume import (
     load_train_state,
 )
 from protocols.run_inputs import RunInputs, features_in, prepare_run_inputs
+from protocols.run_setup import (  # noqa: F401  (re-exported: callers import them from the engine)
+    Benchmark,
+    Prepared,
+    benchmark_of,
+    checked_manifest,
+    create_run_detector,
+    prepare_benchmark,
+    prepare_run,
+)
 from protocols.rundir import RunDir
 from protocols.scoring import eval_device, predict_in_process
 from protocols.slurm import job_record
-
-
-@dataclass
-class Benchmark:
-    """Everything about the data that a run needs, derived once from the manifest and config."""
-
-    manifest: Manifest
-    windows: list[list[str]]
-    gen_names: list[str]
-    train_sets: list[list[int]]
-    plan: EvalPlan
-    benchmark_type: BenchmarkType
-    inputs: RunInputs | None = None  # set by _run_locked: cached/streamed datasets and resolved speed settings
 
 
 @dataclass
@@ -82,65 +72,6 @@ class RunContext:
 
     def identity(self, k: int) -> dict:
         return {"run_id": self.run_id, "config_hash": self.config_hash, "window": k}
-
-
-def checked_manifest(manifest: Manifest, cfg: dict, cache_dir: Path, progress: bool) -> Manifest:
-    """Refuse a dataset that fails `genshift data check`, or drop its bad images when told to.
-
-    The check decodes every image once and is cached per manifest checksum. With `data.skip_bad_images`
-    the listed images are left out; the skipped ids go into run.json and the manifest checksum changes.
-    """
-    dc = cfg["data"]
-    if not dc["check"]:
-        return manifest
-    from benchmark.datacheck import apply_skips, check_source, format_report
-
-    report = check_source(manifest, cache_dir, min_side=int(dc["min_side"]),
-                          workers=int(cfg["train"]["num_workers"]) or 1, progress=progress)
-    if report.ok:
-        return manifest
-    if not dc["skip_bad_images"]:
-        raise SourceError(
-            f"dataset {cfg['dataset']} fails the data check:\n{format_report(report)}\n"
-            "fix the listed images, or re-run with --set data.skip_bad_images=true to leave them out "
-            "(the skipped ids are recorded in run.json)"
-        )
-    return apply_skips(manifest, report)
-
-
-def benchmark_of(manifest: Manifest, cfg: dict) -> Benchmark:
-    """Windows, training sets and eval plan of a manifest under `cfg` (no image is read)."""
-    b = cfg["benchmark"]
-    windows = make_windows(manifest.timeline, b["generators_per_window"])
-    gen_names = generator_id_to_name(manifest.timeline)
-    btype = BenchmarkType.parse(str(b["type"]))
-    sets = training_sets(manifest.split("train"), windows, btype, b["real_sampling_seed"], b["replay_seed"])
-    plan = make_eval_plan(
-        manifest.split("eval"), gen_names, b["eval_balance_seed"], b["eval_shuffle_seed"], b["eval_pairing_seed"]
-    )
-    return Benchmark(manifest, windows, gen_names, sets, plan, btype)
-
-
-def prepare_benchmark(cfg: dict, progress: bool = True,
-                      before_check: Callable[[Benchmark], None] | None = None) -> Benchmark:
-    """Load the dataset, check it (`data.check`) and derive the benchmark; `before_check` sees the benchmark of
-    the unchecked dataset first (the cache budget is checked there, before the data check decodes any image)."""
-    cache_dir = Path(cfg["cache_dir"]).expanduser() if cfg.get("cache_dir") else default_cache_dir()
-    raw = load_source(cfg["dataset"], cache_dir, progress=progress)
-    bench = None
-    if before_check is not None:
-        bench = benchmark_of(raw, cfg)
-        before_check(bench)
-    manifest = checked_manifest(raw, cfg, cache_dir, progress)
-    return bench if bench is not None and manifest is raw else benchmark_of(manifest, cfg)
-
-
-def create_run_detector(cfg: dict):
-    """(detector, factory init kwargs): the run's detector, created right after seeding every generator."""
-    seed = int(cfg["seed"])
-    L.seed_everything(seed, workers=True, verbose=False)
-    kwargs = init_seed_kwargs(cfg["detector"], seed)
-    return create_detector(cfg["detector"], pretrained=cfg["pretrained"], **kwargs), kwargs
 
 
 def experiment_name(cfg: dict) -> str:
@@ -216,8 +147,13 @@ def _trainer(cfg: dict, precision: str, progress: bool, loggers: list | bool, n_
     )
 
 
-def run_experiment(cfg: dict, force_new: bool = False, progress: bool = True) -> Path:
-    """Run (or resume) the whole benchmark described by `cfg`; returns the run directory."""
+def run_experiment(cfg: dict, force_new: bool = False, progress: bool = True,
+                   prepared: Prepared | None = None) -> Path:
+    """Run (or resume) the whole benchmark described by `cfg`; returns the run directory.
+
+    `prepared`: what `prepare_run(cfg)` returned (the CLI calls it before importing this module, so a run whose
+    caches do not fit is refused within seconds); made here otherwise.
+    """
     t0 = time.time()
     _quiet_lightning()
     if cfg.get("threads"):
@@ -226,10 +162,10 @@ def run_experiment(cfg: dict, force_new: bool = False, progress: bool = True) ->
     install_signal_handlers()
     if builds_pixel_caches(cfg):  # `genshift run` started it already (then this finds it running); API callers
         start_worker_server()  # cache-building workers start in milliseconds once it is up
-    made = create_run_detector(cfg)
-    cache_dir = Path(cfg["cache_dir"]).expanduser() if cfg.get("cache_dir") else default_cache_dir()
     # The caches' sizes are checked against the budget and the free disk before any image is decoded.
-    bench = prepare_benchmark(cfg, progress, lambda b: plan_caches(cfg, b, made[0], cache_dir, world_size(cfg)))
+    prepared = prepared or prepare_run(cfg, progress)
+    made = (prepared.detector, prepared.detector_kwargs)
+    bench = prepare_benchmark(cfg, progress, prepared.manifest)
     rd = RunDir(Path(cfg["runs_dir"]) / experiment_name(cfg))
     rank = launch_rank(cfg)
     if rank != 0:  # another DDP process: rank 0 holds the lock, checks the directory and writes the files

@@ -11,7 +11,7 @@ features come from, the precision, memory format, device kind and torch version:
 
 from __future__ import annotations
 
-import hashlib
+import time
 from collections.abc import Callable
 
 import lightning as L
@@ -19,40 +19,18 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from benchmark.array_store import (
-    DEFAULT_CHUNK_BYTES,
-    Field,
-    StoreSpec,
-    StoreWriter,
-    make_spec,
-    open_store,
-    store_dir,
-)
+from benchmark.array_store import DEFAULT_CHUNK_BYTES, StoreWriter, open_store, store_dir
 from benchmark.store_build import ChunkSink
+from protocols.feature_keys import (  # re-exported: the keys live in an import-light module
+    FEATURE_CACHE_FORMAT,
+    backbone_fingerprint,
+    feature_key,
+    feature_store_spec,
+)
 from protocols.module import DetectorModule
 
-FEATURE_CACHE_FORMAT = 1
-
-
-def backbone_fingerprint(detector: torch.nn.Module) -> str:
-    """sha256 over the backbone's state (names, dtypes, shapes, bytes): which frozen weights made the features."""
-    h = hashlib.sha256()
-    for name, t in sorted(detector.backbone.state_dict().items()):
-        t = t.detach().cpu().contiguous()
-        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()
-
-
-def feature_key(detector, inputs_digest: str, precision: str, channels_last: bool, device: str) -> dict:
-    """Everything that determines a probe's cached features."""
-    meta = detector.meta
-    return {
-        "format": FEATURE_CACHE_FORMAT, "detector": meta.name, "pretrained": meta.pretrained,
-        "backbone_sha256": backbone_fingerprint(detector), "feature_dim": meta.feature_dim,
-        "inputs": inputs_digest, "precision": precision, "channels_last": bool(channels_last),
-        "device": device, "torch": torch.__version__,
-    }
+__all__ = ["FEATURE_CACHE_FORMAT", "FeatureExtractor", "backbone_fingerprint", "cached_features", "extract_features",
+           "feature_key", "feature_store_spec"]
 
 
 class FeatureExtractor(DetectorModule):
@@ -102,13 +80,6 @@ def extract_features(
     return feats
 
 
-def feature_store_spec(key: dict, n_rows: int, feature_dim: int, batch_size: int,
-                       chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> StoreSpec:
-    """One float32 row per dataset item; chunks are whole batches."""
-    return make_spec("features", key, n_rows, {"features": Field("float32", (int(feature_dim),))}, chunk_bytes,
-                     multiple=batch_size)
-
-
 def cached_features(
     cache_dir, detector, dataset: Dataset, inputs_digest: str, train_cfg: dict, precision: str, accelerator: str,
     device: str, batch_size: int, progress: bool, workers: int = 0, *, verify: str = "sample",
@@ -124,7 +95,9 @@ def cached_features(
         return feats, info | {"bytes": feats.nbytes}
     path = store_dir(cache_dir, "features", key)
     info["path"] = str(path)
+    t = time.perf_counter()
     store = open_store(path, spec, verify)
+    info |= {"verify_seconds": round(time.perf_counter() - t, 4), "verify": verify}
     if store is None:
         writer = StoreWriter(path, spec)
         todo = [c for c in range(spec.n_chunks) if c not in writer.done_chunks()]

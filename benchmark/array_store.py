@@ -31,7 +31,7 @@ import sys
 import uuid
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -149,6 +149,12 @@ def _header(dtype: str, shape: tuple[int, ...]) -> bytes:
     return buf.getvalue()
 
 
+def _same_content(doc: dict, layout: dict) -> bool:
+    """Whether a store's layout or meta describes the same content as `layout` (its chunking may differ: a
+    complete store cut into other chunks, e.g. built with another cache.chunk_mb, holds the same rows)."""
+    return all(doc.get(k) == v for k, v in layout.items() if k != "items_per_chunk")
+
+
 def _chunk_name(c: int, field_name: str | None = None) -> str:
     return f"{c:06d}.{field_name}.npy" if field_name else f"{c:06d}.json"
 
@@ -160,10 +166,14 @@ class StoreWriter:
     """Writes chunks of one store (several writers may share a store: chunks are written whole and renamed)."""
 
     def __init__(self, path: Path, spec: StoreSpec):
-        self.path, self.spec = Path(path), spec
+        self.path = Path(path)
         self.chunks = self.path / CHUNKS
-        layout = spec.layout()
         old = _read_json(self.path / LAYOUT)
+        if old is not None and old != spec.layout() and _same_content(old, spec.layout()):
+            # the same rows cut into other chunks (another cache.chunk_mb, e.g. a cluster build's): continue in them
+            spec = replace(spec, items_per_chunk=int(old["items_per_chunk"]))
+        self.spec = spec
+        layout = spec.layout()
         if old is not None and old != layout:
             why = "its key differs" if old.get("key") != layout["key"] else "its chunk layout differs"
             print(f"genshift: cache {self.path}: an unfinished or older store is there ({why}); starting it anew",
@@ -470,7 +480,7 @@ def open_store(path: Path, spec: StoreSpec, verify: str = "sample", say_stale: b
             return None
         else:
             return None
-    if meta is None or {k: meta.get(k) for k in layout} != layout:
+    if meta is None or not _same_content(meta, layout):
         _say(say_stale, f"genshift: cache {path}: its layout or key differs from this run's; rebuilding it")
         _remove_store(path)
         return None
@@ -496,12 +506,14 @@ def _say(enabled: bool, msg: str) -> None:
 def store_progress(path: Path, spec: StoreSpec) -> tuple[int, int]:
     """(chunks done, bytes of done chunks) of a store that may be partial (for budgets: what is already there)."""
     path = Path(path)
-    layout = _read_json(path / LAYOUT)
-    if layout is None or layout != spec.layout():
-        return 0, 0
     meta = _read_json(path / META)
-    if meta is not None and meta.get("store_format") == STORE_FORMAT and "bytes" in meta:
-        return spec.n_chunks, int(meta["bytes"])
+    if meta is not None and meta.get("store_format") == STORE_FORMAT and "bytes" in meta \
+            and _same_content(meta, spec.layout()):
+        return len(meta.get("chunks") or []), int(meta["bytes"])
+    layout = _read_json(path / LAYOUT)
+    if layout is None or not _same_content(layout, spec.layout()):
+        return 0, 0
+    spec = replace(spec, items_per_chunk=int(layout["items_per_chunk"]))  # its own chunking
     done, nbytes = 0, 0
     for c in range(spec.n_chunks):
         rec = _read_json(path / CHUNKS / _chunk_name(c))

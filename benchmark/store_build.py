@@ -146,6 +146,7 @@ def build_store(
     if store is not None:
         return store
     writer = StoreWriter(path, spec)
+    spec = writer.spec  # a partial store's own chunking, if it was started with another chunk size
     todo = [c for c in shard_chunks(spec.n_chunks, shard) if c not in writer.done_chunks()]
     sink = ChunkSink(writer, todo)
     items = list(sink.items())

@@ -100,7 +100,7 @@ def cached_features(
     info |= {"verify_seconds": round(time.perf_counter() - t, 4), "verify": verify}
     if store is None:
         writer = StoreWriter(path, spec)
-        todo = [c for c in range(spec.n_chunks) if c not in writer.done_chunks()]
+        todo = [c for c in range(writer.spec.n_chunks) if c not in writer.done_chunks()]
         sink = ChunkSink(writer, todo)
         items = list(sink.items())
         pending = iter(items)

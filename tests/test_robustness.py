@@ -231,3 +231,23 @@ def test_default_detector_auroc_falls_monotonically_with_jpeg_and_blur(tmp_path,
     table = pd.read_csv(tmp_path / "lb" / "leaderboard_robustness.csv")
     assert (table.loc[table["degradation"].isin(["jpeg", "blur"]), "monotone_windows"] == len(windows)).all()
     assert "robustness grid: default" in (tmp_path / "lb" / "leaderboard.html").read_text()
+
+
+def test_grid_on_an_aigenbench_run_reads_images_through_the_image_store(tmp_path, capsys) -> None:
+    """A run on a release-format dataset (images are Arrow rows, `hf-row:` references, not files): the grid reads
+    them through the image store, and its mandatory cell reproduces the run's recorded AUROC."""
+    from benchmark.testdata import write_release_dataset
+    from protocols.cli import main
+
+    write_release_dataset(tmp_path / "release", train_fakes_per_generator=1, eval_fakes_per_generator=1)
+    run = tmp_path / "runs" / "agb"
+    assert main(["run", "--preset", "smoke", "--dataset", f"aigenbench:{tmp_path / 'release'}", "--detector",
+                 "smallcnn_tune", "--cache-dir", str(tmp_path / "cache"), "--runs-dir", str(tmp_path / "runs"),
+                 "--experiment", "agb", "--no-progress", "--no-leaderboard", "--set",
+                 "benchmark.generators_per_window=36", "--set", "threads=1"]) == 0
+    assert main(["robustness", str(run), "--degradation", "jpeg=90", "--degradation", "mandatory", "--no-progress",
+                 "--threads", "1"]) == 0
+    rows = list(csv.DictReader((run / "robustness.csv").open()))
+    assert [(r["degradation"], r["n"]) for r in rows] == [("none", "72"), ("jpeg", "72"), ("mandatory", "72")]
+    check = json.loads((run / "robustness.json").read_text())["mandatory_vs_recorded"]
+    assert check["0"]["agree"], check

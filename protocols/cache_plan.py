@@ -25,6 +25,10 @@ class CacheBudgetError(ConfigError):
     """The stores a run needs do not fit its budget or the free disk; the message lists the choices."""
 
 
+LABELS = {"eval_inputs": "eval inputs", "train_inputs": "training copies", "eval_features": "eval features",
+          "train_features": "training-copy features", "probe_features": "probe features"}
+
+
 def human_bytes(n: float | None) -> str:
     """1.08 GB, 17.3 GB, 512 MB (decimal units, as disks are sold and `df -H` shows)."""
     if n is None:
@@ -85,7 +89,7 @@ class CachePlan:
                 "free_bytes": self.free_bytes, "cache_dir": str(self.cache_dir)}
 
     def summary(self) -> str:
-        parts = [f"{n.replace('_', ' ')} {s.policy}" + (f" {human_bytes(s.bytes)}" if s.stored else "")
+        parts = [f"{LABELS[n]} {s.policy}" + (f" {human_bytes(s.bytes)}" if s.stored else "")
                  for n, s in self.stores.items()]
         return (f"caches: {', '.join(parts)}; {human_bytes(self.total)} in all "
                 f"({human_bytes(self.to_write)} to write, {human_bytes(self.free_bytes)} free, budget "
@@ -229,7 +233,7 @@ def plan_caches(cfg: dict, bench, detector, cache_dir: Path, world: int = 1, fea
 def _refusal(plan: CachePlan, options: dict, per_window_useful: bool, factor: int, is_probe: bool) -> str:
     """One line: what the stores need, what the limits are, and the choices that would fit better."""
     s = plan.stores
-    parts = [f"{n.replace('_', ' ')} {human_bytes(p.bytes)}" for n, p in s.items() if p.stored]
+    parts = [f"{LABELS[n]} {human_bytes(p.bytes)}" for n, p in s.items() if p.stored]
     budget = plan.settings["max_bytes"]
     over = []
     if budget is not None and plan.total > budget:

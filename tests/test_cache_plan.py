@@ -53,7 +53,7 @@ def test_a_budget_smaller_than_the_stores_is_refused_before_any_decode(tmp_path,
     assert ev == 200 * 3 * 56 * 56 + 128 * plan.stores["eval_inputs"].spec.n_chunks  # rows and a header a chunk
     from protocols.cache_plan import human_bytes
 
-    assert f"eval inputs {human_bytes(ev)} + train inputs {human_bytes(tr)}" in err
+    assert f"eval inputs {human_bytes(ev)} + training copies {human_bytes(tr)}" in err
     assert "cache.max_bytes is 1 MB" in err and "nothing was built" in err
     assert "--set cache.train_inputs=stream" in err and "--set cache.eval_inputs=false" in err
 
@@ -77,7 +77,7 @@ def test_auto_keeps_copies_while_they_fit_then_one_window_then_streams(tmp_path,
     assert "streamed by 0 DataLoader worker(s)" in stream.stores["train_inputs"].reason
     with pytest.raises(CacheBudgetError, match=r"need eval inputs .* but cache\.max_bytes is"):
         plan_caches(_cfg(cache, max_bytes=ev - 1), bench, det, cache)
-    with pytest.raises(CacheBudgetError, match="train inputs"):
+    with pytest.raises(CacheBudgetError, match="training copies"):
         plan_caches(_cfg(cache, max_bytes=ev + largest - 1, train_inputs="per_window"), bench, det, cache)
     assert plan_caches(_cfg(cache, max_bytes=ev - 1, eval_inputs=False, train_inputs="stream"), bench, det,
                        cache).total == 0

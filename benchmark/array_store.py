@@ -375,13 +375,17 @@ class ChunkedArray:
         if len(rows) and (rows.min() < 0 or rows.max() >= n):
             raise IndexError(f"rows outside a store field of {n} rows")
         out = np.empty((len(rows), *self.row_shape), self.dtype)
-        i = 0
-        while i < len(rows):  # runs of consecutive rows are read at once
-            j = i + 1
-            while j < len(rows) and rows[j] == rows[j - 1] + 1:
-                j += 1
-            self._read_run(int(rows[i]), int(rows[j - 1]) + 1, out[i:j])
-            i = j
+        if not len(rows):
+            return out
+        chunk = np.searchsorted(self.starts, rows, side="right") - 1
+        # runs of consecutive rows within one chunk file: one pread each
+        cut = np.flatnonzero((np.diff(rows) != 1) | (np.diff(chunk) != 0)) + 1
+        bounds = np.r_[0, cut, len(rows)]
+        for i, j in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
+            c = int(chunk[i])
+            path, offset, _ = self.files[c]
+            _pread_into(self._open.fd(path), out[i:j], offset + (int(rows[i]) - int(self.starts[c])) * self.row_bytes,
+                        path)
         return out
 
 

@@ -5,8 +5,9 @@ Test images of each `--sizes` side (JPEG or PNG, made here, nothing downloaded) 
 streamed run does per item, in one single-threaded process (one DataLoader worker): `decode`; `train_copy` =
 decode + one augmented training copy at the detector's input (protocols.data.TrainCopies, as with
 `cache.train_inputs: stream`); `eval_input` = decode + the mandatory degradation chain + the detector's crop (the
-eval stream, as with `cache.eval_inputs: false`, and the eval store's build). Then the same with every core
-(`ordered_map`, as the cache builds run) to show how it scales. For each `--forward-rate` (images/s the model
+eval stream, as with `cache.eval_inputs: false`, and the eval store's build), per CPU second of that process
+(the rate of one dedicated core, steady on a shared machine). Then the same with every core (a process pool, as
+the cache builds run; wall time) to show how it scales. For each `--forward-rate` (images/s the model
 consumes on the GPU) it prints the workers needed: ceil(rate / per-worker images/s of training copies).
 """
 
@@ -59,15 +60,15 @@ def _eval_job(args: tuple) -> int:
 
 
 def _rate(fn, jobs: list, workers: int, rounds: int) -> float:
-    """Images/s of `fn` over `jobs` with `workers` processes (1 = here, single-threaded): the best of `rounds`.
-    A pool is started and warmed (one job per worker) before it is timed, as a DataLoader's workers are."""
+    """Images/s of `fn` over `jobs` with `workers` processes (1 = here, single-threaded, per CPU second): the best
+    of `rounds`. A pool is started and warmed (one job per worker) before it is timed, as a DataLoader's are."""
     best = math.inf
-    if workers == 1:
+    if workers == 1:  # CPU time of this single-threaded process: what one dedicated core gives, even when shared
         for _ in range(rounds):
-            t = time.perf_counter()
+            t = time.process_time()
             for j in jobs:
                 fn(j)
-            best = min(best, time.perf_counter() - t)
+            best = min(best, time.process_time() - t)
         return len(jobs) / best
     import concurrent.futures as cf
 

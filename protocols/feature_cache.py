@@ -95,9 +95,10 @@ def cached_features(
         return feats, info | {"bytes": feats.nbytes}
     path = store_dir(cache_dir, "features", key)
     info["path"] = str(path)
-    t = time.perf_counter()
+    t, cpu = time.perf_counter(), time.process_time()
     store = open_store(path, spec, verify)
-    info |= {"verify_seconds": round(time.perf_counter() - t, 4), "verify": verify}
+    info |= {"verify_seconds": round(time.perf_counter() - t, 4), "verify": verify,
+             "verify_cpu_seconds": round(time.process_time() - cpu, 4)}
     if store is None:
         writer = StoreWriter(path, spec)
         todo = [c for c in range(writer.spec.n_chunks) if c not in writer.done_chunks()]

@@ -122,6 +122,8 @@ def _run_facts(run_dir: Path) -> dict:
         return {}
     stores = {k: v for k, v in caches.items() if isinstance(v, dict) and "verify_seconds" in v}
     return {"verify_seconds": round(sum(v["verify_seconds"] for v in stores.values()), 4),
+            "verify_cpu_seconds": round(sum(v.get("verify_cpu_seconds", 0) for v in stores.values()), 4),
+            "verify_per_store": {k: v["verify_seconds"] for k, v in stores.items()},
             "stores_hit": {k: bool(v.get("hit")) for k, v in stores.items()},
             "store_bytes": {k: v.get("bytes") for k, v in stores.items()}}
 
@@ -139,7 +141,7 @@ def _size(text: str) -> tuple[int, int]:
 def _line(name: str, r: dict) -> str:
     extra = ""
     if "verify_seconds" in r:
-        extra = f"  stores verified in {r['verify_seconds']:.3f} s"
+        extra = f"  stores verified in {r['verify_seconds']:.3f} s (CPU {r.get('verify_cpu_seconds', 0):.3f} s)"
     if "cache_bytes" in r:
         extra = f"  stores {r['cache_bytes'] / 1e9:.2f} GB"
     if "dataset_bytes" in r:

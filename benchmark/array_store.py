@@ -356,6 +356,10 @@ class ChunkedArray:
 
     def __getitem__(self, idx) -> np.ndarray:
         n = len(self)
+        if isinstance(idx, tuple):  # rows first, then the rest of the index on what was read
+            rows = self[idx[0]] if idx else self[:]
+            rest = idx[1:]
+            return rows[rest] if isinstance(idx[0], (int, np.integer)) else rows[(slice(None), *rest)]
         if isinstance(idx, (int, np.integer)):
             i = int(idx) + (n if idx < 0 else 0)
             if not 0 <= i < n:

@@ -56,6 +56,8 @@ def test_rows_read_across_chunks_equal_the_source(tmp_path):
         assert np.array_equal(a[sl], src[sl]), sl
     rows = [21, 0, 1, 2, 3, 10, 10, 6, 5]  # unsorted, repeats, runs that cross a chunk boundary
     assert np.array_equal(a[rows], src[rows]) and np.array_equal(a[np.asarray(rows)], src[rows])
+    assert np.array_equal(a[:, 1:], src[:, 1:]) and np.array_equal(a[3, 2], src[3, 2])
+    assert np.array_equal(a[[4, 1], :, 2], src[[4, 1], :, 2])
     out = a[3:9]
     out[:] = 0  # a fresh writable array, the store untouched
     assert np.array_equal(a[3:9], src[3:9])

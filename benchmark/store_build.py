@@ -81,16 +81,20 @@ def _as_fields(spec: StoreSpec, value) -> dict[str, np.ndarray]:
 
 
 class ChunkSink:
-    """Collects items in order and writes each chunk when its last item arrives (one chunk in memory)."""
+    """Collects items in order and writes each chunk when its last item arrives. Fields with a fixed number of rows
+    per item fill one buffer allocated once and reused for every chunk (no allocation per chunk: the heap stays
+    the same size however many chunks a store has); variable fields are gathered and joined."""
 
     def __init__(self, writer: StoreWriter, chunks: Sequence[int]):
         self.writer, self.spec = writer, writer.spec
         self.order = list(chunks)
         self.k = 0
+        self.buffers = {n: np.empty((self.spec.items_per_chunk * f.rows_per_item, *f.row_shape), f.dtype)
+                        for n, f in self.spec.fields.items() if f.rows_per_item is not None and self.order}
         self._start()
 
     def _start(self) -> None:
-        self.parts: dict[str, list] = {n: [] for n in self.spec.fields}
+        self.parts: dict[str, list] = {n: [] for n in self.spec.fields if n not in self.buffers}
         if self.k < len(self.order):
             self.a, self.b = self.spec.chunk_items(self.order[self.k])
             self.next = self.a
@@ -106,12 +110,24 @@ class ChunkSink:
         if self.k >= len(self.order) or item != self.next:
             raise StoreError(f"{self.writer.path}: item {item} arrived out of order")
         for name, rows in _as_fields(self.spec, value).items():
-            self.parts[name].append(np.asarray(rows))
+            f = self.spec.fields[name]
+            if name in self.buffers:
+                rows = np.asarray(rows)
+                if rows.shape != (f.rows_per_item, *f.row_shape):
+                    raise StoreError(f"{self.writer.path}: item {item}, field {name!r}: rows of shape {rows.shape}, "
+                                     f"expected ({f.rows_per_item}, {', '.join(map(str, f.row_shape))})")
+                i = (item - self.a) * f.rows_per_item
+                self.buffers[name][i:i + f.rows_per_item] = rows
+            else:
+                self.parts[name].append(np.asarray(rows))
         self.next += 1
         if self.next < self.b:
             return None
         c = self.order[self.k]
-        self.writer.write_chunk(c, {n: _concat(p, self.spec.fields[n]) for n, p in self.parts.items()})
+        arrays = {n: _concat(p, self.spec.fields[n]) for n, p in self.parts.items()}
+        for n, buf in self.buffers.items():
+            arrays[n] = buf[:(self.b - self.a) * self.spec.fields[n].rows_per_item]
+        self.writer.write_chunk(c, arrays)
         self.k += 1
         self._start()
         return c

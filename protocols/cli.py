@@ -125,14 +125,16 @@ def cmd_run(args) -> int:
     from detectors.registry import check_name
 
     check_name(cfg["detector"])  # a misspelt name fails here in milliseconds, before torch is imported
-    if builds_pixel_caches(cfg):
-        from benchmark.worker_server import start_worker_server
-
-        start_worker_server()  # its imports overlap this process's own (torch, Lightning) on another core
     check_name(cfg["detector"], library=True)  # timm:/torchvision:/openclip: models: before any data is prepared
     from protocols.run_setup import prepare_run
 
-    prepared = prepare_run(cfg, progress=not args.no_progress)  # caches too large: refused here, before Lightning
+    # Caches too large: refused here, within seconds, before Lightning is imported and before the cache workers'
+    # fork server competes for the CPU.
+    prepared = prepare_run(cfg, progress=not args.no_progress)
+    if builds_pixel_caches(cfg):
+        from benchmark.worker_server import start_worker_server
+
+        start_worker_server()  # its imports overlap this process's own (Lightning, the data check) on another core
     from protocols.engine import run_experiment
     from protocols.resume import EXIT_PREEMPTED, Preempted
 

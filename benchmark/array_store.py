@@ -27,6 +27,7 @@ import json
 import os
 import random
 import shutil
+import socket
 import sys
 import uuid
 from collections import OrderedDict
@@ -114,9 +115,6 @@ class StoreSpec:
         a = c * self.items_per_chunk
         return a, min(a + self.items_per_chunk, self.n_items)
 
-    def chunk_of_item(self, i: int) -> int:
-        return int(i) // self.items_per_chunk
-
     def estimate_bytes(self, chunks: Iterable[int] | None = None) -> int:
         """Upper bound of the bytes on disk (data files; headers and records add a few hundred bytes a chunk)."""
         per_item = sum(f.item_bytes for f in self.fields.values())
@@ -183,8 +181,17 @@ class StoreWriter:
         if (self.path / META).is_file() and old is None:  # an older format's store (data.npy + meta.json)
             _remove_store(self.path)
         self.chunks.mkdir(parents=True, exist_ok=True)
+        self._remove_dead_temporaries()
         if old is None:
             atomic_write_text(self.path / LAYOUT, json.dumps(layout, indent=1, sort_keys=True))
+
+    def _remove_dead_temporaries(self) -> None:
+        """Delete the half-written chunk files of writers of this host that died (SIGKILL leaves them behind);
+        those of live writers (other shards) and of other hosts stay."""
+        for tmp in self.chunks.glob(".*.tmp"):
+            parts = tmp.name.split(".")
+            if len(parts) >= 6 and parts[-4] == _HOST and parts[-3].isdigit() and not _alive(int(parts[-3])):
+                tmp.unlink(missing_ok=True)
 
     def done_chunks(self) -> set[int]:
         """Chunks whose record and data files are present with the recorded sizes."""
@@ -210,7 +217,7 @@ class StoreWriter:
             header = _header(f.dtype, arr.shape)
             h = hashlib.sha256(header)
             target = self.chunks / _chunk_name(c, name)
-            tmp = target.with_name(f".{target.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+            tmp = target.with_name(f".{target.name}.{_HOST}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
             try:
                 with open(tmp, "wb") as fh:
                     fh.write(header)
@@ -240,6 +247,19 @@ class StoreWriter:
                                                                       for f in r["fields"].values()))}
         atomic_write_text(self.path / META, json.dumps(meta, sort_keys=True))
         return True
+
+
+_HOST = socket.gethostname().split(".")[0].replace("-", "_") or "host"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _read_json(path: Path) -> dict | None:
@@ -529,17 +549,6 @@ def store_progress(path: Path, spec: StoreSpec) -> tuple[int, int]:
             done += 1
             nbytes += sum(f["bytes"] for f in rec["fields"].values())
     return done, nbytes
-
-
-def memory_store(spec: StoreSpec, arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """What a store would hold, in memory (no cache directory): the fields' arrays, checked against the spec."""
-    out = {}
-    for name, f in spec.fields.items():
-        arr = np.asarray(arrays[name])
-        if arr.dtype != np.dtype(f.dtype) or arr.shape[1:] != tuple(f.row_shape):
-            raise StoreError(f"field {name!r}: {arr.dtype} {arr.shape}, expected {f.dtype} (N, {f.row_shape})")
-        out[name] = arr
-    return out
 
 
 # ------------------------------------------------------------------------------------------ cache directory

@@ -12,7 +12,7 @@ import concurrent.futures as cf
 import os
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -187,11 +187,6 @@ def build_in_memory(spec: StoreSpec, fn: Callable, jobs: Sequence, workers: int 
                 parts[name].append(np.asarray(rows))
             bar.advance(task)
     return {n: _concat(p, spec.fields[n]) for n, p in parts.items()}
-
-
-def chunks_of(spec: StoreSpec, items: Iterable[int]) -> list[int]:
-    """The chunks holding `items` (sorted)."""
-    return sorted({spec.chunk_of_item(i) for i in items})
 
 
 def cached_store(

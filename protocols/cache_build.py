@@ -33,7 +33,7 @@ def build_caches(cfg: dict, features: bool = False, shard: tuple[int, int] | Non
                  stage: str = "all", say: Callable[[str], None] = print) -> dict:
     """Check the data and the budget, then build (this shard's chunks of) the run's pixel stores and, with
     `features`, a probe's feature stores. Returns a summary for the log and tests."""
-    from protocols.run_inputs import _stop_between_chunks, prepare_run_inputs
+    from protocols.run_inputs import prepare_run_inputs, stop_between_chunks
     from protocols.run_setup import prepare_benchmark, prepare_run
 
     t0 = time.time()
@@ -61,7 +61,7 @@ def build_caches(cfg: dict, features: bool = False, shard: tuple[int, int] | Non
                         for k, v in inputs.describe.items() if isinstance(v, dict) and "digest" in v}
         say(f"done in {time.time() - t0:.0f} s")
         return out
-    out["built"] = _build_pixels(cfg, bench, detector, cache_dir, plan, shard, progress, _stop_between_chunks, say)
+    out["built"] = _build_pixels(cfg, bench, detector, cache_dir, plan, shard, progress, stop_between_chunks, say)
     say(f"done in {time.time() - t0:.0f} s")
     return out
 

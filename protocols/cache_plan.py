@@ -233,7 +233,7 @@ def plan_caches(cfg: dict, bench, detector, cache_dir: Path, world: int = 1, fea
 def _refusal(plan: CachePlan, options: dict, per_window_useful: bool, factor: int, is_probe: bool) -> str:
     """One line: what the stores need, what the limits are, and the choices that would fit better."""
     s = plan.stores
-    parts = [f"{LABELS[n]} {human_bytes(p.bytes)}" for n, p in s.items() if p.stored]
+    parts = [f"{LABELS[n]} {human_bytes(s[n].bytes)}" for n in LABELS if n in s and s[n].stored]
     budget = plan.settings["max_bytes"]
     over = []
     if budget is not None and plan.total > budget:

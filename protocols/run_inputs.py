@@ -32,7 +32,7 @@ from protocols.speed import resolve_precision, resolve_train_cfg, uses_cuda
 _chunks_written = [0]
 
 
-def _stop_between_chunks() -> None:
+def stop_between_chunks() -> None:
     """Called after every store chunk written: stop here on a signal (preemption); crash here in resume tests."""
     _chunks_written[0] += 1
     faults.die_if("store_chunk", 0, _chunks_written[0])
@@ -90,7 +90,7 @@ def prepare_run_inputs(cfg: dict, bench, detector, cache_dir: Path, progress: bo
     m, ids = bench.manifest, bench.plan.sample_ids
     prof, base_seed = cfg["degradation"]["profile"], cfg["degradation"]["base_seed"]
     store_opts = {"verify": sw["verify"], "chunk_bytes": int(float(sw["chunk_mb"]) * (1 << 20)),
-                  "should_stop": _stop_between_chunks}
+                  "should_stop": stop_between_chunks}
     say(plan.summary())
     espec = plan.stores["eval_inputs"].spec
     if plan.policy("eval_inputs") == "cached":

@@ -192,9 +192,17 @@ def test_sigkill_during_a_build_resumes_to_identical_files(tmp_path):
     run = [sys.executable, "-c", KILLER]
     assert subprocess.run([*run, str(killed), "7"], cwd=ROOT, capture_output=True).returncode == -9
     assert not (killed / META).exists() and len(list((killed / "chunks").glob("*.json"))) == 2
+    (killed / "chunks" / ".000002.pixels.npy.otherhost.1.abcd.tmp").write_bytes(b"x")  # a live writer elsewhere
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    from benchmark.array_store import _HOST
+
+    (killed / "chunks" / f".000002.pixels.npy.{_HOST}.{dead.stdout.strip()}.abcd.tmp").write_bytes(b"half")
     again = subprocess.run([*run, str(killed), "3"], cwd=ROOT, capture_output=True, text=True)  # would die on item 3
     assert again.returncode == 0, again.stderr  # ... which is in a finished chunk: not built again
     assert subprocess.run([*run, str(whole), "-1"], cwd=ROOT, capture_output=True).returncode == 0
+    left = sorted(p.name for p in (killed / "chunks").glob(".*.tmp"))
+    assert left == [".000002.pixels.npy.otherhost.1.abcd.tmp"]  # the killed writer's half chunk was removed
+    (killed / "chunks" / left[0]).unlink()
     assert _files(killed) == _files(whole) and (killed / META).is_file()
 
 

@@ -2,7 +2,8 @@
 
 Real sources take a timeline as `?timeline=YAML` appended to the spec (a path, or the name of a shipped
 timeline in configs/timelines/); without it, `folder:`/`csv:` read `timeline.yaml` in ROOT / beside the
-CSV and `aigenbench:` uses the shipped `aigenbench-v1` timeline.
+CSV and `aigenbench:` uses the shipped `aigenbench-v1` timeline. `csv:` also takes `?root=DIR`, the dataset
+root its paths are relative to and must stay inside (default: the CSV's folder); options join with `&`.
 """
 
 from __future__ import annotations
@@ -31,16 +32,21 @@ def default_cache_dir() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "genshift"
 
 
+OPTIONS = {"timeline": ("aigenbench", "folder", "csv"), "root": ("csv",)}  # option -> source kinds taking it
+
+
 def parse_spec(spec: str) -> tuple[str, str, dict[str, str]]:
-    """`kind:ARG?key=value&...` -> (kind, ARG, options); only `timeline` is a known option."""
+    """`kind:ARG?key=value&...` -> (kind, ARG, options); options: `timeline` (real sources), `root` (csv)."""
     kind, _, rest = spec.partition(":")
     arg, _, query = rest.partition("?")
     options: dict[str, str] = {}
     for part in filter(None, query.split("&")):
         k, eq, v = part.partition("=")
-        if not eq or k != "timeline" or not v:
-            raise SourceError(f"dataset {spec!r}: unknown or empty option {part!r}; the only option is "
-                              "?timeline=PATH_OR_NAME")
+        if not eq or k not in OPTIONS or not v or k in options:
+            raise SourceError(f"dataset {spec!r}: unknown, empty or repeated option {part!r}; options are "
+                              "?timeline=PATH_OR_NAME and, for csv:, ?root=DIR")
+        if kind in SOURCE_KINDS and kind not in OPTIONS[k] and not (kind == "synthetic" and k == "timeline"):
+            raise SourceError(f"dataset {spec!r}: option {k}= is for {', '.join(OPTIONS[k])} sources only")
         options[k] = v
     if kind not in SOURCE_KINDS:
         raise SourceError(f"dataset {spec!r}: unknown source kind {kind!r}; expected one of "
@@ -55,11 +61,15 @@ def parse_spec(spec: str) -> tuple[str, str, dict[str, str]]:
 def _timeline(kind: str, arg: str, options: dict[str, str], spec: str):
     """(timeline, where it came from) for a real source."""
     choice = options.get("timeline")
+    base = Path(arg).expanduser()
+    if kind == "folder" and not base.is_dir():
+        raise SourceError(f"dataset {spec!r}: no such directory {base}")
+    if kind in ("csv", "aigenbench") and not base.exists():
+        raise SourceError(f"dataset {spec!r}: no such {'file' if kind == 'csv' else 'directory'} {base}")
     if choice is None:
         if kind == "aigenbench":
             choice = DEFAULT_AIGENBENCH_TIMELINE
         else:
-            base = Path(arg).expanduser()
             path = (base if kind == "folder" else base.parent) / "timeline.yaml"
             if not path.is_file():
                 raise SourceError(
@@ -80,8 +90,10 @@ def _timeline(kind: str, arg: str, options: dict[str, str], spec: str):
         raise SourceError(f"dataset {spec!r}: {e}") from e
 
 
-def scan_source(spec: str, cache_dir: Path, progress: bool = True) -> ScanResult:
-    """Manifest of the valid records plus every record-level problem, without refusing anything."""
+def scan_source(spec: str, cache_dir: Path, progress: bool = True, fresh: bool = False) -> ScanResult:
+    """Manifest of the valid records plus every record-level problem, without refusing anything.
+
+    `fresh`: ignore a cached scan and hash every file again (the new scan replaces the cached one)."""
     kind, arg, options = parse_spec(spec)
     if kind == "synthetic":
         from benchmark.synthetic import SYNTHETIC_PRESETS, build_synthetic
@@ -97,11 +109,12 @@ def scan_source(spec: str, cache_dir: Path, progress: bool = True) -> ScanResult
         if kind == "aigenbench":
             from benchmark.source_aigenbench import scan_aigenbench
 
-            return scan_aigenbench(Path(arg), timeline, timeline_src, Path(cache_dir), progress)
+            return scan_aigenbench(Path(arg), timeline, timeline_src, Path(cache_dir), progress, fresh=fresh)
         from benchmark.source_files import scan_csv, scan_folder
 
-        scan = scan_folder if kind == "folder" else scan_csv
-        return scan(Path(arg), timeline, timeline_src, Path(cache_dir))
+        if kind == "folder":
+            return scan_folder(Path(arg), timeline, timeline_src, Path(cache_dir), fresh=fresh)
+        return scan_csv(Path(arg), timeline, timeline_src, Path(cache_dir), root=options.get("root"), fresh=fresh)
     except (FileNotFoundError, ValueError) as e:
         if isinstance(e, SourceError):
             raise

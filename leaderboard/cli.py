@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +19,8 @@ def _add_leaderboard(sub) -> None:
         "different manifests or protocol versions.",
     )
     p.add_argument("runs", nargs="+", type=Path, help="run directories (runs/<experiment>) or experiment_<id> dirs")
-    p.add_argument("--out", type=Path, help="output directory (default: the run directory, or the runs' common parent)")
+    p.add_argument("--out", type=Path, help="output directory (default: the run directory for one run, the runs "
+                   "directory they share for several, else the current directory)")
     p.add_argument("--replicates", type=int, default=1000, help="bootstrap replicates (default 1000)")
     p.add_argument("--bootstrap-seed", type=int, default=0, help="bootstrap seed (default 0)")
     p.add_argument("--quiet", action="store_true", help="do not print the Markdown table")
@@ -53,12 +53,18 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     from leaderboard.report import write_leaderboard
 
     runs = [Path(r) for r in args.runs]
-    if args.out:
-        out = args.out
-    else:
-        out = runs[0] if len(runs) == 1 else Path(os.path.commonpath([r.resolve() for r in runs]))
+    out = args.out or default_output_dir(runs)
     write_leaderboard(runs, out, echo=not args.quiet, n_replicates=args.replicates, seed=args.bootstrap_seed)
     return 0
+
+
+def default_output_dir(runs: list[Path]) -> Path:
+    """One run: its directory. Several runs in one runs directory: that directory. Otherwise (runs in unrelated
+    trees, whose common ancestor may be / or a home directory) the current directory."""
+    if len(runs) == 1:
+        return runs[0]
+    parents = {r.resolve().parent for r in runs}
+    return parents.pop() if len(parents) == 1 else Path.cwd()
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:

@@ -17,7 +17,6 @@ NaN cells propagate: an aggregate with any undefined input cell is NaN and its r
 
 from __future__ import annotations
 
-import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +33,7 @@ from leaderboard.groups import (
     window_generator_ids,
 )
 from leaderboard.metrics import COUNT_NAMES, DEFAULT_THRESHOLD, METRIC_NAMES, cell_metrics_by_key
+from leaderboard.safe_npz import npz_keys, read_npz
 
 TABLE_COLUMNS: tuple[str, ...] = ("window", "group", "metric", "value", "reason")
 SUMMARY_COLUMNS: tuple[str, ...] = ("aggregate", "value", "reason")
@@ -50,27 +50,11 @@ AGGREGATES: tuple[str, ...] = (
 def load_window_npz(path: str | Path) -> dict[str, np.ndarray]:
     """Load one window's predictions.npz (allow_pickle=False) and validate its keys and arrays."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: predictions file not found")
-    try:
-        npz = np.load(path, allow_pickle=False)
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as e:
-        raise ValueError(f"{path}: not a readable .npz file ({type(e).__name__}: {e})") from e
-    if not isinstance(npz, np.lib.npyio.NpzFile):
-        raise ValueError(f"{path}: expected an .npz archive of named arrays, got a single array")
-    with npz:
-        missing = [k for k in REQUIRED_KEYS if k not in npz.files]
-        if missing:
-            raise ValueError(f"{path}: missing required keys {missing}; present: {sorted(npz.files)}")
-        out: dict[str, np.ndarray] = {}
-        for key in npz.files:
-            try:
-                out[key] = npz[key]
-            except (ValueError, zipfile.BadZipFile, OSError, EOFError) as e:
-                raise ValueError(
-                    f"{path}: key {key!r} cannot be read without pickle or is corrupt "
-                    f"({type(e).__name__}: {e})"
-                ) from e
+    keys = npz_keys(path)  # a missing, empty or non-zip file is refused here in plain words
+    missing = [k for k in REQUIRED_KEYS if k not in keys]
+    if missing:
+        raise ValueError(f"{path}: missing required keys {missing}; present: {sorted(keys)}")
+    out = read_npz(path)  # plain arrays only: a key holding a pickle is refused, never loaded
     validate_eval_arrays(out, str(path))
     if "window" in out and np.asarray(out["window"]).shape != ():
         raise ValueError(

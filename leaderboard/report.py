@@ -201,12 +201,19 @@ def to_markdown(df: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-_TEX_SPECIAL = re.compile(r"([&%$#_{}])")
+# Every character LaTeX treats specially, replaced in one pass (so an inserted backslash is never escaped again).
+_TEX_ESCAPES = {
+    "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
+    "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "<": r"\textless{}",
+    ">": r"\textgreater{}", "|": r"\textbar{}", "\n": " ", "\r": " ", "\t": " ",
+    "—": "--", "Δ": r"$\Delta$", "≤": r"$\le$",
+}
+_TEX_SPECIAL = re.compile("|".join(re.escape(c) for c in _TEX_ESCAPES))
 
 
 def _tex(v: str) -> str:
-    v = _TEX_SPECIAL.sub(r"\\\1", str(v)).replace("~", r"\textasciitilde{}").replace("^", r"\^{}")
-    return v.replace("—", "--").replace("Δ", r"$\Delta$").replace("≤", r"$\le$")
+    """`v` as LaTeX text: every special character escaped (names of runs and detectors are user input)."""
+    return _TEX_SPECIAL.sub(lambda m: _TEX_ESCAPES[m.group(0)], str(v))
 
 
 def to_latex(df: pd.DataFrame, caption: str) -> str:

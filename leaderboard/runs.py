@@ -75,6 +75,8 @@ def _read_genshift(run: Path) -> tuple[dict, list[dict[str, np.ndarray]]]:
     done = _contiguous(run, lambda d: (d / "done").is_file())
     if not done:
         raise LeaderboardError(f"{run}: no finished window (no window_<k>/done); nothing to rank")
+    if not isinstance(info, dict):
+        raise LeaderboardError(f"{info_path}: run.json must hold a JSON object, found {type(info).__name__}")
     windows = []
     for d in done:
         arrays = load_window_npz(d / "predictions.npz")
@@ -83,8 +85,27 @@ def _read_genshift(run: Path) -> tuple[dict, list[dict[str, np.ndarray]]]:
                 raise LeaderboardError(
                     f"{d / 'predictions.npz'}: {key} {str(arrays[key])!r} differs from run.json's {info[key]!r}"
                 )
+        check_window_identity(info, arrays, d / "predictions.npz")
         windows.append(arrays)
     return info, windows
+
+
+def check_window_identity(info: dict, arrays: dict[str, np.ndarray], path: Path) -> None:
+    """A run whose run.json names its run identity accepts only windows that carry the same one (a window copied
+    from another run, even of the same data, is refused). Runs written before identities existed are not checked."""
+    expected = info.get("run_identity")
+    if expected is None:
+        return
+    found = str(arrays["run_identity"]) if "run_identity" in arrays else None
+    if found != str(expected):
+        what = "carries no run identity" if found is None else f"has run identity {found}"
+        raise LeaderboardError(
+            f"{path}: window of another run: it {what}, run.json says {expected} (config hash "
+            f"{info.get('config_hash')}); re-run the window here (delete its 'done') or put the file back in its run"
+        )
+    if "config_hash" in arrays and "config_hash" in info and str(arrays["config_hash"]) != str(info["config_hash"]):
+        raise LeaderboardError(f"{path}: config hash {str(arrays['config_hash'])} differs from run.json's "
+                               f"{info['config_hash']}")
 
 
 def _read_reference(run: Path) -> tuple[dict, list[dict[str, np.ndarray]]]:

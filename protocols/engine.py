@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import logging
 import os
+import re
 import time
 import uuid
 import warnings
@@ -28,7 +30,8 @@ from detectors import count_flops, create_detector, init_seed_kwargs
 from protocols import faults
 from protocols.allocator import keep_large_allocations
 from protocols.checkpoints import complete_checkpoint, load_checkpoint, save_checkpoint
-from protocols.config import PROTOCOL_VERSION, builds_pixel_caches, config_hash
+from protocols.config import PROTOCOL_VERSION, ConfigError, builds_pixel_caches, config_hash, validate_config
+from protocols.config_schema import safe_name_problem
 from protocols.distributed import EvalBatches, TrainBatches, gather_predictions, launch_rank, world_size
 from protocols.localization import localization_line, score_window_localization
 from protocols.loggers import log_window_metrics, make_loggers, step_offsets
@@ -68,6 +71,7 @@ class RunContext:
 
     run_id: str
     config_hash: str
+    run_identity: str  # deterministic (config hash, seed, manifest): written into every predictions.npz
     rank: int
     loggers: list
     step_offsets: list[int]
@@ -121,11 +125,39 @@ def prepare_benchmark(cfg: dict, progress: bool = True) -> Benchmark:
 
 
 def experiment_name(cfg: dict) -> str:
+    """The run directory's name: `experiment`, else one derived from dataset, detector, type and seed.
+
+    Always one safe path component (config validation refuses an unsafe `experiment`; a derived name has every
+    other character replaced), so a run directory is always a direct child of `runs_dir`."""
     if cfg.get("experiment"):
-        return str(cfg["experiment"])
+        name = str(cfg["experiment"])
+        problem = safe_name_problem(name)
+        if problem:
+            raise ConfigError(f"config key experiment = {name!r}: {problem}")
+        return name
     ds = str(cfg["dataset"]).replace(":", "-").replace("/", "_").strip("-_")[-40:]
     det = str(cfg["detector"]).replace(":", "-").replace("/", "_")
-    return f"{ds}__{det}__{cfg['benchmark']['type'].replace(':', '')}__seed{cfg['seed']}"
+    name = f"{ds}__{det}__{cfg['benchmark']['type'].replace(':', '')}__seed{cfg['seed']}"
+    return re.sub(r"[^A-Za-z0-9_.,+=@-]", "_", name).lstrip(".-")[:200] or "run"
+
+
+def run_directory(cfg: dict) -> RunDir:
+    """`runs_dir/<experiment>`; refuses a name that would leave runs_dir or be runs_dir itself."""
+    runs_dir = Path(cfg["runs_dir"]).expanduser()
+    path = runs_dir / experiment_name(cfg)
+    if path.resolve().parent != runs_dir.resolve():
+        raise ConfigError(f"run directory {path} resolves to {path.resolve()}, outside runs_dir {runs_dir.resolve()} "
+                          "(a symbolic link?); use another --experiment")
+    return RunDir(path)
+
+
+def run_identity(cfg_hash: str, seed: int, manifest_checksum: str) -> str:
+    """What a run's results are of, as 16 hex digits: its results-changing config (hash, seed included) on its
+    manifest. Deterministic, so identical runs write identical predictions.npz files; stored in run.json and in
+    every window's predictions.npz, where the leaderboard checks it (a window copied from another run is
+    refused). run.json's `run_id` is another thing: a random id of this run directory's lifetime (logger runs)."""
+    doc = f"genshift-run-identity:{cfg_hash}:seed={int(seed)}:{manifest_checksum}"
+    return hashlib.sha256(doc.encode()).hexdigest()[:16]
 
 
 def _say(msg: str, t0: float) -> None:
@@ -196,6 +228,7 @@ def _trainer(cfg: dict, precision: str, progress: bool, loggers: list | bool, n_
 def run_experiment(cfg: dict, force_new: bool = False, progress: bool = True) -> Path:
     """Run (or resume) the whole benchmark described by `cfg`; returns the run directory."""
     t0 = time.time()
+    validate_config(cfg)  # typed and checked before any directory, dataset or model is touched
     _quiet_lightning()
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg["threads"]))
@@ -203,8 +236,8 @@ def run_experiment(cfg: dict, force_new: bool = False, progress: bool = True) ->
     install_signal_handlers()
     if builds_pixel_caches(cfg):  # `genshift run` started it already (then this finds it running); API callers
         start_worker_server()  # cache-building workers start in milliseconds once it is up
+    rd = run_directory(cfg)
     bench = prepare_benchmark(cfg, progress)
-    rd = RunDir(Path(cfg["runs_dir"]) / experiment_name(cfg))
     rank = launch_rank(cfg)
     if rank != 0:  # another DDP process: rank 0 holds the lock, checks the directory and writes the files
         return _run_guarded(cfg, bench, rd, t0, False, rank)
@@ -256,7 +289,8 @@ def _run_locked(cfg: dict, bench: Benchmark, rd: RunDir, t0: float, progress: bo
     strategy = cache_key["input_strategy"]
     previous = rd.read_run_json() or {}
     ctx = RunContext(
-        run_id=previous.get("run_id") or uuid.uuid4().hex[:16], config_hash=config_hash(cfg), rank=rank,
+        run_id=previous.get("run_id") or uuid.uuid4().hex[:16], config_hash=config_hash(cfg),
+        run_identity=run_identity(config_hash(cfg), seed, bench.manifest.checksum), rank=rank,
         loggers=[],
         step_offsets=step_offsets([len(s) for s in bench.train_sets], int(cfg["train"]["batch_size"]),
                                   int(cfg["train"]["epochs"])),
@@ -270,6 +304,7 @@ def _run_locked(cfg: dict, bench: Benchmark, rd: RunDir, t0: float, progress: bo
         rd.write_run_json(
             {
                 "run_id": ctx.run_id,
+                "run_identity": ctx.run_identity,
                 "attempts": attempts,
                 "slurm": job_record() or previous.get("slurm"),
                 "config": cfg,
@@ -393,6 +428,7 @@ def _score_window(cfg, bench: Benchmark, detector, inputs: RunInputs, rd: RunDir
     write_predictions(
         wdir / "predictions.npz", logits, bench.plan, bench.gen_names, bench.windows, k,
         manifest_checksum=bench.manifest.checksum, benchmark_type=str(bench.benchmark_type),
+        run_identity=ctx.run_identity, config_hash=ctx.config_hash,
     )
     summary = window_summary(wdir / "predictions.npz")
     metrics = train_metrics | {"eval": summary | {"seconds": round(time.time() - started, 2)}}

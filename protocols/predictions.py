@@ -12,7 +12,7 @@ from benchmark.eval_plan import EvalPlan
 from protocols import faults
 from protocols.config import PROTOCOL_VERSION
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: run_identity and config_hash (the leaderboard refuses a window of another run)
 
 
 def _padded_windows(windows: Sequence[Sequence[str]]) -> np.ndarray:
@@ -29,8 +29,13 @@ def write_predictions(
     window: int,
     manifest_checksum: str,
     benchmark_type: str,
+    run_identity: str,
+    config_hash: str,
 ) -> None:
-    """Scores are P(fake) = sigmoid(logit) computed in float32; the file appears atomically."""
+    """Scores are P(fake) = sigmoid(logit) computed in float32; the file appears atomically.
+
+    `run_identity` (deterministic, see protocols.engine.run_identity) and `config_hash` tie the file to its run:
+    the leaderboard refuses a window whose identity differs from its run.json's."""
     logits = np.asarray(logits, dtype=np.float32)
     scores = (1.0 / (1.0 + np.exp(-logits.astype(np.float64)))).astype(np.float32)
     arrays = {
@@ -47,6 +52,8 @@ def write_predictions(
         "manifest_checksum": np.array(manifest_checksum),
         "protocol_version": np.array(PROTOCOL_VERSION),
         "benchmark_type": np.array(benchmark_type),
+        "run_identity": np.array(run_identity),
+        "config_hash": np.array(config_hash),
     }
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:

@@ -73,6 +73,10 @@ def atomic_path(path: Path | str) -> Iterator[Path]:
     try:
         try:
             yield tmp_path
+        except OSError as e:
+            if e.filename is not None or e.errno is None:
+                raise
+            raise OSError(e.errno, e.strerror, str(path)) from e  # a failed write() names no file: name it
         except Exception as e:
             disk = disk_error(e, path)
             if disk is None:

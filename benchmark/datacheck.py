@@ -200,7 +200,7 @@ def check_source(
                 report = CheckReport.from_dict(json.loads(target.read_text()))
                 if report.manifest_checksum == manifest.checksum:
                     return report
-            except (OSError, json.JSONDecodeError, KeyError, TypeError):
+            except (OSError, ValueError, KeyError, TypeError):
                 pass
             print(f"genshift: cached check {target} is unusable; checking again")
     samples = sorted(manifest.samples, key=lambda s: (s.split, s.id))

@@ -106,10 +106,11 @@ class Manifest:
         """Read a manifest written by `save`; its stored checksum must match its content."""
         try:
             doc = json.loads(Path(path).read_text())
-        except (OSError, json.JSONDecodeError) as e:
+        except (OSError, ValueError) as e:
             raise ManifestError(f"cannot read manifest {path}: {e}") from e
-        if doc.get("schema") != MANIFEST_SCHEMA:
-            raise ManifestError(f"{path}: schema {doc.get('schema')!r}, expected {MANIFEST_SCHEMA}")
+        if not isinstance(doc, dict) or doc.get("schema") != MANIFEST_SCHEMA:
+            found = doc.get("schema") if isinstance(doc, dict) else type(doc).__name__
+            raise ManifestError(f"{path}: schema {found!r}, expected {MANIFEST_SCHEMA}")
         m = cls(
             name=doc["name"],
             root=Path(root) if root is not None else Path(path).parent,

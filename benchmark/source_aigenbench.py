@@ -41,7 +41,7 @@ def dataset_fingerprint(root: Path) -> dict:
     out: dict = {}
     try:
         splits = json.loads((root / "dataset_dict.json").read_text())["splits"]
-    except (OSError, json.JSONDecodeError, KeyError) as e:
+    except (OSError, ValueError, KeyError) as e:
         raise FileNotFoundError(
             f"{root}: cannot read dataset_dict.json ({e}); aigenbench:PATH must be the folder written by "
             "datasets.save_to_disk (it holds dataset_dict.json, train/, validation/)"
@@ -50,7 +50,7 @@ def dataset_fingerprint(root: Path) -> dict:
         state_path = root / split / "state.json"
         try:
             state = json.loads(state_path.read_text())
-        except (OSError, json.JSONDecodeError) as e:
+        except (OSError, ValueError) as e:
             raise FileNotFoundError(f"{state_path}: cannot read the split's state ({e})") from e
         files = [f["filename"] for f in state.get("_data_files", [])]
         out[split] = {

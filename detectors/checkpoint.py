@@ -39,7 +39,7 @@ def read_checkpoint_meta(window_dir: str | os.PathLike) -> dict:
                               f"(expected {WEIGHTS_FILE} and {META_FILE})")
     try:
         doc = json.loads(meta_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except ValueError as exc:
         raise CheckpointError(f"{meta_path} is not valid JSON: {exc}") from exc
     if not isinstance(doc, dict):
         raise CheckpointError(f"{meta_path} must hold a JSON object, found {type(doc).__name__}")

@@ -209,8 +209,9 @@ def read_weights_file(path: Path) -> object:
         raise pickled_objects_error(path, e) from None
     except (RuntimeError, OSError, EOFError, ValueError, KeyError, TypeError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise WeightsFileError(f"{path}: not a readable {'safetensors' if path.suffix.lower() == '.safetensors' else 'torch'} "
-                               f"weights file ({type(e).__name__}: {first[:200]})") from None
+        kind = "safetensors" if path.suffix.lower() == ".safetensors" else "torch"
+        raise WeightsFileError(f"{path}: not a readable {kind} weights file ({type(e).__name__}: {first[:200]})") \
+            from None
     except Exception as e:  # safetensors raises its own SafetensorError (not a subclass of the above)
         if type(e).__name__ != "SafetensorError":
             raise

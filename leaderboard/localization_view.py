@@ -29,6 +29,7 @@ from leaderboard.pixel_metrics import (
     pixel_f1,
     pixel_iou,
 )
+from leaderboard.safe_npz import npz_keys, read_npz
 
 FILE_NAME = "localization.npz"
 PREDICTIONS = "predictions.npz"
@@ -69,11 +70,11 @@ def read_localization(path: Path | str) -> tuple[list[np.ndarray], list[np.ndarr
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: localization file not found")
-    with np.load(path, allow_pickle=False) as d:
-        missing = {"maps_u8", "masks_packed", "shapes"} - set(d.files)
-        if missing:
-            raise ValueError(f"{path} lacks {sorted(missing)}; not a genshift localization file")
-        shapes, flat_maps, packed = d["shapes"], d["maps_u8"], d["masks_packed"]
+    d = read_npz(path)  # plain arrays only: an empty, non-zip or pickle-holding file is refused in plain words
+    missing = {"maps_u8", "masks_packed", "shapes"} - set(d)
+    if missing:
+        raise ValueError(f"{path} lacks {sorted(missing)}; not a genshift localization file")
+    shapes, flat_maps, packed = d["shapes"], d["maps_u8"], d["masks_packed"]
     shapes = np.asarray(shapes, np.int64).reshape(-1, 2)
     sizes = np.prod(shapes, axis=1)
     total = int(sizes.sum())
@@ -213,8 +214,11 @@ def is_localization_file(path: Path | str) -> bool:
         return True
     if path.suffix != ".npz" or not path.is_file():
         return False
-    with np.load(path, allow_pickle=False) as d:
-        return {"maps_u8", "masks_packed", "shapes"} <= set(d.files)
+    try:
+        keys = npz_keys(path)
+    except ValueError:  # not an .npz archive at all: the predictions reader says so
+        return False
+    return {"maps_u8", "masks_packed", "shapes"} <= set(keys)
 
 
 def _record_auroc(table: pd.DataFrame, k: int) -> float:

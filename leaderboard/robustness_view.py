@@ -182,7 +182,7 @@ def read_run_robustness(run_dir: Path, manifest_checksum: str | None = None) -> 
     if (run_dir / "robustness.json").is_file():
         try:
             meta = json.loads((run_dir / "robustness.json").read_text())
-        except json.JSONDecodeError as e:
+        except ValueError as e:
             raise LeaderboardError(f"{run_dir / 'robustness.json'}: invalid JSON ({e})") from e
     made_on = meta.get("manifest_checksum")
     if manifest_checksum and made_on and str(made_on) != str(manifest_checksum):

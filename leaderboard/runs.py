@@ -70,7 +70,7 @@ def _read_genshift(run: Path) -> tuple[dict, list[dict[str, np.ndarray]]]:
     info_path = run / "run.json"
     try:
         info = json.loads(info_path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
+    except (OSError, ValueError) as e:
         raise LeaderboardError(f"{info_path}: unreadable run.json ({e})") from e
     done = _contiguous(run, lambda d: (d / "done").is_file())
     if not done:

@@ -37,7 +37,7 @@ def complete_checkpoint(window_dir: Path, identity: dict) -> bool:
         return False
     try:
         meta = json.loads(meta_path.read_text())
-    except (OSError, json.JSONDecodeError):
+    except (OSError, ValueError):
         return False
     if not meta.get("training_complete") or any(meta.get(k) != v for k, v in identity.items()):
         return False
@@ -55,7 +55,7 @@ def load_checkpoint(detector: torch.nn.Module, window_dir: Path) -> None:
     try:
         meta = json.loads(meta_path.read_text())
         name = meta["detector"]["name"]
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as e:
+    except (OSError, ValueError, KeyError, TypeError) as e:
         raise CheckpointError(f"{meta_path} is unreadable ({type(e).__name__}: {e}); {redo}") from None
     if name != detector.meta.name:
         raise CheckpointError(f"{path} holds weights of {name!r}, not {detector.meta.name!r}; {redo}")

@@ -162,10 +162,20 @@ def _command_of(argv: Sequence[str]) -> str | None:
     return None
 
 
+class OneLineErrorParser(argparse.ArgumentParser):
+    """argparse with usage mistakes reported like every other user error: one `genshift: error:` line, exit 2
+    (its subcommand parsers inherit this class)."""
+
+    def error(self, message: str):
+        command = self.prog.removeprefix("genshift").strip()
+        where = f"{command}: " if command else ""
+        self.exit(2, f"genshift: error: {where}{message} (see `{self.prog} --help`)\n")
+
+
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The CLI parser; with ``command`` only that command's module is imported (others are left out)."""
-    parser = argparse.ArgumentParser(prog="genshift", description="Continual benchmark for AI-generated image "
-                                                                    "detectors (AI-GenBench protocol).")
+    parser = OneLineErrorParser(prog="genshift", description="Continual benchmark for AI-generated image "
+                                                              "detectors (AI-GenBench protocol).")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_run_parser(sub)
     known = command == "run" or command in COMMAND_MODULES

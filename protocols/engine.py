@@ -354,8 +354,10 @@ def _train_window(cfg, bench: Benchmark, detector, rd: RunDir, k: int, t0: float
     if complete_checkpoint(wdir, identity):
         load_checkpoint(detector, wdir)
         _say(f"window {k + 1}/{len(bench.train_sets)}: training already finished, weights restored", t0)
-        return json.loads((wdir / "train_metrics.json").read_text()) if (wdir / "train_metrics.json").is_file() \
-            else {"window": k, "train": {"n_images": len(ids), "restored": True}}
+        try:
+            return json.loads((wdir / "train_metrics.json").read_text())
+        except (OSError, ValueError):  # missing or damaged: the weights are what matters
+            return {"window": k, "train": {"n_images": len(ids), "restored": True}}
     gens = bench.windows[k] if bench.benchmark_type.kind != "full" else ["all generators"]
     _say(f"window {k + 1}/{len(bench.train_sets)}: training on {len(ids)} images × {tc['augmentation_factor']} "
          f"copies (new generators: {', '.join(gens)})", t0)

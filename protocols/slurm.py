@@ -182,9 +182,10 @@ def submit(script: str, settings: dict, workdir: Path) -> tuple[Path, str]:
         said = " ".join((proc.stderr.strip() or proc.stdout.strip()).split())
         hint = ""
         if "generic resource" in said.lower() or "gres" in said.lower():  # e.g. "Invalid generic resource (gres)"
-            hint = (f"; this cluster (or partition) has no GPUs of that kind for the {int(settings.get('gpus_per_node') or 0)} "
-                    "GPU(s) per node asked: use --slurm-profile cpu for CPU-only nodes, or --gpus 0, or choose a GPU "
-                    "partition with --partition")
+            gpus = int(settings.get("gpus_per_node") or 0)
+            hint = (f"; this cluster (or partition) has no GPUs of that kind for the {gpus} GPU(s) per node asked: "
+                    "use --slurm-profile cpu for CPU-only nodes, or --gpus 0, or choose a GPU partition with "
+                    "--partition")
         raise SlurmError(f"sbatch {path} failed (exit {proc.returncode}): {said}{hint}")
     return path, proc.stdout.strip().split(";")[0]
 

@@ -23,9 +23,6 @@ CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 PROTOCOL_VERSION = "genshift-1"
 
 
-__all__ = ["ConfigError", "resolve_config", "parse_override", "config_hash", "config_diff", "without_keys",
-           "merge", "RUNTIME_KEYS"]
-
 
 def _read_yaml(path: Path) -> dict:
     """A config layer: strict YAML (no `!!python` tags, no duplicated keys), a mapping at the top."""

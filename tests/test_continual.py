@@ -342,7 +342,7 @@ def test_load_window_npz_errors(tmp_path):
     pickled = tmp_path / "object.npz"
     np.savez(pickled, **{**arrays, "generator_id_to_name": np.array(["", "A", "B", "C", "D"], dtype=object)})
     with pytest.raises(
-        ValueError, match=r"object\.npz: key 'generator_id_to_name' cannot be read without pickle"
+        ValueError, match=r"object\.npz: key 'generator_id_to_name' holds Python objects \(a pickle\)"
     ):
         C.load_window_npz(pickled)
 

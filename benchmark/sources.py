@@ -1,8 +1,11 @@
-"""Dataset sources by spec string: `synthetic[:preset[@seed]]`, `aigenbench:PATH`, `folder:ROOT`, `csv:FILE`.
+"""Dataset sources by spec string: `synthetic[:preset[@seed]]`, `aigenbench:PATH`, `folder:ROOT`, `csv:FILE`,
+and the video track's `landmarks:ROOT|FILE.csv`, `videos:ROOT|FILE.csv`, `synthetic-landmarks[:preset[@seed]]`.
 
 Real sources take a timeline as `?timeline=YAML` appended to the spec (a path, or the name of a shipped
 timeline in configs/timelines/); without it, `folder:`/`csv:` read `timeline.yaml` in ROOT / beside the
-CSV and `aigenbench:` uses the shipped `aigenbench-v1` timeline.
+CSV, `aigenbench:` uses the shipped `aigenbench-v1` timeline and `landmarks:`/`videos:` read ROOT's (or the
+CSV's folder's) `timeline.yaml`, else the shipped `face-manipulation` timeline. `videos:` also takes
+`?backend=pyav|opencv` (the decoder, default pyav).
 """
 
 from __future__ import annotations
@@ -15,9 +18,12 @@ from benchmark.manifest import Manifest
 from benchmark.source_records import ScanResult
 from benchmark.timeline import TimelineError, load_timeline_yaml
 
-SOURCE_KINDS = ("synthetic", "aigenbench", "folder", "csv")
+SOURCE_KINDS = ("synthetic", "aigenbench", "folder", "csv", "landmarks", "videos", "synthetic-landmarks")
+SEQUENCE_SOURCES = ("landmarks", "videos")
 TIMELINES_DIR = Path(__file__).resolve().parent.parent / "configs" / "timelines"
 DEFAULT_AIGENBENCH_TIMELINE = "aigenbench-v1"
+DEFAULT_FACE_TIMELINE = "face-manipulation"
+_OPTIONS = {"timeline": None, "backend": ("pyav", "opencv")}
 _MAX_LISTED = 20
 
 
@@ -38,16 +44,20 @@ def parse_spec(spec: str) -> tuple[str, str, dict[str, str]]:
     options: dict[str, str] = {}
     for part in filter(None, query.split("&")):
         k, eq, v = part.partition("=")
-        if not eq or k != "timeline" or not v:
-            raise SourceError(f"dataset {spec!r}: unknown or empty option {part!r}; the only option is "
-                              "?timeline=PATH_OR_NAME")
+        allowed = ("timeline", "backend") if kind == "videos" else ("timeline",)
+        if not eq or k not in allowed or not v:
+            listed = "the only option is ?timeline=PATH_OR_NAME" if len(allowed) == 1 else \
+                "options: " + ", ".join(f"?{a}=..." for a in allowed)
+            raise SourceError(f"dataset {spec!r}: unknown or empty option {part!r}; {listed}")
+        if _OPTIONS[k] is not None and v not in _OPTIONS[k]:
+            raise SourceError(f"dataset {spec!r}: {k}={v!r}; expected one of {_OPTIONS[k]}")
         options[k] = v
     if kind not in SOURCE_KINDS:
         raise SourceError(f"dataset {spec!r}: unknown source kind {kind!r}; expected one of "
                           f"{', '.join(k + ':...' for k in SOURCE_KINDS)}")
-    if kind != "synthetic" and not arg:
+    if not kind.startswith("synthetic") and not arg:
         raise SourceError(f"dataset {spec!r}: {kind}: needs a path, e.g. {kind}:/data/my_dataset")
-    if kind == "synthetic" and options:
+    if kind.startswith("synthetic") and options:
         raise SourceError(f"dataset {spec!r}: the synthetic source has its own timeline; drop ?timeline=")
     return kind, arg, options
 
@@ -58,6 +68,10 @@ def _timeline(kind: str, arg: str, options: dict[str, str], spec: str):
     if choice is None:
         if kind == "aigenbench":
             choice = DEFAULT_AIGENBENCH_TIMELINE
+        elif kind in SEQUENCE_SOURCES:
+            base = Path(arg).expanduser()
+            local = (base.parent if base.is_file() else base) / "timeline.yaml"
+            choice = str(local) if local.is_file() else DEFAULT_FACE_TIMELINE
         else:
             base = Path(arg).expanduser()
             path = (base if kind == "folder" else base.parent) / "timeline.yaml"
@@ -80,9 +94,37 @@ def _timeline(kind: str, arg: str, options: dict[str, str], spec: str):
         raise SourceError(f"dataset {spec!r}: {e}") from e
 
 
-def scan_source(spec: str, cache_dir: Path, progress: bool = True) -> ScanResult:
-    """Manifest of the valid records plus every record-level problem, without refusing anything."""
+def scan_source(spec: str, cache_dir: Path, progress: bool = True, need_timeline: bool = True) -> ScanResult:
+    """Manifest of the valid records plus every record-level problem, without refusing anything.
+
+    ``need_timeline=False`` (genshift predict): the sequence sources keep every method as a label only, without
+    dates (the manifest's timeline is then empty).
+    """
     kind, arg, options = parse_spec(spec)
+    if kind == "synthetic-landmarks":
+        from benchmark.synthetic_landmarks import PRESETS, build_synthetic_landmarks
+
+        preset, _, seed = (arg or "default").partition("@")
+        if preset not in PRESETS:
+            raise SourceError(f"dataset {spec!r}: unknown synthetic-landmarks preset {preset!r}; "
+                              f"available: {sorted(PRESETS)}")
+        root = build_synthetic_landmarks(Path(cache_dir) / "datasets", preset=preset, seed=int(seed or 0),
+                                         progress=progress)
+        return scan_source(f"landmarks:{root}", cache_dir, progress, need_timeline)
+    if kind in SEQUENCE_SOURCES:
+        from benchmark.source_sequences import scan_layout, scan_sequence_csv
+
+        timeline, timeline_src = _timeline(kind, arg, options, spec) if need_timeline else (None, "")
+        path = Path(arg).expanduser()
+        backend = options.get("backend", "pyav")
+        try:
+            if path.is_file() and path.suffix.lower() == ".csv":
+                return scan_sequence_csv(kind, path, timeline, timeline_src, Path(cache_dir), backend)
+            return scan_layout(kind, path, timeline, timeline_src, Path(cache_dir), backend)
+        except (FileNotFoundError, ValueError) as e:
+            if isinstance(e, SourceError):
+                raise
+            raise SourceError(f"dataset {spec!r}: {e}") from e
     if kind == "synthetic":
         from benchmark.synthetic import SYNTHETIC_PRESETS, build_synthetic
 

@@ -143,7 +143,7 @@ def cmd_run(args) -> int:
 COMMAND_MODULES = {
     "leaderboard": "leaderboard.cli", "inspect": "leaderboard.cli", "detectors": "detectors.cli",
     "data": "benchmark.cli", "cache": "protocols.cache_cli", "bench": "protocols.bench",
-    "robustness": "protocols.robustness",
+    "robustness": "protocols.robustness", "predict": "protocols.predict",
 }
 # Modules that import torch when imported: top-level help shows this line for them instead of importing them.
 HEAVY_COMMAND_HELP = {"robustness": "score a run's window checkpoints under graded degradations"}
@@ -186,6 +186,7 @@ USER_ERRORS = {
     "benchmark.timeline": "TimelineError", "protocols.rundir": "RunDirError", "protocols.slurm": "SlurmError",
     "detectors.registry": "UnknownDetectorError", "detectors.scaffold": "ScaffoldError",
     "detectors.checkpoint": "CheckpointError", "leaderboard.runs": "LeaderboardError",
+    "benchmark.sequences": "SequenceError", "benchmark.video_frames": "VideoReadError",
 }
 
 

@@ -31,6 +31,8 @@ class DetectorModule(L.LightningModule):
         self.register_buffer("mean", torch.tensor(meta.mean).view(1, 3, 1, 1) * 255.0, persistent=False)
         self.register_buffer("std", torch.tensor(meta.std).view(1, 3, 1, 1) * 255.0, persistent=False)
         self.channels_last = bool(self.train_cfg.get("channels_last", False))
+        # Sequence detectors (the video track) take float segments as they come: no image normalisation.
+        self.raw_inputs = getattr(meta, "input_kind", "image") != "image"
         self.step_offset = 0  # global steps before this fit (earlier windows + batches restored on resume)
         self.fault_window = -1  # window being scored, for protocols.faults' crash injection
 
@@ -42,7 +44,10 @@ class DetectorModule(L.LightningModule):
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """(N,) float32 logits from uint8 pixels, or from cached features when features_in."""
-        out = self.detector.head_forward(x) if self.features_in else self.detector(self.normalise(x))
+        if self.features_in:
+            out = self.detector.head_forward(x)
+        else:
+            out = self.detector(x if self.raw_inputs else self.normalise(x))
         return out.float()
 
     def localization_loss(self, x: torch.Tensor, y: torch.Tensor, masks: torch.Tensor,
@@ -71,6 +76,8 @@ class DetectorModule(L.LightningModule):
         x, y = batch[0], batch[1]
         if len(batch) == 5:  # a localization detector's batch: pixels, labels, ids, pixel targets, target counts
             loss = self.localization_loss(x, y, batch[3], batch[4])
+        elif hasattr(self.detector, "training_loss"):  # a detector with its own loss (LRNet: NLL per branch)
+            loss = self.detector.training_loss(x, y)
         elif getattr(self.detector.meta, "has_localization", False):
             raise RuntimeError(f"{self.detector.meta.name} has a localization head but its training batches carry "
                                "no pixel targets; build the training dataset with masks=True (run_inputs does)")
@@ -110,8 +117,10 @@ class DetectorModule(L.LightningModule):
             )
         elif name == "adamw":
             opt = torch.optim.AdamW(params, lr=cfg["lr"], weight_decay=cfg["weight_decay"])
+        elif name == "adam":  # LRNet's recipe: plain Adam (no weight decay)
+            opt = torch.optim.Adam(params, lr=cfg["lr"])
         else:
-            raise ValueError(f"train.optimizer: unknown optimizer {name!r}; expected sgd or adamw")
+            raise ValueError(f"train.optimizer: unknown optimizer {name!r}; expected sgd, adam or adamw")
         sched = cfg["scheduler"]
         if sched == "constant":
             return opt

@@ -12,7 +12,7 @@ from benchmark.eval_plan import EvalPlan
 from protocols import faults
 from protocols.config import PROTOCOL_VERSION
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: optional video-track keys (segment_*, frame_*, fused_compression, fused_video, …)
 
 
 def _padded_windows(windows: Sequence[Sequence[str]]) -> np.ndarray:
@@ -29,10 +29,21 @@ def write_predictions(
     window: int,
     manifest_checksum: str,
     benchmark_type: str,
+    scores: np.ndarray | None = None,
+    extra: dict[str, np.ndarray] | None = None,
 ) -> None:
-    """Scores are P(fake) = sigmoid(logit) computed in float32; the file appears atomically."""
+    """Scores are P(fake) = sigmoid(logit) computed in float32; the file appears atomically.
+
+    ``scores`` replaces the sigmoid when a row's score is fused from several items (a video's segments or
+    frames: `fused_logits` is then logit(score)); ``extra`` holds further arrays (segment- or frame-level
+    scores and the rows they belong to, per-row compression and video ids), written as given.
+    """
     logits = np.asarray(logits, dtype=np.float32)
-    scores = (1.0 / (1.0 + np.exp(-logits.astype(np.float64)))).astype(np.float32)
+    if scores is None:
+        scores = (1.0 / (1.0 + np.exp(-logits.astype(np.float64)))).astype(np.float32)
+    scores = np.asarray(scores, dtype=np.float32)
+    if scores.shape != logits.shape or scores.shape != plan.labels.shape:
+        raise ValueError(f"predictions: {scores.shape} scores and {logits.shape} logits for {plan.labels.shape} rows")
     arrays = {
         "fused_scores": scores,
         "fused_logits": logits,
@@ -48,6 +59,10 @@ def write_predictions(
         "protocol_version": np.array(PROTOCOL_VERSION),
         "benchmark_type": np.array(benchmark_type),
     }
+    clash = sorted(set(extra or {}) & set(arrays))
+    if clash:
+        raise ValueError(f"predictions: extra arrays {clash} would replace the standard keys")
+    arrays.update(extra or {})
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
             np.savez(f, **arrays)

@@ -28,7 +28,12 @@ from protocols.speed import resolve_precision, resolve_train_cfg, uses_cuda
 
 @dataclass
 class RunInputs:
-    """Eval dataset (len() = number of eval images) and a per-window training dataset factory."""
+    """Eval dataset (len() = number of eval items) and a per-window training dataset factory.
+
+    Sequence runs (protocols/sequence_inputs.py) score segments: ``fuse(item logits)`` turns them into the
+    per-video (scores, logits, extra npz arrays); ``callbacks(k, ids, sampler)`` adds Lightning callbacks to a
+    window's training (best-validation selection).
+    """
 
     eval_ds: Dataset
     make_train: Callable[[list[int]], Dataset]
@@ -36,6 +41,11 @@ class RunInputs:
     eval_precision: str
     eval_key: dict
     describe: dict = field(default_factory=dict)
+    fuse: Callable | None = None
+    callbacks: Callable | None = None
+
+    def window_callbacks(self, k: int, ids: list[int], sampler) -> list:
+        return list(self.callbacks(k, ids, sampler)) if self.callbacks else []
 
     def __len__(self) -> int:
         return len(self.eval_ds)
@@ -64,6 +74,14 @@ def features_in(ds: Dataset) -> bool:
 def prepare_run_inputs(cfg: dict, bench, detector, cache_dir: Path, progress: bool, say: Callable[[str], None],
                        world: int = 1) -> RunInputs:
     """Build or load every cache this run uses and return the datasets the windows read."""
+    if getattr(detector.meta, "input_kind", "image") != "image":  # the video track: landmark segments
+        from protocols.sequence_inputs import prepare_sequence_inputs
+
+        return prepare_sequence_inputs(cfg, bench, detector, cache_dir, progress, say)
+    if any(s.kind != "image" for s in bench.manifest.samples):  # frames sampled from videos, image detector
+        from protocols.frame_inputs import prepare_frame_inputs
+
+        return prepare_frame_inputs(cfg, bench, detector, cache_dir, progress, say)
     sw = cache_switches(cfg)
     meta = detector.meta
     tc = resolve_train_cfg(cfg, detector)

@@ -103,6 +103,8 @@ def parse_landmarks(data: bytes | str, where: str, width: int = LANDMARK_WIDTH) 
 def landmarks_from_bytes(data: bytes, where: str) -> np.ndarray:
     """(T, 136) float64 frames of a landmark file's bytes, read with numpy's `loadtxt` (LRNet's own reader); a file
     it rejects is parsed again by `parse_landmarks` for a precise SequenceError."""
+    if not data.strip():
+        raise SequenceError("empty", f"{where}: no frame (the file is empty)")
     try:
         arr = np.loadtxt(io.BytesIO(data), dtype=np.float64, ndmin=2)
     except ValueError:

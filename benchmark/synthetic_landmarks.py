@@ -79,8 +79,8 @@ METHODS: tuple[MethodSpec, ...] = (
     MethodSpec("DiffSwap-2", _d("2022-09-30"), {"drift": 0.6, "flicker": 0.3, "damp": 0.3}),
 )
 FAMILIES = ("jitter", "flicker", "lag", "drift", "blink", "damp", "misalign")
-JITTER = 0.018  # σ of the inner-face frame-to-frame noise at strength 1 (normalised units; a face is ~1.7 wide)
-FLICKER = 0.018  # σ of the outline noise at strength 1
+JITTER = 0.035  # σ of the inner-face frame-to-frame noise at strength 1 (normalised units; a face is ~1.7 wide)
+FLICKER = 0.035  # σ of the outline noise at strength 1
 
 
 @dataclass(frozen=True)
@@ -164,10 +164,10 @@ def face_video(rng: np.random.Generator, frames: int, method: MethodSpec | None)
     brow = 0.5 * _smooth(rng, t, 20)
     # artifacts that act on the driving signals
     blink *= 1.0 - 0.9 * s["blink"]
-    mouth_lips = _delay(mouth, int(round(8 * s["lag"])))
-    mouth_lips = mouth_lips * (1.0 - 0.6 * s["damp"])
+    mouth_lips = _delay(mouth, int(round(10 * s["lag"])))
+    mouth_lips = mouth_lips * (1.0 - 0.8 * s["damp"])
     mouth_jaw = mouth * (1.0 - 0.3 * s["damp"])
-    brow *= 1.0 - 0.7 * s["damp"]
+    brow *= 1.0 - 0.9 * s["damp"]
     # local (frontal) landmarks per frame
     local = np.repeat(shape[None], t, axis=0)
     local[:, LOWER_LIP, 1] += 0.11 * mouth_lips[:, None]
@@ -180,8 +180,8 @@ def face_video(rng: np.random.Generator, frames: int, method: MethodSpec | None)
     if s["drift"]:
         walk = gaussian_filter1d(np.cumsum(rng.standard_normal((t, 2)), axis=0), 6, axis=0)
         walk /= np.abs(walk).max() + 1e-9
-        local[:, INNER] += 0.08 * s["drift"] * walk[:, None, :] * np.array([1.0, 0.7])
-        local[:, INNER] *= (1.0 + 0.06 * s["drift"] * walk[:, :1, None])
+        local[:, INNER] += 0.14 * s["drift"] * walk[:, None, :] * np.array([1.0, 0.7])
+        local[:, INNER] *= (1.0 + 0.1 * s["drift"] * walk[:, :1, None])
     # head pose
     yaw = 0.35 * _smooth(rng, t, 18)
     pitch = 0.15 * _smooth(rng, t, 22)
@@ -191,7 +191,7 @@ def face_video(rng: np.random.Generator, frames: int, method: MethodSpec | None)
     out = _project(local, TEMPLATE_Z, yaw, pitch, roll, trans, scale)
     if s["misalign"]:
         d = int(round(3 + 6 * s["misalign"]))
-        inner_yaw = _delay(yaw, d) * (1.0 - 0.5 * s["misalign"])
+        inner_yaw = _delay(yaw, d) * (1.0 - 0.7 * s["misalign"])
         inner = _project(local, TEMPLATE_Z, inner_yaw, pitch, roll, trans, scale)
         out[:, INNER] = inner[:, INNER]
     if s["jitter"]:

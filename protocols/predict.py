@@ -132,6 +132,10 @@ def cmd_predict(args) -> int:
     }
     n_items = _count_items(extra, len(rows))
     _write(args.out, arrays, rows, scores, n_items, reasons, label)
+    from leaderboard import video_view as VV
+
+    if VV.is_video_file(arrays):  # the manipulation × compression grids and ROC curves per manipulation
+        VV.write_views(arrays, args.out, title=f"{detector.meta.name} on {args.dataset}")
     bad = int(np.isnan(scores).sum())
     print(f"scored {len(rows)} rows ({len(items)} {item_keys}) with {detector.meta.name} ({weights}); "
           f"{bad} row(s) without a score (reasons in predictions.csv); wrote {args.out}/predictions.npz and "

@@ -155,7 +155,7 @@ def _run(jobs: list, workers: int, progress: bool) -> list:
     return out
 
 
-def _balance_problems(counts: dict) -> list[Problem]:
+def _balance_problems(counts: dict, reals_reused: bool = False) -> list[Problem]:
     out = []
     for split in ("train", "eval"):
         reals = counts[split].get("", 0)
@@ -165,7 +165,7 @@ def _balance_problems(counts: dict) -> list[Problem]:
                                                    "the benchmark needs both", split))
     train_reals = counts["train"].get("", 0)
     train_fakes = sum(n for g, n in counts["train"].items() if g)
-    if train_reals and train_reals < train_fakes:
+    if train_reals and train_reals < train_fakes and not reals_reused:
         out.append(Problem("balance", "error", f"train split has {train_reals} reals for {train_fakes} fakes; "
                            "every window draws as many unused reals as it has fakes", "train"))
     ev_reals = counts["eval"].get("", 0)
@@ -191,11 +191,13 @@ def check_source(
     progress: bool = True,
     segment_length: int = 30,
     profile: str = "fixed",
+    reals_reused: bool = False,
 ) -> CheckReport:
     """Check every image of a (loaded) manifest; cached per (manifest checksum, min_side) under cache_dir.
 
     Sequence samples (the video track) are parsed instead; ``segment_length`` and ``profile`` (a
-    benchmark.sequences profile) say when a video is too short or yields no segment.
+    benchmark.sequences profile) say when a video is too short or yields no segment. ``reals_reused``
+    (benchmark.real_sampling repeat/weighted): fewer train reals than fakes is then no error.
 
     Engine hook: refuse the run when `not report.ok`, unless told to skip bad images, then use
     `apply_skips(manifest, report)` and record `report.skippable()` in run.json.
@@ -203,6 +205,7 @@ def check_source(
     target = None
     if cache_dir is not None:
         seq = f"-seg{segment_length}-{profile}" if any(s.kind != "image" for s in manifest.samples) else ""
+        seq += "-realsreused" if reals_reused else ""
         target = Path(cache_dir) / "checks" / f"{manifest.checksum[:24]}-v{CHECK_VERSION}-min{min_side}{seq}.json"
         if target.is_file():
             try:
@@ -242,7 +245,7 @@ def check_source(
                     f"{describe(manifest.root, s.path)}: same bytes as {split} id {members[0].id}",
                     s.split, s.id, s.path))
     counts = _counts(manifest)
-    problems += _balance_problems(counts)
+    problems += _balance_problems(counts, reals_reused)
     report = CheckReport(manifest.name, manifest.checksum, counts, problems, [], int(min_side))
     if target is not None:
         atomic_write_text(target, json.dumps(report.to_dict(), indent=1))

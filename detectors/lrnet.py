@@ -210,17 +210,22 @@ class LRNetDetector(SequenceDetector):
         return [b for b in self.branch_names
                 if self.branch_epochs.get(b) is None or self.epoch < int(self.branch_epochs[b])]
 
-    def training_loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def training_loss(self, x: torch.Tensor, y: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
         """Sum over the active branches of LRNet's NLL on the softmax output (each branch its own loss).
 
         A finished branch is not run at all, so its parameters get no gradient and Adam leaves them alone.
+        ``weights`` (w_real, w_fake) weight each segment's NLL by its class (mean over the batch).
         """
         inputs = self.branch_inputs(x)
         target = y.long()
         losses = []
         for b in self.active_branches():
             lf, lr = _log_p_fake_real(getattr(self, b)(inputs[b]))
-            losses.append(nn.functional.nll_loss(torch.stack([lr, lf], dim=1), target))
+            if weights is None:
+                losses.append(nn.functional.nll_loss(torch.stack([lr, lf], dim=1), target))
+            else:
+                nll = nn.functional.nll_loss(torch.stack([lr, lf], dim=1), target, reduction="none")
+                losses.append((nll * weights.to(nll.device)[target]).mean())
         if not losses:
             raise RuntimeError(f"{self.meta.name}: every branch has finished its epochs; nothing to train")
         return torch.stack(losses).sum()

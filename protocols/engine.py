@@ -115,7 +115,8 @@ def prepare_benchmark(cfg: dict, progress: bool = True) -> Benchmark:
     windows = make_windows(manifest.timeline, b["generators_per_window"])
     gen_names = generator_id_to_name(manifest.timeline)
     btype = BenchmarkType.parse(str(b["type"]))
-    sets = training_sets(manifest.split("train"), windows, btype, b["real_sampling_seed"], b["replay_seed"])
+    sets = training_sets(manifest.split("train"), windows, btype, b["real_sampling_seed"], b["replay_seed"],
+                         real_sampling=str(b.get("real_sampling") or "unique"))
     plan = make_eval_plan(
         manifest.split("eval"), gen_names, b["eval_balance_seed"], b["eval_shuffle_seed"], b["eval_pairing_seed"]
     )

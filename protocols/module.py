@@ -34,6 +34,7 @@ class DetectorModule(L.LightningModule):
         # Sequence detectors (the video track) take float segments as they come: no image normalisation.
         self.raw_inputs = getattr(meta, "input_kind", "image") != "image"
         self.step_offset = 0  # global steps before this fit (earlier windows + batches restored on resume)
+        self.class_weights: torch.Tensor | None = None  # (w_real, w_fake) with benchmark.real_sampling=weighted
         self.fault_window = -1  # window being scored, for protocols.faults' crash injection
 
     def normalise(self, x: torch.Tensor) -> torch.Tensor:
@@ -77,7 +78,12 @@ class DetectorModule(L.LightningModule):
         if len(batch) == 5:  # a localization detector's batch: pixels, labels, ids, pixel targets, target counts
             loss = self.localization_loss(x, y, batch[3], batch[4])
         elif hasattr(self.detector, "training_loss"):  # a detector with its own loss (LRNet: NLL per branch)
-            loss = self.detector.training_loss(x, y)
+            loss = self.detector.training_loss(x, y, weights=self.class_weights)
+        elif self.class_weights is not None:
+            if self.trainer.world_size > 1:
+                raise RuntimeError("benchmark.real_sampling=weighted runs in one process")
+            w = self.class_weights.to(y.device)[y.long()]
+            loss = F.binary_cross_entropy_with_logits(self.logits(x), y.float(), weight=w)
         elif getattr(self.detector.meta, "has_localization", False):
             raise RuntimeError(f"{self.detector.meta.name} has a localization head but its training batches carry "
                                "no pixel targets; build the training dataset with masks=True (run_inputs does)")
@@ -128,3 +134,13 @@ class DetectorModule(L.LightningModule):
             raise ValueError(f"train.scheduler: unknown scheduler {sched!r}; expected onecycle or constant")
         one_cycle = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg["lr"], total_steps=self.total_steps)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": one_cycle, "interval": "step"}}
+
+
+class ClassWeights(L.Callback):
+    """Sets a window's class weights on the module when training starts (benchmark.real_sampling=weighted)."""
+
+    def __init__(self, weights: tuple[float, float]):
+        self.weights = torch.tensor([float(weights[0]), float(weights[1])])
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        pl_module.class_weights = self.weights

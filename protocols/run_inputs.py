@@ -44,8 +44,17 @@ class RunInputs:
     fuse: Callable | None = None
     callbacks: Callable | None = None
 
+    weighted: object | None = None  # the manifest when benchmark.real_sampling=weighted (class-weighted loss)
+
     def window_callbacks(self, k: int, ids: list[int], sampler) -> list:
-        return list(self.callbacks(k, ids, sampler)) if self.callbacks else []
+        out = list(self.callbacks(k, ids, sampler)) if self.callbacks else []
+        if self.weighted is not None:
+            from benchmark.windows_plan import class_weights
+            from protocols.module import ClassWeights
+
+            by_id = {s.id: s.label for s in self.weighted.split("train")}
+            out.append(ClassWeights(class_weights([by_id[int(i)] for i in ids])))
+        return out
 
     def __len__(self) -> int:
         return len(self.eval_ds)
@@ -74,6 +83,14 @@ def features_in(ds: Dataset) -> bool:
 def prepare_run_inputs(cfg: dict, bench, detector, cache_dir: Path, progress: bool, say: Callable[[str], None],
                        world: int = 1) -> RunInputs:
     """Build or load every cache this run uses and return the datasets the windows read."""
+    inputs = _prepare(cfg, bench, detector, cache_dir, progress, say, world)
+    if str(cfg["benchmark"].get("real_sampling") or "unique") == "weighted":
+        inputs.weighted = bench.manifest
+    return inputs
+
+
+def _prepare(cfg: dict, bench, detector, cache_dir: Path, progress: bool, say: Callable[[str], None],
+             world: int = 1) -> RunInputs:
     if getattr(detector.meta, "input_kind", "image") != "image":  # the video track: landmark segments
         from protocols.sequence_inputs import prepare_sequence_inputs
 

@@ -187,12 +187,14 @@ def prepare_sequence_inputs(cfg: dict, bench, detector, cache_dir: Path, progres
 
 
 def sequence_check_args(cfg: dict, manifest: Manifest) -> dict:
-    """Arguments of benchmark.datacheck.check_source for a run's sequence samples (the run's profile)."""
+    """Arguments of benchmark.datacheck.check_source for a run's sequence samples (the run's profile) and for
+    real sampling that reuses reals (then fewer reals than fakes is fine)."""
+    reused = {"reals_reused": True} if str(cfg["benchmark"].get("real_sampling") or "unique") != "unique" else {}
     if not any(s.kind == "landmarks" for s in manifest.samples):
-        return {}
+        return reused
     from detectors.registry import family_of
 
     sc = cfg.get("sequence") or {}
     family = family_of(str(cfg["detector"])) or ""
     name = sc.get("profile") or DETECTOR_PROFILES.get(family, "fixed")
-    return {"segment_length": int(sc.get("segment_length") or 30), "profile": str(name)}
+    return {"segment_length": int(sc.get("segment_length") or 30), "profile": str(name)} | reused

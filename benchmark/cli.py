@@ -37,6 +37,10 @@ def register(sub) -> argparse.ArgumentParser:
     p.add_argument("--min-side", type=int, default=DEFAULT_MIN_SIDE,
                    help=f"shortest allowed image side in pixels (default {DEFAULT_MIN_SIDE})")
     p.add_argument("--workers", type=int, default=2, help="processes decoding images (default 2)")
+    p.add_argument("--profile", default="lrnet-v1", choices=("lrnet-v1", "fixed"),
+                   help="landmark sequences: the segment profile whose empty videos are errors (default lrnet-v1, "
+                        "LRNet's: a video of exactly 30 frames has no segment)")
+    p.add_argument("--segment-length", type=int, default=30, help="landmark sequences: frames per segment (30)")
     p.add_argument("--no-progress", action="store_true")
 
     p = dsub.add_parser("degrade", help="show the mandatory eval degradations on one image at one eval position",
@@ -70,6 +74,10 @@ def cmd_info(args) -> int:
                   "fakes": sum(s.label == 1 for s in m.split("train"))},
         "eval": {"reals": sum(s.label == 0 for s in m.split("eval")),
                  "fakes": sum(s.label == 1 for s in m.split("eval"))},
+        **({"val": {"reals": sum(s.label == 0 for s in m.split("val")),
+                    "fakes": sum(s.label == 1 for s in m.split("val"))}} if m.split("val") else {}),
+        **({"compression": sorted({s.compression for s in m.samples})} if any(s.compression for s in m.samples)
+           else {}),
         "generators": len(m.timeline),
         "generator_id_to_name": generator_id_to_name(m.timeline),
         "windows": make_windows(m.timeline, args.generators_per_window),
@@ -82,7 +90,8 @@ def cmd_info(args) -> int:
 def cmd_check(args) -> int:
     from benchmark.datacheck import check_spec, format_report
 
-    report = check_spec(args.source, _cache(args), args.min_side, args.workers, progress=not args.no_progress)
+    report = check_spec(args.source, _cache(args), args.min_side, args.workers, progress=not args.no_progress,
+                        segment_length=args.segment_length, profile=args.profile)
     print(json.dumps(report.to_dict(), indent=1) if args.json else format_report(report))
     return 0 if report.ok else 1
 

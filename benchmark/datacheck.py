@@ -253,12 +253,14 @@ def check_source(
 
 
 def check_spec(spec: str, cache_dir: Path, min_side: int = DEFAULT_MIN_SIDE, workers: int = 2,
-               progress: bool = True) -> CheckReport:
-    """Full check of a dataset spec: record-level problems from the source scan plus `check_source`."""
+               progress: bool = True, segment_length: int = 30, profile: str = "lrnet-v1") -> CheckReport:
+    """Full check of a dataset spec: record-level problems from the source scan plus `check_source`
+    (landmark sequences are checked against ``profile``'s segments)."""
     from benchmark.sources import scan_source
 
     scan = scan_source(spec, cache_dir, progress)
-    report = check_source(scan.manifest, cache_dir, min_side, workers, progress)
+    report = check_source(scan.manifest, cache_dir, min_side, workers, progress, segment_length=segment_length,
+                          profile=profile)
     report.source = spec
     report.problems = scan.problems + report.problems
     report.notes = scan.notes + report.notes

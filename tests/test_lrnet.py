@@ -215,3 +215,14 @@ def test_published_weights_on_lrnets_demo_files(tmp_path, weights):
         np.testing.assert_allclose(got[name], rec["mix"], atol=2e-6, rtol=0)
         row = list(a["fused_video"]).index(name)
         assert float(a["fused_scores"][row]) == pytest.approx(rec["vote"], abs=1e-7)
+
+
+def test_lrnet_detectors_are_listed_with_size_and_flops(tmp_path):
+    from detectors.listing import detector_rows
+
+    rows = {r["name"]: r for r in detector_rows(family="lrnet", cache_file=tmp_path / "c.json")}
+    assert set(rows) == {"lrnet", "lrnet_g1", "lrnet_g2"}
+    assert rows["lrnet"]["n_params"] == 2 * rows["lrnet_g1"]["n_params"] == 82308
+    # one 30-frame segment: per branch and direction, 30 GRU steps of 3 gates × (136 + 32) × 32 multiply-adds
+    assert rows["lrnet_g1"]["flops"] >= 2 * 2 * 30 * 3 * (136 + 32) * 32
+    assert rows["lrnet"]["eval_resize"] == "none" and rows["lrnet"]["input_size"] == 30

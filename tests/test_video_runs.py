@@ -136,3 +136,58 @@ def test_real_sampling_repeat_reads_reals_once_per_method_and_weighted_once():
     assert w0 * labels.count(0) == pytest.approx(w1 * labels.count(1))  # both classes weigh the same
     with pytest.raises(ValueError, match="too few real|only"):
         training_sets(train, windows, BenchmarkType.parse("cumulative"))  # unique: 4 reals cannot match 8 fakes
+
+
+def test_predict_with_a_window_checkpoint_matches_the_run(reference, tmp_path, cache_dir):
+    """`genshift predict --checkpoint` rebuilds the run's detector and gives each eval video the run's score."""
+    from protocols.cli import main
+
+    run, _ = reference
+    out = tmp_path / "p"
+    assert main(["predict", "--checkpoint", str(run / "window_1"), "--dataset", "synthetic-landmarks:smoke",
+                 "--split", "eval", "--profile", "fixed", "--out", str(out), "--cache-dir", str(cache_dir),
+                 "--no-progress"]) == 0
+    with np.load(out / "predictions.npz") as p, np.load(run / "window_1" / "predictions.npz") as w:
+        by_id = dict(zip(p["fused_identifiers"].tolist(), p["fused_scores"].tolist(), strict=True))
+        for i, s in zip(w["fused_identifiers"].tolist(), w["fused_scores"].tolist(), strict=True):
+            assert by_id[i] == pytest.approx(s, abs=1e-6)
+
+
+def test_lrnet_recipe_preset_runs_window_by_window(tmp_path, cache_dir):
+    from protocols.cli import main
+    from protocols.config import resolve_config
+
+    cfg = resolve_config("lrnet")
+    assert cfg["train"]["branch_epochs"] == {"g1": 750, "g2": 400} and cfg["train"]["batch_size"] == 1024
+    assert cfg["train"]["optimizer"] == "adam" and cfg["train"]["lr"] == 0.001
+    assert cfg["train"]["selection"] == "best_val_accuracy" and cfg["benchmark"]["real_sampling"] == "repeat"
+    assert main(["run", "--preset", "lrnet", "--dataset", "synthetic-landmarks:smoke", "--no-progress",
+                 "--no-leaderboard", "--set", "train.epochs=2", "--set", "train.branch_epochs={g1: 2, g2: 1}",
+                 "--set", "train.batch_size=64", "--set", "benchmark.generators_per_window=12", "--set", "threads=1",
+                 "--runs-dir", str(tmp_path), "--cache-dir", str(cache_dir), "--experiment", "lr"]) == 0
+    with np.load(tmp_path / "lr" / "window_0" / "predictions.npz") as z:
+        assert str(z["sequence_profile"]) == "lrnet-v1" and str(z["sequence_aggregate"]) == "vote"
+        votes = z["fused_scores"]
+        counts = np.bincount(z["segment_video"])
+        assert np.allclose(votes * counts, np.round(votes * counts), atol=1e-5)  # fractions of segments
+
+
+def test_image_detector_on_video_frames_through_the_windows(tmp_path, cache_dir):
+    from test_video_sources import _video
+
+    from protocols.cli import main
+
+    root = tmp_path / "vids"
+    for method, split, n in (("Origin", "train", 4), ("DF", "train", 2), ("F2F", "train", 2),
+                             ("Origin", "test", 4), ("DF", "test", 2), ("F2F", "test", 2)):
+        for i in range(n):
+            _video(root / method / "c23" / split / f"{i:03d}.avi", 7 + i, seed=hash((method, split, i)) % 1000)
+    assert main(["run", "--preset", "smoke", "--detector", "smallcnn_tune", "--dataset", f"videos:{root}",
+                 "--no-progress", "--no-leaderboard", "--set", "benchmark.generators_per_window=1",
+                 "--set", "sequence.frames_count=3", "--set", "threads=1", "--runs-dir", str(tmp_path / "runs"),
+                 "--cache-dir", str(cache_dir), "--experiment", "frames"]) == 0
+    with np.load(tmp_path / "runs" / "frames" / "window_1" / "predictions.npz") as z:
+        a = {k: z[k] for k in z.files}
+    assert len(a["fused_scores"]) == 8 and np.bincount(a["frame_video"]).tolist() == [3] * 8
+    for r in range(8):
+        assert a["fused_scores"][r] == pytest.approx(a["frame_scores"][a["frame_video"] == r].mean(), abs=1e-6)

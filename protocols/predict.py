@@ -96,7 +96,8 @@ def cmd_predict(args) -> int:
         from protocols.sequence_inputs import sequence_profile
 
         profile = sequence_profile({"sequence": {"profile": args.profile, "aggregate": args.aggregate}}, detector)
-    problems = [p for p in scan.problems] + _check(m, cache_dir, profile, not args.no_progress)
+    problems = [p for p in scan.problems + _check(m, cache_dir, profile, not args.no_progress)
+                if p.kind not in ("balance", "generator_split")]  # about training windows: not predict's business
     reasons: dict[tuple[str, int], list[str]] = {}
     for p in problems:
         if p.id is not None:

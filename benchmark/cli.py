@@ -40,6 +40,10 @@ def register(sub) -> argparse.ArgumentParser:
     p.add_argument("--recheck", action="store_true",
                    help="trust no cached result: hash and decode every file again and replace the cached scan and "
                         "check (the cache otherwise trusts files whose path, size, times and inode are unchanged)")
+    p.add_argument("--profile", default="lrnet-v1", choices=("lrnet-v1", "fixed"),
+                   help="landmark sequences: the segment profile whose empty videos are errors (default lrnet-v1, "
+                        "LRNet's: a video of exactly 30 frames has no segment)")
+    p.add_argument("--segment-length", type=int, default=30, help="landmark sequences: frames per segment (30)")
     p.add_argument("--no-progress", action="store_true")
 
     p = dsub.add_parser("degrade", help="show the mandatory eval degradations on one image at one eval position",
@@ -82,6 +86,10 @@ def cmd_info(args) -> int:
                   "fakes": sum(s.label == 1 for s in m.split("train"))},
         "eval": {"reals": sum(s.label == 0 for s in m.split("eval")),
                  "fakes": sum(s.label == 1 for s in m.split("eval"))},
+        **({"val": {"reals": sum(s.label == 0 for s in m.split("val")),
+                    "fakes": sum(s.label == 1 for s in m.split("val"))}} if m.split("val") else {}),
+        **({"compression": sorted({s.compression for s in m.samples})} if any(s.compression for s in m.samples)
+           else {}),
         "generators": len(m.timeline),
         "generator_id_to_name": generator_id_to_name(m.timeline),
         "windows": make_windows(m.timeline, args.generators_per_window),
@@ -95,7 +103,7 @@ def cmd_check(args) -> int:
     from benchmark.datacheck import check_spec, format_report
 
     report = check_spec(args.source, _cache(args), args.min_side, args.workers, progress=not args.no_progress,
-                        fresh=args.recheck)
+                        fresh=args.recheck, segment_length=args.segment_length, profile=args.profile)
     print(json.dumps(report.to_dict(), indent=1) if args.json else format_report(report))
     return 0 if report.ok else 1
 

@@ -35,7 +35,9 @@ CHECK_VERSION = 2  # 2: label_conflict, content_sha256
 DEFAULT_MIN_SIDE = 64
 EXIF_ORIENTATION = 0x0112
 # Image-level error kinds: fixed by dropping the image (`apply_skips`). Others need the data fixed.
-SKIPPABLE = ("unreadable", "truncated", "too_small", "changed", "duplicate", "label_conflict")
+# The video track adds its sequence problems (empty, ragged, wrong width, NaN/inf, too short, no segment).
+SKIPPABLE = ("unreadable", "truncated", "too_small", "changed", "duplicate", "label_conflict", "empty", "ragged",
+             "bad_width", "non_finite", "too_short", "no_segment")
 
 
 @dataclass
@@ -91,7 +93,7 @@ class CheckReport:
 
 def _counts(manifest: Manifest) -> dict:
     out: dict = {}
-    for split in ("train", "eval"):
+    for split in ("train", "eval") + (("val",) if any(s.split == "val" for s in manifest.samples) else ()):
         c = Counter(s.generator for s in manifest.split(split))
         out[split] = {g: c[g] for g in sorted(c)}
     return out
@@ -131,6 +133,17 @@ def _check_image(job: tuple[str, str, str, int]) -> tuple[str, list[tuple[str, s
     return sha, found
 
 
+def _check_sequence(job: tuple) -> tuple[str, list[tuple[str, str, str]]]:
+    """Read one landmark file or video (benchmark.sequence_checks): (sha256, [(kind, severity, message), ...])."""
+    from benchmark.sequence_checks import check_sequence_file
+
+    return check_sequence_file(*job)
+
+
+def _check_job(job: tuple) -> tuple[str, list[tuple[str, str, str]]]:
+    return _check_sequence(job[1:]) if job[0] == "sequence" else _check_image(job[1:])
+
+
 def _run(jobs: list, workers: int, progress: bool) -> list:
     from benchmark.progress import counted_progress
 
@@ -140,17 +153,17 @@ def _run(jobs: list, workers: int, progress: bool) -> list:
         task = bar.add_task("checking images", total=len(jobs))
         if workers == 1 or len(jobs) < 64:
             for job in jobs:
-                out.append(_check_image(job))
+                out.append(_check_job(job))
                 bar.advance(task)
             return out
         with cf.ProcessPoolExecutor(max_workers=workers) as pool:
-            for res in pool.map(_check_image, jobs, chunksize=32):
+            for res in pool.map(_check_job, jobs, chunksize=32):
                 out.append(res)
                 bar.advance(task)
     return out
 
 
-def _balance_problems(counts: dict) -> list[Problem]:
+def _balance_problems(counts: dict, reals_reused: bool = False) -> list[Problem]:
     out = []
     for split in ("train", "eval"):
         reals = counts[split].get("", 0)
@@ -160,7 +173,7 @@ def _balance_problems(counts: dict) -> list[Problem]:
                                                    "the benchmark needs both", split))
     train_reals = counts["train"].get("", 0)
     train_fakes = sum(n for g, n in counts["train"].items() if g)
-    if train_reals and train_reals < train_fakes:
+    if train_reals and train_reals < train_fakes and not reals_reused:
         out.append(Problem("balance", "error", f"train split has {train_reals} reals for {train_fakes} fakes; "
                            "every window draws as many unused reals as it has fakes", "train"))
     ev_reals = counts["eval"].get("", 0)
@@ -185,16 +198,25 @@ def check_source(
     workers: int = 2,
     progress: bool = True,
     fresh: bool = False,
+    segment_length: int = 30,
+    profile: str = "fixed",
+    reals_reused: bool = False,
 ) -> CheckReport:
     """Check every image of a (loaded) manifest; cached per (manifest checksum, min_side) under cache_dir
     (`fresh`: check again and replace the cached result).
+
+    Sequence samples (the video track) are parsed instead; ``segment_length`` and ``profile`` (a
+    benchmark.sequences profile) say when a video is too short or yields no segment. ``reals_reused``
+    (benchmark.real_sampling repeat/weighted): fewer train reals than fakes is then no error.
 
     Engine hook: refuse the run when `not report.ok`, unless told to skip bad images, then use
     `apply_skips(manifest, report)` and record `report.skippable()` in run.json.
     """
     target = None
     if cache_dir is not None:
-        target = Path(cache_dir) / "checks" / f"{manifest.checksum[:24]}-v{CHECK_VERSION}-min{min_side}.json"
+        seq = f"-seg{segment_length}-{profile}" if any(s.kind != "image" for s in manifest.samples) else ""
+        seq += "-realsreused" if reals_reused else ""
+        target = Path(cache_dir) / "checks" / f"{manifest.checksum[:24]}-v{CHECK_VERSION}-min{min_side}{seq}.json"
         if target.is_file() and not fresh:
             try:
                 report = CheckReport.from_dict(json.loads(target.read_text()))
@@ -204,7 +226,9 @@ def check_source(
                 pass
             print(f"genshift: cached check {target} is unusable; checking again")
     samples = sorted(manifest.samples, key=lambda s: (s.split, s.id))
-    jobs = [(str(manifest.root), s.path, s.sha256, int(min_side)) for s in samples]
+    jobs = [("sequence", s.kind, str(manifest.root), s.path, s.sha256, s.frames, int(segment_length), profile,
+             manifest.extra.get("video_backend") or "pyav") if s.kind != "image"
+            else ("image", str(manifest.root), s.path, s.sha256, int(min_side)) for s in samples]
     results = _run(jobs, workers, progress)
     problems: list[Problem] = []
     by_sha: dict[str, list] = defaultdict(list)
@@ -242,7 +266,7 @@ def check_source(
                     f"{describe(manifest.root, s.path)}: same bytes as {split} id {members[0].id}",
                     s.split, s.id, s.path))
     counts = _counts(manifest)
-    problems += _balance_problems(counts)
+    problems += _balance_problems(counts, reals_reused)
     report = CheckReport(manifest.name, manifest.checksum, counts, problems, [], int(min_side), content.hexdigest())
     if target is not None:
         atomic_write_text(target, json.dumps(report.to_dict(), indent=1))
@@ -250,13 +274,16 @@ def check_source(
 
 
 def check_spec(spec: str, cache_dir: Path, min_side: int = DEFAULT_MIN_SIDE, workers: int = 2,
-               progress: bool = True, fresh: bool = False) -> CheckReport:
+               progress: bool = True, fresh: bool = False, segment_length: int = 30,
+               profile: str = "lrnet-v1") -> CheckReport:
     """Full check of a dataset spec: record-level problems from the source scan plus `check_source`
-    (`fresh`: no cached scan or check is trusted; both are made again and replace the cached ones)."""
+    (`fresh`: no cached scan or check is trusted; both are made again and replace the cached ones; landmark
+    sequences are checked against ``profile``'s segments)."""
     from benchmark.sources import scan_source
 
     scan = scan_source(spec, cache_dir, progress, fresh=fresh)
-    report = check_source(scan.manifest, cache_dir, min_side, workers, progress, fresh=fresh)
+    report = check_source(scan.manifest, cache_dir, min_side, workers, progress, fresh=fresh,
+                          segment_length=segment_length, profile=profile)
     report.source = spec
     report.problems = scan.problems + report.problems
     report.notes = scan.notes + report.notes
@@ -290,11 +317,12 @@ def format_report(report: CheckReport, max_per_kind: int = 20) -> str:
              f"{report.content_sha256[:16]}"]
     gens = sorted({g for split in report.counts.values() for g in split})
     width = max([len("generator"), *(len(g) for g in gens if g), len("(real)")])
-    lines.append(f"  {'generator':<{width}}  {'train':>7}  {'eval':>7}")
+    splits = [s for s in ("train", "val", "eval") if s in report.counts]
+    lines.append(f"  {'generator':<{width}}  " + "  ".join(f"{s:>7}" for s in splits))
     for g in gens:
-        lines.append(f"  {(g or '(real)'):<{width}}  {report.counts['train'].get(g, 0):>7}  "
-                     f"{report.counts['eval'].get(g, 0):>7}")
-    for split in ("train", "eval"):
+        lines.append(f"  {(g or '(real)'):<{width}}  " + "  ".join(f"{report.counts[s].get(g, 0):>7}"
+                                                                   for s in splits))
+    for split in splits:
         reals = report.counts[split].get("", 0)
         lines.append(f"  {split}: {reals} reals, {sum(report.counts[split].values()) - reals} fakes")
     for note in report.notes:

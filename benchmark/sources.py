@@ -1,9 +1,12 @@
-"""Dataset sources by spec string: `synthetic[:preset[@seed]]`, `aigenbench:PATH`, `folder:ROOT`, `csv:FILE`.
+"""Dataset sources by spec string: `synthetic[:preset[@seed]]`, `aigenbench:PATH`, `folder:ROOT`, `csv:FILE`,
+and the video track's `landmarks:ROOT|FILE.csv`, `videos:ROOT|FILE.csv`, `synthetic-landmarks[:preset[@seed]]`.
 
 Real sources take a timeline as `?timeline=YAML` appended to the spec (a path, or the name of a shipped
 timeline in configs/timelines/); without it, `folder:`/`csv:` read `timeline.yaml` in ROOT / beside the
-CSV and `aigenbench:` uses the shipped `aigenbench-v1` timeline. `csv:` also takes `?root=DIR`, the dataset
-root its paths are relative to and must stay inside (default: the CSV's folder); options join with `&`.
+CSV, `aigenbench:` uses the shipped `aigenbench-v1` timeline and `landmarks:`/`videos:` read ROOT's (or the
+CSV's folder's) `timeline.yaml`, else the shipped `face-manipulation` timeline. `csv:` also takes `?root=DIR`,
+the dataset root its paths are relative to and must stay inside (default: the CSV's folder); `videos:` takes
+`?backend=pyav|opencv` (the decoder, default pyav); options join with `&`.
 """
 
 from __future__ import annotations
@@ -16,9 +19,12 @@ from benchmark.manifest import Manifest
 from benchmark.source_records import ScanResult
 from benchmark.timeline import TimelineError, load_timeline_yaml
 
-SOURCE_KINDS = ("synthetic", "aigenbench", "folder", "csv")
+SOURCE_KINDS = ("synthetic", "aigenbench", "folder", "csv", "landmarks", "videos", "synthetic-landmarks")
+SEQUENCE_SOURCES = ("landmarks", "videos")
 TIMELINES_DIR = Path(__file__).resolve().parent.parent / "configs" / "timelines"
 DEFAULT_AIGENBENCH_TIMELINE = "aigenbench-v1"
+DEFAULT_FACE_TIMELINE = "face-manipulation"
+OPTION_VALUES = {"backend": ("pyav", "opencv")}  # options whose values are a fixed set
 _MAX_LISTED = 20
 
 
@@ -32,7 +38,8 @@ def default_cache_dir() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "genshift"
 
 
-OPTIONS = {"timeline": ("aigenbench", "folder", "csv"), "root": ("csv",)}  # option -> source kinds taking it
+OPTIONS = {"timeline": ("aigenbench", "folder", "csv", "landmarks", "videos"), "root": ("csv",),
+           "backend": ("videos",)}  # option -> source kinds taking it
 
 
 def parse_spec(spec: str) -> tuple[str, str, dict[str, str]]:
@@ -44,16 +51,18 @@ def parse_spec(spec: str) -> tuple[str, str, dict[str, str]]:
         k, eq, v = part.partition("=")
         if not eq or k not in OPTIONS or not v or k in options:
             raise SourceError(f"dataset {spec!r}: unknown, empty or repeated option {part!r}; options are "
-                              "?timeline=PATH_OR_NAME and, for csv:, ?root=DIR")
+                              "?timeline=PATH_OR_NAME, for csv: ?root=DIR, for videos: ?backend=pyav|opencv")
         if kind in SOURCE_KINDS and kind not in OPTIONS[k] and not (kind == "synthetic" and k == "timeline"):
             raise SourceError(f"dataset {spec!r}: option {k}= is for {', '.join(OPTIONS[k])} sources only")
+        if k in OPTION_VALUES and v not in OPTION_VALUES[k]:
+            raise SourceError(f"dataset {spec!r}: {k}={v!r}; expected one of {OPTION_VALUES[k]}")
         options[k] = v
     if kind not in SOURCE_KINDS:
         raise SourceError(f"dataset {spec!r}: unknown source kind {kind!r}; expected one of "
                           f"{', '.join(k + ':...' for k in SOURCE_KINDS)}")
-    if kind != "synthetic" and not arg:
+    if not kind.startswith("synthetic") and not arg:
         raise SourceError(f"dataset {spec!r}: {kind}: needs a path, e.g. {kind}:/data/my_dataset")
-    if kind == "synthetic" and options:
+    if kind.startswith("synthetic") and options:
         raise SourceError(f"dataset {spec!r}: the synthetic source has its own timeline; drop ?timeline=")
     return kind, arg, options
 
@@ -69,6 +78,10 @@ def _timeline(kind: str, arg: str, options: dict[str, str], spec: str):
     if choice is None:
         if kind == "aigenbench":
             choice = DEFAULT_AIGENBENCH_TIMELINE
+        elif kind in SEQUENCE_SOURCES:
+            base = Path(arg).expanduser()
+            local = (base.parent if base.is_file() else base) / "timeline.yaml"
+            choice = str(local) if local.is_file() else DEFAULT_FACE_TIMELINE
         else:
             path = (base if kind == "folder" else base.parent) / "timeline.yaml"
             if not path.is_file():
@@ -90,11 +103,39 @@ def _timeline(kind: str, arg: str, options: dict[str, str], spec: str):
         raise SourceError(f"dataset {spec!r}: {e}") from e
 
 
-def scan_source(spec: str, cache_dir: Path, progress: bool = True, fresh: bool = False) -> ScanResult:
+def scan_source(spec: str, cache_dir: Path, progress: bool = True, fresh: bool = False,
+                need_timeline: bool = True) -> ScanResult:
     """Manifest of the valid records plus every record-level problem, without refusing anything.
 
-    `fresh`: ignore a cached scan and hash every file again (the new scan replaces the cached one)."""
+    `fresh`: ignore a cached scan and hash every file again (the new scan replaces the cached one).
+    ``need_timeline=False`` (genshift predict): the sequence sources keep every method as a label only, without
+    dates (the manifest's timeline is then empty).
+    """
     kind, arg, options = parse_spec(spec)
+    if kind == "synthetic-landmarks":
+        from benchmark.synthetic_landmarks import PRESETS, build_synthetic_landmarks
+
+        preset, _, seed = (arg or "default").partition("@")
+        if preset not in PRESETS:
+            raise SourceError(f"dataset {spec!r}: unknown synthetic-landmarks preset {preset!r}; "
+                              f"available: {sorted(PRESETS)}")
+        root = build_synthetic_landmarks(Path(cache_dir) / "datasets", preset=preset, seed=int(seed or 0),
+                                         progress=progress)
+        return scan_source(f"landmarks:{root}", cache_dir, progress, fresh=fresh, need_timeline=need_timeline)
+    if kind in SEQUENCE_SOURCES:
+        from benchmark.source_sequences import scan_layout, scan_sequence_csv
+
+        timeline, timeline_src = _timeline(kind, arg, options, spec) if need_timeline else (None, "")
+        path = Path(arg).expanduser()
+        backend = options.get("backend", "pyav")
+        try:
+            if path.is_file() and path.suffix.lower() == ".csv":
+                return scan_sequence_csv(kind, path, timeline, timeline_src, Path(cache_dir), backend)
+            return scan_layout(kind, path, timeline, timeline_src, Path(cache_dir), backend)
+        except (FileNotFoundError, ValueError) as e:
+            if isinstance(e, SourceError):
+                raise
+            raise SourceError(f"dataset {spec!r}: {e}") from e
     if kind == "synthetic":
         from benchmark.synthetic import SYNTHETIC_PRESETS, build_synthetic
 

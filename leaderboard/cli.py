@@ -40,6 +40,8 @@ def _add_inspect(sub) -> None:
     p.add_argument("--csv", type=Path, help="write one row per image to this CSV")
     p.add_argument("--roc", type=Path, help="write ROC arrays (fpr, tpr, thresholds) of --group to this .npz")
     p.add_argument("--group", default="all", help="group for --roc: next, seen, all, window:<j>, generator:<name>, ...")
+    p.add_argument("--plots", type=Path, help="video-track files: write manipulations.csv/.md and roc_<method>.png "
+                                              "into this directory")
     p.set_defaults(handler=cmd_inspect)
 
 
@@ -81,14 +83,26 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 def _inspect(args: argparse.Namespace) -> int:
     from leaderboard import inspect as I
+    from leaderboard import video_view as VV
     from leaderboard.localization_view import inspect_report, is_localization_file
 
     if is_localization_file(args.path):  # a window's localization.npz: pixel metrics vs baselines, worst images
         print(inspect_report(args.path, args.top), end="")
         return 0
+    if VV.is_predict_file(args.path):  # `genshift predict` output: no windows, video (or image) rows
+        arrays = VV.load_arrays(args.path)
+        if not VV.is_video_file(arrays):
+            raise ValueError(f"{args.path}: a genshift predict file of images; read it with numpy "
+                             "(fused_scores, fused_labels, fused_paths) or its predictions.csv")
+        print(f"file: {args.path}\n{VV.report(arrays)}", end="")
+        _video_plots(args, arrays)
+        return 0
     arrays = I.load_predictions(args.path, args.window)
     k = I.resolve_window(arrays, args.window, args.path)
     print(I.report(args.path, k, args.top, robustness=args.robustness), end="")
+    if VV.is_video_file(arrays):
+        print("\n" + VV.report(arrays), end="")
+        _video_plots(args, arrays)
     if args.csv:
         atomic_write_text(args.csv, I.sample_frame(arrays).to_csv(index=False))
         print(f"rows written to {args.csv}")
@@ -98,3 +112,12 @@ def _inspect(args: argparse.Namespace) -> int:
             np.savez(f, **roc)
         print(f"ROC arrays of group {args.group!r} ({roc['fpr'].size} points) written to {args.roc}")
     return 0
+
+
+def _video_plots(args: argparse.Namespace, arrays: dict) -> None:
+    if args.plots is None:
+        return
+    from leaderboard import video_view as VV
+
+    written = VV.write_views(arrays, args.plots, title=str(args.path))
+    print(f"video views written to {args.plots}: " + ", ".join(p.name for p in written))

@@ -301,6 +301,10 @@ def write_leaderboard(
 
     rob = RV.write_section(lb, out_dir)  # leaderboard_robustness.csv + md/html sections; empty if no run has one
     md += rob.markdown
+    from leaderboard import video_view as VV
+
+    video_md, video_html = VV.write_leaderboard_section(lb.records, out_dir)  # video.csv, grids, ROC PNGs
+    md += video_md
     atomic_write_text(out_dir / "leaderboard.md", md)
     atomic_write_text(out_dir / "leaderboard.csv", lb.summary.to_csv(index=False))
     atomic_write_text(out_dir / "leaderboard.tex", to_latex(table, "genshift leaderboard. " + explanation))
@@ -311,7 +315,7 @@ def write_leaderboard(
     atomic_write_text(
         out_dir / "leaderboard.html",
         LV.insert_html(to_html(table, explanation, [(t, png) for t, _, png in figures]),
-                       (loc.html if loc else "") + rob.html),
+                       (loc.html if loc else "") + rob.html + video_html),
     )
     timings["write"] = time.perf_counter() - t0
     if echo:

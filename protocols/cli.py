@@ -146,7 +146,7 @@ def cmd_run(args) -> int:
 COMMAND_MODULES = {
     "leaderboard": "leaderboard.cli", "inspect": "leaderboard.cli", "detectors": "detectors.cli",
     "data": "benchmark.cli", "cache": "protocols.cache_cli", "bench": "protocols.bench",
-    "robustness": "protocols.robustness",
+    "robustness": "protocols.robustness", "predict": "protocols.predict",
 }
 # Modules that import torch when imported: top-level help shows this line for them instead of importing them.
 HEAVY_COMMAND_HELP = {"robustness": "score a run's window checkpoints under graded degradations"}
@@ -200,6 +200,7 @@ USER_ERRORS = {
     "detectors.registry": "UnknownDetectorError", "detectors.scaffold": "ScaffoldError",
     "detectors.checkpoint": "CheckpointError", "leaderboard.runs": "LeaderboardError",
     "detectors.weights": ("WeightsFileError", "WeightsUnavailableError", "WeightsMismatchError"),
+    "benchmark.sequences": "SequenceError", "benchmark.video_frames": "VideoReadError",
 }
 # OSErrors of the machine, not of genshift: a full or read-only disk, no permission, a path that cannot exist.
 # Reported in one line naming the file (finished work is never lost: every write is atomic).

@@ -27,6 +27,10 @@ DEGRADATION_PROFILES = ("aigenbench-v1", "fixed")
 TRAIN_AUGMENTATIONS = ("none", "light", "baseline")
 EVAL_INPUTS = ("center_crop", "resize_center_crop", "resize", "five_crop")
 LOGGERS = ("csv", "tensorboard", "wandb")
+SEQUENCE_PROFILES = ("fixed", "lrnet-v1")
+SEQUENCE_AGGREGATES = ("vote", "mean", "max")
+REAL_SAMPLINGS = ("unique", "repeat", "weighted")
+SELECTIONS = ("last", "best_val_accuracy")
 EXPERIMENT_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.,+=@-]{0,199}")
 
 
@@ -56,6 +60,11 @@ def _benchmark_type_problem(spec: str) -> str | None:
     except ValueError as e:
         return str(e)
     return None
+
+
+def _epochs_per_branch(value: dict) -> str | None:
+    bad = {k: v for k, v in value.items() if not isinstance(v, int) or isinstance(v, bool) or v < 1}
+    return f"epochs must be integers >= 1, got {bad}" if bad else None
 
 
 def _non_empty(value: str) -> str | None:
@@ -100,6 +109,7 @@ SCHEMA: dict[str, Key] = {
     "benchmark.type": Key(str, check=_benchmark_type_problem, help="cumulative, continual, replay:<r> or full"),
     "benchmark.generators_per_window": Key(int, min=1),
     "benchmark.real_sampling_seed": SEED,
+    "benchmark.real_sampling": Key(str, choices=REAL_SAMPLINGS),
     "benchmark.eval_balance_seed": SEED,
     "benchmark.eval_shuffle_seed": SEED,
     "benchmark.eval_pairing_seed": SEED,
@@ -110,7 +120,7 @@ SCHEMA: dict[str, Key] = {
     "train.augmentation_factor": Key(int, min=1),
     "train.augmentation": Key(str, choices=TRAIN_AUGMENTATIONS),
     "train.batch_size": Key(int, min=1),
-    "train.optimizer": Key(str, choices=("sgd", "adamw")),
+    "train.optimizer": Key(str, choices=("sgd", "adam", "adamw")),
     "train.lr": Key(float, above=0),
     "train.momentum": Key(float, min=0, max=1),
     "train.weight_decay": Key(float, min=0),
@@ -120,6 +130,13 @@ SCHEMA: dict[str, Key] = {
     "train.channels_last": Key((bool, str), choices=("auto", True, False)),
     "train.num_workers": Key(int, min=0, operational=True),
     "train.checkpoint_every_n_steps": Key(int, min=0, operational=True),
+    "train.selection": Key(str, choices=SELECTIONS),
+    "train.branch_epochs": Key(dict, nullable=True, check=_epochs_per_branch),
+    "sequence.profile": Key(str, nullable=True, choices=SEQUENCE_PROFILES),
+    "sequence.aggregate": Key(str, nullable=True, choices=SEQUENCE_AGGREGATES),
+    "sequence.segment_length": Key(int, nullable=True, min=2),
+    "sequence.frames_every": Key(int, nullable=True, min=1),
+    "sequence.frames_count": Key(int, min=1),
     "eval.batch_size": Key(int, min=1, operational=True),
     "eval.input": Key(str, nullable=True, choices=EVAL_INPUTS),
     "eval.precision": Key(str, choices=PRECISIONS),
@@ -167,7 +184,8 @@ def operational_keys() -> tuple[str, ...]:
 
 
 _TRUE, _FALSE = ("true", "yes", "on"), ("false", "no", "off")
-_TYPE_WORDS = {int: "an integer", float: "a number", str: "a string", bool: "true or false", list: "a list"}
+_TYPE_WORDS = {int: "an integer", float: "a number", str: "a string", bool: "true or false", list: "a list",
+               dict: "a mapping"}
 
 
 def _coerce(value: Any, typ: type) -> Any:
@@ -178,7 +196,7 @@ def _coerce(value: Any, typ: type) -> Any:
         if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
             return value.strip().lower() in _TRUE
         raise ValueError
-    if isinstance(value, bool) or isinstance(value, (list, dict)) and typ is not list:
+    if isinstance(value, bool) or isinstance(value, (list, dict)) and typ not in (list, dict):
         raise ValueError
     if typ is float:
         out = float(value.strip() if isinstance(value, str) else value)
@@ -268,8 +286,10 @@ def _problem(value: Any, spec: Key, typ: type | tuple[type, ...] | None) -> tupl
 
 
 def _leaves(d: Mapping, prefix: str = ""):
+    """(dotted key, value) of every setting; a mapping is one setting where the table types its key a mapping."""
     for k, v in d.items():
-        if isinstance(v, Mapping):
+        spec = key_spec(f"{prefix}{k}")
+        if isinstance(v, Mapping) and not (spec is not None and spec.type is dict):
             yield from _leaves(v, f"{prefix}{k}.")
         else:
             yield f"{prefix}{k}", v

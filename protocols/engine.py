@@ -96,9 +96,11 @@ def checked_manifest(manifest: Manifest, cfg: dict, cache_dir: Path, progress: b
     if not dc["check"]:
         return manifest
     from benchmark.datacheck import apply_skips, check_source, format_report
+    from protocols.sequence_inputs import sequence_check_args
 
     report = check_source(manifest, cache_dir, min_side=int(dc["min_side"]),
-                          workers=int(cfg["train"]["num_workers"]) or 1, progress=progress)
+                          workers=int(cfg["train"]["num_workers"]) or 1, progress=progress,
+                          **sequence_check_args(cfg, manifest))
     if report.ok:
         return manifest
     if not dc["skip_bad_images"]:
@@ -117,7 +119,8 @@ def prepare_benchmark(cfg: dict, progress: bool = True) -> Benchmark:
     windows = make_windows(manifest.timeline, b["generators_per_window"])
     gen_names = generator_id_to_name(manifest.timeline)
     btype = BenchmarkType.parse(str(b["type"]))
-    sets = training_sets(manifest.split("train"), windows, btype, b["real_sampling_seed"], b["replay_seed"])
+    sets = training_sets(manifest.split("train"), windows, btype, b["real_sampling_seed"], b["replay_seed"],
+                         real_sampling=str(b.get("real_sampling") or "unique"))
     plan = make_eval_plan(
         manifest.split("eval"), gen_names, b["eval_balance_seed"], b["eval_shuffle_seed"], b["eval_pairing_seed"]
     )
@@ -381,7 +384,9 @@ def _train_window(cfg, bench: Benchmark, detector, rd: RunDir, k: int, t0: float
     module.step_offset = ctx.step_offsets[k] + sampler.start
     saver = WindowCheckpointer(wdir / TRAIN_STATE, state_identity, int(tc.get("checkpoint_every_n_steps") or 0),
                                sampler.start, sampler.total, state, ctx.writer)
-    trainer = _trainer(cfg, tc["precision"], progress, ctx.loggers or False, len(loader), callbacks=[saver])
+    extra_callbacks = bench.inputs.window_callbacks(k, ids, sampler)  # selection (video track); before the saver
+    trainer = _trainer(cfg, tc["precision"], progress, ctx.loggers or False, len(loader),
+                       callbacks=[*extra_callbacks, saver])
     started = time.time()
     if len(sampler):
         trainer.fit(module, train_dataloaders=loader)
@@ -427,10 +432,13 @@ def _score_window(cfg, bench: Benchmark, detector, inputs: RunInputs, rd: RunDir
     logits, _ = gather_predictions(outputs, len(inputs))
     if not ctx.writer:
         return
+    scores, extra = None, None
+    if inputs.fuse is not None:  # sequence items (segments, frames) -> one score per video, items kept
+        scores, logits, extra = inputs.fuse(logits)
     write_predictions(
         wdir / "predictions.npz", logits, bench.plan, bench.gen_names, bench.windows, k,
         manifest_checksum=bench.manifest.checksum, benchmark_type=str(bench.benchmark_type),
-        run_identity=ctx.run_identity, config_hash=ctx.config_hash,
+        run_identity=ctx.run_identity, config_hash=ctx.config_hash, scores=scores, extra=extra,
     )
     summary = window_summary(wdir / "predictions.npz")
     metrics = train_metrics | {"eval": summary | {"seconds": round(time.time() - started, 2)}}

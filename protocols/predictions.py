@@ -12,7 +12,8 @@ from benchmark.eval_plan import EvalPlan
 from protocols import faults
 from protocols.config import PROTOCOL_VERSION
 
-SCHEMA_VERSION = 2  # 2: run_identity and config_hash (the leaderboard refuses a window of another run)
+SCHEMA_VERSION = 2  # 2: run_identity and config_hash (the leaderboard refuses a window of another run); optional
+# video-track keys (segment_*, frame_*, fused_compression, fused_video, …)
 
 
 def _padded_windows(windows: Sequence[Sequence[str]]) -> np.ndarray:
@@ -31,13 +32,23 @@ def write_predictions(
     benchmark_type: str,
     run_identity: str,
     config_hash: str,
+    scores: np.ndarray | None = None,
+    extra: dict[str, np.ndarray] | None = None,
 ) -> None:
     """Scores are P(fake) = sigmoid(logit) computed in float32; the file appears atomically.
 
     `run_identity` (deterministic, see protocols.engine.run_identity) and `config_hash` tie the file to its run:
-    the leaderboard refuses a window whose identity differs from its run.json's."""
+    the leaderboard refuses a window whose identity differs from its run.json's. ``scores`` replaces the sigmoid
+    when a row's score is fused from several items (a video's segments or frames: `fused_logits` is then
+    logit(score)); ``extra`` holds further arrays (segment- or frame-level scores and the rows they belong to,
+    per-row compression and video ids), written as given.
+    """
     logits = np.asarray(logits, dtype=np.float32)
-    scores = (1.0 / (1.0 + np.exp(-logits.astype(np.float64)))).astype(np.float32)
+    if scores is None:
+        scores = (1.0 / (1.0 + np.exp(-logits.astype(np.float64)))).astype(np.float32)
+    scores = np.asarray(scores, dtype=np.float32)
+    if scores.shape != logits.shape or scores.shape != plan.labels.shape:
+        raise ValueError(f"predictions: {scores.shape} scores and {logits.shape} logits for {plan.labels.shape} rows")
     arrays = {
         "fused_scores": scores,
         "fused_logits": logits,
@@ -55,6 +66,10 @@ def write_predictions(
         "run_identity": np.array(run_identity),
         "config_hash": np.array(config_hash),
     }
+    clash = sorted(set(extra or {}) & set(arrays))
+    if clash:
+        raise ValueError(f"predictions: extra arrays {clash} would replace the standard keys")
+    arrays.update(extra or {})
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
             np.savez(f, **arrays)

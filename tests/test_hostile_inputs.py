@@ -425,6 +425,12 @@ def test_schema_choices_match_their_owners():
 
     assert S.DEGRADATION_PROFILES == PROFILES and S.TRAIN_AUGMENTATIONS == TRAIN_AUGMENTATIONS
     assert S.EVAL_INPUTS == EVAL_INPUT_STRATEGIES and S.LOGGERS == KNOWN and S.PRECISIONS == PRECISIONS
+    from benchmark.sequences import AGGREGATES
+    from benchmark.sequences import PROFILES as SEQUENCE_PROFILES
+    from benchmark.windows_plan import REAL_SAMPLINGS
+
+    assert S.SEQUENCE_PROFILES == tuple(sorted(SEQUENCE_PROFILES)) and S.SEQUENCE_AGGREGATES == AGGREGATES
+    assert S.REAL_SAMPLINGS == REAL_SAMPLINGS
 
 
 def test_every_default_fits_the_schema_and_only_operational_keys_leave_the_hash():

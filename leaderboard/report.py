@@ -456,6 +456,8 @@ def display_table(rows: pd.DataFrame, spec=RANKING, extra: Sequence[str] = ()) -
             out[header] = [_with_ci(row, key) for row in records]
         elif how == "count":
             out[header] = [_count(row.get(key)) for row in records]
+        elif key == "rank":
+            out[header] = ["—" if row.get(key) is None or np.isnan(row[key]) else str(int(row[key])) for row in records]
         else:
             out[header] = [_num(row.get(key)) for row in records]
     return pd.DataFrame(out)

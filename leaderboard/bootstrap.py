@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from leaderboard.auroc_scan import model_twice_u
+from leaderboard.auroc_scan import model_twice_u, weighted_sums
 from leaderboard.continual import AGGREGATES, NEXT_CELL_AGGREGATES
 from leaderboard.groups import window_generator_ids
 from leaderboard.metrics import DEFAULT_ECE_BINS, DEFAULT_THRESHOLD, LOG_LOSS_EPS, ece_bin_ids
@@ -253,28 +253,6 @@ def aggregate_replicates(
     return out
 
 
-def _next_cell_columns(s: np.ndarray, y: np.ndarray, n_fake: int, n_real: int, thresholds: tuple[float, float],
-                       bins: np.ndarray, n_bins: int) -> np.ndarray:
-    """Per-sample columns whose multiplicity-weighted sums give the NEXT-cell metrics (see `_NEXT_COLUMNS`)."""
-    fake = y == 1
-    p = np.clip(s, LOG_LOSS_EPS, 1.0 - LOG_LOSS_EPS)
-    cols = np.zeros((s.size, len(_NEXT_COLUMNS) + n_bins))
-    cols[:, 0] = (s - y) ** 2
-    cols[:, 1] = np.where(fake, -np.log(p) / max(n_fake, 1), -np.log1p(-p) / max(n_real, 1))
-    for c, t in zip((2, 5), thresholds, strict=True):
-        pred = s > t
-        cols[:, c] = pred == fake
-        cols[:, c + 1] = pred & fake
-        cols[:, c + 2] = pred & ~fake
-    cols[np.arange(s.size), len(_NEXT_COLUMNS) + bins] = y - s
-    return cols
-
-
-# Leading columns of `_next_cell_columns`, then one column per ECE bin.
-_NEXT_COLUMNS = ("squared_error", "log_loss_share", "correct_05", "tp_05", "fp_05", "correct_past", "tp_past",
-                 "fp_past")
-
-
 def next_cell_replicates(
     counts: np.ndarray,
     scores_by_k: Sequence[np.ndarray],
@@ -282,36 +260,48 @@ def next_cell_replicates(
     thresholds: Sequence[float],
     n_bins: int = DEFAULT_ECE_BINS,
 ) -> dict[str, np.ndarray]:
-    """Replicate values (B, K-1) of the NEXT-cell metrics of `NEXT_CELL_AGGREGATES`, one matrix product per k.
+    """Replicate values (B, K-1) of the NEXT-cell metrics of `NEXT_CELL_AGGREGATES`.
 
-    `thresholds[k]` is the past threshold fixed after window k (NaN: those three metrics are NaN).
+    Each is a weighted sum of the multiplicities (a stratum's size never changes): squared errors (Brier), log
+    losses (Cllr), predicted-fake indicators at 0.5 and at `thresholds[k]`, the past threshold fixed after
+    window k (NaN: those three metrics are NaN), and label − score per ECE bin of the original cell. One
+    compiled pass over each stratum's multiplicities gives them all (`auroc_scan.weighted_sums`).
     """
     kk = layout.n_windows
     b = counts.shape[1]
     metrics = sorted(set(NEXT_CELL_AGGREGATES.values()))
     out = {m: np.full((b, max(kk - 1, 0)), np.nan) for m in metrics}
+    n_out = 4 + n_bins  # squared error, log loss share, predicted fake at 0.5, at the past threshold, ECE bins
     for k in range(min(kk - 1, len(scores_by_k))):
-        fs = slice(int(layout.fake_bounds[k + 1]), int(layout.fake_bounds[k + 2]))
-        rs = slice(int(layout.real_bounds[k + 1]), int(layout.real_bounds[k + 2]))
-        n_fake, n_real = fs.stop - fs.start, rs.stop - rs.start
+        fs = np.arange(int(layout.fake_bounds[k + 1]), int(layout.fake_bounds[k + 2]))
+        rs = np.arange(int(layout.real_bounds[k + 1]), int(layout.real_bounds[k + 2]))
+        n_fake, n_real = fs.size, rs.size
         if n_fake == 0 or n_real == 0:
             continue
-        s = np.r_[scores_by_k[k][fs], scores_by_k[k][rs]]
-        y = np.r_[np.ones(n_fake), np.zeros(n_real)]
         t_past = float(thresholds[k])
-        cols = _next_cell_columns(s, y, n_fake, n_real, (DEFAULT_THRESHOLD, t_past), ece_bin_ids(s, n_bins), n_bins)
-        sums = (counts[fs].T.astype(np.float64) @ cols[:n_fake]) + (counts[rs].T.astype(np.float64) @ cols[n_fake:])
+        bins = ece_bin_ids(np.r_[scores_by_k[k][fs], scores_by_k[k][rs]], n_bins)
+        sums = []
+        for rows, label, n_class, cell_bins in ((fs, 1.0, n_fake, bins[:n_fake]), (rs, 0.0, n_real, bins[n_fake:])):
+            s = scores_by_k[k][rows]
+            p = np.clip(s, LOG_LOSS_EPS, 1.0 - LOG_LOSS_EPS)
+            loss = -np.log(p) if label else -np.log1p(-p)
+            outputs = np.stack([np.zeros(s.size, np.int64), np.ones(s.size, np.int64), np.full(s.size, 2),
+                                np.full(s.size, 3), 4 + cell_bins], axis=1)
+            weights = np.stack([(s - label) ** 2, loss / n_class, (s > DEFAULT_THRESHOLD).astype(float),
+                                (s > t_past).astype(float), label - s], axis=1)
+            sums.append(weighted_sums(counts, rows, outputs, weights, n_out))
+        fake, real = sums
         n = n_fake + n_real
-        out["brier"][:, k] = sums[:, 0] / n
-        out["cllr"][:, k] = sums[:, 1] / (2.0 * np.log(2.0))
-        out["accuracy_at_threshold"][:, k] = sums[:, 2] / n
-        out["tpr_at_threshold"][:, k] = sums[:, 3] / n_fake
-        out["fpr_at_threshold"][:, k] = sums[:, 4] / n_real
+        out["brier"][:, k] = (fake[0] + real[0]) / n
+        out["cllr"][:, k] = (fake[1] + real[1]) / (2.0 * np.log(2.0))
+        out["accuracy_at_threshold"][:, k] = (fake[2] + n_real - real[2]) / n
+        out["tpr_at_threshold"][:, k] = fake[2] / n_fake
+        out["fpr_at_threshold"][:, k] = real[2] / n_real
         if not np.isnan(t_past):
-            out["accuracy_at_past_threshold"][:, k] = sums[:, 5] / n
-            out["tpr_at_past_threshold"][:, k] = sums[:, 6] / n_fake
-            out["fpr_at_past_threshold"][:, k] = sums[:, 7] / n_real
-        out["ece"][:, k] = np.abs(sums[:, len(_NEXT_COLUMNS):]).sum(axis=1) / n
+            out["accuracy_at_past_threshold"][:, k] = (fake[3] + n_real - real[3]) / n
+            out["tpr_at_past_threshold"][:, k] = fake[3] / n_fake
+            out["fpr_at_past_threshold"][:, k] = real[3] / n_real
+        out["ece"][:, k] = np.abs(fake[4:] + real[4:]).sum(axis=0) / n
     return out
 
 

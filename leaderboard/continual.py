@@ -219,7 +219,10 @@ def initial_table(arrays: Mapping[str, np.ndarray], threshold: float = DEFAULT_T
 WINDOW_RELATIVE_GROUPS = frozenset({"next", "current", "seen", "seen_next", "past", "future"})  # depend on k
 
 
-def _lookup(table: pd.DataFrame) -> dict[tuple[int, str, str], tuple[float, str | None]]:
+def _lookup(table: pd.DataFrame, metrics: Sequence[str] | None = None) -> dict[tuple[int, str, str], tuple[float, str | None]]:
+    """(window, group, metric) -> (value, reason), of the given metrics only (all when None)."""
+    if metrics is not None:
+        table = table[table["metric"].isin(list(metrics))]
     return {(int(w), g, m): (v, r) for w, g, m, v, r in table[list(TABLE_COLUMNS)].itertuples(index=False)}
 
 
@@ -232,7 +235,7 @@ def matrix_from_table(table: pd.DataFrame, metric: str = "auroc") -> np.ndarray:
     """M[k, j] = `metric` after window k on window j's group; shape (windows evaluated, K)."""
     n_rows = int(table["window"].max()) + 1
     n_cols = _n_windows(table)
-    cells = _lookup(table)
+    cells = _lookup(table, [metric])
     out = np.full((n_rows, n_cols), np.nan)
     for k in range(n_rows):
         for j in range(n_cols):
@@ -336,7 +339,7 @@ def summary_table(table: pd.DataFrame, initial: pd.DataFrame | None = None,
     if n_done < n:
         reason = f"run incomplete: {n_done} of {n} windows evaluated"
         return _frame([(a, float("nan"), reason) for a in AGGREGATES], SUMMARY_COLUMNS)
-    cells = _lookup(table)
+    cells = _lookup(table, ["auroc", *NEXT_CELL_AGGREGATES.values()])
 
     def rc(k: int, j: int) -> tuple[str, float, str | None]:
         value, reason = cells[(k, f"{WINDOW_PREFIX}{j}", "auroc")]
@@ -386,7 +389,7 @@ def _fwt_row(r: np.ndarray, cells: dict, initial: pd.DataFrame | None, missing: 
         return ("fwt", float("nan"), missing)
     b = initial_auroc(initial, n)
     used = [(f"R[{j - 1},{j}]", *cells[(j - 1, f"{WINDOW_PREFIX}{j}", "auroc")]) for j in range(1, n)]
-    init_cells = _lookup(initial)
+    init_cells = _lookup(initial, ["auroc"])
     used += [(f"b[{j}]", *init_cells[(INITIAL_WINDOW, f"{WINDOW_PREFIX}{j}", "auroc")]) for j in range(1, n)]
     value = forward_transfer(r, b)
     return ("fwt", value, _cells_reason(used) if np.isnan(value) else None)
@@ -394,7 +397,7 @@ def _fwt_row(r: np.ndarray, cells: dict, initial: pd.DataFrame | None, missing: 
 
 def initial_auroc(initial: pd.DataFrame, n_windows: int) -> np.ndarray:
     """b_j, the untrained model's AUROC on window j's group, from `initial_table` rows."""
-    cells = _lookup(initial)
+    cells = _lookup(initial, ["auroc"])
     return np.array([cells[(INITIAL_WINDOW, f"{WINDOW_PREFIX}{j}", "auroc")][0] for j in range(n_windows)])
 
 

@@ -226,8 +226,23 @@ def ece_bin_ids(s: np.ndarray, n_bins: int = DEFAULT_ECE_BINS) -> np.ndarray:
     return np.searchsorted(edges[1:-1], s)
 
 
-def _ece(y: np.ndarray, s: np.ndarray, n_bins: int) -> float:
-    bins = ece_bin_ids(s, n_bins)
+def _sorted_ece_bin_ids(s_desc: np.ndarray, n_bins: int) -> np.ndarray:
+    """`ece_bin_ids` of scores already in descending order: the percentiles read off the sorted array with
+    numpy's linear interpolation (the same arithmetic as np.percentile), without its partition."""
+    asc = s_desc[::-1]
+    q = np.linspace(0.0, 100.0, n_bins + 1)[1:-1] / 100.0
+    virtual = q * (asc.size - 1)
+    lo = np.floor(virtual).astype(np.int64)
+    hi = np.minimum(lo + 1, asc.size - 1)
+    gamma = virtual - lo
+    a, b = asc[lo], asc[hi]
+    diff = b - a
+    edges = np.where(gamma >= 0.5, b - diff * (1 - gamma), a + diff * gamma)  # numpy's _lerp
+    return np.searchsorted(edges, s_desc)
+
+
+def _ece(y: np.ndarray, s: np.ndarray, n_bins: int, s_sorted: bool = False) -> float:
+    bins = _sorted_ece_bin_ids(s, n_bins) if s_sorted else ece_bin_ids(s, n_bins)
     gap = np.bincount(bins, weights=y - s, minlength=n_bins)  # per bin: n_b · (fraction fake − mean score)
     return float(np.abs(gap).sum() / s.size)
 
@@ -403,7 +418,7 @@ def _metrics_of_sorted(
         out[key] = _tpr_at_fpr(c, target)
     out["eer"] = _eer(c)
     out["balanced_log_loss"] = _balanced_log_loss(y_desc, s_desc, LOG_LOSS_EPS)
-    out["ece"] = _ece(y_desc, s_desc, DEFAULT_ECE_BINS)
+    out["ece"] = _ece(y_desc, s_desc, DEFAULT_ECE_BINS, s_sorted=True)
     out["brier"] = _brier(y_desc, s_desc)
     out["cllr"] = out["balanced_log_loss"] / np.log(2.0)
     out["reason"] = None

@@ -162,3 +162,14 @@ def test_recentred_interval_contains_a_biased_point():
     assert lo > 0.09
     lo, hi = B.recentred_interval(reps, 0.09)
     assert lo < 0.09 < hi and hi - lo == pytest.approx(np.subtract(*np.percentile(reps, [97.5, 2.5])))
+
+
+def test_sorted_bins_equal_numpy_percentile_bins():
+    rng = np.random.default_rng(5)
+    for n in (1, 2, 3, 15, 16, 97, 1000):
+        for ties in (False, True):
+            s = rng.random(n)
+            if ties:
+                s = np.round(s * 7) / 7
+            s_desc = np.sort(s)[::-1]
+            np.testing.assert_array_equal(M._sorted_ece_bin_ids(s_desc, 15), M.ece_bin_ids(s_desc, 15))

@@ -9,7 +9,8 @@ A number means something only together with its variant (DESIGN §9). Two kinds 
   input pipeline). Comparing them is the point of a leaderboard: they are columns of one table.
 
 A field is read, by its config name, from the first of: the run's window_0 predictions.npz (key = the name with
-dots replaced by underscores, e.g. `eval_pipeline`), run.json's top level (e.g. `manifest_checksum`), run.json's
+dots replaced by underscores, e.g. `eval_pipeline`), run.json's top level (by either spelling, e.g.
+`manifest_checksum`, `benchmark_type`; a mapping there is a record, not a value), run.json's
 `config` (dotted path, e.g. `degradation.profile`), and the default below for runs made before the field was
 recorded. Any recorded config key can be used with `--group-by`.
 """
@@ -77,8 +78,9 @@ def field_value(name: str, info: Mapping, arrays: Mapping[str, np.ndarray] | Non
     key = name.replace(".", "_")
     if arrays is not None and key in arrays:
         return _text(arrays[key])
-    if name in info and not isinstance(info[name], Mapping):
-        return _text(info[name])
+    for top in (name, key):  # run.json's top level, by either spelling (`benchmark_type`, `manifest_checksum`)
+        if top in info and not isinstance(info[top], Mapping):
+            return _text(info[top])
     config = info.get("config") or {}
     value = _config_get(config, name)
     if name == "detector" and value is MISSING:

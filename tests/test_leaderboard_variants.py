@@ -43,6 +43,12 @@ def test_fields_read_by_config_name_with_defaults(es, tmp_path):
     arrays = dict(new.windows[0]) | {"eval_pipeline": np.array("native")}  # the npz wins over run.json
     assert V.field_value("eval.pipeline", new.info, arrays) == "native"
     assert V.field_value("train.lr", new.info) == V.MISSING
+    reference = {"protocol_version": "aigenbench-reference", "benchmark_type": "aigenbench", "config": {},
+                 "eval_pipeline": "reference", "eval_normalize": "clip"}  # as leaderboard.runs reads an experiment
+    fields = V.run_fields(reference)
+    assert (fields["eval.pipeline"], fields["eval.normalize"], fields["benchmark.type"]) == (
+        "reference", "clip", "aigenbench")
+    assert V.configuration_key(reference, fields, "exp_3") != V.configuration_key(reference, fields, "exp_4")
 
 
 def test_refuses_differing_profile_then_groups_by_it(es, tmp_path):

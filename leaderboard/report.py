@@ -633,14 +633,15 @@ def _sections(lb: Leaderboard) -> tuple[str, str, str]:
     for i, label in enumerate(lb.tables):
         rows = lb.summary[lb.summary["group"] == label]
         cont = rows[rows["rank"].notna()]
-        extra = varying_fields(rows)
+        shown = cont if len(cont) else rows  # the ranked rows (full rows are in the upper-bound table)
+        extra = varying_fields(shown)
         sid = "" if i == 0 else f"-{i + 1}"
         head = "" if label == "all" else label
-        note = constant_fields_text(rows)
+        note = constant_fields_text(shown)
         if head:
             md.append(f"\n## {head}\n")
             body.append(f"<h2>{html.escape(head)}</h2>\n")
-        ranking = display_table(cont if len(cont) else rows, RANKING, extra)
+        ranking = display_table(shown, RANKING, extra)
         md.append(f"\n{note}\n\n{to_markdown(ranking)}\n")
         tex.append(to_latex(ranking, f"genshift leaderboard{': ' + head if head else ''}. {note}"))
         body.append(f"<p>{html.escape(note)}</p>\n{html_table(ranking, 'leaderboard' + sid)}")

@@ -135,7 +135,8 @@ def bench_leaderboard(n_runs: int = 10, n_windows: int = 9, n_images: int = 7200
         eval_set = fabricate_eval_set(n_images, n_windows, seed=seed)
         t0 = time.perf_counter()
         runs = [
-            fabricate_run(root / f"run{i:02d}", eval_set, skill=0.5 + 0.1 * i, seed=seed + i)
+            fabricate_run(root / f"run{i:02d}", eval_set, skill=0.5 + 0.1 * i, seed=seed + i,
+                          detector=f"fake{i:02d}_probe")  # distinct configurations: one row each, not pooled
             for i in range(n_runs)
         ]
         t_fab = time.perf_counter() - t0

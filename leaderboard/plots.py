@@ -61,7 +61,7 @@ def heatmap(name: str, r: np.ndarray) -> bytes:
     ax.set_ylabel("after training window k")
     ax.set_xticks(range(n_cols))
     ax.set_yticks(range(n_rows))
-    ax.set_title(f"R[k, j] (AUROC) — {name}", fontsize=9)
+    ax.set_title(f"R[k, j] (AUROC)\n{name}", fontsize=8)
     fig.colorbar(im, ax=ax, fraction=0.046)
     return _png(fig)
 
@@ -86,7 +86,7 @@ def generator_bars(name: str, table: pd.DataFrame, k: int) -> bytes:
 def roc_next(name: str, curves: Sequence[tuple[int, np.ndarray, np.ndarray, float]]) -> bytes:
     """ROC curve of every NEXT cell: (k, FPR, TPR, AUROC) = the model after window k on window k+1."""
     fig, ax = plt.subplots(figsize=(5.2, 5))
-    fig.subplots_adjust(left=0.13, right=0.97, bottom=0.11, top=0.92)
+    fig.subplots_adjust(left=0.13, right=0.97, bottom=0.11, top=0.9)
     colours = plt.cm.viridis(np.linspace(0.0, 0.9, max(1, len(curves))))
     for (k, fpr, tpr, auroc), colour in zip(curves, colours, strict=False):
         ax.plot(fpr, tpr, color=colour, lw=1.2, label=f"k={k} → window {k + 1} (AUROC {auroc:.3f})")
@@ -95,7 +95,7 @@ def roc_next(name: str, curves: Sequence[tuple[int, np.ndarray, np.ndarray, floa
     ax.set_ylim(0, 1.01)
     ax.set_xlabel("FPR (reals called fake)")
     ax.set_ylabel("TPR (fakes caught)")
-    ax.set_title(f"ROC of the NEXT cells — {name}", fontsize=9)
+    ax.set_title(f"ROC of the NEXT cells\n{name}", fontsize=8)
     if curves:
         ax.legend(fontsize="x-small", loc="lower right")
     return _png(fig)
@@ -104,7 +104,7 @@ def roc_next(name: str, curves: Sequence[tuple[int, np.ndarray, np.ndarray, floa
 def reliability(name: str, curves: Sequence[tuple[int, np.ndarray, np.ndarray, float]]) -> bytes:
     """Reliability diagram of every NEXT cell: (k, mean P(fake), fraction of fakes, ECE) per equal-mass bin."""
     fig, ax = plt.subplots(figsize=(5.2, 5))
-    fig.subplots_adjust(left=0.13, right=0.97, bottom=0.11, top=0.92)
+    fig.subplots_adjust(left=0.13, right=0.97, bottom=0.11, top=0.9)
     colours = plt.cm.viridis(np.linspace(0.0, 0.9, max(1, len(curves))))
     for (k, mean_score, fraction, ece), colour in zip(curves, colours, strict=False):
         ax.plot(mean_score, fraction, marker="o", ms=3, color=colour, lw=1.0,
@@ -114,6 +114,6 @@ def reliability(name: str, curves: Sequence[tuple[int, np.ndarray, np.ndarray, f
     ax.set_ylim(0, 1)
     ax.set_xlabel("mean P(fake) in the bin")
     ax.set_ylabel("fraction of fakes in the bin")
-    ax.set_title(f"reliability of the NEXT cells (equal-mass bins) — {name}", fontsize=9)
+    ax.set_title(f"reliability of the NEXT cells (equal-mass bins)\n{name}", fontsize=8)
     ax.legend(fontsize="x-small", loc="upper left")
     return _png(fig)

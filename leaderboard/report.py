@@ -620,10 +620,10 @@ def _plots(lb: Leaderboard) -> list[tuple[str, str, bytes]]:
             continue
         which = f" (seed {first.seed})" if len(c.records) > 1 else ""
         rocs = [(k, *M.roc_points(y, s), auroc) for k, y, s, auroc, _ in cells]
-        out.append((f"ROC of the NEXT cells: {c.name}{which}", f"roc_{stem}.png", plots.roc_next(c.name, rocs)))
+        out.append((f"ROC of the NEXT cells: {c.name}{which}", f"roc_{stem}.png", plots.roc_next(first.name, rocs)))
         rel = [(k, *M.reliability_curve(y, s)[:2], ece) for k, y, s, _, ece in cells]
         out.append((f"reliability of the NEXT cells: {c.name}{which}", f"reliability_{stem}.png",
-                    plots.reliability(c.name, rel)))
+                    plots.reliability(first.name, rel)))
     return out
 
 

@@ -14,15 +14,21 @@ def _add_leaderboard(sub) -> None:
     p = sub.add_parser(
         "leaderboard",
         help="tables (md, csv, tex, html), windows.csv and plots from stored predictions (no models needed)",
-        description="Rank runs by NEXT with stratified-bootstrap 95 % CIs. Accepts genshift run directories "
-        "and AI-GenBench experiment folders (window_<k>/predictions_validate_all.npz); refuses runs made on "
-        "different manifests or protocol versions.",
+        description="Rank runs by NEXT with bootstrap 95 % intervals; runs that differ only in their seed are "
+        "pooled into one row (two-level bootstrap). Accepts genshift run directories and AI-GenBench experiment "
+        "folders (window_<k>/predictions_validate_all.npz); refuses runs whose evaluation-defining fields differ "
+        "(manifest, protocol version, degradation profile, ...) unless --group-by them. See docs/leaderboard.md.",
     )
     p.add_argument("runs", nargs="+", type=Path, help="run directories (runs/<experiment>) or experiment_<id> dirs")
     p.add_argument("--out", type=Path, help="output directory (default: the run directory for one run, the runs "
                    "directory they share for several, else the current directory)")
     p.add_argument("--replicates", type=int, default=1000, help="bootstrap replicates (default 1000)")
     p.add_argument("--bootstrap-seed", type=int, default=0, help="bootstrap seed (default 0)")
+    p.add_argument("--group-by", nargs="+", default=[], metavar="FIELD",
+                   help="one table per value of these recorded fields, by config name (e.g. degradation.profile); "
+                        "needed to show runs whose evaluation-defining fields differ")
+    p.add_argument("--per-seed", action="store_true",
+                   help="also list every run on its own (runs differing only in the seed are pooled by default)")
     p.add_argument("--quiet", action="store_true", help="do not print the Markdown table")
     p.set_defaults(handler=cmd_leaderboard)
 
@@ -56,7 +62,8 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
 
     runs = [Path(r) for r in args.runs]
     out = args.out or default_output_dir(runs)
-    write_leaderboard(runs, out, echo=not args.quiet, n_replicates=args.replicates, seed=args.bootstrap_seed)
+    write_leaderboard(runs, out, echo=not args.quiet, n_replicates=args.replicates, seed=args.bootstrap_seed,
+                      group_by=args.group_by, per_seed=args.per_seed)
     return 0
 
 

@@ -283,10 +283,9 @@ class Section:
 
 def collect(lb: Leaderboard) -> list[tuple[str, RunRobustness]]:
     """(run name, robustness files) of the ranked runs that have them, in leaderboard order."""
-    by_name = {r.name: r for r in lb.records}
     items = []
-    for name in lb.summary["experiment"]:
-        r = by_name[name]
+    for r in lb.records:  # in leaderboard order (tables, rows, seeds)
+        name = r.name
         rob = read_run_robustness(r.path, r.info.get("manifest_checksum")) if r.kind == "genshift" else None
         if rob is not None:
             items.append((name, rob))

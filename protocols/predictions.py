@@ -87,3 +87,31 @@ def window_summary(path: Path, groups: Sequence[str] = ("next", "current", "seen
         "auroc": {g: float(auroc.loc[g, "value"]) for g in groups},
         "undefined": {g: auroc.loc[g, "reason"] for g in groups if auroc.loc[g, "reason"] is not None},
     }
+
+
+# ------------------------------------------------------------------ the untrained model (forward transfer)
+
+
+def write_initial_predictions(
+    run_dir: Path,
+    logits: np.ndarray,
+    plan: EvalPlan,
+    gen_names: Sequence[str],
+    windows: Sequence[Sequence[str]],
+    manifest_checksum: str,
+    benchmark_type: str,
+    **kwargs,
+) -> Path:
+    """Write the model's predictions before any training to `window_init/predictions.npz` (window -1).
+
+    The leaderboard's FWT needs them (b_j, `leaderboard.initial`); call once, after the model is built and
+    before window 0 trains, with the eval split's logits. Same keys and atomic write as a window's file.
+    """
+    from leaderboard.continual import INITIAL_WINDOW
+    from leaderboard.initial import initial_path
+
+    path = initial_path(run_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_predictions(path, logits, plan, gen_names, windows, INITIAL_WINDOW, manifest_checksum, benchmark_type,
+                      **kwargs)
+    return path

@@ -491,6 +491,8 @@ def open_store(path: Path, spec: StoreSpec, verify: str = "sample", say_stale: b
     chunk, or shards finished elsewhere) is finalized here. Chunks that fail the check are deleted (and announced)
     so that the next build rebuilds just those; a store of another key, layout or format is wiped.
     """
+    if verify not in VERIFY_MODES:
+        raise ValueError(f"cache.verify: {verify!r}; expected one of {VERIFY_MODES}")
     path = Path(path)
     if not path.is_dir():
         return None
@@ -512,18 +514,24 @@ def open_store(path: Path, spec: StoreSpec, verify: str = "sample", say_stale: b
         _say(say_stale, f"genshift: cache {path}: its layout or key differs from this run's; rebuilding it")
         _remove_store(path)
         return None
-    problems = verify_chunks(path, meta, verify)
-    if problems:
+    try:
+        problems = verify_chunks(path, meta, verify)
+        if not problems:
+            return Store(path, meta)
         bad = _bad_chunks(problems)
-        _say(say_stale, f"genshift: cache {path} is damaged ({problems[0]}{'; …' if len(problems) > 1 else ''}); "
-                        f"rebuilding {len(bad)} chunk(s)")
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:  # a damaged or planted meta.json
+        _say(say_stale, f"genshift: cache {path}: its {META} is malformed ({type(e).__name__}); checking its chunks "
+                        "again")
         (path / META).unlink(missing_ok=True)
-        for c in bad:
-            (path / CHUNKS / _chunk_name(c)).unlink(missing_ok=True)
-            for name in spec.fields:
-                (path / CHUNKS / _chunk_name(c, name)).unlink(missing_ok=True)
         return None
-    return Store(path, meta)
+    _say(say_stale, f"genshift: cache {path} is damaged ({problems[0]}{'; …' if len(problems) > 1 else ''}); "
+                    f"rebuilding {len(bad)} chunk(s)")
+    (path / META).unlink(missing_ok=True)
+    for c in bad:
+        (path / CHUNKS / _chunk_name(c)).unlink(missing_ok=True)
+        for name in spec.fields:
+            (path / CHUNKS / _chunk_name(c, name)).unlink(missing_ok=True)
+    return None
 
 
 def _say(enabled: bool, msg: str) -> None:
@@ -568,14 +576,17 @@ def describe_stores(cache_dir: Path) -> list[dict]:
             doc = meta if complete else layout
             shapes = {}
             n_chunks = done = 0
-            if doc.get("fields"):
-                n_items, per = int(doc["n_items"]), int(doc["items_per_chunk"])
-                n_chunks = -(-n_items // per) if n_items else 0
-                for name, f in doc["fields"].items():
-                    rows = sum(r["fields"][name]["rows"] for r in meta["chunks"]) if complete else \
-                        (n_items * f["rows_per_item"] if f["rows_per_item"] is not None else None)
-                    shapes[name] = [rows, *f["row_shape"]]
-                done = n_chunks if complete else len(list((d / CHUNKS).glob("*.json")))
+            try:
+                if doc.get("fields"):
+                    n_items, per = int(doc["n_items"]), int(doc["items_per_chunk"])
+                    n_chunks = -(-n_items // per) if n_items else 0
+                    for name, f in doc["fields"].items():
+                        rows = sum(r["fields"][name]["rows"] for r in meta["chunks"]) if complete else \
+                            (n_items * f["rows_per_item"] if f["rows_per_item"] is not None else None)
+                        shapes[name] = [rows, *f["row_shape"]]
+                    done = n_chunks if complete else len(list((d / CHUNKS).glob("*.json")))
+            except (KeyError, TypeError, ValueError, AttributeError, ZeroDivisionError):  # malformed records
+                shapes, n_chunks, done, complete = {}, 0, 0, False
             out.append({"kind": kind, "digest": d.name, "path": str(d), "bytes": size, "shape": shapes or None,
                         "complete": complete, "chunks": n_chunks, "chunks_done": done,
                         "legacy": bool(meta) and not complete})

@@ -41,7 +41,12 @@ def stop_between_chunks() -> None:
 
 @dataclass
 class RunInputs:
-    """Eval dataset (len() = number of eval images) and a per-window training dataset factory."""
+    """Eval dataset (len() = number of eval items) and a per-window training dataset factory.
+
+    Sequence runs (protocols/sequence_inputs.py) score segments: ``fuse(item logits)`` turns them into the
+    per-video (scores, logits, extra npz arrays); ``callbacks(k, ids, sampler)`` adds Lightning callbacks to a
+    window's training (best-validation selection).
+    """
 
     eval_ds: Dataset
     make_train: Callable[[list[int]], Dataset]
@@ -50,6 +55,20 @@ class RunInputs:
     eval_key: dict
     describe: dict = field(default_factory=dict)
     release_train: Callable[[], None] = lambda: None  # after a window's training: drop its per-window store
+    fuse: Callable | None = None
+    callbacks: Callable | None = None
+
+    weighted: object | None = None  # the manifest when benchmark.real_sampling=weighted (class-weighted loss)
+
+    def window_callbacks(self, k: int, ids: list[int], sampler) -> list:
+        out = list(self.callbacks(k, ids, sampler)) if self.callbacks else []
+        if self.weighted is not None:
+            from benchmark.windows_plan import class_weights
+            from protocols.module import ClassWeights
+
+            by_id = {s.id: s.label for s in self.weighted.split("train")}
+            out.append(ClassWeights(class_weights([by_id[int(i)] for i in ids])))
+        return out
 
     def __len__(self) -> int:
         return len(self.eval_ds)
@@ -78,6 +97,22 @@ def features_in(ds: Dataset) -> bool:
 def prepare_run_inputs(cfg: dict, bench, detector, cache_dir: Path, progress: bool, say: Callable[[str], None],
                        world: int = 1, plan: CachePlan | None = None) -> RunInputs:
     """Build or load every cache this run uses and return the datasets the windows read."""
+    inputs = _prepare(cfg, bench, detector, cache_dir, progress, say, world, plan)
+    if str(cfg["benchmark"].get("real_sampling") or "unique") == "weighted":
+        inputs.weighted = bench.manifest
+    return inputs
+
+
+def _prepare(cfg: dict, bench, detector, cache_dir: Path, progress: bool, say: Callable[[str], None],
+             world: int = 1, plan: CachePlan | None = None) -> RunInputs:
+    if getattr(detector.meta, "input_kind", "image") != "image":  # the video track: landmark segments
+        from protocols.sequence_inputs import prepare_sequence_inputs
+
+        return prepare_sequence_inputs(cfg, bench, detector, cache_dir, progress, say)
+    if any(s.kind != "image" for s in bench.manifest.samples):  # frames sampled from videos, image detector
+        from protocols.frame_inputs import prepare_frame_inputs
+
+        return prepare_frame_inputs(cfg, bench, detector, cache_dir, progress, say)
     sw = cache_switches(cfg)
     plan = plan or plan_caches(cfg, bench, detector, cache_dir, world)
     meta = detector.meta

@@ -47,9 +47,11 @@ def checked_manifest(manifest: Manifest, cfg: dict, cache_dir: Path, progress: b
     if not dc["check"]:
         return manifest
     from benchmark.datacheck import apply_skips, check_source, format_report
+    from protocols.sequence_inputs import sequence_check_args
 
     report = check_source(manifest, cache_dir, min_side=int(dc["min_side"]),
-                          workers=int(cfg["train"]["num_workers"]) or 1, progress=progress)
+                          workers=int(cfg["train"]["num_workers"]) or 1, progress=progress,
+                          **sequence_check_args(cfg, manifest))
     if report.ok:
         return manifest
     if not dc["skip_bad_images"]:
@@ -67,7 +69,8 @@ def benchmark_of(manifest: Manifest, cfg: dict) -> Benchmark:
     windows = make_windows(manifest.timeline, b["generators_per_window"])
     gen_names = generator_id_to_name(manifest.timeline)
     btype = BenchmarkType.parse(str(b["type"]))
-    sets = training_sets(manifest.split("train"), windows, btype, b["real_sampling_seed"], b["replay_seed"])
+    sets = training_sets(manifest.split("train"), windows, btype, b["real_sampling_seed"], b["replay_seed"],
+                         real_sampling=str(b.get("real_sampling") or "unique"))
     plan = make_eval_plan(
         manifest.split("eval"), gen_names, b["eval_balance_seed"], b["eval_shuffle_seed"], b["eval_pairing_seed"]
     )
@@ -99,6 +102,14 @@ def create_run_detector(cfg: dict):
     return create_detector(cfg["detector"], pretrained=cfg["pretrained"], **kwargs), kwargs
 
 
+def uses_image_stores(detector, manifest: Manifest) -> bool:
+    """Whether a run reads its inputs through the image stores (eval inputs, training copies, probe features):
+    an image detector on a dataset of images. Landmark sequences and frames sampled from videos are prepared by
+    protocols/sequence_inputs.py and protocols/frame_inputs.py."""
+    return getattr(detector.meta, "input_kind", "image") == "image" and all(s.kind == "image"
+                                                                            for s in manifest.samples)
+
+
 @dataclass
 class Prepared:
     """What `prepare_run` made before the run starts: the detector (and its init kwargs), the dataset as loaded
@@ -118,6 +129,8 @@ def prepare_run(cfg: dict, progress: bool = True, features: bool = True) -> Prep
     cache_dir = Path(cfg["cache_dir"]).expanduser() if cfg.get("cache_dir") else default_cache_dir()
     manifest = load_source(cfg["dataset"], cache_dir, progress=progress)
     detector, kwargs = create_run_detector(cfg)
+    if not uses_image_stores(detector, manifest):  # the video track keeps its own caches (sequence/frame inputs)
+        return Prepared(detector, kwargs, manifest, None)
     try:
         unchecked = benchmark_of(manifest, cfg)
     except ValueError:  # e.g. rows the data check will drop unbalance the eval split: planned after the check

@@ -14,13 +14,14 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmark.array_store import DEFAULT_CHUNK_BYTES, Field, StoreSpec, make_spec
+from benchmark.array_store import DEFAULT_CHUNK_BYTES, StoreSpec, make_spec
 from benchmark.degradations import degradation_key, degrade
 from benchmark.images import SINGLE_CROP_STRATEGIES, adapt_to_input, to_chw
 from benchmark.imagestore import read_image
 from benchmark.manifest import Manifest
 from benchmark.progress import counted_progress
 from benchmark.store_build import cached_store, ordered_map
+from benchmark.store_layouts import eval_fields
 
 # Bump when the decode -> degrade -> adapt -> CHW code path changes in a way library versions do not capture.
 CACHE_FORMAT = 2
@@ -70,7 +71,7 @@ def eval_store_spec(manifest: Manifest, sample_ids: Sequence[int], profile: str,
                     strategy: str, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> StoreSpec:
     """The eval store's layout: one uint8 3×S×S row per eval position (its size is known before any decode)."""
     key = eval_cache_key(manifest, sample_ids, profile, base_seed, size, strategy)
-    return make_spec("eval", key, len(sample_ids), {"pixels": Field("uint8", (3, int(size), int(size)))}, chunk_bytes)
+    return make_spec("eval", key, len(sample_ids), eval_fields(size), chunk_bytes)
 
 
 def build_or_load_eval_inputs(

@@ -15,12 +15,13 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmark.array_store import DEFAULT_CHUNK_BYTES, Field, StoreSpec, make_spec
+from benchmark.array_store import DEFAULT_CHUNK_BYTES, StoreSpec, make_spec
 from benchmark.images import to_chw
 from benchmark.imagestore import read_image
 from benchmark.manifest import Manifest
 from benchmark.masks import FULL_FAKE_TARGET, training_mask
 from benchmark.store_build import cached_store
+from benchmark.store_layouts import train_fields
 from benchmark.train_augment import augment_train, augment_train_with_mask, copy_rng
 
 # Bump when decode -> augment_train -> CHW changes in a way library versions do not capture.
@@ -101,8 +102,7 @@ def train_store_spec(manifest: Manifest, ids: Sequence[int], factor: int, size: 
     """The training-copy store's layout: `factor` uint8 C×S×S rows per image of sorted(set(ids))."""
     order = sorted({int(i) for i in ids})
     key = train_cache_key(manifest, order, factor, size, seed, profile, resize_mode, with_masks)
-    row = Field("uint8", (4 if with_masks else 3, int(size), int(size)), rows_per_item=int(factor))
-    return make_spec("train_inputs", key, len(order), {"pixels": row}, chunk_bytes)
+    return make_spec("train_inputs", key, len(order), train_fields(size, factor, with_masks), chunk_bytes)
 
 
 def train_jobs(manifest: Manifest, order: Sequence[int], factor: int, size: int, seed: int, profile: str,

@@ -12,12 +12,11 @@ that is smaller and fits, else streams them (decoded and augmented by DataLoader
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from benchmark.array_store import StoreSpec, store_dir, store_progress
-from benchmark.eval_cache import eval_store_spec
-from benchmark.train_cache import train_store_spec
+from benchmark.array_store import StoreSpec, make_spec, store_dir, store_progress
 from protocols.config import ConfigError, cache_switches
 
 
@@ -70,6 +69,7 @@ class CachePlan:
     settings: dict
     cache_dir: Path
     free_bytes: int
+    presence_known: bool = True  # False in the early budget check: what is already on disk is not looked up
 
     @property
     def total(self) -> int:
@@ -112,16 +112,29 @@ def eval_strategy(cfg: dict, meta) -> str:
     return cfg["eval"]["input"] or meta.eval_resize
 
 
-def pixel_specs(cfg: dict, bench, meta, chunk_bytes: int) -> tuple[StoreSpec, StoreSpec, list[StoreSpec]]:
-    """(eval store, training-copy store of the union of every window's images, one store per window)."""
+def pixel_specs(cfg: dict, bench, meta, chunk_bytes: int,
+                keyed: bool = True) -> tuple[StoreSpec, StoreSpec, list[StoreSpec]]:
+    """(eval store, training-copy store of the union of every window's images, one store per window).
+
+    `keyed=False`: the layouts only, with empty keys (sizes need no key; keys need the image libraries)."""
     m = bench.manifest
-    deg = cfg["degradation"]
-    espec = eval_store_spec(m, bench.plan.sample_ids, deg["profile"], deg["base_seed"], meta.input_size,
-                            eval_strategy(cfg, meta), chunk_bytes)
-    targs = (int(cfg["train"]["augmentation_factor"]), meta.input_size, int(cfg["seed"]),
-             cfg["train"]["augmentation"], meta.eval_resize)
     masks = bool(getattr(meta, "has_localization", False))
+    factor, size = int(cfg["train"]["augmentation_factor"]), int(meta.input_size)
     union = sorted({int(i) for ids in bench.train_sets for i in ids})
+    if not keyed:
+        from benchmark.store_layouts import eval_fields, train_fields
+
+        tfields = train_fields(size, factor, masks)
+        return (make_spec("eval", {}, len(bench.plan.sample_ids), eval_fields(size), chunk_bytes),
+                make_spec("train_inputs", {}, len(union), tfields, chunk_bytes),
+                [make_spec("train_inputs", {}, len(set(ids)), tfields, chunk_bytes) for ids in bench.train_sets])
+    from benchmark.eval_cache import eval_store_spec
+    from benchmark.train_cache import train_store_spec
+
+    deg = cfg["degradation"]
+    espec = eval_store_spec(m, bench.plan.sample_ids, deg["profile"], deg["base_seed"], size,
+                            eval_strategy(cfg, meta), chunk_bytes)
+    targs = (factor, size, int(cfg["seed"]), cfg["train"]["augmentation"], meta.eval_resize)
     tspec = train_store_spec(m, union, *targs, with_masks=masks, chunk_bytes=chunk_bytes)
     windows = [train_store_spec(m, ids, *targs, with_masks=masks, chunk_bytes=chunk_bytes)
                for ids in bench.train_sets]
@@ -129,10 +142,11 @@ def pixel_specs(cfg: dict, bench, meta, chunk_bytes: int) -> tuple[StoreSpec, St
 
 
 def feature_specs(cfg: dict, detector, espec: StoreSpec, tspec: StoreSpec, chunk_bytes: int,
-                  world: int = 1) -> tuple[StoreSpec, StoreSpec] | str:
-    """The probe's feature stores of the eval inputs and of every training copy, or why there are none."""
-    from protocols.feature_keys import feature_key, feature_store_spec
-    from protocols.speed import resolve_precision, resolve_train_cfg, uses_cuda
+                  world: int = 1, keyed: bool = True) -> tuple[StoreSpec, StoreSpec] | str:
+    """The probe's feature stores of the eval inputs and of every training copy, or why there are none.
+
+    `keyed=False`: `detector` may be a description (`meta`, `is_probe`); the stores get empty keys."""
+    from protocols.feature_keys import feature_store_spec
 
     meta = detector.meta
     if not detector.is_probe:
@@ -142,15 +156,21 @@ def feature_specs(cfg: dict, detector, espec: StoreSpec, tspec: StoreSpec, chunk
                 "feature cache (pooled features) does not hold")
     if world > 1:
         return "built by a single process (this run has several)"
+    bs = int(cfg["eval"]["batch_size"])
+    n_train = tspec.n_items * int(cfg["train"]["augmentation_factor"])
+    if not keyed:
+        return (feature_store_spec({}, espec.n_items, meta.feature_dim, bs, chunk_bytes),
+                feature_store_spec({}, n_train, meta.feature_dim, bs, chunk_bytes))
+    from protocols.feature_keys import feature_key
+    from protocols.speed import resolve_precision, resolve_train_cfg, uses_cuda
+
     tc = resolve_train_cfg(cfg, detector)
     device = "cuda" if uses_cuda(cfg) else "cpu"
     eprec = resolve_precision(cfg["eval"]["precision"], cfg, "eval.precision")
-    bs = int(cfg["eval"]["batch_size"])
     ek = feature_key(detector, espec.digest, eprec, bool(tc["channels_last"]), device)
     tk = feature_key(detector, tspec.digest, tc["precision"], bool(tc["channels_last"]), device)
     return (feature_store_spec(ek, espec.n_items, meta.feature_dim, bs, chunk_bytes),
-            feature_store_spec(tk, tspec.n_items * int(cfg["train"]["augmentation_factor"]), meta.feature_dim, bs,
-                               chunk_bytes))
+            feature_store_spec(tk, n_train, meta.feature_dim, bs, chunk_bytes))
 
 
 def plan_caches(cfg: dict, bench, detector, cache_dir: Path, world: int = 1, features: bool = True) -> CachePlan:
@@ -158,33 +178,53 @@ def plan_caches(cfg: dict, bench, detector, cache_dir: Path, world: int = 1, fea
 
     `features=False` leaves the probe feature stores out (`genshift cache build` without --features).
     """
+    cache_dir = Path(cache_dir)
+    return _plan(cfg, bench, detector, cache_dir, world, features, keyed=True, free=free_disk(cache_dir),
+                 present=lambda spec: _present(cache_dir, spec))
+
+
+def refuse_over_budget(cfg: dict, bench, described, cache_dir: Path, world: int = 1, features: bool = True) -> None:
+    """Before the detector is built (from its remembered description, protocols/detector_memo.py): raise
+    CacheBudgetError if the run's stores cannot fit `cache.max_bytes` whatever the disk holds.
+
+    Only the budget is decided here: the stores' sizes follow from their layouts, and the budget counts stores
+    already built, so neither the keys (the image libraries, the backbone's weights) nor the disk are needed.
+    A run this lets through is planned in full once its detector exists (`plan_caches`), disk included."""
+    if cache_switches(cfg)["max_bytes"] is None:
+        return
+    _plan(cfg, bench, described, Path(cache_dir), world, features, keyed=False, free=free_disk(cache_dir),
+          present=lambda spec: 0)
+
+
+def _plan(cfg: dict, bench, detector, cache_dir: Path, world: int, features: bool, keyed: bool, free: int,
+          present: Callable[[StoreSpec], int]) -> CachePlan:
+    """The plan (see plan_caches). `keyed=False`: the early budget check, which decides on the budget alone and
+    says nothing about what is still to be written (presence is not looked up)."""
     sw = cache_switches(cfg)
     meta = detector.meta
     chunk = int(float(sw["chunk_mb"]) * (1 << 20))
-    cache_dir = Path(cache_dir)
-    espec, tspec, wspecs = pixel_specs(cfg, bench, meta, chunk)
+    espec, tspec, wspecs = pixel_specs(cfg, bench, meta, chunk, keyed)
     stores: dict[str, StorePlan] = {}
     if sw["eval_inputs"]:
         stores["eval_inputs"] = StorePlan("eval_inputs", "cached", "cache.eval_inputs is true", espec,
-                                          espec.estimate_bytes(), _present(cache_dir, espec))
+                                          espec.estimate_bytes(), present(espec))
     else:
         stores["eval_inputs"] = StorePlan("eval_inputs", "stream", "cache.eval_inputs is false: decoded and "
                                           "degraded again in every window", espec)
-    fspecs = feature_specs(cfg, detector, espec, tspec, chunk, world) if sw["probe_features"] and features \
+    fspecs = feature_specs(cfg, detector, espec, tspec, chunk, world, keyed) if sw["probe_features"] and features \
         else "cache.probe_features is false" if features else "not asked for (--features)"
     if isinstance(fspecs, tuple):
         for name, spec in zip(("eval_features", "train_features"), fspecs, strict=True):
             stores[name] = StorePlan(name, "cached", "probe: windows train the head on the frozen backbone's features",
-                                     spec, spec.estimate_bytes(), _present(cache_dir, spec))
+                                     spec, spec.estimate_bytes(), present(spec))
     elif detector.is_probe:
         stores["probe_features"] = StorePlan("probe_features", "off", fspecs)
-    free = free_disk(cache_dir)
     budget = sw["max_bytes"]
     train_union = tspec.estimate_bytes()
     largest = max((s.estimate_bytes() for s in wspecs), default=0)
     workers = int(cfg["train"]["num_workers"])
     options = {
-        "cached": StorePlan("train_inputs", "cached", "", tspec, train_union, _present(cache_dir, tspec)),
+        "cached": StorePlan("train_inputs", "cached", "", tspec, train_union, present(tspec)),
         "per_window": StorePlan("train_inputs", "per_window", "", tspec, largest, 0, wspecs),
         "stream": StorePlan("train_inputs", "stream", "", tspec),
     }
@@ -198,7 +238,7 @@ def plan_caches(cfg: dict, bench, detector, cache_dir: Path, world: int = 1, fea
 
     def fits(candidate: StorePlan) -> bool:
         trial = CachePlan(stores | {"train_inputs": candidate}, sw, cache_dir, free)
-        return (budget is None or trial.total <= budget) and trial.to_write <= free
+        return (budget is None or trial.total <= budget) and (not keyed or trial.to_write <= free)
 
     if policy == "auto":
         order = ["cached", "per_window", "stream"] if per_window_useful else ["cached", "stream"]
@@ -223,11 +263,12 @@ def plan_caches(cfg: dict, bench, detector, cache_dir: Path, world: int = 1, fea
             f"; streamed by {workers} DataLoader worker(s) (train.num_workers)" if policy == "stream" else "")
     if policy == "auto" or not fits(options[policy]):
         stores["train_inputs"] = options["stream" if policy == "auto" else policy]
-        raise CacheBudgetError(_refusal(CachePlan(stores, sw, cache_dir, free), options, per_window_useful,
-                                        int(cfg["train"]["augmentation_factor"]), detector.is_probe))
+        raise CacheBudgetError(_refusal(CachePlan(stores, sw, cache_dir, free, presence_known=keyed), options,
+                                        per_window_useful, int(cfg["train"]["augmentation_factor"]),
+                                        detector.is_probe))
     stores["train_inputs"] = options[policy]
     return CachePlan({k: stores[k] for k in ("eval_inputs", "train_inputs", *[k for k in stores if "feature" in k])},
-                     sw, cache_dir, free)
+                     sw, cache_dir, free, presence_known=keyed)
 
 
 def _refusal(plan: CachePlan, options: dict, per_window_useful: bool, factor: int, is_probe: bool) -> str:
@@ -238,7 +279,7 @@ def _refusal(plan: CachePlan, options: dict, per_window_useful: bool, factor: in
     over = []
     if budget is not None and plan.total > budget:
         over.append(f"cache.max_bytes is {human_bytes(budget)}")
-    if plan.to_write > plan.free_bytes:
+    if plan.presence_known and plan.to_write > plan.free_bytes:
         over.append(f"{human_bytes(plan.to_write)} are still to be written and {plan.cache_dir} has "
                     f"{human_bytes(plan.free_bytes)} free")
     else:

@@ -199,6 +199,11 @@ def cache_switches(cfg: Mapping[str, Any]) -> dict:
     return sw
 
 
+def world_size(cfg: Mapping[str, Any]) -> int:
+    """Processes the config asks for: devices per node × nodes (1 = no DDP)."""
+    return int(cfg.get("devices", 1) or 1) * int(cfg.get("num_nodes", 1) or 1)
+
+
 def builds_pixel_caches(cfg: Mapping[str, Any]) -> bool:
     """Whether a run may build a pixel store, hence wants the cache workers' fork server started early."""
     sw = cache_switches(cfg)

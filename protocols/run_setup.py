@@ -1,6 +1,7 @@
-"""What a run sets up before its first window, import-light (no Lightning): the dataset and its benchmark
-(windows, training sets, eval plan), the data check, the detector, and the cache plan whose budget is checked
-before any image is decoded.
+"""What a run sets up before its first window, import-light (neither torch nor Lightning at import): the dataset
+and its benchmark (windows, training sets, eval plan), the data check, the detector, and the cache plan whose
+budget is checked before any image is decoded — from a remembered description of the detector before torch is
+even imported (protocols/detector_memo.py), then in full.
 """
 
 from __future__ import annotations
@@ -10,15 +11,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
-import torch
-
 from benchmark.eval_plan import EvalPlan, make_eval_plan
 from benchmark.manifest import Manifest
 from benchmark.sources import SourceError, default_cache_dir, load_source
 from benchmark.timeline import generator_id_to_name, make_windows
 from benchmark.windows_plan import BenchmarkType, training_sets
-from protocols.distributed import world_size
+from protocols.config import world_size
 
 if TYPE_CHECKING:
     from protocols.run_inputs import RunInputs
@@ -87,6 +85,9 @@ def prepare_benchmark(cfg: dict, progress: bool = True, manifest: Manifest | Non
 
 def seed_generators(seed: int) -> None:
     """Seed Python's, numpy's and torch's generators as Lightning's seed_everything does (without importing it)."""
+    import numpy as np
+    import torch
+
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
@@ -102,12 +103,11 @@ def create_run_detector(cfg: dict):
     return create_detector(cfg["detector"], pretrained=cfg["pretrained"], **kwargs), kwargs
 
 
-def uses_image_stores(detector, manifest: Manifest) -> bool:
+def uses_image_stores(meta, manifest: Manifest) -> bool:
     """Whether a run reads its inputs through the image stores (eval inputs, training copies, probe features):
-    an image detector on a dataset of images. Landmark sequences and frames sampled from videos are prepared by
-    protocols/sequence_inputs.py and protocols/frame_inputs.py."""
-    return getattr(detector.meta, "input_kind", "image") == "image" and all(s.kind == "image"
-                                                                            for s in manifest.samples)
+    an image detector (`meta`: its DetectorMeta or description) on a dataset of images. Landmark sequences and
+    frames sampled from videos are prepared by protocols/sequence_inputs.py and protocols/frame_inputs.py."""
+    return getattr(meta, "input_kind", "image") == "image" and all(s.kind == "image" for s in manifest.samples)
 
 
 @dataclass
@@ -123,17 +123,23 @@ class Prepared:
 
 def prepare_run(cfg: dict, progress: bool = True, features: bool = True) -> Prepared:
     """Load the dataset, create the detector and check that the run's caches fit (CacheBudgetError if not): all
-    before any image is decoded, and before Lightning is imported, so a refusal comes within seconds."""
-    from protocols.cache_plan import plan_caches
+    before any image is decoded and before Lightning is imported. With a remembered description of the detector
+    the budget is checked before torch is imported too, so a run over its budget is refused within seconds."""
+    from protocols.cache_plan import plan_caches, refuse_over_budget
+    from protocols.detector_memo import recall_meta, remember_meta
 
     cache_dir = Path(cfg["cache_dir"]).expanduser() if cfg.get("cache_dir") else default_cache_dir()
     manifest = load_source(cfg["dataset"], cache_dir, progress=progress)
-    detector, kwargs = create_run_detector(cfg)
-    if not uses_image_stores(detector, manifest):  # the video track keeps its own caches (sequence/frame inputs)
-        return Prepared(detector, kwargs, manifest, None)
     try:
         unchecked = benchmark_of(manifest, cfg)
     except ValueError:  # e.g. rows the data check will drop unbalance the eval split: planned after the check
+        unchecked = None
+    described = recall_meta(cfg, cache_dir)
+    if described is not None and unchecked is not None and uses_image_stores(described.meta, manifest):
+        refuse_over_budget(cfg, unchecked, described, cache_dir, world_size(cfg), features)
+    detector, kwargs = create_run_detector(cfg)
+    remember_meta(cfg, cache_dir, detector)
+    if unchecked is None or not uses_image_stores(detector.meta, manifest):  # the video track: its own caches
         return Prepared(detector, kwargs, manifest, None)
     plan = plan_caches(cfg, unchecked, detector, cache_dir, world_size(cfg), features=features)
     return Prepared(detector, kwargs, manifest, plan)

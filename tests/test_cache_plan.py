@@ -5,13 +5,16 @@ is chosen, and `genshift cache info|verify|build`."""
 from __future__ import annotations
 
 import json
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from benchmark.array_store import describe_stores, store_dir
-from protocols.cache_plan import CacheBudgetError, plan_caches
+from protocols.cache_plan import CacheBudgetError, plan_caches, refuse_over_budget
 from protocols.cli import main
 from protocols.config import resolve_config
 from protocols.run_setup import create_run_detector, prepare_benchmark
@@ -56,6 +59,96 @@ def test_a_budget_smaller_than_the_stores_is_refused_before_any_decode(tmp_path,
     assert f"eval inputs {human_bytes(ev)} + training copies {human_bytes(tr)}" in err
     assert "cache.max_bytes is 1 MB" in err and "nothing was built" in err
     assert "--set cache.train_inputs=stream" in err and "--set cache.eval_inputs=false" in err
+
+
+def _free_disk_masked(message: str | None) -> str | None:
+    """A refusal without its free-disk figure (other processes write to the same disk between two calls)."""
+    return None if message is None else re.sub(r"free disk [0-9.]+ [kMGT]?B", "free disk ...", message)
+
+
+def test_with_a_remembered_detector_the_refusal_comes_before_torch_is_imported(tmp_path, cache_dir):
+    """The first run over its budget builds the detector (torch imported) and remembers its description; the
+    next is refused from that description before torch is imported, with the same line, nothing built."""
+    cache = _fresh_cache(tmp_path, cache_dir)
+    argv = ["run", *SMOKE, "--detector", "smallcnn_probe", "--cache-dir", str(cache), "--runs-dir",
+            str(tmp_path / "runs"), "--set", "cache.max_bytes=1MB", "--set", "cache.train_inputs=cached"]
+    script = ("import sys; from protocols.cli import main; rc = main(sys.argv[1:]); "
+              "print('torch imported:', 'torch' in sys.modules); sys.exit(rc)")
+    first, second = (subprocess.run([sys.executable, "-c", script, *argv], capture_output=True, text=True,
+                                    timeout=300) for _ in range(2))
+    assert first.returncode == second.returncode == 2, (first.stderr, second.stderr)
+    assert "torch imported: True" in first.stdout and "torch imported: False" in second.stdout
+    assert second.stderr.startswith("genshift: error: the caches of this run need ") and \
+        second.stderr.strip().count("\n") == 0
+    assert _free_disk_masked(first.stderr) == _free_disk_masked(second.stderr)
+    assert "training-copy features" in second.stderr  # the probe's feature stores are estimated too
+    assert describe_stores(cache) == [] and not (cache / "checks").exists() and not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("detector", ["smallcnn_tune", "smallcnn_probe"])
+def test_the_early_budget_check_refuses_exactly_what_the_full_plan_refuses(detector, tmp_path, cache_dir):
+    """For every policy and budget around the stores' sizes: the check made from the remembered description
+    (no keys, no disk lookup) refuses iff the full plan refuses, with the same line."""
+    from protocols.detector_memo import recall_meta, remember_meta
+
+    cache = _fresh_cache(tmp_path, cache_dir)
+    cfg = _cfg(cache)
+    cfg["detector"] = detector
+    det, _ = create_run_detector(cfg)
+    assert recall_meta(cfg, cache) is None
+    remember_meta(cfg, cache, det)
+    described = recall_meta(cfg, cache)
+    assert (described.meta.input_size, described.meta.feature_dim, described.is_probe) == \
+        (det.meta.input_size, det.meta.feature_dim, det.is_probe)
+    assert recall_meta(cfg | {"pretrained": "none"}, cache) is None  # another source: not this description
+    bench = prepare_benchmark(cfg, False)
+    full = plan_caches(cfg, bench, det, cache)
+    sizes = sorted({s.bytes for s in full.stores.values()} | {full.total})
+    budgets = [None, 0] + [b + d for b in sizes for d in (-1, 0)] + [full.total + sum(sizes)]
+    refused = 0
+    for policy in ("auto", "cached", "per_window", "stream"):
+        for budget in budgets:
+            c = _cfg(cache, max_bytes=budget, train_inputs=policy) | {"detector": detector}
+            outcomes = []
+            for check, who in ((plan_caches, det), (refuse_over_budget, described)):
+                try:
+                    check(c, bench, who, cache)
+                    outcomes.append(None)
+                except CacheBudgetError as e:
+                    outcomes.append(_free_disk_masked(str(e)))
+            assert outcomes[0] == outcomes[1], (policy, budget)
+            refused += outcomes[0] is not None
+    assert refused >= 6
+
+
+def test_a_remembered_description_is_refused_when_damaged_or_of_other_code(tmp_path, monkeypatch):
+    from detectors import register_detector
+    from detectors import registry as reg
+    from protocols import detector_memo
+
+    monkeypatch.setattr(reg, "_exact", dict(reg._exact))
+
+    cache = tmp_path / "c"
+    cfg = _cfg(cache)
+    det, _ = create_run_detector(cfg)
+    detector_memo.remember_meta(cfg, cache, det)
+    (memo,) = (cache / detector_memo.MEMO_DIR).glob("*.json")
+    doc = json.loads(memo.read_text())
+    doc["meta"]["input_size"] = "56"
+    memo.write_text(json.dumps(doc))
+    assert detector_memo.recall_meta(cfg, cache) is None  # wrong type: not used
+    memo.write_bytes(b"\x80\x04not json")
+    assert detector_memo.recall_meta(cfg, cache) is None
+    detector_memo.remember_meta(cfg, cache, det)
+    assert detector_memo.recall_meta(cfg, cache).meta.input_size == det.meta.input_size
+    doc = json.loads(memo.read_text())
+    doc["key"]["code"] = "0" * 64  # written by another genshift or library version
+    memo.write_text(json.dumps(doc))
+    assert detector_memo.recall_meta(cfg, cache) is None
+    register_detector("memo_test_tune", lambda name, pretrained="default", **kw: det)
+    assert detector_memo.recall_meta(cfg | {"detector": "memo_test_tune"}, cache) is None  # code not fingerprinted
+    detector_memo.remember_meta(cfg | {"detector": "memo_test_tune"}, cache, det)
+    assert len(list((cache / detector_memo.MEMO_DIR).glob("*.json"))) == 1
 
 
 def test_auto_keeps_copies_while_they_fit_then_one_window_then_streams(tmp_path, cache_dir):

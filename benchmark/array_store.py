@@ -26,6 +26,7 @@ import io
 import json
 import os
 import random
+import re
 import shutil
 import socket
 import sys
@@ -481,7 +482,8 @@ def _sha256(path: Path) -> str:
 
 
 def _bad_chunks(problems: list[str]) -> set[int]:
-    return {int(p.split(":")[0].removeprefix("chunk ")) for p in problems if p.startswith("chunk ")}
+    """The chunk numbers named by verify_chunks' problems."""
+    return {int(m.group(1)) for p in problems if (m := re.match(r"chunk (\d+):", p))}
 
 
 def open_store(path: Path, spec: StoreSpec, verify: str = "sample", say_stale: bool = True) -> Store | None:

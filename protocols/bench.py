@@ -376,7 +376,7 @@ def register(subparsers) -> None:
                                        "dataset of ROWS rows (protocols/scale_bench.py)")
     s_.add_argument("--scale", type=int, metavar="ROWS", help="rows of the release-format dataset to write and run")
     s_.add_argument("--image-size", default="64-96", metavar="LO-HI", help="image sides in px (default 64-96)")
-    s_.add_argument("--stages", help="comma-separated subset of write,scan,check,cache,run,warm (default all)")
+    s_.add_argument("--stages", help="comma-separated subset of write,scan,check,cache,run,warm,start (default all)")
     s_.add_argument("--workdir", help="where the dataset, caches and runs go (kept; delete it when done)")
     s_.add_argument("--pretrained", help="the detector's weights (e.g. none)")
     s_.add_argument("--workers", type=int, default=2, help="data check workers (default 2)")

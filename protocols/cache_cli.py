@@ -70,8 +70,11 @@ def cmd_verify(args: argparse.Namespace) -> int:
             print(f"  {s['kind']:<13} {s['digest']}  incomplete ({s['chunks_done']}/{s['chunks']} chunks): "
                   "finished by the next build")
             continue
-        meta = json.loads((Path(s["path"]) / META).read_text())
-        problems = verify_chunks(Path(s["path"]), meta, "full")
+        try:
+            problems = verify_chunks(Path(s["path"]), json.loads((Path(s["path"]) / META).read_text()), "full")
+        except (OSError, KeyError, TypeError, ValueError, AttributeError) as e:  # a damaged or planted meta.json
+            problems = [f"its {META} is unreadable or malformed ({type(e).__name__}): the next build re-checks "
+                        "every chunk"]
         report.append({"path": s["path"], "state": "damaged" if problems else "ok", "problems": problems})
         if not problems:
             print(f"  {s['kind']:<13} {s['digest']}  ok ({s['chunks']} chunks, {_human(s['bytes'])})")
@@ -86,7 +89,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
                 for f in (Path(s["path"]) / CHUNKS).glob(f"{c:06d}.*"):
                     f.unlink()
                 (Path(s["path"]) / CHUNKS / _chunk_name(c)).unlink(missing_ok=True)
-            (Path(s["path"]) / META).unlink()
+            (Path(s["path"]) / META).unlink(missing_ok=True)
             print("    damaged chunks removed: the next run or `genshift cache build` rebuilds just those")
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1))

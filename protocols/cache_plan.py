@@ -201,74 +201,98 @@ def _plan(cfg: dict, bench, detector, cache_dir: Path, world: int, features: boo
     """The plan (see plan_caches). `keyed=False`: the early budget check, which decides on the budget alone and
     says nothing about what is still to be written (presence is not looked up)."""
     sw = cache_switches(cfg)
-    meta = detector.meta
     chunk = int(float(sw["chunk_mb"]) * (1 << 20))
-    espec, tspec, wspecs = pixel_specs(cfg, bench, meta, chunk, keyed)
-    stores: dict[str, StorePlan] = {}
-    if sw["eval_inputs"]:
-        stores["eval_inputs"] = StorePlan("eval_inputs", "cached", "cache.eval_inputs is true", espec,
-                                          espec.estimate_bytes(), present(espec))
-    else:
-        stores["eval_inputs"] = StorePlan("eval_inputs", "stream", "cache.eval_inputs is false: decoded and "
-                                          "degraded again in every window", espec)
-    fspecs = feature_specs(cfg, detector, espec, tspec, chunk, world, keyed) if sw["probe_features"] and features \
-        else "cache.probe_features is false" if features else "not asked for (--features)"
-    if isinstance(fspecs, tuple):
-        for name, spec in zip(("eval_features", "train_features"), fspecs, strict=True):
-            stores[name] = StorePlan(name, "cached", "probe: windows train the head on the frozen backbone's features",
-                                     spec, spec.estimate_bytes(), present(spec))
-    elif detector.is_probe:
-        stores["probe_features"] = StorePlan("probe_features", "off", fspecs)
-    budget = sw["max_bytes"]
-    train_union = tspec.estimate_bytes()
-    largest = max((s.estimate_bytes() for s in wspecs), default=0)
-    workers = int(cfg["train"]["num_workers"])
-    options = {
-        "cached": StorePlan("train_inputs", "cached", "", tspec, train_union, present(tspec)),
-        "per_window": StorePlan("train_inputs", "per_window", "", tspec, largest, 0, wspecs),
-        "stream": StorePlan("train_inputs", "stream", "", tspec),
-    }
-    features_planned = "train_features" in stores
-    per_window_useful = not features_planned and len(wspecs) > 1 and largest < train_union
-    policy = sw["train_inputs"]
-    if policy == "per_window" and features_planned:
-        policy = "stream"  # windows train the head on features: one pass over the copies, streamed into extraction
-        options["stream"].reason = ("per_window asked, but a probe's windows train on cached features: the copies "
-                                    "are decoded once and streamed into the feature extraction")
+    espec, tspec, wspecs = pixel_specs(cfg, bench, detector.meta, chunk, keyed)
+    fixed = {"eval_inputs": _eval_inputs_plan(sw, espec, present),
+             **_feature_plans(cfg, sw, detector, espec, tspec, chunk, world, features, keyed, present)}
+    options = _train_options(tspec, wspecs, present)
+    features_planned = "train_features" in fixed
+    per_window_useful = (not features_planned and len(wspecs) > 1
+                         and options["per_window"].bytes < options["cached"].bytes)
 
     def fits(candidate: StorePlan) -> bool:
-        trial = CachePlan(stores | {"train_inputs": candidate}, sw, cache_dir, free)
-        return (budget is None or trial.total <= budget) and (not keyed or trial.to_write <= free)
+        trial = CachePlan(fixed | {"train_inputs": candidate}, sw, cache_dir, free)
+        return (sw["max_bytes"] is None or trial.total <= sw["max_bytes"]) and (not keyed or trial.to_write <= free)
 
-    if policy == "auto":
-        order = ["cached", "per_window", "stream"] if per_window_useful else ["cached", "stream"]
-        chosen = next((o for o in order if fits(options[o])), None)
-        if chosen is not None:
-            plan = options[chosen]
-            limits = f"cache.max_bytes {human_bytes(budget)}, free disk {human_bytes(free)}"
-            if chosen == "cached":
-                plan.reason = f"auto: the copies' store ({human_bytes(train_union)}) fits ({limits})"
-            elif chosen == "per_window":
-                plan.reason = (f"auto: the copies of every window ({human_bytes(train_union)}) do not fit ({limits}); "
-                               f"one window's at a time do (at most {human_bytes(largest)})")
-            else:
-                plan.reason = (f"auto: the copies ({human_bytes(train_union)}) do not fit ({limits})"
-                               + ("" if not per_window_useful else
-                                  f", nor one window's ({human_bytes(largest)})")
-                               + f"; streamed by {workers} DataLoader worker(s) (train.num_workers)")
-            policy = chosen
-    else:
-        plan = options[policy]
-        plan.reason = plan.reason or f"cache.train_inputs is {policy}" + (
-            f"; streamed by {workers} DataLoader worker(s) (train.num_workers)" if policy == "stream" else "")
-    if policy == "auto" or not fits(options[policy]):
-        stores["train_inputs"] = options["stream" if policy == "auto" else policy]
-        raise CacheBudgetError(_refusal(CachePlan(stores, sw, cache_dir, free, presence_known=keyed), options,
-                                        per_window_useful, int(cfg["train"]["augmentation_factor"]),
+    train = _choose_train_inputs(sw["train_inputs"], options, fits, per_window_useful, features_planned,
+                                 f"cache.max_bytes {human_bytes(sw['max_bytes'])}, free disk {human_bytes(free)}",
+                                 int(cfg["train"]["num_workers"]))
+    if train is None or not fits(train):
+        refused = CachePlan(fixed | {"train_inputs": train or options["stream"]}, sw, cache_dir, free,
+                            presence_known=keyed)
+        raise CacheBudgetError(_refusal(refused, options, per_window_useful, int(cfg["train"]["augmentation_factor"]),
                                         detector.is_probe))
-    stores["train_inputs"] = options[policy]
-    return CachePlan({k: stores[k] for k in ("eval_inputs", "train_inputs", *[k for k in stores if "feature" in k])},
-                     sw, cache_dir, free, presence_known=keyed)
+    stores = {"eval_inputs": fixed.pop("eval_inputs"), "train_inputs": train, **fixed}
+    return CachePlan(stores, sw, cache_dir, free, presence_known=keyed)
+
+
+def _eval_inputs_plan(sw: dict, espec: StoreSpec, present: Callable[[StoreSpec], int]) -> StorePlan:
+    if sw["eval_inputs"]:
+        return StorePlan("eval_inputs", "cached", "cache.eval_inputs is true", espec, espec.estimate_bytes(),
+                         present(espec))
+    return StorePlan("eval_inputs", "stream", "cache.eval_inputs is false: decoded and degraded again in every window",
+                     espec)
+
+
+def _feature_plans(cfg: dict, sw: dict, detector, espec: StoreSpec, tspec: StoreSpec, chunk: int, world: int,
+                   features: bool, keyed: bool, present: Callable[[StoreSpec], int]) -> dict[str, StorePlan]:
+    """A probe's feature stores (`eval_features`, `train_features`), or `probe_features` off and why; nothing
+    for a tune detector."""
+    if not features:
+        why = "not asked for (--features)"
+    elif not sw["probe_features"]:
+        why = "cache.probe_features is false"
+    else:
+        specs = feature_specs(cfg, detector, espec, tspec, chunk, world, keyed)
+        if isinstance(specs, tuple):
+            reason = "probe: windows train the head on the frozen backbone's features"
+            return {name: StorePlan(name, "cached", reason, spec, spec.estimate_bytes(), present(spec))
+                    for name, spec in zip(("eval_features", "train_features"), specs, strict=True)}
+        why = specs
+    return {"probe_features": StorePlan("probe_features", "off", why)} if detector.is_probe else {}
+
+
+def _train_options(tspec: StoreSpec, wspecs: list[StoreSpec],
+                   present: Callable[[StoreSpec], int]) -> dict[str, StorePlan]:
+    """The training copies under each policy: one store of the union (`cached`), one window's store at a time
+    (`per_window`, sized by the largest window), none (`stream`)."""
+    largest = max((s.estimate_bytes() for s in wspecs), default=0)
+    return {"cached": StorePlan("train_inputs", "cached", "", tspec, tspec.estimate_bytes(), present(tspec)),
+            "per_window": StorePlan("train_inputs", "per_window", "", tspec, largest, 0, wspecs),
+            "stream": StorePlan("train_inputs", "stream", "", tspec)}
+
+
+def _choose_train_inputs(asked: str, options: dict[str, StorePlan], fits: Callable[[StorePlan], bool],
+                         per_window_useful: bool, features_planned: bool, limits: str,
+                         workers: int) -> StorePlan | None:
+    """The training copies' plan for `cache.train_inputs`, with its reason: an explicit policy as asked (it may
+    still not fit), `auto` the first of cached / per_window / stream that fits (None when none does)."""
+    streamed = f"streamed by {workers} DataLoader worker(s) (train.num_workers)"
+    union, largest = options["cached"].bytes, options["per_window"].bytes
+    if asked == "per_window" and features_planned:
+        plan = options["stream"]  # windows train the head on features: one pass over the copies, into extraction
+        plan.reason = ("per_window asked, but a probe's windows train on cached features: the copies are decoded "
+                       "once and streamed into the feature extraction")
+        return plan
+    if asked != "auto":
+        plan = options[asked]
+        plan.reason = f"cache.train_inputs is {asked}" + (f"; {streamed}" if asked == "stream" else "")
+        return plan
+    order = ["cached", "per_window", "stream"] if per_window_useful else ["cached", "stream"]
+    chosen = next((o for o in order if fits(options[o])), None)
+    if chosen is None:
+        return None
+    plan = options[chosen]
+    if chosen == "cached":
+        plan.reason = f"auto: the copies' store ({human_bytes(union)}) fits ({limits})"
+    elif chosen == "per_window":
+        plan.reason = (f"auto: the copies of every window ({human_bytes(union)}) do not fit ({limits}); "
+                       f"one window's at a time do (at most {human_bytes(largest)})")
+    else:
+        plan.reason = (f"auto: the copies ({human_bytes(union)}) do not fit ({limits})"
+                       + (f", nor one window's ({human_bytes(largest)})" if per_window_useful else "")
+                       + f"; {streamed}")
+    return plan
 
 
 def _refusal(plan: CachePlan, options: dict, per_window_useful: bool, factor: int, is_probe: bool) -> str:

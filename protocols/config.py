@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 from benchmark import strict_yaml
-from protocols.config_schema import ConfigError, operational_keys, validate
+from protocols.config_schema import ConfigError, operational_keys, parse_bytes, validate  # noqa: F401 (re-export)
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 PROTOCOL_VERSION = "genshift-1"
@@ -166,22 +166,45 @@ def config_diff(a: Mapping, b: Mapping, prefix: str = "") -> list[str]:
     return out
 
 
-CACHE_DEFAULTS = {"eval_inputs": True, "train_inputs": True, "probe_features": True}
+CACHE_DEFAULTS = {"eval_inputs": True, "train_inputs": "auto", "probe_features": True, "max_bytes": None,
+                  "verify": "sample", "chunk_mb": 64}
+TRAIN_INPUT_POLICIES = ("auto", "cached", "per_window", "stream")
+VERIFY_MODES = ("fast", "sample", "full")
 
 
 def cache_switches(cfg: Mapping[str, Any]) -> dict:
-    """The `cache` section with defaults; unknown keys are an error."""
+    """The `cache` section with defaults, checked and normalised; unknown keys are an error.
+
+    `train_inputs` accepts the booleans of older configs (true = cached, false = stream).
+    """
     sw = dict(CACHE_DEFAULTS)
     for k, v in (cfg.get("cache") or {}).items():
         if k not in sw:
-            raise ValueError(f"cache.{k}: unknown cache switch; expected one of {sorted(sw)}")
-        if not isinstance(v, bool):
-            raise ValueError(f"cache.{k}: expected true or false, got {v!r}")
+            raise ConfigError(f"cache.{k}: unknown cache setting; expected one of {sorted(sw)}")
         sw[k] = v
+    for k in ("eval_inputs", "probe_features"):
+        if not isinstance(sw[k], bool):
+            raise ConfigError(f"cache.{k}: expected true or false, got {sw[k]!r}")
+    t = sw["train_inputs"]
+    if isinstance(t, bool):
+        sw["train_inputs"] = "cached" if t else "stream"
+    elif t not in TRAIN_INPUT_POLICIES:
+        raise ConfigError(f"cache.train_inputs: {t!r}; expected one of {', '.join(TRAIN_INPUT_POLICIES)} "
+                          "(or true = cached, false = stream)")
+    sw["max_bytes"] = parse_bytes(sw["max_bytes"], "cache.max_bytes")
+    if sw["verify"] not in VERIFY_MODES:
+        raise ConfigError(f"cache.verify: {sw['verify']!r}; expected one of {', '.join(VERIFY_MODES)}")
+    if isinstance(sw["chunk_mb"], bool) or not isinstance(sw["chunk_mb"], (int, float)) or sw["chunk_mb"] <= 0:
+        raise ConfigError(f"cache.chunk_mb: expected a positive number of MiB per chunk, got {sw['chunk_mb']!r}")
     return sw
+
+
+def world_size(cfg: Mapping[str, Any]) -> int:
+    """Processes the config asks for: devices per node × nodes (1 = no DDP)."""
+    return int(cfg.get("devices", 1) or 1) * int(cfg.get("num_nodes", 1) or 1)
 
 
 def builds_pixel_caches(cfg: Mapping[str, Any]) -> bool:
     """Whether a run may build a pixel store, hence wants the cache workers' fork server started early."""
     sw = cache_switches(cfg)
-    return sw["eval_inputs"] or sw["train_inputs"]
+    return sw["eval_inputs"] or sw["train_inputs"] != "stream"

@@ -17,6 +17,8 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import Sampler
 
+from protocols.config import world_size  # noqa: F401  (re-exported: it reads the config only)
+
 
 def rank_world() -> tuple[int, int]:
     """(global rank, world size) of this process once the process group exists, else (0, 1)."""
@@ -37,11 +39,6 @@ def launch_rank(cfg: dict) -> int:
     local = int(os.environ.get("LOCAL_RANK", "0"))
     node = int(os.environ.get("NODE_RANK", os.environ.get("GROUP_RANK", "0")))
     return node * int(cfg.get("devices", 1) or 1) + local
-
-
-def world_size(cfg: dict) -> int:
-    """Processes the config asks for: devices per node × nodes (1 = no DDP)."""
-    return int(cfg.get("devices", 1) or 1) * int(cfg.get("num_nodes", 1) or 1)
 
 
 class TrainBatches(Sampler[list[int]]):

@@ -20,13 +20,9 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch.utils.data import DataLoader
 
 from benchmark.atomic import atomic_write_json, atomic_write_text
-from benchmark.eval_plan import EvalPlan, make_eval_plan
-from benchmark.manifest import Manifest
-from benchmark.sources import SourceError, default_cache_dir, load_source
-from benchmark.timeline import generator_id_to_name, make_windows
-from benchmark.windows_plan import BenchmarkType, training_sets
+from benchmark.sources import default_cache_dir
 from benchmark.worker_server import start_worker_server
-from detectors import count_flops, create_detector, init_seed_kwargs
+from detectors import count_flops
 from protocols import faults
 from protocols.allocator import keep_large_allocations
 from protocols.checkpoints import complete_checkpoint, load_checkpoint, save_checkpoint
@@ -47,22 +43,18 @@ from protocols.resume import (
     load_train_state,
 )
 from protocols.run_inputs import RunInputs, features_in, prepare_run_inputs
+from protocols.run_setup import (  # noqa: F401  (re-exported: callers import them from the engine)
+    Benchmark,
+    Prepared,
+    benchmark_of,
+    checked_manifest,
+    create_run_detector,
+    prepare_benchmark,
+    prepare_run,
+)
 from protocols.rundir import RunDir
 from protocols.scoring import eval_device, predict_in_process
 from protocols.slurm import job_record
-
-
-@dataclass
-class Benchmark:
-    """Everything about the data that a run needs, derived once from the manifest and config."""
-
-    manifest: Manifest
-    windows: list[list[str]]
-    gen_names: list[str]
-    train_sets: list[list[int]]
-    plan: EvalPlan
-    benchmark_type: BenchmarkType
-    inputs: RunInputs | None = None  # set by _run_locked: cached/streamed datasets and resolved speed settings
 
 
 @dataclass
@@ -84,47 +76,6 @@ class RunContext:
 
     def identity(self, k: int) -> dict:
         return {"run_id": self.run_id, "config_hash": self.config_hash, "window": k}
-
-
-def checked_manifest(manifest: Manifest, cfg: dict, cache_dir: Path, progress: bool) -> Manifest:
-    """Refuse a dataset that fails `genshift data check`, or drop its bad images when told to.
-
-    The check decodes every image once and is cached per manifest checksum. With `data.skip_bad_images`
-    the listed images are left out; the skipped ids go into run.json and the manifest checksum changes.
-    """
-    dc = cfg["data"]
-    if not dc["check"]:
-        return manifest
-    from benchmark.datacheck import apply_skips, check_source, format_report
-    from protocols.sequence_inputs import sequence_check_args
-
-    report = check_source(manifest, cache_dir, min_side=int(dc["min_side"]),
-                          workers=int(cfg["train"]["num_workers"]) or 1, progress=progress,
-                          **sequence_check_args(cfg, manifest))
-    if report.ok:
-        return manifest
-    if not dc["skip_bad_images"]:
-        raise SourceError(
-            f"dataset {cfg['dataset']} fails the data check:\n{format_report(report)}\n"
-            "fix the listed images, or re-run with --set data.skip_bad_images=true to leave them out "
-            "(the skipped ids are recorded in run.json)"
-        )
-    return apply_skips(manifest, report)
-
-
-def prepare_benchmark(cfg: dict, progress: bool = True) -> Benchmark:
-    cache_dir = Path(cfg["cache_dir"]).expanduser() if cfg.get("cache_dir") else default_cache_dir()
-    manifest = checked_manifest(load_source(cfg["dataset"], cache_dir, progress=progress), cfg, cache_dir, progress)
-    b = cfg["benchmark"]
-    windows = make_windows(manifest.timeline, b["generators_per_window"])
-    gen_names = generator_id_to_name(manifest.timeline)
-    btype = BenchmarkType.parse(str(b["type"]))
-    sets = training_sets(manifest.split("train"), windows, btype, b["real_sampling_seed"], b["replay_seed"],
-                         real_sampling=str(b.get("real_sampling") or "unique"))
-    plan = make_eval_plan(
-        manifest.split("eval"), gen_names, b["eval_balance_seed"], b["eval_shuffle_seed"], b["eval_pairing_seed"]
-    )
-    return Benchmark(manifest, windows, gen_names, sets, plan, btype)
 
 
 def experiment_name(cfg: dict) -> str:
@@ -228,8 +179,13 @@ def _trainer(cfg: dict, precision: str, progress: bool, loggers: list | bool, n_
     )
 
 
-def run_experiment(cfg: dict, force_new: bool = False, progress: bool = True) -> Path:
-    """Run (or resume) the whole benchmark described by `cfg`; returns the run directory."""
+def run_experiment(cfg: dict, force_new: bool = False, progress: bool = True,
+                   prepared: Prepared | None = None) -> Path:
+    """Run (or resume) the whole benchmark described by `cfg`; returns the run directory.
+
+    `prepared`: what `prepare_run(cfg)` returned (the CLI calls it before importing this module, so a run whose
+    caches do not fit is refused within seconds); made here otherwise.
+    """
     t0 = time.time()
     validate_config(cfg)  # typed and checked before any directory, dataset or model is touched
     _quiet_lightning()
@@ -240,10 +196,13 @@ def run_experiment(cfg: dict, force_new: bool = False, progress: bool = True) ->
     if builds_pixel_caches(cfg):  # `genshift run` started it already (then this finds it running); API callers
         start_worker_server()  # cache-building workers start in milliseconds once it is up
     rd = run_directory(cfg)
-    bench = prepare_benchmark(cfg, progress)
+    # The caches' sizes are checked against the budget and the free disk before any image is decoded.
+    prepared = prepared or prepare_run(cfg, progress)
+    made = (prepared.detector, prepared.detector_kwargs)
+    bench = prepare_benchmark(cfg, progress, prepared.manifest)
     rank = launch_rank(cfg)
     if rank != 0:  # another DDP process: rank 0 holds the lock, checks the directory and writes the files
-        return _run_guarded(cfg, bench, rd, t0, False, rank)
+        return _run_guarded(cfg, bench, rd, t0, False, rank, made)
     rd.lock()
     rd.remove_temporaries()
     try:
@@ -257,24 +216,24 @@ def run_experiment(cfg: dict, force_new: bool = False, progress: bool = True) ->
             _say(f"moved the old run directory aside to {moved}", t0)
             rd = RunDir(rd.path)
             rd.lock()
-        return _run_guarded(cfg, bench, rd, t0, progress, rank)
+        return _run_guarded(cfg, bench, rd, t0, progress, rank, made)
     finally:
         rd.unlock()
 
 
-def _run_guarded(cfg: dict, bench: Benchmark, rd: RunDir, t0: float, progress: bool, rank: int) -> Path:
+def _run_guarded(cfg: dict, bench: Benchmark, rd: RunDir, t0: float, progress: bool, rank: int, made) -> Path:
     """Lightning ends a fit or predict on SIGTERM with SIGTERMException; genshift reports it as Preempted."""
     try:
-        return _run_locked(cfg, bench, rd, t0, progress, rank)
+        return _run_locked(cfg, bench, rd, t0, progress, rank, made)
     except SIGTERMException as e:
         raise Preempted("stopped on SIGTERM; run the same command again to resume") from e
 
 
-def _run_locked(cfg: dict, bench: Benchmark, rd: RunDir, t0: float, progress: bool, rank: int = 0) -> Path:
+def _run_locked(cfg: dict, bench: Benchmark, rd: RunDir, t0: float, progress: bool, rank: int = 0,
+                made: tuple | None = None) -> Path:
     seed = int(cfg["seed"])
-    L.seed_everything(seed, workers=True, verbose=False)
-    detector_kwargs = init_seed_kwargs(cfg["detector"], seed)
-    detector = create_detector(cfg["detector"], pretrained=cfg["pretrained"], **detector_kwargs)
+    detector, detector_kwargs = made or create_run_detector(cfg)
+    L.seed_everything(seed, workers=True, verbose=False)  # from the seed again, whatever ran since the creation
     if detector.meta.flops is None:
         count_flops(detector)  # one eval-mode forward under no_grad: recorded in run.json and the leaderboard
     meta = detector.meta
@@ -410,6 +369,7 @@ def _train_window(cfg, bench: Benchmark, detector, rd: RunDir, k: int, t0: float
         atomic_write_json(wdir / "train_metrics.json", metrics)
         save_checkpoint(detector, wdir, {"config": cfg, "training_complete": True, **identity,
                                          "detector_kwargs": ctx.detector_kwargs})
+        bench.inputs.release_train()  # a per-window store of training copies is not needed any more
     return metrics
 
 

@@ -1,13 +1,15 @@
 """What the engine feeds its windows: eval and training datasets from the caches (or streamed like the
 reference when a cache is switched off), plus the precision and memory format resolved for this machine.
 
-Switches (config `cache.*`): `eval_inputs` (decoded + degraded eval pixels), `train_inputs` (decoded +
-augmented training copies), `probe_features` (a probe's frozen-backbone features of both). With every switch
-off the run decodes, degrades/augments and runs the backbone again in every window, like the reference.
+Which stores a run keeps is decided first, from their estimated sizes (protocols/cache_plan.py): eval inputs
+(decoded + degraded eval pixels), training copies (decoded + augmented; cached, one window's at a time, or
+streamed), a probe's frozen-backbone features of both. With every store off the run decodes, degrades/augments
+and runs the backbone again in every window, like the reference. Every choice gives the same predictions.
 """
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,15 +17,26 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
-from benchmark.array_store import key_digest
-from benchmark.eval_cache import build_or_load_eval_inputs, eval_cache_key, eval_jobs
-from benchmark.train_cache import build_or_load_train_inputs, train_cache_key
+from benchmark.eval_cache import build_or_load_eval_inputs, eval_jobs
+from benchmark.train_cache import build_or_load_train_inputs
+from protocols import faults
 from protocols.allocator import keep_large_allocations
+from protocols.cache_plan import CachePlan, eval_strategy, human_bytes, plan_caches
 from protocols.cached_data import ArrayEval, ArrayTrainCopies, EvalStream
 from protocols.config import cache_switches
 from protocols.data import TrainCopies
 from protocols.feature_cache import cached_features
+from protocols.resume import check_stop
 from protocols.speed import resolve_precision, resolve_train_cfg, uses_cuda
+
+_chunks_written = [0]
+
+
+def stop_between_chunks() -> None:
+    """Called after every store chunk written: stop here on a signal (preemption); crash here in resume tests."""
+    _chunks_written[0] += 1
+    faults.die_if("store_chunk", 0, _chunks_written[0])
+    check_stop("while building a cache store (its finished chunks are kept; run again to resume)")
 
 
 @dataclass
@@ -41,6 +54,7 @@ class RunInputs:
     eval_precision: str
     eval_key: dict
     describe: dict = field(default_factory=dict)
+    release_train: Callable[[], None] = lambda: None  # after a window's training: drop its per-window store
     fuse: Callable | None = None
     callbacks: Callable | None = None
 
@@ -81,16 +95,16 @@ def features_in(ds: Dataset) -> bool:
 
 
 def prepare_run_inputs(cfg: dict, bench, detector, cache_dir: Path, progress: bool, say: Callable[[str], None],
-                       world: int = 1) -> RunInputs:
+                       world: int = 1, plan: CachePlan | None = None) -> RunInputs:
     """Build or load every cache this run uses and return the datasets the windows read."""
-    inputs = _prepare(cfg, bench, detector, cache_dir, progress, say, world)
+    inputs = _prepare(cfg, bench, detector, cache_dir, progress, say, world, plan)
     if str(cfg["benchmark"].get("real_sampling") or "unique") == "weighted":
         inputs.weighted = bench.manifest
     return inputs
 
 
 def _prepare(cfg: dict, bench, detector, cache_dir: Path, progress: bool, say: Callable[[str], None],
-             world: int = 1) -> RunInputs:
+             world: int = 1, plan: CachePlan | None = None) -> RunInputs:
     if getattr(detector.meta, "input_kind", "image") != "image":  # the video track: landmark segments
         from protocols.sequence_inputs import prepare_sequence_inputs
 
@@ -100,77 +114,98 @@ def _prepare(cfg: dict, bench, detector, cache_dir: Path, progress: bool, say: C
 
         return prepare_frame_inputs(cfg, bench, detector, cache_dir, progress, say)
     sw = cache_switches(cfg)
+    plan = plan or plan_caches(cfg, bench, detector, cache_dir, world)
     meta = detector.meta
     tc = resolve_train_cfg(cfg, detector)
     if tc["channels_last"]:
         detector.to(memory_format=torch.channels_last)
     eval_precision = resolve_precision(cfg["eval"]["precision"], cfg, "eval.precision")
-    strategy = cfg["eval"]["input"] or meta.eval_resize
+    strategy = eval_strategy(cfg, meta)
     workers = max(1, int(tc["num_workers"]))
-    m, plan = bench.manifest, bench.plan
+    m, ids = bench.manifest, bench.plan.sample_ids
     prof, base_seed = cfg["degradation"]["profile"], cfg["degradation"]["base_seed"]
-    if sw["eval_inputs"]:
-        arr, ekey = build_or_load_eval_inputs(m, plan.sample_ids, prof, base_seed, meta.input_size, strategy,
-                                              cache_dir, workers=workers, progress=progress)
+    store_opts = {"verify": sw["verify"], "chunk_bytes": int(float(sw["chunk_mb"]) * (1 << 20)),
+                  "should_stop": stop_between_chunks}
+    say(plan.summary())
+    espec = plan.stores["eval_inputs"].spec
+    if plan.policy("eval_inputs") == "cached":
+        arr, ekey = build_or_load_eval_inputs(m, ids, prof, base_seed, meta.input_size, strategy, cache_dir,
+                                              workers=workers, progress=progress, **store_opts)
         eval_px: Dataset = ArrayEval(arr)
     else:
-        ekey = eval_cache_key(m, plan.sample_ids, prof, base_seed, meta.input_size, strategy)
-        ekey = ekey | {"digest": key_digest(ekey), "path": None, "hit": False}
-        eval_px = EvalStream(eval_jobs(m, plan.sample_ids, prof, base_seed, meta.input_size, strategy))
+        ekey = espec.key | {"digest": espec.digest, "path": None, "hit": False}
+        eval_px = EvalStream(eval_jobs(m, ids, prof, base_seed, meta.input_size, strategy))
     ekey["cached"] = sw["eval_inputs"]
 
     factor, seed = int(tc["augmentation_factor"]), int(cfg["seed"])
     union = sorted({int(i) for ids in bench.train_sets for i in ids})
     targs = (factor, meta.input_size, seed, tc["augmentation"], meta.eval_resize)
     masks = bool(getattr(meta, "has_localization", False))  # training copies carry their aligned pixel targets
-    if sw["train_inputs"]:
+    tpolicy = plan.policy("train_inputs")
+    tspec = plan.stores["train_inputs"].spec
+    tkey = tspec.key | {"digest": tspec.digest, "path": None, "hit": False}
+    release: Callable[[], None] = lambda: None  # noqa: E731
+
+    def streamed(ids: list[int]) -> Dataset:
+        return TrainCopies(m, ids, factor, meta.input_size, seed, tc["augmentation"], meta.eval_resize, masks=masks)
+
+    if tpolicy == "cached":
         tarr, rows, tkey = build_or_load_train_inputs(m, union, *targs, cache_dir, workers=workers,
-                                                      progress=progress, with_masks=masks)
+                                                      progress=progress, with_masks=masks, **store_opts)
 
         def train_px(ids: list[int]) -> Dataset:
             return ArrayTrainCopies(tarr, rows, m, ids, factor, masks=masks)
-    else:
-        tkey = train_cache_key(m, union, *targs, with_masks=masks)
-        tkey = tkey | {"digest": key_digest(tkey), "path": None, "hit": False}
+    elif tpolicy == "per_window":
+        held: dict = {}
+
+        def release() -> None:
+            path = held.pop("path", None)
+            if path:
+                shutil.rmtree(path, ignore_errors=True)
 
         def train_px(ids: list[int]) -> Dataset:
-            return TrainCopies(m, ids, factor, meta.input_size, seed, tc["augmentation"], meta.eval_resize,
-                               masks=masks)
-    tkey["cached"] = sw["train_inputs"]
-    caches = {"switches": sw, "eval_inputs": ekey, "train_inputs": tkey,
+            warr, wrows, wkey = build_or_load_train_inputs(m, ids, *targs, cache_dir, workers=workers,
+                                                           progress=progress, with_masks=masks, **store_opts)
+            if held.get("path") not in (None, wkey["path"]):
+                release()
+            held["path"] = wkey["path"]
+            held.setdefault("digests", []).append(wkey["digest"])
+            return ArrayTrainCopies(warr, wrows, m, ids, factor, masks=masks)
+    else:
+        train_px = streamed
+    tkey["cached"] = tpolicy == "cached"
+    tkey["policy"] = tpolicy
+    caches = {"switches": sw, "plan": plan.to_dict(), "eval_inputs": ekey, "train_inputs": tkey,
               "runtime": {"malloc": keep_large_allocations(), "train_precision": tc["precision"],
                           "eval_precision": eval_precision,
                           "channels_last": tc["channels_last"]}}
+    tdesc = {"cached": f"cache {tkey['digest']}", "per_window": "one window's store at a time",
+             "stream": f"streamed by {int(tc['num_workers'])} worker(s)"}[tpolicy]
     say(f"inputs ready: eval {len(eval_px)} ({'cache ' + ekey['digest'] if sw['eval_inputs'] else 'streamed'}), "
-        f"training copies of {len(union)} images × {factor} "
-        f"({'cache ' + tkey['digest'] if sw['train_inputs'] else 'streamed'}); precision train {tc['precision']}, "
+        f"training copies of {len(union)} images × {factor} ({tdesc}); precision train {tc['precision']}, "
         f"eval {eval_precision}; channels-last {tc['channels_last']}")
-    if not (sw["probe_features"] and detector.is_probe):
-        return RunInputs(eval_px, train_px, tc, eval_precision, ekey, caches)
-    if masks:
-        caches["probe_features_skipped"] = ("localization detector: its decoder trains on the backbone's feature "
-                                            "pyramid, which the probe feature cache (pooled features) does not hold")
-        say(f"probe feature cache off: {caches['probe_features_skipped']}")
-        return RunInputs(eval_px, train_px, tc, eval_precision, ekey, caches)
-    if world > 1:
-        say("probe feature cache off: it is built by a single process (this run has several)")
-        return RunInputs(eval_px, train_px, tc, eval_precision, ekey, caches)
+    if "train_features" not in plan.stores:
+        skipped = plan.stores.get("probe_features")
+        if skipped is not None and sw["probe_features"]:
+            caches["probe_features_skipped"] = skipped.reason
+            say(f"probe feature cache off: {skipped.reason}")
+        return RunInputs(eval_px, train_px, tc, eval_precision, ekey, caches, release)
 
     accelerator = str(cfg.get("accelerator", "auto") or "auto")
     device = "cuda" if uses_cuda(cfg) else "cpu"
     bs = int(cfg["eval"]["batch_size"])
+    fopts = {k: store_opts[k] for k in ("verify", "chunk_bytes", "should_stop")}
     efeat, fkey_e = cached_features(cache_dir, detector, eval_px, ekey["digest"], tc, eval_precision, accelerator,
-                                    device, bs, progress, loader_workers(eval_px, tc))
-    all_copies = train_px(union)
+                                    device, bs, progress, loader_workers(eval_px, tc), **fopts)
+    all_copies = train_px(union) if tpolicy == "cached" else streamed(union)
     tfeat, fkey_t = cached_features(cache_dir, detector, all_copies, tkey["digest"], tc, tc["precision"],
-                                    accelerator, device, bs, progress,
-                                    loader_workers(all_copies, tc))
+                                    accelerator, device, bs, progress, loader_workers(all_copies, tc), **fopts)
     frows = {i: r * factor for r, i in enumerate(union)}
 
     def train_feats(ids: list[int]) -> Dataset:
         return ArrayTrainCopies(tfeat, frows, m, ids, factor, features_in=True)
 
     caches |= {"eval_features": fkey_e, "train_features": fkey_t}
-    say(f"probe features ready: eval {efeat.shape} (cache {fkey_e['digest']}), training copies {tfeat.shape} "
-        f"(cache {fkey_t['digest']}); windows train the head only")
+    say(f"probe features ready: eval {tuple(efeat.shape)} (cache {fkey_e['digest']}), training copies "
+        f"{tuple(tfeat.shape)} (cache {fkey_t['digest']}, {human_bytes(fkey_t['bytes'])}); windows train the head only")
     return RunInputs(ArrayEval(efeat, features_in=True), train_feats, tc, eval_precision, ekey, caches)

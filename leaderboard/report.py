@@ -22,6 +22,7 @@ import pandas as pd
 from benchmark.atomic import atomic_write_bytes, atomic_write_text
 from leaderboard import bootstrap as B
 from leaderboard.runs import LeaderboardError, RunRecord, check_comparable, read_run
+from leaderboard.strategy_view import strategy_label
 
 __all__ = ["LeaderboardError", "Leaderboard", "build_leaderboard", "write_leaderboard"]
 
@@ -32,6 +33,7 @@ DISPLAY = (
     ("experiment", "experiment"),
     ("detector", "detector"),
     ("mode", "mode"),
+    ("cl_strategy", "strategy"),
     ("seed", "seed"),
     ("windows", "windows"),
     ("next", "NEXT [95% CI]"),
@@ -80,6 +82,7 @@ def _row(r: RunRecord, ci: pd.DataFrame) -> dict:
         "mode": det.get("mode", "?"),
         "seed": cfg.get("seed"),
         "benchmark": r.info.get("benchmark_type", "?"),
+        "cl_strategy": strategy_label(r.info),
         "windows": f"{r.n_windows_done}/{r.n_windows}",
     }
     ci = ci.set_index("aggregate")
@@ -294,6 +297,10 @@ def write_leaderboard(
 
     rob = RV.write_section(lb, out_dir)  # leaderboard_robustness.csv + md/html sections; empty if no run has one
     md += rob.markdown
+    from leaderboard import strategy_view as SV
+
+    cl = SV.write_section(lb, out_dir)  # strategies.csv/.png + sections; empty when every run is naive
+    md += cl.markdown
     atomic_write_text(out_dir / "leaderboard.md", md)
     atomic_write_text(out_dir / "leaderboard.csv", lb.summary.to_csv(index=False))
     atomic_write_text(out_dir / "leaderboard.tex", to_latex(table, "genshift leaderboard. " + explanation))
@@ -304,7 +311,7 @@ def write_leaderboard(
     atomic_write_text(
         out_dir / "leaderboard.html",
         LV.insert_html(to_html(table, explanation, [(t, png) for t, _, png in figures]),
-                       (loc.html if loc else "") + rob.html),
+                       (loc.html if loc else "") + rob.html + cl.html),
     )
     timings["write"] = time.perf_counter() - t0
     if echo:

@@ -27,6 +27,9 @@ def _add_run_parser(sub) -> None:
     p.add_argument("--dataset", help="synthetic[:default|smoke] (more sources to come)")
     p.add_argument("--seed", type=int)
     p.add_argument("--benchmark-type", help="cumulative | continual | replay:<r> | full")
+    p.add_argument("--cl-strategy", metavar="NAME",
+                   help="continual-learning strategy with its default parameters: naive (default) | replay | ewc | "
+                        "mas | lwf | der++ | a plugin (`genshift strategies list`); parameters: --set cl_strategy.KEY=V")
     p.add_argument("--experiment", help="run directory name under --runs-dir")
     p.add_argument("--runs-dir", help="where run directories go (default runs/)")
     p.add_argument("--cache-dir", help="dataset and eval-input cache (default $GENSHIFT_CACHE or ~/.cache/genshift)")
@@ -66,8 +69,14 @@ def _run_config(args) -> dict:
     overrides.append({k: v for k, v in simple.items() if v is not None})
     if args.benchmark_type:
         overrides.append({"benchmark": {"type": args.benchmark_type}})
+    if args.cl_strategy:
+        overrides.append({"cl_strategy": {"name": args.cl_strategy}})
     overrides += [parse_override(s) for s in args.set]
-    return resolve_config(args.preset, args.detector, args.config, overrides)
+    cfg = resolve_config(args.preset, args.detector, args.config, overrides)
+    from protocols.strategies.registry import resolve_strategy_config
+
+    cfg["cl_strategy"] = resolve_strategy_config(cfg.get("cl_strategy"))  # a typo fails here, before torch loads
+    return cfg
 
 
 def cmd_slurm(args, argv: list[str]) -> int:
@@ -143,7 +152,7 @@ def cmd_run(args) -> int:
 COMMAND_MODULES = {
     "leaderboard": "leaderboard.cli", "inspect": "leaderboard.cli", "detectors": "detectors.cli",
     "data": "benchmark.cli", "cache": "protocols.cache_cli", "bench": "protocols.bench",
-    "robustness": "protocols.robustness",
+    "robustness": "protocols.robustness", "strategies": "protocols.strategies.cli",
 }
 # Modules that import torch when imported: top-level help shows this line for them instead of importing them.
 HEAVY_COMMAND_HELP = {"robustness": "score a run's window checkpoints under graded degradations"}

@@ -39,10 +39,31 @@ def _flat_keys(d: Mapping, prefix: str = "") -> list[str]:
     return keys
 
 
+# Sections whose keys are open: `cl_strategy` holds a strategy name and that strategy's own parameters, checked
+# against the strategy's defaults when the run starts (protocols/strategies/registry.py).
+OPEN_SECTIONS = ("cl_strategy",)
+
+
+def _merge_open(base: Any, override: Any) -> dict:
+    """A strategy section: a bare name means {name: NAME}; naming another strategy starts from its defaults."""
+    base = {"name": base} if isinstance(base, str) else dict(base or {})
+    if isinstance(override, str):
+        override = {"name": override}
+    if not isinstance(override, Mapping):
+        raise ConfigError(f"cl_strategy must be a strategy name or a mapping {{name: ..., <parameter>: ...}}, "
+                          f"got {override!r}")
+    if "name" in override and override["name"] != base.get("name"):
+        base = {}
+    return {**base, **copy.deepcopy(dict(override))}
+
+
 def merge(base: dict, override: Mapping, source: str) -> dict:
     """Deep-merge `override` into a copy of `base`; a key unknown to `base` is an error naming `source`."""
     out = copy.deepcopy(base)
     for k, v in override.items():
+        if k in OPEN_SECTIONS and k in out:
+            out[k] = _merge_open(out[k], v)
+            continue
         if k not in out:
             close = difflib.get_close_matches(k, list(out), n=3)
             hint = f"; did you mean {', '.join(close)}?" if close else f"; known keys: {sorted(out)}"

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -12,7 +14,8 @@ from benchmark.eval_plan import EvalPlan
 from protocols import faults
 from protocols.config import PROTOCOL_VERSION
 
-SCHEMA_VERSION = 1
+# 2: + cl_strategy, cl_strategy_params (the continual-learning strategy); readers accept version-1 files (naive).
+SCHEMA_VERSION = 2
 
 
 def _padded_windows(windows: Sequence[Sequence[str]]) -> np.ndarray:
@@ -29,8 +32,12 @@ def write_predictions(
     window: int,
     manifest_checksum: str,
     benchmark_type: str,
+    cl_strategy: Mapping[str, Any] | None = None,
 ) -> None:
-    """Scores are P(fake) = sigmoid(logit) computed in float32; the file appears atomically."""
+    """Scores are P(fake) = sigmoid(logit) computed in float32; the file appears atomically.
+
+    ``cl_strategy``: the resolved strategy ``{"name": ..., **params}`` (None: naive fine-tuning)."""
+    cl = dict(cl_strategy or {"name": "naive"})
     logits = np.asarray(logits, dtype=np.float32)
     scores = (1.0 / (1.0 + np.exp(-logits.astype(np.float64)))).astype(np.float32)
     arrays = {
@@ -47,6 +54,8 @@ def write_predictions(
         "manifest_checksum": np.array(manifest_checksum),
         "protocol_version": np.array(PROTOCOL_VERSION),
         "benchmark_type": np.array(benchmark_type),
+        "cl_strategy": np.array(str(cl.pop("name"))),
+        "cl_strategy_params": np.array(json.dumps(cl, sort_keys=True)),
     }
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:

@@ -157,6 +157,7 @@ def test_scaffolded_strategy_plugin_installs_is_listed_and_passes_its_tests(tmp_
                           "--target", str(site), str(root)], capture_output=True, text=True, timeout=300)
     assert pip.returncode == 0, pip.stderr
     fresh_strategy_registry.syspath_prepend(str(site))
+    fresh_strategy_registry.setattr(sreg, "_entry_points", None)  # as in a new process after `pip install`
     capsys.readouterr()
     assert main(["strategies", "list", "--format", "json"]) == 0
     rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}

@@ -233,6 +233,10 @@ class DERPlusPlus(Replay):
         self._window_logits: torch.Tensor | None = None
 
     def training_batches(self, window: WindowContext) -> BatchExtension | None:
+        if getattr(getattr(window.detector, "meta", None), "has_localization", False):
+            raise StrategyConfigError(f"der++ replaces the plain loss by image-level terms and would drop the pixel "
+                                      f"loss of {window.detector.meta.name}; use replay, ewc, mas or lwf with "
+                                      "localization detectors")
         ext = super().training_batches(window)
         if ext is not None:
             self._window_logits = torch.stack([self.stored[i] for i in self.window_ids]).reshape(-1)

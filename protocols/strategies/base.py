@@ -136,8 +136,9 @@ class WindowContext:
 
     def batches(self, ds: Dataset, batch_size: int | None = None) -> Iterator[list]:
         """``ds`` in order, in batches moved to ``device`` (a fixed generator: the global RNG is not touched)."""
+        base = ds.dataset if isinstance(ds, Subset) else ds  # in-memory arrays are read without workers
         loader = DataLoader(ds, batch_size=batch_size or self.batch_size, shuffle=False,
-                            num_workers=self.workers(ds), generator=torch.Generator().manual_seed(0))
+                            num_workers=self.workers(base), generator=torch.Generator().manual_seed(0))
         for batch in loader:
             yield [b.to(self.device) if isinstance(b, torch.Tensor) else b for b in batch]
 

@@ -120,8 +120,13 @@ def comparison_plot(summary: pd.DataFrame) -> bytes:
         yerr = np.vstack([part["next"] - part["next_ci_low"], part["next_ci_high"] - part["next"]])
         ax.errorbar(part["seen_average"], part["next"], xerr=np.nan_to_num(xerr), yerr=np.nan_to_num(yerr),
                     fmt="o", color=colours(i % 10), ecolor=colours(i % 10), alpha=0.85, capsize=3, label=name)
-    lo = float(np.nanmin([summary["next_ci_low"].min(), summary["seen_average_ci_low"].min(), 0.5]))
-    ax.plot([lo, 1.0], [lo, 1.0], color="grey", lw=0.8, ls="--", label="NEXT = seen avg")
+    values = summary[["next_ci_low", "next_ci_high", "seen_average_ci_low", "seen_average_ci_high", "next",
+                      "seen_average"]].to_numpy(dtype=float)
+    if np.isfinite(values).any():  # the runs' region, with the NEXT = seen average diagonal across it
+        lo, hi = float(np.nanmin(values)) - 0.02, min(1.0, float(np.nanmax(values)) + 0.02)
+        ax.plot([lo, hi], [lo, hi], color="grey", lw=0.8, ls="--", label="NEXT = seen avg")
+        ax.set_xlim(lo, hi)
+        ax.set_ylim(lo, hi)
     ax.set_xlabel("seen average (AUROC on windows 0..k, mean over k)")
     ax.set_ylabel("NEXT (AUROC on window k+1)")
     ax.set_title("continual-learning strategies: NEXT vs seen average (95% CI)")

@@ -19,7 +19,7 @@ def test_layers_and_overrides():
 
 
 def test_unknown_key_names_the_source_and_suggests(tmp_path):
-    with pytest.raises(ConfigError, match="unknown config key 'lrr'.*did you mean lr"):
+    with pytest.raises(ConfigError, match="unknown config key 'lrr'.*did you mean train.lr"):
         resolve_config("smoke", overrides=[parse_override("train.lrr=1")])
     f = tmp_path / "mine.yaml"
     f.write_text("benchmark:\n  typ: continual\n")

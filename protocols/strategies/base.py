@@ -155,6 +155,8 @@ class TrainStep:
     window: int
     forward: Callable[..., torch.Tensor]  # forward(x, detector): logits of another model on this batch's inputs
     world: int = 1
+    weights: torch.Tensor | None = None  # per-row class weights of the plain loss (benchmark.real_sampling=weighted)
+    own_loss: bool = False  # the detector trains with its own loss (LRNet's per-branch NLL), not BCE on `logits`
 
     @property
     def from_memory(self) -> torch.Tensor:

@@ -156,10 +156,18 @@ def strategy_summary(name: str) -> str:
 
 
 def _check_value(name: str, key: str, value: Any, default: Any) -> Any:
-    """``value`` converted to the default's type, or StrategyConfigError (ints are accepted for floats)."""
+    """``value`` converted to the default's type, or StrategyConfigError (ints are accepted for floats; numbers
+    and booleans written as text, as `--set cl_strategy.lambda=1e3` gives them, are read as such)."""
+    from protocols.config_schema import _coerce
+
     where = f"cl_strategy.{key} (strategy {name})"
     if default is None or isinstance(default, (list, dict)):
         return value
+    if isinstance(value, str) and not isinstance(default, str):
+        try:
+            value = _coerce(value, type(default))
+        except (ValueError, TypeError):
+            pass  # refused below with the expected type
     if isinstance(default, bool):
         if not isinstance(value, bool):
             raise StrategyConfigError(f"{where}: expected true or false, got {value!r}")

@@ -237,6 +237,9 @@ class DERPlusPlus(Replay):
             raise StrategyConfigError(f"der++ replaces the plain loss by image-level terms and would drop the pixel "
                                       f"loss of {window.detector.meta.name}; use replay, ewc, mas or lwf with "
                                       "localization detectors")
+        if hasattr(window.detector, "training_loss"):
+            raise StrategyConfigError(f"der++ replaces the plain loss by BCE terms and would drop the own training "
+                                      f"loss of {window.detector.meta.name}; use replay, ewc, mas or lwf with it")
         ext = super().training_batches(window)
         if ext is not None:
             self._window_logits = torch.stack([self.stored[i] for i in self.window_ids]).reshape(-1)
@@ -249,8 +252,9 @@ class DERPlusPlus(Replay):
         bce = F.binary_cross_entropy_with_logits(step.logits, step.y.float(), reduction="none")
         stored = self._window_logits.to(step.logits.device)[step.memory_index.clamp(min=0)]
         new = ~mem
+        weighted = bce if step.weights is None else bce * step.weights  # the window's class weights: new rows only
         return {
-            "base": step.mean(bce, new),
+            "base": step.mean(weighted, new),
             "der_logits": self.params["alpha"] * step.mean((step.logits - stored) ** 2, mem),
             "der_labels": self.params["beta"] * step.mean(bce, mem),
         }

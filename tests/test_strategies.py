@@ -380,3 +380,61 @@ def test_strategies_list_shows_defaults(capsys):
     rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
     assert rows["ewc"]["defaults"] == {"lambda": 100.0, "gamma": 1.0} and rows["ewc"]["source"] == "builtin"
     assert rows["naive"]["defaults"] == {}
+
+
+def test_memory_draws_over_samples_with_unequal_item_counts():
+    """Video samples have their own numbers of items (segments, frames): a draw picks a sample, then one of its
+    items; samples without items are never drawn; equal counts draw exactly as `factor` copies do."""
+    counts = np.array([3, 0, 1, 5, 2])
+    starts = np.cumsum(counts) - counts
+    seen = set()
+    for b in range(200):
+        for i in draw_memory(seed=3, k=1, batch=b, n_new=4, ratio=1.0, n_images=5, factor=1, counts=counts):
+            slot = int(np.searchsorted(starts, i, side="right") - 1)
+            assert counts[slot] > 0 and starts[slot] <= i < starts[slot] + counts[slot]
+            seen.add(i)
+    assert seen == set(range(int(counts.sum())))  # every item of every sample with items is reachable
+    one = draw_memory(seed=3, k=1, batch=0, n_new=4, ratio=1.0, n_images=5, factor=1, counts=counts)
+    assert len({int(np.searchsorted(starts, i, side="right") - 1) for i in one}) == 4  # 4 samples have items
+    same = dict(seed=1, k=2, batch=5, n_new=8, ratio=1.0, n_images=20, factor=4)
+    assert draw_memory(**same, counts=np.full(20, 4)) == draw_memory(**same)
+    assert draw_memory(seed=1, k=0, batch=0, n_new=4, ratio=1.0, n_images=2, factor=1, counts=[0, 0]) == []
+
+
+def test_item_counts_follow_the_dataset_and_refuse_a_mismatch():
+    from benchmark.sequences import get_profile
+    from protocols.frame_inputs import FrameArray
+    from protocols.sequence_inputs import SegmentDataset
+    from protocols.strategies.base import item_counts
+
+    profile = get_profile("fixed", None, 4)
+    frames = [np.zeros((t, 68, 2), np.float32) for t in (9, 3, 4)]  # 2 segments, none, 1 segment
+    seg = SegmentDataset(frames, [1, 0, 1], [7, 8, 9], profile, train=True)
+    assert item_counts(seg, 3, 5).tolist() == [2, 0, 1] and len(seg) == 3
+    arr = FrameArray(np.zeros((5, 3, 4, 4), np.uint8), np.array([0, 0, 1, 1, 1]), labels=[0, 1], ids=[4, 6],
+                     per_sample=[2, 3])
+    assert item_counts(arr, 2, 1).tolist() == [2, 3]
+    assert item_counts(TensorDataset(torch.zeros(6, 1)), 3, 2).tolist() == [2, 2, 2]
+    with pytest.raises(RuntimeError, match="6 items do not split into 4 samples"):
+        item_counts(TensorDataset(torch.zeros(6, 1)), 4, 2)
+    with pytest.raises(RuntimeError, match="training sets only"):
+        FrameArray(np.zeros((1, 3, 4, 4), np.uint8), np.array([0])).items_per_sample()
+
+
+def test_first_copies_take_the_first_item_of_each_sample_with_items():
+    data = TensorDataset(torch.arange(6.0))
+
+    class Counted(torch.utils.data.Dataset):
+        def __len__(self):
+            return 6
+
+        def __getitem__(self, i):
+            return data[i]
+
+        def items_per_sample(self):
+            return np.array([2, 0, 3, 1])
+
+    ctx = WindowContext(k=1, n_windows=2, detector=torch.nn.Linear(1, 1), sample_ids=[1, 2, 3, 4], samples={},
+                        dataset=Counted(), factor=1, make_dataset=lambda ids: Counted(), batch_size=2,
+                        device=torch.device("cpu"), seed=0, workers=lambda ds: 0)
+    assert [float(x[0]) for x in ctx.first_copies()] == [0.0, 2.0, 5.0]

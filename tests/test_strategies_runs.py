@@ -189,3 +189,51 @@ def test_scaffolded_strategy_plugin_completes_a_smoke_run(tmp_path, cache_dir):
     assert set(doc["state"]["anchor"]) == set(torch.load(tmp_path / "runs" / "exp" / "window_1" / STATE_FILE,
                                                          weights_only=True)["state"]["anchor"])
     assert (tmp_path / "runs" / "exp" / "window_1" / "predictions.npz").is_file()
+
+
+VIDEO_FLAGS = ["--preset", "video", "--dataset", "synthetic-landmarks:smoke", "--no-progress", "--no-leaderboard",
+               "--set", "benchmark.generators_per_window=6", "--set", "train.epochs=1", "--set", "train.batch_size=16",
+               "--set", "threads=1"]
+
+
+def _state(run: Path, k: int) -> dict:
+    return torch.load(run / f"window_{k}" / STATE_FILE, weights_only=True)["state"]
+
+
+@pytest.mark.parametrize("name,params", [("replay", ("cl_strategy.memory_size=20",)), ("ewc", ())])
+def test_strategies_train_a_sequence_detector_on_video_segments(tmp_path, cache_dir, name, params):
+    """LRNet trains on landmark segments, a varying number per video: the memory replays a video's segments,
+    EWC's importance pass reads each video's first segment."""
+    from protocols.cli import main
+
+    assert main(["run", *VIDEO_FLAGS, *_strategy_flags(name, *params), "--runs-dir", str(tmp_path), "--cache-dir",
+                 str(cache_dir), "--experiment", name]) == 0
+    for k in (0, 1):
+        z = load(tmp_path / name, k)
+        assert str(z["cl_strategy"]) == name and np.isfinite(z["fused_scores"]).all()
+    state = _state(tmp_path / name, 0)
+    if name == "ewc":
+        assert any(float(v.abs().sum()) > 0 for v in state["importance"].values())
+
+
+def test_der_plus_plus_stores_the_logits_of_every_frame_of_a_memory_video(tmp_path, cache_dir):
+    """An image detector on video frames: each memory video keeps one stored logit per training frame."""
+    from test_video_sources import _video
+
+    from protocols.cli import main
+
+    root = tmp_path / "vids"
+    for method, split, n in (("Origin", "train", 4), ("DF", "train", 2), ("F2F", "train", 2),
+                             ("Origin", "test", 4), ("DF", "test", 2), ("F2F", "test", 2)):
+        for i in range(n):
+            _video(root / method / "c23" / split / f"{i:03d}.avi", 7 + i, seed=hash((method, split, i)) % 1000)
+    assert main(["run", "--preset", "smoke", "--detector", "smallcnn_tune", "--dataset", f"videos:{root}",
+                 "--no-progress", "--no-leaderboard", "--set", "benchmark.generators_per_window=1",
+                 "--set", "sequence.frames_count=3", "--set", "threads=1", *_strategy_flags("der++"),
+                 "--runs-dir", str(tmp_path / "runs"), "--cache-dir", str(cache_dir), "--experiment", "frames"]) == 0
+    run = tmp_path / "runs" / "frames"
+    state = _state(run, 0)
+    counts = state["stored_counts"].tolist()
+    assert counts and set(counts) == {3} and len(state["stored_logits"]) == sum(counts)
+    assert str(load(run, 1)["cl_strategy"]) == "der++"
+    assert torch.isfinite(_state(run, 1)["stored_logits"]).all()

@@ -26,6 +26,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, Subset
@@ -100,8 +101,8 @@ class WindowContext:
     detector: torch.nn.Module
     sample_ids: list[int]  # the window's training images (sample ids, as the benchmark type hands them)
     samples: Mapping[int, Any]  # sample id -> benchmark.manifest.Sample of every training image (label, generator)
-    dataset: Dataset  # the window's training items: `factor` fixed augmented copies of each image, image-major
-    factor: int  # augmentation copies per image
+    dataset: Dataset  # the window's training items, sample after sample (see `item_counts`)
+    factor: int  # augmentation copies per image (items per sample of image datasets)
     make_dataset: Callable[[list[int]], Dataset]  # the same kind of dataset for other training images
     batch_size: int
     device: torch.device
@@ -128,11 +129,18 @@ class WindowContext:
                 m.training = training
             self.module.to("cpu")
 
+    def items(self, ids: Sequence[int] | None = None) -> tuple[Dataset, np.ndarray]:
+        """The training dataset of the window (or of ``ids``) and how many items each of its samples has."""
+        ids = self.sample_ids if ids is None else list(ids)
+        ds = self.dataset if ids is self.sample_ids else self.make_dataset(ids)
+        return ds, item_counts(ds, len(ids), self.factor)
+
     def first_copies(self, ids: Sequence[int] | None = None) -> Dataset:
-        """Copy 0 of each image (of the window, or of ``ids``): one item per image."""
-        ds = self.dataset if ids is None else self.make_dataset(list(ids))
-        n = len(ds) // self.factor
-        return Subset(ds, [j * self.factor for j in range(n)])
+        """The first item of each sample (of the window, or of ``ids``): copy 0 of an image, the first segment or
+        frame of a video; samples without items are left out."""
+        ds, counts = self.items(ids)
+        starts = np.cumsum(counts) - counts
+        return Subset(ds, starts[counts > 0].tolist())
 
     def batches(self, ds: Dataset, batch_size: int | None = None) -> Iterator[list]:
         """``ds`` in order, in batches moved to ``device`` (a fixed generator: the global RNG is not touched)."""
@@ -183,6 +191,18 @@ class TrainStep:
         if n.item() == 0:
             return values.sum() * 0.0
         return values.sum() * (self.world / n.item())
+
+
+def item_counts(ds: Dataset, n_samples: int, factor: int) -> np.ndarray:
+    """Items of each of the ``n_samples`` samples a training dataset was built from, whose items come sample after
+    sample: ``ds.items_per_sample()`` where the dataset defines it (a video's segments or frames), else ``factor``
+    fixed augmented copies of each image."""
+    own = getattr(ds, "items_per_sample", None)
+    counts = np.asarray(own(), dtype=np.int64) if own is not None else np.full(n_samples, int(factor), np.int64)
+    if counts.shape != (n_samples,) or int(counts.sum()) != len(ds):
+        raise RuntimeError(f"training dataset {type(ds).__name__}: {len(ds)} items do not split into {n_samples} "
+                           f"samples as {'its items_per_sample()' if own is not None else f'{factor} copies each'}")
+    return counts
 
 
 def trainable_named_parameters(detector: torch.nn.Module) -> dict[str, torch.nn.Parameter]:

@@ -160,17 +160,28 @@ def group_of(sample) -> str:
     return REAL_GROUP if int(sample.label) == 0 else f"fake:{sample.generator}"
 
 
-def draw_memory(seed: int, k: int, batch: int, n_new: int, ratio: float, n_images: int, factor: int) -> list[int]:
+def draw_memory(seed: int, k: int, batch: int, n_new: int, ratio: float, n_images: int, factor: int,
+                counts: Sequence[int] | np.ndarray | None = None) -> list[int]:
     """Memory items appended to global batch ``batch`` of window ``k``: ``round(ratio * n_new)`` images,
     without replacement when the memory has that many, each as a random one of its ``factor`` copies
-    (index = image slot * factor + copy)."""
+    (index = image slot * factor + copy). ``counts``: items per memory sample when they differ (a video's segments
+    or frames; indices then run sample after sample, and samples without items are never drawn)."""
     m = int(round(ratio * n_new))
     if m <= 0 or n_images == 0:
         return []
     rng = np.random.default_rng([_DRAW_DOMAIN, int(seed), int(k), int(batch)])
-    slots = rng.choice(n_images, size=m, replace=m > n_images)
-    copies = rng.integers(0, factor, size=m)
-    return (slots * factor + copies).tolist()
+    if counts is None or (len(set(np.asarray(counts).tolist())) == 1 and int(counts[0]) == factor):
+        slots = rng.choice(n_images, size=m, replace=m > n_images)
+        copies = rng.integers(0, factor, size=m)
+        return (slots * factor + copies).tolist()
+    counts = np.asarray(counts, dtype=np.int64)
+    eligible = np.flatnonzero(counts)
+    if eligible.size == 0:
+        return []
+    slots = eligible[rng.choice(eligible.size, size=m, replace=m > eligible.size)]
+    copies = rng.integers(0, counts[slots])
+    starts = np.cumsum(counts) - counts
+    return (starts[slots] + copies).tolist()
 
 
 class Replay(Strategy):
@@ -191,6 +202,7 @@ class Replay(Strategy):
             raise StrategyConfigError(f"cl_strategy.real_share must be in [0, 1], got {p['real_share']}")
         self.memory: GroupReservoir | None = None
         self.window_ids: list[int] = []  # the memory as this window replays it
+        self.window_counts: np.ndarray = np.zeros(0, np.int64)  # items of each of them in the replayed dataset
         self.entered: list[int] = []  # the images that entered the memory after the last window
 
     def _memory(self, window: WindowContext) -> GroupReservoir:
@@ -205,8 +217,9 @@ class Replay(Strategy):
             return None
         n, factor, ratio, seed, k = len(self.window_ids), window.factor, self.params["ratio"], window.seed, window.k
         window.say(f"replay: {n} memory images ({len(memory.groups)} groups), {ratio:g} per new image in a batch")
-        return BatchExtension(window.make_dataset(self.window_ids),
-                              lambda i, n_new: draw_memory(seed, k, i, n_new, ratio, n, factor))
+        ds, counts = window.items(self.window_ids)
+        self.window_counts = counts
+        return BatchExtension(ds, lambda i, n_new: draw_memory(seed, k, i, n_new, ratio, n, factor, counts))
 
     def after_training(self, window: WindowContext) -> None:
         memory = self._memory(window)
@@ -229,7 +242,7 @@ class DERPlusPlus(Replay):
 
     def __init__(self, params: Mapping[str, Any] | None = None) -> None:
         super().__init__(params)
-        self.stored: dict[int, torch.Tensor] = {}  # sample id -> (factor,) logits of its copies
+        self.stored: dict[int, torch.Tensor] = {}  # sample id -> logits of its items (an image's copies)
         self._window_logits: torch.Tensor | None = None
 
     def training_batches(self, window: WindowContext) -> BatchExtension | None:
@@ -242,7 +255,12 @@ class DERPlusPlus(Replay):
                                       f"loss of {window.detector.meta.name}; use replay, ewc, mas or lwf with it")
         ext = super().training_batches(window)
         if ext is not None:
-            self._window_logits = torch.stack([self.stored[i] for i in self.window_ids]).reshape(-1)
+            stored = [self.stored[i] for i in self.window_ids]
+            got = [len(t) for t in stored]
+            if got != self.window_counts.tolist():
+                raise RuntimeError(f"der++: the memory's stored logits cover {sum(got)} items, the memory's dataset "
+                                   f"has {int(self.window_counts.sum())}; its state is not this run's")
+            self._window_logits = torch.cat(stored)
         return ext
 
     def training_loss(self, step: TrainStep) -> dict[str, torch.Tensor]:
@@ -266,12 +284,12 @@ class DERPlusPlus(Replay):
         self.stored = {i: v for i, v in self.stored.items() if i in kept}
         if not self.entered:
             return
-        ds = window.make_dataset(self.entered)  # image-major: factor copies of each entering image
+        ds, counts = window.items(self.entered)  # every item of each entering sample, sample after sample
         out = []
         with window.evaluating():
             for batch in window.batches(ds):
                 out.append(window.logits(batch[0]).float().cpu())
-        logits = torch.cat(out).reshape(len(self.entered), window.factor)
+        logits = torch.cat(out).split(counts.tolist())
         for i, row in zip(self.entered, logits, strict=True):
             self.stored[i] = row.clone()
 
@@ -280,12 +298,13 @@ class DERPlusPlus(Replay):
         if self.stored:
             ids = sorted(self.stored)
             state["stored_ids"] = torch.tensor(ids, dtype=torch.int64)
-            state["stored_logits"] = torch.stack([self.stored[i] for i in ids])
+            state["stored_counts"] = torch.tensor([len(self.stored[i]) for i in ids], dtype=torch.int64)
+            state["stored_logits"] = torch.cat([self.stored[i] for i in ids])
         return state
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         super().load_state_dict(state)
         self.stored = {}
         if "stored_ids" in state:
-            self.stored = {int(i): row.clone() for i, row in zip(state["stored_ids"].tolist(), state["stored_logits"],
-                                                                  strict=True)}
+            rows = state["stored_logits"].split(state["stored_counts"].tolist())
+            self.stored = {int(i): row.clone() for i, row in zip(state["stored_ids"].tolist(), rows, strict=True)}

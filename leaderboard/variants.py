@@ -44,6 +44,10 @@ OPERATIONAL_KEYS: tuple[str, ...] = (
     "seed", "experiment", "runs_dir", "cache_dir", "cache", "loggers", "wandb", "threads", "accelerator", "devices",
     "num_nodes", "strategy", "train.num_workers", "train.checkpoint_every_n_steps", "data.check", "eval.batch_size",
 )
+# Config sections that a variant field already stands for, with the default of runs that did not record them:
+# left out of the configuration key so that a run made before the section existed pools with one that records
+# the default (a run without `cl_strategy` fine-tuned, as one with `cl_strategy: {name: naive}`).
+RECORDED_AS_FIELDS: tuple[str, ...] = ("cl_strategy",)
 MISSING = "(not recorded)"
 
 
@@ -123,7 +127,7 @@ def configuration_key(info: Mapping, fields: Mapping[str, str], fallback: str) -
     config = info.get("config") or {}
     if not config:
         return f"run:{fallback}"
-    body = {"fields": dict(fields), "config": _without(config, OPERATIONAL_KEYS)}
+    body = {"fields": dict(fields), "config": _without(config, OPERATIONAL_KEYS + RECORDED_AS_FIELDS)}
     return json.dumps(body, sort_keys=True, default=str)
 
 

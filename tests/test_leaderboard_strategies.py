@@ -82,3 +82,14 @@ def test_no_strategies_section_when_every_run_is_naive(tmp_path):
     write_leaderboard(runs, tmp_path / "lb", echo=False, n_replicates=50)
     assert not (tmp_path / "lb" / "strategies.png").exists()
     assert "Continual-learning strategies" not in (tmp_path / "lb" / "leaderboard.md").read_text()
+
+
+def test_a_run_made_before_strategies_pools_with_a_naive_seed_but_not_with_another_strategy(tmp_path):
+    es = fabricate_eval_set(600, 3, per_window=2)
+    old = fabricate_run(tmp_path / "old-seed0", es, skill=0.5, seed=0)  # no cl_strategy anywhere: fine-tuning
+    new = _with_strategy(fabricate_run(tmp_path / "new-seed1", es, skill=0.6, seed=1), {"name": "naive"})
+    ewc = _with_strategy(fabricate_run(tmp_path / "ewc-seed2", es, skill=0.6, seed=2),
+                         {"name": "ewc", "gamma": 1.0, "lambda": 100.0})
+    lb = build_leaderboard([old, new, ewc], n_replicates=50)
+    seeds = sorted(sorted(r.seed for r in c.records) for c in lb.configurations)
+    assert seeds == [[0, 1], [2]]

@@ -438,3 +438,13 @@ def test_first_copies_take_the_first_item_of_each_sample_with_items():
                         dataset=Counted(), factor=1, make_dataset=lambda ids: Counted(), batch_size=2,
                         device=torch.device("cpu"), seed=0, workers=lambda ds: 0)
     assert [float(x[0]) for x in ctx.first_copies()] == [0.0, 2.0, 5.0]
+
+
+def test_slurm_array_over_strategies_passes_each_as_cl_strategy():
+    from protocols.slurm import parse_array, task_args
+
+    combos = parse_array(["cl_strategy=naive,der++", "seed=0,1"])
+    assert [task_args(c) for c in combos[:2]] == [["--cl-strategy", "naive", "--seed", "0"],
+                                                  ["--cl-strategy", "naive", "--seed", "1"]]
+    assert task_args(combos[3]) == ["--cl-strategy", "der++", "--seed", "1"]
+    assert task_args({"cl_strategy.lambda": "5"}) == ["--set", "cl_strategy.lambda=5"]

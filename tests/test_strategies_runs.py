@@ -89,6 +89,23 @@ def test_sigkill_inside_a_window_of_a_strategy_run_resumes_to_identical_predicti
         assert len(kept) == 40 and doc["state"]["memory"]["groups"][0] == "real"
 
 
+def test_sigkill_between_the_strategy_state_and_the_checkpoint_retrains_the_window_to_identical_predictions(
+        tmp_path, cache_dir, small_reference):
+    """A window whose strategy state was written but whose checkpoint was not is not finished: it trains again
+    (from its last train state) and rewrites the state; the run ends as an uninterrupted one."""
+    extra = _strategy_flags("ewc", "cl_strategy.lambda=50")
+    reference = small_reference("smallcnn_tune", 0, *extra)
+    runs = tmp_path / "runs"
+    proc = run_cli(runs, cache_dir, *extra, die_at="strategy_state:0")
+    assert proc.returncode == -9, proc.stderr[-3000:]
+    assert (runs / "exp" / "window_0" / STATE_FILE).is_file()
+    assert not (runs / "exp" / "window_0" / "checkpoint.json").exists()
+    proc = run_cli(runs, cache_dir, *extra)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "window 1/2: training already finished" not in proc.stdout
+    assert_same_predictions(runs / "exp", reference)
+
+
 def test_strategies_train_probe_heads_on_cached_features(tmp_path, cache_dir):
     """A probe with the feature cache trains its head on cached features, memory rows included."""
     from protocols.cli import main

@@ -19,6 +19,7 @@ import torch
 from torch.utils.data import Dataset
 
 from benchmark.atomic import atomic_path
+from protocols import faults
 from protocols.strategies.base import BatchExtension, Strategy, TrainStep, WindowContext
 from protocols.strategies.registry import create_strategy
 
@@ -131,6 +132,7 @@ class StrategyHooks:
                    "saved": dt.datetime.now().isoformat(timespec="seconds")}
             with atomic_path(wdir / STATE_FILE) as tmp:
                 torch.save(doc, tmp)
+            faults.die_if("strategy_state", window.k)  # state written, the window's checkpoint not yet
 
     def after_scoring(self, k: int) -> None:
         if self.current is not None and self.current.k == k:

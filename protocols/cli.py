@@ -28,6 +28,9 @@ def add_data_options(p) -> None:
                                      "?timeline=YAML")
     p.add_argument("--seed", type=int)
     p.add_argument("--benchmark-type", help="cumulative | continual | replay:<r> | full")
+    p.add_argument("--cl-strategy", metavar="NAME",
+                   help="continual-learning strategy with its default parameters: naive (default) | replay | ewc | "
+                        "mas | lwf | der++ | a plugin (`genshift strategies list`); parameters: --set cl_strategy.KEY=V")
     p.add_argument("--cache-dir", help="dataset and eval-input cache (default $GENSHIFT_CACHE or ~/.cache/genshift)")
     p.add_argument("--config", action="append", default=[], type=Path, help="extra YAML layer (repeatable)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -77,8 +80,10 @@ def _run_config(args) -> dict:
     overrides.append({k: v for k, v in simple.items() if v is not None})
     if args.benchmark_type:
         overrides.append({"benchmark": {"type": args.benchmark_type}})
+    if args.cl_strategy:
+        overrides.append({"cl_strategy": {"name": args.cl_strategy}})
     overrides += [parse_override(s) for s in args.set]
-    return resolve_config(args.preset, args.detector, args.config, overrides)
+    return resolve_config(args.preset, args.detector, args.config, overrides)  # a typo fails before torch loads
 
 
 def cmd_slurm(args, argv: list[str]) -> int:
@@ -159,7 +164,7 @@ def cmd_run(args) -> int:
 COMMAND_MODULES = {
     "leaderboard": "leaderboard.cli", "inspect": "leaderboard.cli", "detectors": "detectors.cli",
     "data": "benchmark.cli", "cache": "protocols.cache_cli", "bench": "protocols.bench",
-    "robustness": "protocols.robustness", "predict": "protocols.predict",
+    "robustness": "protocols.robustness", "predict": "protocols.predict", "strategies": "protocols.strategies.cli",
 }
 # Modules that import torch when imported: top-level help shows this line for them instead of importing them.
 HEAVY_COMMAND_HELP = {"robustness": "score a run's window checkpoints under graded degradations"}

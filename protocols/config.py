@@ -48,6 +48,27 @@ def _flat_keys(d: Mapping, prefix: str = "") -> list[str]:
     return keys
 
 
+# Sections whose keys are open: `cl_strategy` holds a strategy name and that strategy's own parameters, checked
+# against the strategy's defaults when the run starts (protocols/strategies/registry.py).
+OPEN_SECTIONS = ("cl_strategy",)
+
+
+def _merge_open(base: Any, override: Any, source: str) -> dict:
+    """A strategy section: a bare name means {name: NAME}; naming another strategy starts from its defaults."""
+    base = {"name": base} if isinstance(base, str) else dict(base or {})
+    if isinstance(override, str):
+        override = {"name": override}
+    if not isinstance(override, Mapping):
+        raise ConfigError(f"{source}: cl_strategy must be a strategy name or a mapping {{name: ..., <parameter>: "
+                          f"...}}, got {override!r}")
+    bad = [k for k in override if not isinstance(k, str)]
+    if bad:
+        raise ConfigError(f"{source}: config key cl_strategy.{bad[0]!r} is not a name")
+    if "name" in override and override["name"] != base.get("name"):
+        base = {}
+    return {**base, **copy.deepcopy(dict(override))}
+
+
 def merge(base: dict, override: Mapping, source: str, _prefix: str = "",
           sources: dict[str, str] | None = None) -> dict:
     """Deep-merge `override` into a copy of `base`; a key unknown to `base` is an error naming `source`.
@@ -57,6 +78,11 @@ def merge(base: dict, override: Mapping, source: str, _prefix: str = "",
     for k, v in override.items():
         if not isinstance(k, str):
             raise ConfigError(f"{source}: config key {_prefix}{k!r} is not a name")
+        if not _prefix and k in OPEN_SECTIONS and k in out:
+            out[k] = _merge_open(out[k], v, source)
+            if sources is not None:
+                sources.update({f"{k}.{sub}": source for sub in (v if isinstance(v, Mapping) else ("name",))})
+            continue
         if k not in out:
             close = difflib.get_close_matches(k, list(out), n=3)
             hint = (f"; did you mean {', '.join(_prefix + c for c in close)}?" if close
@@ -122,7 +148,11 @@ def resolve_config(
     if detector:
         cfg["detector"] = detector
         sources["detector"] = "command line"
-    return validate(cfg, defaults, sources)
+    cfg = validate(cfg, defaults, sources)
+    from protocols.strategies.registry import resolve_strategy_config  # imports no torch
+
+    cfg["cl_strategy"] = resolve_strategy_config(cfg.get("cl_strategy"))  # every parameter, typed (defaults filled)
+    return cfg
 
 
 def validate_config(cfg: dict) -> dict:

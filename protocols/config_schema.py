@@ -103,6 +103,16 @@ def _byte_count_problem(value: Any) -> str | None:
     return None
 
 
+def _strategy_problem(name: str) -> str | None:
+    from protocols.strategies.registry import UnknownStrategyError, check_strategy_name  # imports no torch
+
+    try:
+        check_strategy_name(name)
+    except UnknownStrategyError as e:
+        return str(e)
+    return None
+
+
 def _non_empty(value: str) -> str | None:
     return "expected a non-empty string" if not value.strip() else None
 
@@ -154,6 +164,9 @@ SCHEMA: dict[str, Key] = {
     "benchmark.eval_shuffle_seed": SEED,
     "benchmark.eval_pairing_seed": SEED,
     "benchmark.replay_seed": SEED,
+    "cl_strategy.name": Key(str, check=_strategy_problem, help="a strategy name (`genshift strategies list`)"),
+    "cl_strategy.*": Key(),  # the named strategy's parameters: typed and checked against its defaults by
+    # protocols.strategies.registry.resolve_strategy_config (plugins bring their own)
     "degradation.profile": Key(str, choices=DEGRADATION_PROFILES),
     "degradation.base_seed": Key(int, min=0, max=2**31 - 1),
     "train.epochs": Key(int, min=1),

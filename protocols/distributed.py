@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
@@ -47,9 +47,12 @@ class TrainBatches(Sampler[list[int]]):
     Epoch e's order is the e-th `torch.randperm(n, generator)` of a generator seeded with `seed` — what
     `BatchSampler(RandomSampler(generator=...))` yields — cut into consecutive batches of `batch_size`
     (the last one of an epoch may be short). Each global batch is split into `world` contiguous parts.
+    ``extend(i, batch)``: a continual-learning strategy's items appended to global batch i before the split
+    (protocols/strategies; indices past `n` point into its part of the dataset).
     """
 
-    def __init__(self, n: int, batch_size: int, epochs: int, seed: int, start: int = 0):
+    def __init__(self, n: int, batch_size: int, epochs: int, seed: int, start: int = 0,
+                 extend: Callable[[int, list[int]], list[int]] | None = None):
         if n < 1 or batch_size < 1 or epochs < 1:
             raise ValueError(f"TrainBatches: n={n}, batch_size={batch_size}, epochs={epochs} must all be >= 1")
         self.n, self.batch_size, self.epochs, self.seed = n, batch_size, epochs, seed
@@ -57,6 +60,7 @@ class TrainBatches(Sampler[list[int]]):
         if not 0 <= start <= self.total:
             raise ValueError(f"TrainBatches: start batch {start} outside 0..{self.total}")
         self.start = start
+        self.extend = extend
 
     @property
     def total(self) -> int:
@@ -77,6 +81,8 @@ class TrainBatches(Sampler[list[int]]):
         for i, batch in enumerate(self.global_batches()):
             if i < self.start:
                 continue
+            if self.extend is not None:
+                batch = self.extend(i, batch)
             if len(batch) < world:
                 raise RuntimeError(
                     f"training batch {i} has {len(batch)} samples, fewer than the {world} processes; "

@@ -55,6 +55,8 @@ from protocols.run_setup import (  # noqa: F401  (re-exported: callers import th
 from protocols.rundir import RunDir
 from protocols.scoring import eval_device, predict_in_process
 from protocols.slurm import job_record
+from protocols.strategies.hooks import StrategyHooks
+from protocols.strategies.registry import resolve_strategy_config
 
 
 @dataclass
@@ -68,6 +70,7 @@ class RunContext:
     loggers: list
     step_offsets: list[int]
     detector_kwargs: dict  # the factory's init arguments (the seed), recorded in each checkpoint.json
+    strategy: StrategyHooks | None = None  # the continual-learning strategy's touch points (protocols/strategies)
 
     @property
     def writer(self) -> bool:
@@ -91,8 +94,16 @@ def experiment_name(cfg: dict) -> str:
         return name
     ds = str(cfg["dataset"]).replace(":", "-").replace("/", "_").strip("-_")[-40:]
     det = str(cfg["detector"]).replace(":", "-").replace("/", "_")
-    name = f"{ds}__{det}__{cfg['benchmark']['type'].replace(':', '')}__seed{cfg['seed']}"
+    cl = resolve_strategy_config(cfg.get("cl_strategy"))["name"]
+    cl = "" if cl == "naive" else "__" + cl.replace(":", "-").replace("/", "_").replace("+", "p")
+    name = f"{ds}__{det}__{cfg['benchmark']['type'].replace(':', '')}{cl}__seed{cfg['seed']}"
     return re.sub(r"[^A-Za-z0-9_.,+=@-]", "_", name).lstrip(".-")[:200] or "run"
+
+
+def with_resolved_strategy(cfg: dict) -> dict:
+    """A copy of `cfg` whose `cl_strategy` names the strategy with every parameter (defaults filled in), as run.json,
+    the config hash and the leaderboard record it."""
+    return {**cfg, "cl_strategy": resolve_strategy_config(cfg.get("cl_strategy"))}
 
 
 def run_directory(cfg: dict) -> RunDir:
@@ -187,6 +198,7 @@ def run_experiment(cfg: dict, force_new: bool = False, progress: bool = True,
     caches do not fit is refused within seconds); made here otherwise.
     """
     t0 = time.time()
+    cfg = with_resolved_strategy(cfg)  # cl_strategy with every parameter (a bare name given in Python included)
     validate_config(cfg)  # typed and checked before any directory, dataset or model is touched
     _quiet_lightning()
     if cfg.get("threads"):
@@ -258,6 +270,8 @@ def _run_locked(cfg: dict, bench: Benchmark, rd: RunDir, t0: float, progress: bo
                                   int(cfg["train"]["epochs"])),
         detector_kwargs=detector_kwargs,
     )
+    ctx.strategy = StrategyHooks(cfg, bench.manifest, eval_device(cfg), bench.inputs.workers, lambda m: _say(m, t0),
+                                 ctx.writer)
     attempts = list(previous.get("attempts", [])) + [
         {"started": dt.datetime.now().isoformat(timespec="seconds"), "host": host_info().get("hostname"),
          "processes": world_size(cfg), **job_record()}]
@@ -278,6 +292,7 @@ def _run_locked(cfg: dict, bench: Benchmark, rd: RunDir, t0: float, progress: bo
                             "skipped_images": bench.manifest.extra.get("skipped", [])},
                 "windows": bench.windows,
                 "benchmark_type": str(bench.benchmark_type),
+                "cl_strategy": ctx.strategy.describe,
                 "seeds": {"seed": seed, **{k: v for k, v in cfg["benchmark"].items() if k.endswith("seed")},
                           "degradation_base_seed": cfg["degradation"]["base_seed"]},
                 "detector": meta.to_dict() | {"eval_input": strategy},
@@ -295,12 +310,14 @@ def _run_locked(cfg: dict, bench: Benchmark, rd: RunDir, t0: float, progress: bo
         start += 1
     if start > 0:
         load_checkpoint(detector, rd.window(start - 1))
+        ctx.strategy.restore_after(rd.window(start - 1), ctx.identity(start - 1))
         _say(f"resuming: windows 0..{start - 1} are done, continuing at window {start}", t0)
     for k in range(start, n_steps):
         check_stop(f"before window {k}")
         train_metrics = _train_window(cfg, bench, detector, rd, k, t0, progress, ctx)
         check_stop(f"after training window {k}, before scoring it")
         _score_window(cfg, bench, detector, inputs, rd, k, t0, progress, train_metrics, ctx)
+        ctx.strategy.after_scoring(k)
     _say(f"all {n_steps} window(s) done in {rd.path}", t0)
     return rd.path
 
@@ -313,8 +330,12 @@ def _train_window(cfg, bench: Benchmark, detector, rd: RunDir, k: int, t0: float
     ids = bench.train_sets[k]
     wdir = rd.window(k)
     identity = ctx.identity(k) | {"manifest_checksum": bench.manifest.checksum, "detector_name": meta.name}
+    ds = bench.inputs.train_dataset(ids)  # cached pixels or probe features, or decoded + augmented on the fly
+    window = ctx.strategy.window(k, len(bench.train_sets), detector, ids, ds, bench.inputs.train_dataset,
+                                 int(tc["augmentation_factor"]), int(tc["batch_size"]))
     if complete_checkpoint(wdir, identity):
         load_checkpoint(detector, wdir)
+        ctx.strategy.restore_after(wdir, ctx.identity(k))  # the strategy's state after this window's training
         _say(f"window {k + 1}/{len(bench.train_sets)}: training already finished, weights restored", t0)
         try:
             return json.loads((wdir / "train_metrics.json").read_text())
@@ -323,26 +344,30 @@ def _train_window(cfg, bench: Benchmark, detector, rd: RunDir, k: int, t0: float
     gens = bench.windows[k] if bench.benchmark_type.kind != "full" else ["all generators"]
     _say(f"window {k + 1}/{len(bench.train_sets)}: training on {len(ids)} images × {tc['augmentation_factor']} "
          f"copies (new generators: {', '.join(gens)})", t0)
-    ds = bench.inputs.train_dataset(ids)  # cached pixels or probe features, or decoded + augmented on the fly
+    train_ds, extend = ctx.strategy.before_training(window)  # the strategy may add a memory to every batch
     # The global batch order is fixed per (seed, window) (a seeded randperm per epoch), so a resumed run
     # continues the same sequence from the first batch not yet done.
-    sampler = TrainBatches(len(ds), int(tc["batch_size"]), int(tc["epochs"]), int(cfg["seed"]) * 1_000_003 + k)
+    sampler = TrainBatches(len(ds), int(tc["batch_size"]), int(tc["epochs"]), int(cfg["seed"]) * 1_000_003 + k,
+                           extend=extend)
     state_identity = identity | {"n_copies": len(ds), "batch_size": sampler.batch_size, "batches": sampler.total}
     state = load_train_state(wdir / TRAIN_STATE, state_identity) if ctx.writer else \
         load_train_state(wdir / TRAIN_STATE, None)
     sampler.start = state["batches_done"] if state else 0
     if state:
         detector.load_trainable_state_dict(state["model"])
+        ctx.strategy.restore_in_window(state.get("strategy"))
         _say(f"window {k + 1}/{len(bench.train_sets)}: resuming after batch {sampler.start}/{sampler.total}", t0)
-    loader = DataLoader(ds, batch_sampler=sampler, num_workers=bench.inputs.workers(ds),
+    loader = DataLoader(train_ds, batch_sampler=sampler, num_workers=bench.inputs.workers(ds),
                         generator=torch.Generator().manual_seed(int(cfg["seed"]) * 1_000_003 + k),
                         persistent_workers=False, pin_memory=torch.cuda.is_available())
     total_steps = sampler.total
     torch.manual_seed(int(cfg["seed"]) * 7919 + k)
-    module = DetectorModule(detector, tc, total_steps, features_in=features_in(ds))
+    module = DetectorModule(detector, tc, total_steps, features_in=features_in(ds),
+                            strategy=ctx.strategy.step_strategy, window=k)
+    window.module = module
     module.step_offset = ctx.step_offsets[k] + sampler.start
     saver = WindowCheckpointer(wdir / TRAIN_STATE, state_identity, int(tc.get("checkpoint_every_n_steps") or 0),
-                               sampler.start, sampler.total, state, ctx.writer)
+                               sampler.start, sampler.total, state, ctx.writer, ctx.strategy.train_state_extra)
     extra_callbacks = bench.inputs.window_callbacks(k, ids, sampler)  # selection (video track); before the saver
     trainer = _trainer(cfg, tc["precision"], progress, ctx.loggers or False, len(loader),
                        callbacks=[*extra_callbacks, saver])
@@ -352,6 +377,7 @@ def _train_window(cfg, bench: Benchmark, detector, rd: RunDir, k: int, t0: float
     if saver.interrupted:
         raise Preempted(f"stopped on a signal in window {k} after batch {saver.done}/{sampler.total} "
                         f"(state saved in {wdir / TRAIN_STATE}); run the same command again to resume")
+    ctx.strategy.after_training(window, wdir, ctx.identity(k))  # before the checkpoint marks the window trained
     metrics = {
         "window": k,
         "train": {
@@ -399,6 +425,7 @@ def _score_window(cfg, bench: Benchmark, detector, inputs: RunInputs, rd: RunDir
         wdir / "predictions.npz", logits, bench.plan, bench.gen_names, bench.windows, k,
         manifest_checksum=bench.manifest.checksum, benchmark_type=str(bench.benchmark_type),
         run_identity=ctx.run_identity, config_hash=ctx.config_hash, scores=scores, extra=extra,
+        cl_strategy=ctx.strategy.describe,
     )
     summary = window_summary(wdir / "predictions.npz")
     metrics = train_metrics | {"eval": summary | {"seconds": round(time.time() - started, 2)}}

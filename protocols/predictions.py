@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -12,8 +14,12 @@ from benchmark.eval_plan import EvalPlan
 from protocols import faults
 from protocols.config import PROTOCOL_VERSION
 
-SCHEMA_VERSION = 2  # 2: run_identity and config_hash (the leaderboard refuses a window of another run); optional
-# video-track keys (segment_*, frame_*, fused_compression, fused_video, …)
+# Version history (readers accept every older version):
+# 1: the AI-GenBench-compatible keys plus manifest_checksum, protocol_version, benchmark_type.
+# 2: run_identity and config_hash (the leaderboard refuses a window of another run); optional video-track keys
+#    (segment_*, frame_*, fused_compression, fused_video, ...).
+# 3: cl_strategy and cl_strategy_params (the continual-learning strategy; older files are naive fine-tuning).
+SCHEMA_VERSION = 3
 
 
 def _padded_windows(windows: Sequence[Sequence[str]]) -> np.ndarray:
@@ -34,6 +40,7 @@ def write_predictions(
     config_hash: str,
     scores: np.ndarray | None = None,
     extra: dict[str, np.ndarray] | None = None,
+    cl_strategy: Mapping[str, Any] | None = None,
 ) -> None:
     """Scores are P(fake) = sigmoid(logit) computed in float32; the file appears atomically.
 
@@ -41,8 +48,10 @@ def write_predictions(
     the leaderboard refuses a window whose identity differs from its run.json's. ``scores`` replaces the sigmoid
     when a row's score is fused from several items (a video's segments or frames: `fused_logits` is then
     logit(score)); ``extra`` holds further arrays (segment- or frame-level scores and the rows they belong to,
-    per-row compression and video ids), written as given.
+    per-row compression and video ids), written as given. ``cl_strategy``: the resolved continual-learning
+    strategy ``{"name": ..., **params}`` (None: naive fine-tuning).
     """
+    cl = dict(cl_strategy or {"name": "naive"})
     logits = np.asarray(logits, dtype=np.float32)
     if scores is None:
         scores = (1.0 / (1.0 + np.exp(-logits.astype(np.float64)))).astype(np.float32)
@@ -65,6 +74,8 @@ def write_predictions(
         "benchmark_type": np.array(benchmark_type),
         "run_identity": np.array(run_identity),
         "config_hash": np.array(config_hash),
+        "cl_strategy": np.array(str(cl.pop("name"))),
+        "cl_strategy_params": np.array(json.dumps(cl, sort_keys=True)),
     }
     clash = sorted(set(extra or {}) & set(arrays))
     if clash:

@@ -28,7 +28,8 @@ SETTINGS = ("partition", "account", "qos", "time", "nodes", "gpus_per_node", "cp
             "constraint", "signal_grace_seconds", "max_parallel", "extra_sbatch", "setup", "job_name", "log_dir")
 # `--array KEY=...` keys that are `genshift run` flags; any other key becomes `--set KEY=VALUE`.
 FLAG_KEYS = {"detector": "--detector", "seed": "--seed", "pretrained": "--pretrained", "dataset": "--dataset",
-             "preset": "--preset", "benchmark_type": "--benchmark-type", "benchmark-type": "--benchmark-type"}
+             "preset": "--preset", "benchmark_type": "--benchmark-type", "benchmark-type": "--benchmark-type",
+             "cl_strategy": "--cl-strategy", "cl-strategy": "--cl-strategy"}
 
 
 class SlurmError(RuntimeError):

@@ -53,7 +53,8 @@ def register(sub) -> argparse.ArgumentParser:
     p.add_argument("image", help="an image file")
     p.add_argument("--position", type=_non_negative, required=True,
                    help="position in the shuffled eval set (seed 4321+P)")
-    p.add_argument("--profile", default="aigenbench-v1", help="aigenbench-v1 (default, faithful) | fixed")
+    p.add_argument("--profile", default="aigenbench-v1",
+                   help="aigenbench-v1 (default, faithful) | fixed, optionally +reencode<Q> (JPEG at quality Q first)")
     p.add_argument("--base-seed", type=_non_negative, default=4321)
     p.add_argument("--out", required=True, help="output prefix: writes OUT.npy and OUT.png")
     p.add_argument("--json", action="store_true", help="print the step records as JSON")
@@ -113,11 +114,13 @@ def cmd_degrade(args) -> int:
     from PIL import Image
 
     from benchmark.atomic import atomic_path
-    from benchmark.degradations import PROFILES, degrade_float
+    from benchmark.degradations import degrade_float
+    from benchmark.formats import profile_problem
     from benchmark.images import load_rgb
 
-    if args.profile not in PROFILES:
-        print(f"genshift: error: unknown profile {args.profile!r}; valid: {', '.join(PROFILES)}", file=sys.stderr)
+    problem = profile_problem(args.profile)
+    if problem:
+        print(f"genshift: error: {problem}", file=sys.stderr)
         return 2
     if args.base_seed + args.position >= 2**31:
         print(f"genshift: error: --base-seed + --position = {args.base_seed + args.position} must be below 2^31 "

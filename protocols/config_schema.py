@@ -52,6 +52,12 @@ def _dataset_problem(spec: str) -> str | None:
     return None
 
 
+def _profile_problem(profile: str) -> str | None:
+    from benchmark.formats import profile_problem
+
+    return profile_problem(profile)
+
+
 def _benchmark_type_problem(spec: str) -> str | None:
     from benchmark.windows_plan import BenchmarkType
 
@@ -114,7 +120,9 @@ SCHEMA: dict[str, Key] = {
     "benchmark.eval_shuffle_seed": SEED,
     "benchmark.eval_pairing_seed": SEED,
     "benchmark.replay_seed": SEED,
-    "degradation.profile": Key(str, choices=DEGRADATION_PROFILES),
+    "degradation.profile": Key(str, check=_profile_problem,
+                               help="aigenbench-v1 or fixed, optionally +reencode<Q> (every eval image re-encoded "
+                                    "as JPEG at quality Q first), e.g. aigenbench-v1+reencode95"),
     "degradation.base_seed": Key(int, min=0, max=2**31 - 1),
     "train.epochs": Key(int, min=1),
     "train.augmentation_factor": Key(int, min=1),
@@ -140,6 +148,7 @@ SCHEMA: dict[str, Key] = {
     "eval.batch_size": Key(int, min=1, operational=True),
     "eval.input": Key(str, nullable=True, choices=EVAL_INPUTS),
     "eval.precision": Key(str, choices=PRECISIONS),
+    "eval.score_initial": Key(bool, operational=True),  # window_init/ only: no window's predictions change
     "loggers": Key(list, items=LOGGERS, operational=True),
     "wandb.*": Key(operational=True),
     "wandb.mode": Key(str, choices=("offline", "online", "disabled"), operational=True),

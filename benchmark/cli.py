@@ -17,7 +17,7 @@ from benchmark.datacheck import DEFAULT_MIN_SIDE
 def register(sub) -> argparse.ArgumentParser:
     """Add the `data` command group (info, check, degrade) to an argparse subparsers object."""
     data = sub.add_parser("data", help="inspect, check and degrade datasets",
-                          description="Dataset specs: synthetic[:smoke|default], aigenbench:PATH, folder:ROOT, "
+                          description="Dataset specs: synthetic[:smoke|default|formats|formats-smoke], aigenbench:PATH, folder:ROOT, "
                                       "csv:FILE; real sources take ?timeline=YAML (see README).")
     dsub = data.add_subparsers(dest="data_command", required=True)
 
@@ -77,6 +77,7 @@ def _cache(args) -> Path:
 
 
 def cmd_info(args) -> int:
+    from benchmark.formats import format_counts
     from benchmark.sources import load_source
     from benchmark.timeline import generator_id_to_name, make_windows
 
@@ -91,6 +92,8 @@ def cmd_info(args) -> int:
                     "fakes": sum(s.label == 1 for s in m.split("val"))}} if m.split("val") else {}),
         **({"compression": sorted({s.compression for s in m.samples})} if any(s.compression for s in m.samples)
            else {}),
+        **({"formats": {split: format_counts(m.split(split)) for split in ("train", "eval")}}
+           if any(s.format for s in m.samples) else {}),
         "generators": len(m.timeline),
         "generator_id_to_name": generator_id_to_name(m.timeline),
         "windows": make_windows(m.timeline, args.generators_per_window),

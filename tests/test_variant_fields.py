@@ -56,3 +56,19 @@ def test_write_predictions_records_fields_and_refuses_contradictions(tmp_path):
         write_predictions(tmp_path / "q.npz", np.zeros(4, np.float32), manifest_checksum="a" * 64, fields=fields,
                           rows={"fused_jpeg_quality": np.zeros(3)}, **common)
     assert not (tmp_path / "q.npz").exists()
+
+
+def test_a_protocol_version_change_is_reported_with_the_fields_that_moved_it(tmp_path):
+    from leaderboard.bench import fabricate_eval_set, fabricate_run
+    from leaderboard.report import LeaderboardError, write_leaderboard
+
+    es = fabricate_eval_set(200, 2, per_window=2)
+    a = fabricate_run(tmp_path / "a", es, seed=1)
+    b = fabricate_run(tmp_path / "b", es, seed=2, protocol_version="genshift-2",
+                      config={"eval": {"pipeline": "reference"}})
+    with pytest.raises(LeaderboardError) as e:
+        write_leaderboard([a, b], tmp_path / "out", echo=False, n_replicates=10)
+    msg = str(e.value)
+    assert "runs differ in protocol_version (evaluation-defining)" in msg
+    assert "with the protocol version, runs also differ in eval.pipeline (method-side)" in msg
+    assert "reference" in msg and "native" in msg and "detector" not in msg.split("also differ")[1]

@@ -215,7 +215,12 @@ def write_leaderboard_section(lb, out_dir: Path) -> tuple[str, str]:
             continue
         table = configuration_table(confs)
         head = "" if label == "all" else f"### {label}\n\n"
-        line = f"Eval set: {_composition_line(confs[0].records[0].windows[0])}."
+        line = f"Eval set (source formats): {_composition_line(confs[0].records[0].windows[0])}."
+        profiles = sorted({str(c.records[0].fields.get("degradation.profile", "")) for c in confs})
+        reencoded = [p for p in profiles if "+reencode" in p]
+        if reencoded:
+            line += (f" Under {', '.join(reencoded)} every eval image was re-encoded as JPEG before the chain: the "
+                     "pairs name the source formats the re-encoding removed.")
         md.append(f"\n{head}{line}\n\n{_markdown(table)}\n")
         shown = table.map(_fmt) if hasattr(table, "map") else table.applymap(_fmt)
         body.append(("" if label == "all" else f"<h3>{_html.escape(label)}</h3>\n")

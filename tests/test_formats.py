@@ -216,3 +216,18 @@ def test_format_only_baseline_measures_the_shortcut(format_runs, tmp_path, capsy
     rows = (tmp_path / "lb" / "formats.csv").read_text().splitlines()
     assert rows[0] == "experiment,window,group,real_format,fake_format,n_real,n_fake,auroc"
     assert any(r.startswith("plain,0,next,jpeg,png,") and r.endswith(",1.0") for r in rows)
+
+
+def test_folder_source_records_each_files_format(tmp_path):
+    from benchmark.sources import load_source
+    from benchmark.testdata import write_folder_dataset
+
+    root = write_folder_dataset(tmp_path / "mine", {"GanA": "2018-01-01"})
+    real = sorted((root / "train" / "real").glob("*.png"))[0]
+    Image.open(real).convert("RGB").save(real.with_suffix(".jpg"), "JPEG", quality=70)
+    real.unlink()
+    m = load_source(f"folder:{root}", tmp_path / "cache", progress=False)
+    by_path = {s.path: (s.format, s.jpeg_quality) for s in m.samples}
+    assert by_path[f"train/real/{real.stem}.jpg"] == ("jpeg", 70)
+    assert {v for k, v in by_path.items() if k.endswith(".png")} == {("png", None)}
+    assert m.extra["formats_version"] >= 1

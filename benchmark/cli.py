@@ -17,7 +17,7 @@ from benchmark.datacheck import DEFAULT_MIN_SIDE
 def register(sub) -> argparse.ArgumentParser:
     """Add the `data` command group (info, check, degrade) to an argparse subparsers object."""
     data = sub.add_parser("data", help="inspect, check and degrade datasets",
-                          description="Dataset specs: synthetic[:smoke|default], aigenbench:PATH, folder:ROOT, "
+                          description="Dataset specs: synthetic[:smoke|default|formats|formats-smoke], aigenbench:PATH, folder:ROOT, "
                                       "csv:FILE; real sources take ?timeline=YAML (see README).")
     dsub = data.add_subparsers(dest="data_command", required=True)
 
@@ -53,7 +53,8 @@ def register(sub) -> argparse.ArgumentParser:
     p.add_argument("image", help="an image file")
     p.add_argument("--position", type=_non_negative, required=True,
                    help="position in the shuffled eval set (seed 4321+P)")
-    p.add_argument("--profile", default="aigenbench-v1", help="aigenbench-v1 (default, faithful) | fixed")
+    p.add_argument("--profile", default="aigenbench-v1",
+                   help="aigenbench-v1 (default, faithful) | fixed, optionally +reencode<Q> (JPEG at quality Q first)")
     p.add_argument("--base-seed", type=_non_negative, default=4321)
     p.add_argument("--out", required=True, help="output prefix: writes OUT.npy and OUT.png")
     p.add_argument("--json", action="store_true", help="print the step records as JSON")
@@ -76,6 +77,7 @@ def _cache(args) -> Path:
 
 
 def cmd_info(args) -> int:
+    from benchmark.formats import format_counts
     from benchmark.sources import load_source
     from benchmark.timeline import generator_id_to_name, make_windows
 
@@ -90,6 +92,8 @@ def cmd_info(args) -> int:
                     "fakes": sum(s.label == 1 for s in m.split("val"))}} if m.split("val") else {}),
         **({"compression": sorted({s.compression for s in m.samples})} if any(s.compression for s in m.samples)
            else {}),
+        **({"formats": {split: format_counts(m.split(split)) for split in ("train", "eval")}}
+           if any(s.format for s in m.samples) else {}),
         "generators": len(m.timeline),
         "generator_id_to_name": generator_id_to_name(m.timeline),
         "windows": make_windows(m.timeline, args.generators_per_window),
@@ -113,11 +117,13 @@ def cmd_degrade(args) -> int:
     from PIL import Image
 
     from benchmark.atomic import atomic_path
-    from benchmark.degradations import PROFILES, degrade_float
+    from benchmark.degradations import degrade_float
+    from benchmark.formats import profile_problem
     from benchmark.images import load_rgb
 
-    if args.profile not in PROFILES:
-        print(f"genshift: error: unknown profile {args.profile!r}; valid: {', '.join(PROFILES)}", file=sys.stderr)
+    problem = profile_problem(args.profile)
+    if problem:
+        print(f"genshift: error: {problem}", file=sys.stderr)
         return 2
     if args.base_seed + args.position >= 2**31:
         print(f"genshift: error: --base-seed + --position = {args.base_seed + args.position} must be below 2^31 "

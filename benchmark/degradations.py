@@ -64,6 +64,12 @@ callers that can take a float image (``genshift data degrade``).
 Profile ``fixed``: central crop, JPEG quality ``random.randint(50, 100)``, noise
 ``clip(rint(img + N(0, sigma)))`` with NumPy ``default_rng(seed)``, and rounding
 with clipping wherever a float image becomes uint8; otherwise the same steps.
+
+Re-encoding profiles ``<profile>+reencode<Q>`` (e.g. ``aigenbench-v1+reencode95``): every eval image is first
+encoded as JPEG at quality Q with Pillow (libjpeg's IJG tables, 4:2:0, baseline) and decoded, then the profile's
+chain runs as usual with the same seeds (the re-encoding draws nothing). Every eval image then reaches the chain
+as the same kind of file, whatever its source format: what a detector can still tell apart is not the container
+(docs/formats.md). The step records then start with ``reencode``.
 """
 
 from __future__ import annotations
@@ -82,6 +88,8 @@ import torch
 from PIL import Image
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
+
+from benchmark.formats import parse_profile
 
 # albumentations asks PyPI for a newer version on import (2 s timeout): in every cache worker, on every
 # offline compute node. The harness never wants that; a user's explicit setting is kept.
@@ -105,9 +113,12 @@ _MAX_SEED = 2**31  # the reference rejects seeds outside [0, 2^31) (OpenCV limit
 _thread_local = threading.local()
 
 
-def _check_profile(profile: str) -> None:
-    if profile not in PROFILES:
+def _check_profile(profile: str) -> tuple[str, int | None]:
+    """(base profile, re-encoding quality or None) of a profile name; ValueError naming the valid ones."""
+    base, quality = parse_profile(profile)
+    if base not in PROFILES:
         raise ValueError(f"unknown degradation profile {profile!r}; valid profiles: {', '.join(PROFILES)}")
+    return base, quality
 
 
 class _Chain:
@@ -324,7 +335,7 @@ def _rrc_box(height: int, width: int, gen: torch.Generator) -> tuple[int, int, i
 
 def _run_chain(image: np.ndarray, position: int, profile: str, base_seed: int) -> _Chain:
     """Validate the inputs and run the 7 steps; the chain holds the final image and the step records."""
-    _check_profile(profile)
+    base, reencode = _check_profile(profile)
     if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
         desc = f"{image.dtype} {image.shape}" if isinstance(image, np.ndarray) else type(image).__name__
         raise ValueError(
@@ -338,7 +349,10 @@ def _run_chain(image: np.ndarray, position: int, profile: str, base_seed: int) -
     if not 0 <= seed < _MAX_SEED:
         raise ValueError(f"seed base_seed+position = {seed} is outside [0, 2^31) (the reference's RNG limit)")
 
-    chain = _Chain(image, seed, fixed=(profile == "fixed"))
+    chain = _Chain(image, seed, fixed=(base == "fixed"))
+    if reencode is not None:
+        chain.img = _jpeg_roundtrip(np.ascontiguousarray(image), "pil", reencode)
+        chain.records.append({"step": "reencode", "fired": True, "backend": "pil", "quality": reencode})
     chain.crop_if_large()
     chain.grayscale()
     chain.jpeg("jpeg_1", P_JPEG_1)
@@ -405,9 +419,9 @@ def _library_versions() -> dict[str, str]:
 
 def degradation_key(profile: str, base_seed: int = DEFAULT_BASE_SEED) -> dict:
     """What identifies degrade() outputs for a profile: name, seed base, code and library versions."""
-    _check_profile(profile)
+    base, _ = _check_profile(profile)
     versions = dict(_library_versions())
-    if profile == "fixed":  # the fixed profile does not use albumentations
+    if base == "fixed":  # the fixed profile does not use albumentations
         versions.pop("albumentations")
         versions.pop("albucore")
     return {

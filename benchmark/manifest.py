@@ -43,21 +43,30 @@ class Sample:
     compression: str = ""
     video: str = ""
     frames: int = 0
+    # The source format of an image file, from its bytes (benchmark.formats): jpeg | png | webp | other; '' = not
+    # recorded (sequence samples). `jpeg_quality`: for JPEG, the quality estimated from its quantisation tables.
+    format: str = ""
+    jpeg_quality: int | None = None
 
 
 SEQUENCE_KINDS = ("landmarks", "video")
 _SAMPLE_DEFAULTS = {"kind": "image", "compression": "", "video": "", "frames": 0}
+# Derived from the image bytes, whose sha256 the checksum already covers: never part of the checksum, so a
+# manifest's checksum is the same with or without them (datasets built before they existed keep theirs).
+DERIVED_FIELDS = ("format", "jpeg_quality")
 
 
 def sample_record(s: Sample) -> dict:
     """The sample as a dict for the checksum: the video-track fields only when they differ from an image's, so
-    image manifests keep the checksums they had before those fields existed. A copy of vars(): a Sample's fields
-    are all scalars, so this is asdict()'s dict without its deep copies (20x faster: a cached 144,000-row
-    manifest loads in about a second, not 15)."""
+    image manifests keep the checksums they had before those fields existed; the DERIVED_FIELDS never. A copy of
+    vars(): a Sample's fields are all scalars, so this is asdict()'s dict without its deep copies (20x faster: a
+    cached 144,000-row manifest loads in about a second, not 15)."""
     d = dict(vars(s))
     for k, v in _SAMPLE_DEFAULTS.items():
         if d[k] == v:
             del d[k]
+    for k in DERIVED_FIELDS:
+        del d[k]
     return d
 
 

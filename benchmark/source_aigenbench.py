@@ -18,6 +18,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from benchmark.formats import FORMATS_VERSION, probe_bytes
 from benchmark.imagestore import open_dataset_dict, row_ref
 from benchmark.manifest import Manifest, Sample
 from benchmark.source_files import file_stamp
@@ -143,7 +144,8 @@ def _build(root: Path, timeline: dict[str, dt.date], timeline_name: str, progres
         root=root,
         samples=samples,
         timeline=tl,
-        extra={"source": "aigenbench", "timeline": timeline_name, "notes": notes + tl_notes},
+        extra={"source": "aigenbench", "timeline": timeline_name, "notes": notes + tl_notes,
+               "formats_version": FORMATS_VERSION},
     )
     return ScanResult(manifest, problems, notes + tl_notes)
 
@@ -170,6 +172,7 @@ def _sample(root: Path, hf_split: str, split: str, row: int, cell: dict | None, 
             width, height = 0, 0
     gen = meta["generator"][row] or ""
     origins = meta.get("origin_dataset")
+    fmt, quality = probe_bytes(data)
     return Sample(
         id=row,
         split=split,
@@ -180,4 +183,6 @@ def _sample(root: Path, hf_split: str, split: str, row: int, cell: dict | None, 
         height=int(height),
         origin=(origins[row] or "") if origins else "",
         sha256=hashlib.sha256(data).hexdigest(),
+        format=fmt,
+        jpeg_quality=quality,
     ), None

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from benchmark.formats import FORMATS_VERSION, probe_file
 from benchmark.manifest import Manifest, Sample, sha256_file
 from benchmark.source_records import (
     Problem,
@@ -114,8 +115,10 @@ def _validate(rows: Iterable[_Row], root: Path, timeline: dict[str, dt.date], ti
             bad("missing_file", f"mask {_resolve(root, r.mask)} does not exist")
             continue
         width, height = _image_size(file)
+        fmt, quality = probe_file(file)
         samples.append(Sample(id=r.id, split=r.split, label=label, generator=gen, path=r.path, width=width,
-                              height=height, mask=r.mask, sha256=sha256_file(file)))
+                              height=height, mask=r.mask, sha256=sha256_file(file), format=fmt,
+                              jpeg_quality=quality))
     return samples, problems
 
 
@@ -150,7 +153,8 @@ def _scan(kind: str, root: Path, name: str, rows: list[_Row], row_problems: list
     samples, problems = _validate(rows, root, timeline, timeline_src)
     tl, tl_notes = restrict_timeline(timeline, samples, name)
     manifest = Manifest(name=name, root=root, samples=samples, timeline=tl,
-                        extra={"source": kind, "timeline": timeline_src, "notes": notes + tl_notes})
+                        extra={"source": kind, "timeline": timeline_src, "notes": notes + tl_notes,
+                               "formats_version": FORMATS_VERSION})
     scan = ScanResult(manifest, row_problems + problems, notes + tl_notes)
     save_scan(target, scan)
     return scan

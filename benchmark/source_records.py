@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from benchmark.atomic import atomic_write_text
+from benchmark.formats import fill_formats
 from benchmark.manifest import Manifest, ManifestError, Sample
 
 SCAN_FORMAT = 1  # bump when a source's records change for the same input
@@ -97,4 +98,9 @@ def load_scan(path: Path, root: Path) -> ScanResult | None:
     if not isinstance(doc, dict) or doc.get("checksum") != m.checksum:
         print(f"genshift: cached manifest {path} does not match its problem list; rebuilding it")
         return None
-    return ScanResult(m, [Problem(**p) for p in doc["problems"]], list(doc.get("notes", [])))
+    scan = ScanResult(m, [Problem(**p) for p in doc["problems"]], list(doc.get("notes", [])))
+    filled = fill_formats(m)  # a scan cached before source formats were recorded: probe them once, keep them
+    if filled is not None:
+        scan.manifest = filled
+        save_scan(path, scan)
+    return scan

@@ -25,6 +25,7 @@ import numpy as np
 from PIL import Image
 
 from benchmark.atomic import atomic_write_bytes
+from benchmark.formats import FORMATS_VERSION, fill_formats
 from benchmark.manifest import Manifest, ManifestError, Sample, sha256_file
 from benchmark.synthetic_artifacts import FAMILY_GAIN, GENERATORS, GeneratorSpec, apply_generator
 from benchmark.synthetic_content import add_sensor_noise, draw_size, render_content, to_uint8
@@ -38,17 +39,39 @@ _SPLIT_CODE = {"train": 0, "eval": 1}
 
 
 @dataclass(frozen=True)
+class FormatMix:
+    """How a preset encodes its images: (format, share) for reals and for fakes, and the JPEG qualities drawn
+    (uniformly) for JPEG files. WebP files are lossy at `webp_quality`. Each sample's draw has its own seed."""
+
+    real: tuple[tuple[str, float], ...]
+    fake: tuple[tuple[str, float], ...]
+    jpeg_qualities: tuple[int, ...] = (75, 80, 85, 90, 95)
+    webp_quality: int = 90
+
+
+# Reals mostly JPEG (photo collections), fakes mostly PNG (generators' outputs), as in the AI-GenBench release;
+# the shares are this benchmark's, not measured on the release (docs/formats.md).
+AIGENBENCH_LIKE = FormatMix(real=(("jpeg", 0.9), ("png", 0.1)), fake=(("png", 0.85), ("jpeg", 0.1), ("webp", 0.05)))
+
+
+@dataclass(frozen=True)
 class SyntheticPreset:
-    """Fakes per generator per split; each split has as many reals as fakes in total."""
+    """Fakes per generator per split; each split has as many reals as fakes in total. `formats`: None = every
+    image PNG (the default benchmark), else how images are encoded (the pixels are the same either way)."""
 
     train_fakes: int
     eval_fakes: int
+    formats: FormatMix | None = None
 
 
 SYNTHETIC_PRESETS: dict[str, SyntheticPreset] = {
     "default": SyntheticPreset(train_fakes=56, eval_fakes=32),
     "smoke": SyntheticPreset(train_fakes=6, eval_fakes=4),
+    "formats": SyntheticPreset(train_fakes=56, eval_fakes=32, formats=AIGENBENCH_LIKE),
+    "formats-smoke": SyntheticPreset(train_fakes=6, eval_fakes=4, formats=AIGENBENCH_LIKE),
 }
+_FORMAT_DOMAIN = 0x0F0E_4A7C  # the format draws' own seed sequences: they never shift an image's pixels
+_EXTENSIONS = {"png": "png", "jpeg": "jpg", "webp": "webp"}
 
 
 class SyntheticDatasetWarning(UserWarning):
@@ -63,6 +86,8 @@ class _Plan:
     id: int
     gen_index: int  # 0 real, else 1 + position in GENERATORS
     local: int  # index within its (split, source) pool
+    format: str = "png"  # how the image file is encoded: png | jpeg | webp
+    quality: int | None = None  # JPEG or WebP quality
 
     @property
     def generator(self) -> GeneratorSpec | None:
@@ -71,7 +96,7 @@ class _Plan:
     @property
     def path(self) -> str:
         g = self.generator
-        return f"{self.split}/{g.name if g else 'real'}/{self.id:05d}.png"
+        return f"{self.split}/{g.name if g else 'real'}/{self.id:05d}.{_EXTENSIONS[self.format]}"
 
     @property
     def mask_path(self) -> str | None:
@@ -84,20 +109,48 @@ def dataset_dirname(preset: str, seed: int) -> str:
     return f"synthetic-{preset}-seed{seed}-v{VERSION}"
 
 
-def _plans(preset: SyntheticPreset) -> list[_Plan]:
+def _plans(preset: SyntheticPreset, seed: int = 0) -> list[_Plan]:
     """Rows of both splits: reals first, then each generator's fakes in timeline order; id = row index."""
     plans: list[_Plan] = []
     for split, n in (("train", preset.train_fakes), ("eval", preset.eval_fakes)):
         rows = [(0, i) for i in range(n * len(GENERATORS))]
         rows += [(g + 1, i) for g in range(len(GENERATORS)) for i in range(n)]
-        plans += [_Plan(split, row, gi, local) for row, (gi, local) in enumerate(rows)]
+        for row, (gi, local) in enumerate(rows):
+            fmt, quality = _draw_format(preset.formats, seed, split, gi, local)
+            plans.append(_Plan(split, row, gi, local, fmt, quality))
     return plans
+
+
+def _draw_format(mix: FormatMix | None, seed: int, split: str, gen_index: int, local: int) -> tuple[str, int | None]:
+    """A sample's file format and quality, from its own seed (separate from its pixels' seed)."""
+    if mix is None:
+        return "png", None
+    rng = np.random.default_rng(np.random.SeedSequence([_FORMAT_DOMAIN, seed, _SPLIT_CODE[split], gen_index, local]))
+    shares = mix.fake if gen_index else mix.real
+    fmt = shares[int(rng.choice(len(shares), p=[p for _, p in shares]))][0]
+    if fmt == "jpeg":
+        return fmt, int(mix.jpeg_qualities[int(rng.integers(len(mix.jpeg_qualities)))])
+    return fmt, (mix.webp_quality if fmt == "webp" else None)
 
 
 def _png_bytes(arr: np.ndarray) -> bytes:
     """PNG with fixed encoder settings and no metadata chunks (byte-identical across rebuilds)."""
     buf = io.BytesIO()
     Image.fromarray(arr).save(buf, format="PNG", compress_level=PNG_COMPRESS_LEVEL, optimize=False)
+    return buf.getvalue()
+
+
+def _encode(arr: np.ndarray, plan: _Plan) -> bytes:
+    """The image file of a sample in its planned format (fixed encoder settings, no metadata)."""
+    if plan.format == "png":
+        return _png_bytes(arr)
+    buf = io.BytesIO()
+    if plan.format == "jpeg":  # libjpeg's IJG tables at this quality, 4:2:0, baseline
+        Image.fromarray(arr).save(buf, format="JPEG", quality=plan.quality, optimize=False, progressive=False)
+    elif plan.format == "webp":
+        Image.fromarray(arr).save(buf, format="WEBP", quality=plan.quality, method=4, lossless=False)
+    else:
+        raise ValueError(f"synthetic: unknown image format {plan.format!r}")
     return buf.getvalue()
 
 
@@ -117,7 +170,7 @@ def _render(plan: _Plan, seed: int) -> tuple[np.ndarray, np.ndarray | None]:
 def _render_files(plan: _Plan, seed: int) -> dict[str, bytes]:
     """Relative path -> encoded bytes of a sample's image (and mask)."""
     img, mask = _render(plan, seed)
-    files = {plan.path: _png_bytes(img)}
+    files = {plan.path: _encode(img, plan)}
     if mask is not None:
         files[plan.mask_path] = _png_bytes(mask)
     return files
@@ -136,16 +189,21 @@ def _sample(plan: _Plan, img_bytes: bytes, width: int, height: int) -> Sample:
         origin=f"synthetic/{plan.split}/{'real' if g is None else 'heldout-' + g.name}/{plan.local}",
         mask=plan.mask_path,
         sha256=_sha(img_bytes),
+        format=plan.format,
+        jpeg_quality=plan.quality if plan.format == "jpeg" else None,
     )
 
 
 def _extra(preset_name: str, seed: int, mask_sha: dict[str, str]) -> dict:
+    preset = SYNTHETIC_PRESETS[preset_name]
     return {
         "source": "synthetic",
         "preset": preset_name,
         "seed": seed,
         "version": VERSION,
-        "sizes": asdict(SYNTHETIC_PRESETS[preset_name]),
+        "sizes": {"train_fakes": preset.train_fakes, "eval_fakes": preset.eval_fakes},
+        **({"formats": asdict(preset.formats)} if preset.formats is not None else {}),
+        "formats_version": FORMATS_VERSION,
         "generators": {
             g.name: {"family": g.family, "strength": g.strength, "params": g.params, "partial": g.partial}
             for g in GENERATORS
@@ -165,7 +223,7 @@ def _build_chunk(tmp: Path, plans: list[_Plan], seed: int) -> list[tuple[Sample,
     out: list[tuple[Sample, str | None]] = []
     for plan in plans:
         img, mask = _render(plan, seed)
-        data = _png_bytes(img)
+        data = _encode(img, plan)
         (tmp / plan.path).parent.mkdir(parents=True, exist_ok=True)
         (tmp / plan.path).write_bytes(data)
         msha = None
@@ -190,7 +248,7 @@ def _full_build(root: Path, preset_name: str, seed: int, progress: bool, workers
     root.parent.mkdir(parents=True, exist_ok=True)
     replace_existing = root.exists()
     tmp = root.parent / f".{root.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    plans = _plans(SYNTHETIC_PRESETS[preset_name])
+    plans = _plans(SYNTHETIC_PRESETS[preset_name], seed)
     chunks = [plans[i : i + _CHUNK] for i in range(0, len(plans), _CHUNK)]
     results: list[tuple[Sample, str | None]] = []
     t0 = time.perf_counter()
@@ -249,7 +307,7 @@ def _expected_identity(m: Manifest, preset_name: str, seed: int) -> str | None:
     got = {k: m.extra.get(k) for k in want}
     if got != want:
         return f"manifest identifies itself as {got}, expected {want}"
-    n_expected = len(_plans(SYNTHETIC_PRESETS[preset_name]))
+    n_expected = len(_plans(SYNTHETIC_PRESETS[preset_name], seed))
     if len(m.samples) != n_expected:
         return f"manifest lists {len(m.samples)} samples, expected {n_expected}"
     return None
@@ -280,7 +338,7 @@ def _repair(m: Manifest, seed: int) -> None:
         stacklevel=3,
     )
     by_key = {(s.split, s.id): s for s in m.samples}
-    plans = {(p.split, p.id): p for p in _plans(SYNTHETIC_PRESETS[m.extra["preset"]])}
+    plans = {(p.split, p.id): p for p in _plans(SYNTHETIC_PRESETS[m.extra["preset"]], seed)}
     for key in bad:
         sample, plan = by_key[key], plans[key]
         if plan.path != sample.path or plan.mask_path != sample.mask:
@@ -330,6 +388,10 @@ def build_synthetic(
     if reason is None:
         try:
             _repair(m, seed)
+            filled = fill_formats(m)  # a build from before source formats were recorded: add them (same checksum)
+            if filled is not None:
+                filled.save(mpath)
+                m = filled
             return m
         except _Irreparable as e:
             reason = str(e)

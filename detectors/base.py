@@ -17,9 +17,11 @@ from .weights import check_keys, load_strict
 
 # Eval input strategies a detector may declare as its own (same names as benchmark.images.EVAL_INPUT_STRATEGIES).
 EVAL_RESIZES = ("center_crop", "resize_center_crop", "resize", "five_crop")
-# What a detector's forward takes: images (N, 3, S, S), or landmark segments (N, 2L-1, 136) packed as
-# SequenceDetector describes. Sequence detectors have no image resize: their eval_resize is "none".
-INPUT_KINDS = ("image", "landmarks")
+# What a detector's forward takes: images (N, 3, S, S), landmark segments (N, 2L-1, 136) packed as
+# SequenceDetector describes, or a sample's source-format features (N, F) (detectors.format_only: the format and
+# JPEG quality of the file, served by the harness from the manifest). Only images have an image resize: the
+# others' eval_resize is "none".
+INPUT_KINDS = ("image", "landmarks", "format")
 
 
 @dataclass
@@ -191,7 +193,7 @@ def count_flops(detector: Detector, input_size: int | None = None) -> int:
 
     size = int(input_size or detector.meta.input_size)
     param = next(detector.parameters())
-    if isinstance(detector, SequenceDetector):  # one segment of `size` frames
+    if detector.meta.input_kind != "image":  # one segment of `size` frames, or one row of format features
         x = detector.example_input(1, size).to(dtype=param.dtype, device=param.device)
     else:
         x = torch.zeros(1, 3, size, size, dtype=param.dtype, device=param.device)

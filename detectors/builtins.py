@@ -40,6 +40,7 @@ MODELESS: dict[str, tuple[str, str]] = {
     "lrnet": ("detectors.lrnet:make_lrnet", "lrnet"),
     "lrnet_g1": ("detectors.lrnet:make_lrnet", "lrnet"),
     "lrnet_g2": ("detectors.lrnet:make_lrnet", "lrnet"),
+    "format_only": ("detectors.format_only:make_format_only", "format"),
 }
 
 # pattern -> (regular expression a full name must match, the grammar as users read it). Whether the model (or

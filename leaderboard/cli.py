@@ -19,7 +19,8 @@ def _add_leaderboard(sub) -> None:
         "folders (window_<k>/predictions_validate_all.npz); refuses runs whose evaluation-defining fields differ "
         "(manifest, protocol version, degradation profile, ...) unless --group-by them. See docs/leaderboard.md.",
     )
-    p.add_argument("runs", nargs="+", type=Path, help="run directories (runs/<experiment>) or experiment_<id> dirs")
+    p.add_argument("runs", nargs="+", type=Path, help="run directories (runs/<experiment>), experiment_<id> dirs, or a runs "
+                   "directory (every run in it)")
     p.add_argument("--out", type=Path, help="output directory (default: the run directory for one run, the runs "
                    "directory they share for several, else the current directory)")
     p.add_argument("--replicates", type=int, default=1000, help="bootstrap replicates (default 1000)")
@@ -60,11 +61,25 @@ def register(subparsers) -> None:
 def cmd_leaderboard(args: argparse.Namespace) -> int:
     from leaderboard.report import write_leaderboard
 
-    runs = [Path(r) for r in args.runs]
-    out = args.out or default_output_dir(runs)
+    runs = expand_runs([Path(r) for r in args.runs])
+    out = args.out or (args.runs[0] if len(args.runs) == 1 and len(runs) > 1 else default_output_dir(runs))
     write_leaderboard(runs, out, echo=not args.quiet, n_replicates=args.replicates, seed=args.bootstrap_seed,
                       group_by=args.group_by, per_seed=args.per_seed)
     return 0
+
+
+def expand_runs(paths: list[Path]) -> list[Path]:
+    """Each path as given, except a runs directory (no run.json, no window_0/, but sub-directories that hold a
+    run.json): its runs, sorted by name, so `genshift leaderboard runs/` ranks everything made there."""
+    out: list[Path] = []
+    for p in paths:
+        if p.is_dir() and not (p / "run.json").is_file() and not (p / "window_0").is_dir():
+            found = sorted(d for d in p.iterdir() if d.is_dir() and (d / "run.json").is_file())
+            if found:
+                out += found
+                continue
+        out.append(p)
+    return out
 
 
 def default_output_dir(runs: list[Path]) -> Path:

@@ -47,7 +47,8 @@ def resolve_window(arrays: dict[str, np.ndarray], window: int | None, path: str 
 
 
 def sample_frame(path_or_arrays: str | Path | dict, window: int | None = None) -> pd.DataFrame:
-    """One row per image: identifier, label, generator (name), paired generator (reals), window, score, logit."""
+    """One row per image: identifier, label, generator (name), paired generator (reals), window, score, logit,
+    and, when the file records them, source_format and jpeg_quality (-1: not JPEG)."""
     arrays = path_or_arrays if isinstance(path_or_arrays, dict) else load_predictions(path_or_arrays, window)
     names = np.asarray(arrays["generator_id_to_name"])
     gen = np.asarray(arrays["fused_generator_ids"]).astype(np.int64)
@@ -58,6 +59,10 @@ def sample_frame(path_or_arrays: str | Path | dict, window: int | None = None) -
         window_of[ids] = j
     stratum = np.where(gen == 0, window_of[np.maximum(pairing, 0)], window_of[gen])
     logits = arrays.get("fused_logits")
+    formats = {}
+    if "fused_source_format" in arrays:  # schema 3 on image datasets: the row's source format and JPEG quality
+        formats = {"source_format": np.asarray(arrays["fused_source_format"]).astype(str),
+                   "jpeg_quality": np.asarray(arrays.get("fused_jpeg_quality", -1)).astype(np.int64)}
     return pd.DataFrame(
         {
             "identifier": np.asarray(arrays["fused_identifiers"]).astype(np.int64),
@@ -68,8 +73,9 @@ def sample_frame(path_or_arrays: str | Path | dict, window: int | None = None) -
             "window": stratum,
             "score": np.asarray(arrays["fused_scores"]).astype(np.float64),
             "logit": np.asarray(logits).astype(np.float64) if logits is not None else np.nan,
+            **formats,
         },
-        columns=list(SAMPLE_COLUMNS),
+        columns=[*SAMPLE_COLUMNS, *formats],
     )
 
 
@@ -165,6 +171,9 @@ def report(path: str | Path, window: int | None = None, top: int = 10,
         f"hardest false positives (highest-scored reals, top {top}):\n"
         + _fmt_frame(fp[["identifier", "paired_generator", "score"]]),
     ]
+    from leaderboard.formats_view import inspect_section as formats_section  # '' unless formats are recorded
+
+    parts += [sec for sec in (formats_section(arrays, k),) if sec]
     from leaderboard.localization_view import inspect_section  # '' unless a localization.npz sits beside it
 
     parts += [sec.rstrip("\n") for sec in (inspect_section(path, top),) if sec]

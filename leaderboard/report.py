@@ -715,6 +715,10 @@ def write_leaderboard(
     md += cl.markdown
     video_md, video_html = VV.write_leaderboard_section(lb.records, out_dir)  # video.csv, grids, ROC PNGs
     md += video_md
+    from leaderboard import formats_view as FV
+
+    formats_md, formats_html = FV.write_leaderboard_section(lb, out_dir)  # formats.csv; '' unless formats mix
+    md += formats_md
     atomic_write_text(out_dir / "leaderboard.md", md)
     atomic_write_text(out_dir / "leaderboard.csv", lb.summary.to_csv(index=False))
     if lb.per_seed is not None:
@@ -729,7 +733,7 @@ def write_leaderboard(
     atomic_write_text(
         out_dir / "leaderboard.html",
         LV.insert_html(to_html(body, explanation, [(t, png) for t, _, png in figures]),
-                       (loc.html if loc else "") + rob.html + cl.html + video_html),
+                       (loc.html if loc else "") + rob.html + cl.html + video_html + formats_html),
     )
     timings["write"] = time.perf_counter() - t0
     if echo:

@@ -221,6 +221,15 @@ def partition(records: Sequence[RunRecord], group_by: Sequence[str] = ()) -> lis
             if len(set(by_run.values())) > 1:
                 differing.append(name)
                 problems.append(f"runs differ in {name} (evaluation-defining):\n  {_listing(by_run)}")
+        versions = {r.fields["protocol_version"] for r in members}
+        if len(versions) > 1 and "protocol_version" not in group_by:
+            # A protocol version changes with what a number means; name the recorded fields that differ with
+            # it, so a variant difference is reported by field even when it also moved the protocol version.
+            for name in (n for n in V.METHOD_FIELDS if n != "detector"):  # detectors differ by design
+                by_run = {str(r.path): r.fields[name] for r in members}
+                if len(set(by_run.values())) > 1:
+                    problems.append(f"with the protocol version, runs also differ in {name} (method-side):\n  "
+                                    f"{_listing(by_run)}")
     if problems:
         fields = list(dict.fromkeys(differing))
         raise LeaderboardError(

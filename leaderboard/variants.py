@@ -9,8 +9,9 @@ A number means something only together with its variant (DESIGN §9). Two kinds 
   input pipeline). Comparing them is the point of a leaderboard: they are columns of one table.
 
 A field is read, by its config name, from the first of: the run's window_0 predictions.npz (key = the name with
-dots replaced by underscores, e.g. `eval_pipeline`; `cl_strategy` together with `cl_strategy_params`), run.json's
-top level (by either spelling, e.g. `manifest_checksum`, `benchmark_type`; a mapping there is a record, not a
+dots replaced by underscores, e.g. `eval_pipeline`; `cl_strategy` together with `cl_strategy_params`),
+run.json's `variant` (by config name; both written by protocols.predictions.variant_fields), run.json's top
+level (by either spelling, e.g. `manifest_checksum`, `benchmark_type`; a mapping there is a record, not a
 value), run.json's `config` (dotted path, e.g. `degradation.profile`), and the default below for runs made
 before the field was recorded. Any recorded config key can be used with `--group-by`.
 """
@@ -43,6 +44,7 @@ DEFAULTS: dict[str, object] = {
 OPERATIONAL_KEYS: tuple[str, ...] = (
     "seed", "experiment", "runs_dir", "cache_dir", "cache", "loggers", "wandb", "threads", "accelerator", "devices",
     "num_nodes", "strategy", "train.num_workers", "train.checkpoint_every_n_steps", "data.check", "eval.batch_size",
+    "eval.score_initial",
 )
 # Config sections that a variant field already stands for, with the default of runs that did not record them:
 # left out of the configuration key so that a run made before the section existed pools with one that records
@@ -60,14 +62,14 @@ def _config_get(config: Mapping, name: str):
     return node
 
 
-def _text(value) -> str:
-    """A field value as a short, stable string."""
+def field_text(value) -> str:
+    """A field value as a short, stable string (also how protocols.predictions writes it)."""
     if isinstance(value, np.ndarray):
         value = value.item() if value.shape == () else value.tolist()
     if isinstance(value, Mapping):
         params = {k: v for k, v in value.items() if k != "name"}
         if "name" in value:
-            inner = ", ".join(f"{k}={_text(v)}" for k, v in sorted(params.items()))
+            inner = ", ".join(f"{k}={field_text(v)}" for k, v in sorted(params.items()))
             return f"{value['name']}({inner})" if inner else str(value["name"])
         return json.dumps(value, sort_keys=True, default=str)
     if isinstance(value, (list, tuple)):
@@ -83,15 +85,18 @@ def field_value(name: str, info: Mapping, arrays: Mapping[str, np.ndarray] | Non
     if arrays is not None and key in arrays:
         if f"{key}_params" in arrays:  # the strategy's name, its resolved parameters beside it (JSON)
             try:
-                params = json.loads(str(_text(arrays[f"{key}_params"])))
+                params = json.loads(str(field_text(arrays[f"{key}_params"])))
             except ValueError:
                 params = None
             if isinstance(params, dict):
-                return _text({**params, "name": _text(arrays[key])})
-        return _text(arrays[key])
+                return field_text({**params, "name": field_text(arrays[key])})
+        return field_text(arrays[key])
+    recorded = info.get("variant")
+    if isinstance(recorded, Mapping) and name in recorded:  # run.json's `variant`, by config name
+        return field_text(recorded[name])
     for top in (name, key):  # run.json's top level, by either spelling (`benchmark_type`, `manifest_checksum`)
         if top in info and not isinstance(info[top], Mapping):
-            return _text(info[top])
+            return field_text(info[top])
     config = info.get("config") or {}
     value = _config_get(config, name)
     if name == "detector" and value is MISSING:
@@ -102,8 +107,8 @@ def field_value(name: str, info: Mapping, arrays: Mapping[str, np.ndarray] | Non
         pipeline = field_value("eval.pipeline", info, arrays)
         value = "clip" if pipeline == "reference" else "backbone"  # what a null normalize meant
     if value is MISSING:
-        return _text(DEFAULTS[name]) if name in DEFAULTS else MISSING
-    return _text(value)
+        return field_text(DEFAULTS[name]) if name in DEFAULTS else MISSING
+    return field_text(value)
 
 
 def run_fields(info: Mapping, arrays: Mapping[str, np.ndarray] | None = None) -> dict[str, str]:

@@ -23,7 +23,7 @@ def add_data_options(p) -> None:
     p.add_argument("--preset", default="default", help=f"benchmark preset: {', '.join(available_presets())}")
     p.add_argument("--detector", help="registered detector name (see `genshift detectors list`)")
     p.add_argument("--pretrained", help="weights: default | openai | <hub tag> | /path/to/file | none")
-    p.add_argument("--dataset", help="synthetic[:default|smoke] (embedded), aigenbench:PATH (the AI-GenBench "
+    p.add_argument("--dataset", help="synthetic[:default|smoke|formats] (embedded), aigenbench:PATH (the AI-GenBench "
                                      "release), folder:ROOT or csv:FILE (your own images); real sources take "
                                      "?timeline=YAML")
     p.add_argument("--seed", type=int)

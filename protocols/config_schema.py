@@ -54,6 +54,12 @@ def _dataset_problem(spec: str) -> str | None:
     return None
 
 
+def _profile_problem(profile: str) -> str | None:
+    from benchmark.formats import profile_problem
+
+    return profile_problem(profile)
+
+
 def _benchmark_type_problem(spec: str) -> str | None:
     from benchmark.windows_plan import BenchmarkType
 
@@ -167,7 +173,9 @@ SCHEMA: dict[str, Key] = {
     "cl_strategy.name": Key(str, check=_strategy_problem, help="a strategy name (`genshift strategies list`)"),
     "cl_strategy.*": Key(),  # the named strategy's parameters: typed and checked against its defaults by
     # protocols.strategies.registry.resolve_strategy_config (plugins bring their own)
-    "degradation.profile": Key(str, choices=DEGRADATION_PROFILES),
+    "degradation.profile": Key(str, check=_profile_problem,
+                               help="aigenbench-v1 or fixed, optionally +reencode<Q> (every eval image re-encoded "
+                                    "as JPEG at quality Q first), e.g. aigenbench-v1+reencode95"),
     "degradation.base_seed": Key(int, min=0, max=2**31 - 1),
     "train.epochs": Key(int, min=1),
     "train.augmentation_factor": Key(int, min=1),
@@ -193,6 +201,7 @@ SCHEMA: dict[str, Key] = {
     "eval.batch_size": Key(int, min=1, operational=True),
     "eval.input": Key(str, nullable=True, choices=EVAL_INPUTS),
     "eval.precision": Key(str, choices=PRECISIONS),
+    "eval.score_initial": Key(bool, operational=True),  # window_init/ only: no window's predictions change
     "loggers": Key(list, items=LOGGERS, operational=True),
     "wandb.*": Key(operational=True),
     "wandb.mode": Key(str, choices=("offline", "online", "disabled"), operational=True),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import datetime as dt
 import hashlib
 import json
@@ -32,7 +34,14 @@ from protocols.distributed import EvalBatches, TrainBatches, gather_predictions,
 from protocols.localization import localization_line, score_window_localization
 from protocols.loggers import log_window_metrics, make_loggers, step_offsets
 from protocols.module import DetectorModule
-from protocols.predictions import SCHEMA_VERSION, window_summary, write_predictions
+from protocols.predictions import (
+    SCHEMA_VERSION,
+    source_format_arrays,
+    variant_fields,
+    window_summary,
+    write_initial_predictions,
+    write_predictions,
+)
 from protocols.provenance import git_commit, host_info, package_versions
 from protocols.resume import (
     TRAIN_STATE,
@@ -71,6 +80,8 @@ class RunContext:
     step_offsets: list[int]
     detector_kwargs: dict  # the factory's init arguments (the seed), recorded in each checkpoint.json
     strategy: StrategyHooks | None = None  # the continual-learning strategy's touch points (protocols/strategies)
+    fields: dict = dataclasses.field(default_factory=dict)  # the variant fields (run.json and every npz)
+    rows: dict = dataclasses.field(default_factory=dict)  # per-row npz arrays in eval order (source formats)
 
     @property
     def writer(self) -> bool:
@@ -269,6 +280,8 @@ def _run_locked(cfg: dict, bench: Benchmark, rd: RunDir, t0: float, progress: bo
         step_offsets=step_offsets([len(s) for s in bench.train_sets], int(cfg["train"]["batch_size"]),
                                   int(cfg["train"]["epochs"])),
         detector_kwargs=detector_kwargs,
+        fields=variant_fields(cfg, bench.manifest.checksum, str(bench.benchmark_type)),
+        rows=source_format_arrays(bench.manifest, bench.plan.sample_ids),
     )
     ctx.strategy = StrategyHooks(cfg, bench.manifest, eval_device(cfg), bench.inputs.workers, lambda m: _say(m, t0),
                                  ctx.writer)
@@ -293,6 +306,7 @@ def _run_locked(cfg: dict, bench: Benchmark, rd: RunDir, t0: float, progress: bo
                 "windows": bench.windows,
                 "benchmark_type": str(bench.benchmark_type),
                 "cl_strategy": ctx.strategy.describe,
+                "variant": ctx.fields,
                 "seeds": {"seed": seed, **{k: v for k, v in cfg["benchmark"].items() if k.endswith("seed")},
                           "degradation_base_seed": cfg["degradation"]["base_seed"]},
                 "detector": meta.to_dict() | {"eval_input": strategy},
@@ -308,6 +322,9 @@ def _run_locked(cfg: dict, bench: Benchmark, rd: RunDir, t0: float, progress: bo
     start = 0
     while start < n_steps and rd.is_done(start):
         start += 1
+    if start == 0 and _wants_initial(cfg, bench, rd):
+        check_stop("before scoring the untrained model")
+        _score_initial(cfg, bench, detector, inputs, rd, t0, progress, ctx)
     if start > 0:
         load_checkpoint(detector, rd.window(start - 1))
         ctx.strategy.restore_after(rd.window(start - 1), ctx.identity(start - 1))
@@ -399,23 +416,82 @@ def _train_window(cfg, bench: Benchmark, detector, rd: RunDir, k: int, t0: float
     return metrics
 
 
-def _score_window(cfg, bench: Benchmark, detector, inputs: RunInputs, rd: RunDir, k: int, t0: float,
-                  progress: bool, train_metrics: dict, ctx: RunContext) -> None:
-    wdir = rd.window(k)
-    started = time.time()
+def _eval_logits(cfg, inputs: RunInputs, detector, progress: bool, label: str, fault_window: int):
+    """The eval split's logits (one per eval item, in position order) from `detector` as it is now."""
     # Whole batches are dealt to ranks (no padded duplicates); every (position, logit) is gathered once.
     ds = inputs.eval_dataset()  # cached pixels or probe features, or decoded + degraded on the fly
     loader = DataLoader(ds, batch_sampler=EvalBatches(len(ds), int(cfg["eval"]["batch_size"])),
                         num_workers=inputs.workers(ds),
                         pin_memory=torch.cuda.is_available() and inputs.workers(ds) > 0)
     module = DetectorModule(detector, inputs.train_cfg, 1, features_in=features_in(ds))
-    module.fault_window = k
+    module.fault_window = fault_window
     if world_size(cfg) == 1:  # a plain inference loop: no per-call Trainer set-up (protocols/scoring.py)
-        outputs = predict_in_process(module, loader, inputs.eval_precision, eval_device(cfg), progress,
-                                     f"scoring window {k + 1}/{len(bench.train_sets)}")
+        outputs = predict_in_process(module, loader, inputs.eval_precision, eval_device(cfg), progress, label)
     else:
         outputs = _trainer(cfg, inputs.eval_precision, progress, False).predict(module, dataloaders=loader)
     logits, _ = gather_predictions(outputs, len(inputs))
+    return logits
+
+
+def _wants_initial(cfg, bench: Benchmark, rd: RunDir) -> bool:
+    """Whether the untrained model is still to be scored: asked for, not a `full` run (it has no forward
+    transfer), and no window_init/predictions.npz yet (the rename of that file is its commit)."""
+    from leaderboard.initial import initial_path
+
+    return bool(cfg["eval"].get("score_initial", True)) and bench.benchmark_type.kind != "full" \
+        and not initial_path(rd.path).is_file()
+
+
+@contextlib.contextmanager
+def _rng_untouched():
+    """Run a block without moving any random stream a later block draws from: torch (CPU and CUDA), NumPy's and
+    Python's global generators are restored afterwards (scoring the untrained model must leave window 0's
+    training exactly as it was without it)."""
+    import random
+
+    import numpy as np
+
+    py, npy = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng(devices=list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []):
+        try:
+            yield
+        finally:
+            random.setstate(py)
+            np.random.set_state(npy)
+
+
+def _score_initial(cfg, bench: Benchmark, detector, inputs: RunInputs, rd: RunDir, t0: float, progress: bool,
+                   ctx: RunContext) -> None:
+    """Score the model before any training once: window_init/predictions.npz, FWT's b_j (leaderboard.initial).
+
+    Called before window 0 trains, with the detector as it was built (a resumed window 0 restores its train state
+    only inside `_train_window`); no random stream is consumed, so window 0's predictions are unchanged."""
+    started = time.time()
+    with _rng_untouched():
+        logits = _eval_logits(cfg, inputs, detector, progress, "scoring the untrained model", -1)
+    if not ctx.writer:
+        return
+    scores, extra = None, None
+    if inputs.fuse is not None:
+        scores, logits, extra = inputs.fuse(logits)
+    path = write_initial_predictions(
+        rd.path, logits, bench.plan, bench.gen_names, bench.windows, bench.manifest.checksum,
+        str(bench.benchmark_type), run_identity=ctx.run_identity, config_hash=ctx.config_hash, scores=scores,
+        extra=extra, cl_strategy=ctx.strategy.describe, fields=ctx.fields, rows=ctx.rows,
+    )
+    from leaderboard.continual import initial_table, load_window_npz
+
+    table = initial_table(load_window_npz(path))
+    auroc = table[(table["group"] == "all") & (table["metric"] == "auroc")]["value"].iloc[0]
+    _say(f"untrained model scored ({path.parent.name}/, FWT's b_j): AUROC all {auroc:.3f} "
+         f"in {time.time() - started:.1f}s", t0)
+
+
+def _score_window(cfg, bench: Benchmark, detector, inputs: RunInputs, rd: RunDir, k: int, t0: float,
+                  progress: bool, train_metrics: dict, ctx: RunContext) -> None:
+    wdir = rd.window(k)
+    started = time.time()
+    logits = _eval_logits(cfg, inputs, detector, progress, f"scoring window {k + 1}/{len(bench.train_sets)}", k)
     if not ctx.writer:
         return
     scores, extra = None, None
@@ -425,7 +501,7 @@ def _score_window(cfg, bench: Benchmark, detector, inputs: RunInputs, rd: RunDir
         wdir / "predictions.npz", logits, bench.plan, bench.gen_names, bench.windows, k,
         manifest_checksum=bench.manifest.checksum, benchmark_type=str(bench.benchmark_type),
         run_identity=ctx.run_identity, config_hash=ctx.config_hash, scores=scores, extra=extra,
-        cl_strategy=ctx.strategy.describe,
+        cl_strategy=ctx.strategy.describe, fields=ctx.fields, rows=ctx.rows,
     )
     summary = window_summary(wdir / "predictions.npz")
     metrics = train_metrics | {"eval": summary | {"seconds": round(time.time() - started, 2)}}

@@ -1,4 +1,14 @@
-"""Writing a window's predictions.npz (DESIGN §5) and summarising it for metrics.json."""
+"""Writing a window's predictions.npz (DESIGN §5) and summarising it for metrics.json; the variant fields every
+npz and run.json record (`variant_fields`).
+
+Keys by version (readers accept every older file: a key a file lacks takes the leaderboard's default):
+1. the DESIGN §5 keys, `manifest_checksum`, `protocol_version`, `benchmark_type`;
+2. `run_identity`, `config_hash`; optional video-track keys (segment_*, frame_*, fused_compression, …);
+3. every variant field by its config name with dots as underscores (`eval_split`, `degradation_profile`,
+   `degradation_base_seed`, `detector`, `cl_strategy`, `train_selection`, `eval_pipeline`, `eval_normalize`,
+   besides `manifest_checksum`, `protocol_version`, `benchmark_type`); per-row source formats of image datasets
+   (`fused_source_format`: jpeg | png | webp | other, `fused_jpeg_quality`: estimated quality, -1 if not JPEG).
+"""
 
 from __future__ import annotations
 
@@ -14,12 +24,74 @@ from benchmark.eval_plan import EvalPlan
 from protocols import faults
 from protocols.config import PROTOCOL_VERSION
 
-# Version history (readers accept every older version):
+# Version history (readers accept every older version; the module docstring lists the keys):
 # 1: the AI-GenBench-compatible keys plus manifest_checksum, protocol_version, benchmark_type.
 # 2: run_identity and config_hash (the leaderboard refuses a window of another run); optional video-track keys
 #    (segment_*, frame_*, fused_compression, fused_video, ...).
-# 3: cl_strategy and cl_strategy_params (the continual-learning strategy; older files are naive fine-tuning).
+# 3: cl_strategy and cl_strategy_params (the continual-learning strategy; older files are naive fine-tuning), the
+#    variant fields by config name and the per-row source formats.
 SCHEMA_VERSION = 3
+NO_QUALITY = -1  # fused_jpeg_quality of a row that is not a JPEG (or whose tables could not be read)
+
+
+def _config_value(cfg: Mapping, dotted: str, default):
+    node: object = cfg
+    for part in dotted.split("."):
+        if not isinstance(node, Mapping) or part not in node or node[part] is None:
+            return default
+        node = node[part]
+    return node
+
+
+def variant_fields(cfg: Mapping, manifest_checksum: str, benchmark_type: str | None = None) -> dict[str, object]:
+    """Every field that shapes a number, by its config name (leaderboard.variants.VARIANT_FIELDS): the
+    evaluation-defining ones (manifest, evaluation split, degradation profile and base seed, protocol version) and
+    the method-side ones (detector, benchmark type, continual strategy, selection, eval input pipeline and
+    normalisation). The engine writes them into run.json (`variant`) and every predictions.npz (`variant_arrays`).
+
+    A key the config does not have takes the value runs without it had (the leaderboard's defaults):
+    `eval.split` eval, `cl_strategy` naive, `train.selection` last, `eval.pipeline` native, `eval.normalize`
+    backbone (clip for the reference pipeline). A mapping value (a strategy with parameters) is written as text,
+    e.g. `ewc(lambda=0.4)`.
+    """
+    from leaderboard.variants import field_text
+
+    pipeline = field_text(_config_value(cfg, "eval.pipeline", "native"))
+    fields: dict[str, object] = {
+        "manifest_checksum": str(manifest_checksum),
+        "protocol_version": PROTOCOL_VERSION,
+        "eval.split": field_text(_config_value(cfg, "eval.split", "eval")),
+        "degradation.profile": field_text(cfg["degradation"]["profile"]),
+        "degradation.base_seed": int(cfg["degradation"]["base_seed"]),
+        "detector": field_text(cfg["detector"]),
+        "benchmark.type": str(benchmark_type if benchmark_type is not None else cfg["benchmark"]["type"]),
+        "cl_strategy": field_text(_config_value(cfg, "cl_strategy", "naive")),
+        "train.selection": field_text(_config_value(cfg, "train.selection", "last")),
+        "eval.pipeline": pipeline,
+        "eval.normalize": field_text(_config_value(cfg, "eval.normalize",
+                                                   "clip" if pipeline == "reference" else "backbone")),
+    }
+    return fields
+
+
+def variant_arrays(fields: Mapping[str, object]) -> dict[str, np.ndarray]:
+    """The npz keys of `variant_fields`: the config name with dots as underscores (`eval_pipeline`)."""
+    return {name.replace(".", "_"): (np.int64(v) if isinstance(v, int) else np.array(str(v)))
+            for name, v in fields.items()}
+
+
+def source_format_arrays(manifest, sample_ids: Sequence[int]) -> dict[str, np.ndarray]:
+    """Per-row `fused_source_format` and `fused_jpeg_quality` of image samples in eval order; {} when the
+    manifest records no format (sequence datasets)."""
+    by_id = {s.id: s for s in manifest.split("eval")}
+    rows = [by_id[int(i)] for i in sample_ids]
+    if not any(s.format for s in rows):
+        return {}
+    return {
+        "fused_source_format": np.array([s.format for s in rows], dtype=str),
+        "fused_jpeg_quality": np.array([NO_QUALITY if s.jpeg_quality is None else int(s.jpeg_quality)
+                                        for s in rows], dtype=np.int64),
+    }
 
 
 def _padded_windows(windows: Sequence[Sequence[str]]) -> np.ndarray:
@@ -41,8 +113,13 @@ def write_predictions(
     scores: np.ndarray | None = None,
     extra: dict[str, np.ndarray] | None = None,
     cl_strategy: Mapping[str, Any] | None = None,
+    fields: Mapping[str, object] | None = None,
+    rows: Mapping[str, np.ndarray] | None = None,
 ) -> None:
     """Scores are P(fake) = sigmoid(logit) computed in float32; the file appears atomically.
+
+    ``fields`` (`variant_fields`) become the variant keys; they must agree with `manifest_checksum` and
+    `benchmark_type`. ``rows`` holds per-row arrays in eval order (`source_format_arrays`).
 
     `run_identity` (deterministic, see protocols.engine.run_identity) and `config_hash` tie the file to its run:
     the leaderboard refuses a window whose identity differs from its run.json's. ``scores`` replaces the sigmoid
@@ -77,6 +154,19 @@ def write_predictions(
         "cl_strategy": np.array(str(cl.pop("name"))),
         "cl_strategy_params": np.array(json.dumps(cl, sort_keys=True)),
     }
+    if fields is not None:
+        variant = variant_arrays(fields)
+        variant.pop("cl_strategy", None)  # written above as the name, its parameters in cl_strategy_params
+        for key in ("manifest_checksum", "benchmark_type", "protocol_version"):
+            if key in variant and str(variant[key]) != str(arrays[key]):
+                raise ValueError(f"predictions: variant field {key} = {str(variant[key])!r} contradicts "
+                                 f"{str(arrays[key])!r}")
+        arrays.update(variant)
+    for name, values in (rows or {}).items():
+        if np.asarray(values).shape != plan.labels.shape:
+            raise ValueError(f"predictions: per-row array {name} has shape {np.asarray(values).shape}, "
+                             f"expected {plan.labels.shape}")
+        arrays[name] = np.asarray(values)
     clash = sorted(set(extra or {}) & set(arrays))
     if clash:
         raise ValueError(f"predictions: extra arrays {clash} would replace the standard keys")

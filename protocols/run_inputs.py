@@ -105,6 +105,10 @@ def prepare_run_inputs(cfg: dict, bench, detector, cache_dir: Path, progress: bo
 
 def _prepare(cfg: dict, bench, detector, cache_dir: Path, progress: bool, say: Callable[[str], None],
              world: int = 1, plan: CachePlan | None = None) -> RunInputs:
+    if getattr(detector.meta, "input_kind", "image") == "format":  # the format-only baseline: no pixels
+        from protocols.format_inputs import prepare_format_inputs
+
+        return prepare_format_inputs(cfg, bench, detector, say)
     if getattr(detector.meta, "input_kind", "image") != "image":  # the video track: landmark segments
         from protocols.sequence_inputs import prepare_sequence_inputs
 

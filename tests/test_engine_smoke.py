@@ -17,7 +17,10 @@ from protocols.rundir import RunDirError
 NPZ_KEYS = {
     "fused_scores", "fused_logits", "fused_labels", "fused_generator_ids", "fused_identifiers", "pairing",
     "generator_id_to_name", "windows_timeline", "window", "schema_version", "manifest_checksum",
-    "protocol_version", "benchmark_type", "run_identity", "config_hash", "cl_strategy", "cl_strategy_params",
+    "protocol_version", "benchmark_type", "run_identity", "config_hash",
+    # the variant fields by config name (protocols.predictions.variant_fields) and the rows' source formats
+    "eval_split", "degradation_profile", "degradation_base_seed", "detector", "cl_strategy", "cl_strategy_params", "train_selection",
+    "eval_pipeline", "eval_normalize", "fused_source_format", "fused_jpeg_quality",
 }
 
 
@@ -64,6 +67,16 @@ def test_run_writes_every_window_with_documented_keys(smoke_run):
     assert last["eval"]["auroc"]["next"] is None and "no next window" in last["eval"]["undefined"]["next"]
     md = (smoke_run / "leaderboard.md").read_text()
     assert "NEXT" in md and "seen avg" in md and "exp" in md
+    # The variant fields are the same in run.json and every npz; the untrained model was scored once (FWT).
+    z0 = load(smoke_run / "window_0" / "predictions.npz")
+    for name, value in info["variant"].items():
+        assert str(z0[name.replace(".", "_")]) == str(value), name
+    assert info["variant"]["degradation.profile"] == "aigenbench-v1" and info["variant"]["cl_strategy"] == "naive"
+    assert set(z0["fused_source_format"].tolist()) == {"png"} and (z0["fused_jpeg_quality"] == -1).all()
+    init = load(smoke_run / "window_init" / "predictions.npz")
+    assert set(init) == NPZ_KEYS and int(init["window"]) == -1
+    assert np.array_equal(init["fused_identifiers"], z0["fused_identifiers"])
+    assert "FWT" in md and not (smoke_run / "window_init" / "done").exists()
     assert (smoke_run / "leaderboard.csv").is_file()
 
 
@@ -81,6 +94,17 @@ def test_same_command_twice_gives_identical_scores_and_resume_matches(smoke_run,
     run_experiment(cfg, progress=False)
     for k in range(n):
         assert np.array_equal(load(run_dir / f"window_{k}" / "predictions.npz")["fused_scores"], first[k])
+
+
+def test_scoring_the_untrained_model_changes_no_window(smoke_run, tmp_path, cache_dir):
+    """eval.score_initial=false writes no window_init/ and the very same windows: scoring the untrained model
+    draws from no random stream that training uses."""
+    run_dir = run_experiment(smoke_cfg(tmp_path, cache_dir, eval={"score_initial": False}), progress=False)
+    assert not (run_dir / "window_init").exists()
+    n = len(json.loads((run_dir / "run.json").read_text())["windows"])
+    for k in range(n):
+        assert np.array_equal(load(run_dir / f"window_{k}" / "predictions.npz")["fused_logits"],
+                              load(smoke_run / f"window_{k}" / "predictions.npz")["fused_logits"]), k
 
 
 def test_run_dir_of_another_config_is_refused_then_moved_aside(smoke_run, tmp_path, cache_dir):

@@ -49,7 +49,11 @@ from protocols.resume import (
 from protocols.run_inputs import RunInputs, features_in, prepare_run_inputs
 from protocols.rundir import RunDir
 from protocols.scoring import eval_device, predict_in_process
+from protocols.selection import WindowSelection, check_selection
 from protocols.slurm import job_record
+from protocols.test_datasets import RunTestDatasets, read_threshold
+from protocols.test_datasets import due as tests_due
+from protocols.validation_inputs import RunValidation, split_validation
 
 
 @dataclass
@@ -63,6 +67,7 @@ class Benchmark:
     plan: EvalPlan
     benchmark_type: BenchmarkType
     inputs: RunInputs | None = None  # set by _run_locked: cached/streamed datasets and resolved speed settings
+    validation: object | None = None  # benchmark.validation_split.ValidationSplit: held out of training, or `val`
 
 
 @dataclass
@@ -76,6 +81,8 @@ class RunContext:
     loggers: list
     step_offsets: list[int]
     detector_kwargs: dict  # the factory's init arguments (the seed), recorded in each checkpoint.json
+    validation: RunValidation | None = None  # the validation rows of each window (selection, thresholds)
+    tests: RunTestDatasets | None = None  # test datasets scored beside the benchmark
 
     @property
     def writer(self) -> bool:
@@ -124,7 +131,8 @@ def prepare_benchmark(cfg: dict, progress: bool = True) -> Benchmark:
     plan = make_eval_plan(
         manifest.split("eval"), gen_names, b["eval_balance_seed"], b["eval_shuffle_seed"], b["eval_pairing_seed"]
     )
-    return Benchmark(manifest, windows, gen_names, sets, plan, btype)
+    sets, validation = split_validation(cfg, manifest, sets)  # held out of the training sets, or the source's val
+    return Benchmark(manifest, windows, gen_names, sets, plan, btype, validation=validation)
 
 
 def experiment_name(cfg: dict) -> str:
@@ -299,6 +307,7 @@ def _run_locked(cfg: dict, bench: Benchmark, rd: RunDir, t0: float, progress: bo
                                   int(cfg["train"]["epochs"])),
         detector_kwargs=detector_kwargs,
     )
+    ctx.validation, ctx.tests = _held_out_data(cfg, bench, detector, cache_dir, progress, t0)
     attempts = list(previous.get("attempts", [])) + [
         {"started": dt.datetime.now().isoformat(timespec="seconds"), "host": host_info().get("hostname"),
          "processes": world_size(cfg), **job_record()}]
@@ -324,6 +333,8 @@ def _run_locked(cfg: dict, bench: Benchmark, rd: RunDir, t0: float, progress: bo
                 "detector": meta.to_dict() | {"eval_input": strategy},
                 "eval_cache_key": cache_key,
                 "caches": inputs.describe,
+                "validation": ctx.validation.describe(),
+                "test_datasets": ctx.tests.describe(),
                 "packages": package_versions(),
                 "host": host_info(),
                 "git_commit": git_commit(),
@@ -331,10 +342,13 @@ def _run_locked(cfg: dict, bench: Benchmark, rd: RunDir, t0: float, progress: bo
                 "updated": dt.datetime.now().isoformat(timespec="seconds"),
             }
         )
+    if ctx.writer:
+        ctx.validation.write_ids(rd.path)
     start = 0
     while start < n_steps and rd.is_done(start):
         start += 1
     if start > 0:
+        _score_missing_tests(cfg, detector, rd, start, n_steps, ctx, t0)
         load_checkpoint(detector, rd.window(start - 1))
         _say(f"resuming: windows 0..{start - 1} are done, continuing at window {start}", t0)
     for k in range(start, n_steps):
@@ -372,8 +386,10 @@ def _train_window(cfg, bench: Benchmark, detector, rd: RunDir, k: int, t0: float
     state = load_train_state(wdir / TRAIN_STATE, state_identity) if ctx.writer else \
         load_train_state(wdir / TRAIN_STATE, None)
     sampler.start = state["batches_done"] if state else 0
+    selection = _window_selection(cfg, bench, detector, k, sampler, ctx)
     if state:
         detector.load_trainable_state_dict(state["model"])
+        selection.load_state_dict(state.get("selection"))
         _say(f"window {k + 1}/{len(bench.train_sets)}: resuming after batch {sampler.start}/{sampler.total}", t0)
     loader = DataLoader(ds, batch_sampler=sampler, num_workers=bench.inputs.workers(ds),
                         generator=torch.Generator().manual_seed(int(cfg["seed"]) * 1_000_003 + k),
@@ -383,16 +399,18 @@ def _train_window(cfg, bench: Benchmark, detector, rd: RunDir, k: int, t0: float
     module = DetectorModule(detector, tc, total_steps, features_in=features_in(ds))
     module.step_offset = ctx.step_offsets[k] + sampler.start
     saver = WindowCheckpointer(wdir / TRAIN_STATE, state_identity, int(tc.get("checkpoint_every_n_steps") or 0),
-                               sampler.start, sampler.total, state, ctx.writer)
-    extra_callbacks = bench.inputs.window_callbacks(k, ids, sampler)  # selection (video track); before the saver
+                               sampler.start, sampler.total, state, ctx.writer,
+                               extra_state=lambda: {"selection": selection.state_dict()})
+    extra_callbacks = bench.inputs.window_callbacks(k, ids, sampler)  # class weights; before the saver
     trainer = _trainer(cfg, tc["precision"], progress, ctx.loggers or False, len(loader),
-                       callbacks=[*extra_callbacks, saver])
+                       callbacks=[*extra_callbacks, *selection.callbacks, saver])
     started = time.time()
     if len(sampler):
         trainer.fit(module, train_dataloaders=loader)
     if saver.interrupted:
         raise Preempted(f"stopped on a signal in window {k} after batch {saver.done}/{sampler.total} "
                         f"(state saved in {wdir / TRAIN_STATE}); run the same command again to resume")
+    selected = _finish_selection(selection, k, len(bench.train_sets), t0)
     metrics = {
         "window": k,
         "train": {
@@ -404,6 +422,7 @@ def _train_window(cfg, bench: Benchmark, detector, rd: RunDir, k: int, t0: float
             "loss_mean": saver.loss_sum / saver.loss_count if saver.loss_count else None,
             "images_per_second": round(len(ds) * int(tc["epochs"]) / max(time.time() - started, 1e-9), 1),
         },
+        "selection": selected,
     }
     if ctx.writer:
         wdir.mkdir(parents=True, exist_ok=True)
@@ -435,17 +454,20 @@ def _score_window(cfg, bench: Benchmark, detector, inputs: RunInputs, rd: RunDir
     scores, extra = None, None
     if inputs.fuse is not None:  # sequence items (segments, frames) -> one score per video, items kept
         scores, logits, extra = inputs.fuse(logits)
+    held_out, held_out_summary = _validation_arrays(cfg, k, train_metrics, ctx)
+    extra = (extra or {}) | held_out
     write_predictions(
         wdir / "predictions.npz", logits, bench.plan, bench.gen_names, bench.windows, k,
         manifest_checksum=bench.manifest.checksum, benchmark_type=str(bench.benchmark_type),
         run_identity=ctx.run_identity, config_hash=ctx.config_hash, scores=scores, extra=extra,
     )
     summary = window_summary(wdir / "predictions.npz")
-    metrics = train_metrics | {"eval": summary | {"seconds": round(time.time() - started, 2)}}
+    metrics = train_metrics | {"eval": summary | {"seconds": round(time.time() - started, 2)}} | held_out_summary
     loc = score_window_localization(detector, bench.manifest, bench.plan, wdir, summary["auroc"]["all"])
     if loc is not None:  # a map detector: window_<k>/localization.npz is written before metrics.json and done
         metrics["localization"] = loc
         _say(f"window {k + 1}/{len(bench.train_sets)} localization: {localization_line(loc)}", t0)
+    metrics |= _score_tests(cfg, k, len(bench.train_sets), wdir, held_out, ctx, t0)
     atomic_write_json(wdir / "metrics.json", metrics)
     faults.die_if("before_done", k)
     atomic_write_text(wdir / "done", dt.datetime.now().isoformat(timespec="seconds") + "\n")
@@ -454,3 +476,74 @@ def _score_window(cfg, bench: Benchmark, detector, inputs: RunInputs, rd: RunDir
                        metrics)
     parts = ", ".join(f"{g} {v:.3f}" for g, v in summary["auroc"].items() if v == v)
     _say(f"window {k + 1}/{len(bench.train_sets)} scored: AUROC {parts}", t0)
+
+
+# ------------------------------------------------------------------ validation, selection, test datasets
+
+
+def _held_out_data(cfg: dict, bench: Benchmark, detector, cache_dir: Path, progress: bool,
+                   t0: float) -> tuple[RunValidation, RunTestDatasets]:
+    """The run's validation rows and test datasets; refuses a selection policy the run cannot follow and a bad
+    test dataset before any window trains."""
+    validation = RunValidation(cfg, bench, detector, cache_dir, progress)
+    check_selection(cfg, detector, validation.present)
+    if validation.present:
+        d = validation.describe()
+        _say(f"validation split ({d['origin']}, {d['split']} rows): {d['per_step']} per window; selection "
+             f"{cfg['train']['selection']}, threshold {cfg['eval']['threshold']}", t0)
+    tests = RunTestDatasets(cfg, bench, detector, cache_dir, progress, lambda m: _say(m, t0))
+    tests.load()
+    return validation, tests
+
+
+def _window_selection(cfg: dict, bench: Benchmark, detector, k: int, sampler, ctx: RunContext) -> WindowSelection:
+    """The policy's callbacks and resumable state for window k (on window k's validation rows only)."""
+    return WindowSelection(cfg, detector, k, sampler, ctx.validation.window_set(k), ctx.validation.branch_set(k)
+                           if cfg["train"]["selection"] == "best_val_accuracy" else None, bench.inputs.train_cfg,
+                           bench.inputs.eval_precision, ctx.step_offsets[k])
+
+
+def _finish_selection(selection: WindowSelection, k: int, n: int, t0: float) -> dict:
+    """Give the detector the policy's weights and say which they are."""
+    record = selection.finish()
+    line = selection.line(record)
+    if line:
+        _say(f"window {k + 1}/{n}: {line}", t0)
+    return record
+
+
+def _validation_arrays(cfg: dict, k: int, train_metrics: dict, ctx: RunContext) -> tuple[dict, dict]:
+    """npz arrays and metrics.json entries of window k's validation rows (scored with its final weights), its
+    threshold and the selection that chose its weights."""
+    from protocols.predictions import selection_arrays
+
+    if not ctx.writer:
+        return {}, {}
+    arrays, summary = ctx.validation.window_arrays(k, eval_device(cfg), int(cfg["eval"]["batch_size"]))
+    return arrays | selection_arrays(train_metrics.get("selection") or {"policy": "last"}), summary
+
+
+def _score_tests(cfg: dict, k: int, n: int, wdir: Path, held_out: dict, ctx: RunContext, t0: float) -> dict:
+    """Score the test datasets after window k when due (`test_every`); metrics.json's `test_datasets` entry."""
+    if not ctx.tests or not tests_due(cfg, k, n):
+        return {}
+    threshold = {key: v for key, v in held_out.items() if key.startswith("threshold")}
+    out = ctx.tests.score(k, wdir, threshold, ctx, eval_device(cfg))
+    _say(f"window {k + 1}/{n} test datasets: " + ", ".join(f"{name} AUROC {v['auroc']:.3f}" for name, v in
+                                                            out.items()), t0)
+    return {"test_datasets": out}
+
+
+def _score_missing_tests(cfg: dict, detector, rd: RunDir, start: int, n: int, ctx: RunContext, t0: float) -> None:
+    """Finished windows whose test predictions are missing (a test dataset added to a finished run's config) are
+    scored from their checkpoints; the caller restores the weights it continues from."""
+    if not ctx.tests or not ctx.writer:
+        return
+    for j in range(start):
+        missing = ctx.tests.missing(rd.window(j)) if tests_due(cfg, j, n) else []
+        if not missing:
+            continue
+        load_checkpoint(detector, rd.window(j))
+        _say(f"window {j + 1}/{n} is done; scoring its missing test dataset(s) {[s.name for s in missing]} from its "
+             "checkpoint", t0)
+        ctx.tests.score(j, rd.window(j), read_threshold(rd.window(j)), ctx, eval_device(cfg), only=missing)

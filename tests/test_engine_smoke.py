@@ -18,6 +18,8 @@ NPZ_KEYS = {
     "fused_scores", "fused_logits", "fused_labels", "fused_generator_ids", "fused_identifiers", "pairing",
     "generator_id_to_name", "windows_timeline", "window", "schema_version", "manifest_checksum",
     "protocol_version", "benchmark_type", "run_identity", "config_hash",
+    "threshold", "threshold_rule", "threshold_source", "threshold_reason",  # validation_* only with a validation split
+    "selection_policy", "selection_step", "selection_epoch", "selection_val_auroc", "selection_reason",
 }
 
 

@@ -56,7 +56,9 @@ def test_video_run_writes_segments_beside_videos(reference):
     assert "selected epochs (best validation accuracy): g1 epoch" in stdout
     with np.load(run / "window_1" / "predictions.npz", allow_pickle=False) as z:
         a = {k: z[k] for k in z.files}
-    assert int(a["schema_version"]) == 2 and str(a["sequence_profile"]) == "fixed"
+    from protocols.predictions import SCHEMA_VERSION
+
+    assert int(a["schema_version"]) == SCHEMA_VERSION and str(a["sequence_profile"]) == "fixed"
     n = len(a["fused_scores"])
     assert a["segment_video"].min() == 0 and a["segment_video"].max() == n - 1
     for row in (0, n // 2, n - 1):  # profile fixed: the video score is the mean of its segments' scores

@@ -451,6 +451,31 @@ def threshold_by_rule(y_true: object, y_score: object, rule: str) -> float:
     return _threshold_after(c, _eer_point(c) if kind == "eer" else _fpr_point(c, float(x)))
 
 
+def threshold_by_rule_from_counts(levels: object, n_pos: object, n_neg: object, rule: str) -> float:
+    """`threshold_by_rule` of a set given as counts: n_pos[i] positives and n_neg[i] negatives score levels[i]
+    (e.g. the 256 levels of uint8-quantised maps: millions of pixels in a few hundred numbers). Same result as
+    `threshold_by_rule` on the expanded samples."""
+    kind, x = parse_threshold_rule(rule)
+    if kind == "fixed":
+        return float(x)
+    lv = np.asarray(levels, dtype=np.float64)
+    pos = np.asarray(n_pos, dtype=np.int64)
+    neg = np.asarray(n_neg, dtype=np.int64)
+    if lv.ndim != 1 or pos.shape != lv.shape or neg.shape != lv.shape:
+        raise ValueError(f"levels, n_pos and n_neg must be 1-D of equal length, got {lv.shape} {pos.shape} {neg.shape}")
+    if pos.sum() == 0 or neg.sum() == 0:
+        return float("nan")
+    used = (pos + neg) > 0
+    order = np.argsort(lv[used], kind="stable")[::-1]
+    lv, pos, neg = lv[used][order], pos[used][order], neg[used][order]
+    if np.any(np.diff(lv) >= 0):
+        raise ValueError("levels must be distinct")
+    c = _Curve(lv, np.cumsum(pos), np.cumsum(neg), int(pos.sum()), int(neg.sum()))
+    if kind == "youden":
+        return _youden(c)
+    return _threshold_after(c, _eer_point(c) if kind == "eer" else _fpr_point(c, float(x)))
+
+
 def _fpr_targets(fpr_targets: dict[str, float] | None) -> dict[str, float]:
     targets = DEFAULT_FPR_TARGETS if fpr_targets is None else fpr_targets
     for target in targets.values():

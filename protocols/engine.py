@@ -463,7 +463,8 @@ def _score_window(cfg, bench: Benchmark, detector, inputs: RunInputs, rd: RunDir
     )
     summary = window_summary(wdir / "predictions.npz")
     metrics = train_metrics | {"eval": summary | {"seconds": round(time.time() - started, 2)}} | held_out_summary
-    loc = score_window_localization(detector, bench.manifest, bench.plan, wdir, summary["auroc"]["all"])
+    loc = score_window_localization(detector, bench.manifest, bench.plan, wdir, summary["auroc"]["all"],
+                                    pixel_threshold=_pixel_threshold(cfg, detector, k, ctx))
     if loc is not None:  # a map detector: window_<k>/localization.npz is written before metrics.json and done
         metrics["localization"] = loc
         _say(f"window {k + 1}/{len(bench.train_sets)} localization: {localization_line(loc)}", t0)
@@ -521,6 +522,16 @@ def _validation_arrays(cfg: dict, k: int, train_metrics: dict, ctx: RunContext) 
         return {}, {}
     arrays, summary = ctx.validation.window_arrays(k, eval_device(cfg), int(cfg["eval"]["batch_size"]))
     return arrays | selection_arrays(train_metrics.get("selection") or {"policy": "last"}), summary
+
+
+def _pixel_threshold(cfg: dict, detector, k: int, ctx: RunContext) -> dict | None:
+    """A map detector's pixel threshold chosen on window k's validation maps (None without a validation split)."""
+    if not getattr(detector.meta, "has_localization", False) or not ctx.validation.present:
+        return None
+    from protocols.localization import validation_pixel_threshold
+
+    ss = ctx.validation.window_set(k)
+    return validation_pixel_threshold(detector, ctx.validation.bench.manifest, ss.samples, str(cfg["eval"]["threshold"]))
 
 
 def _score_tests(cfg: dict, k: int, n: int, wdir: Path, held_out: dict, ctx: RunContext, t0: float) -> dict:

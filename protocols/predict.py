@@ -8,6 +8,10 @@ of every split is scored (`--split` picks one). A data-check problem is reported
 cannot be scored (unreadable file, no segment under the profile) gets a NaN score and its reason in the CSV.
 Writes `OUT/predictions.npz` and `OUT/predictions.csv` (one row per sample); see docs/video.md for the keys.
 
+A map detector (a localization head, e.g. smallseg_tune or a run's window checkpoint of one) also writes its
+localization maps of every image row, at the image's own resolution: `OUT/masks/<path>.png` (0/255, altered iff
+P(altered) > --mask-threshold, as Loupe's pred_outputs/masks) and `OUT/maps/<path>.png` (P(altered) × 255).
+
 Sequence detectors (lrnet*) score landmark segments (profile `--profile`, default the detector's own: lrnet-v1,
 the vote); image detectors score images (their own resize/crop, no mandatory degradations) or frames sampled
 from videos (`--frames-every K` / `--frames-count N`, fused by `--aggregate`, mean by default).
@@ -46,6 +50,9 @@ def register(sub) -> argparse.ArgumentParser:
     p.add_argument("--frames-every", type=int, help="videos: every k-th frame")
     p.add_argument("--frames-count", type=int, help="videos: N evenly spaced frames (default 8)")
     p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--mask-threshold", type=float, default=0.5,
+                   help="map detectors: a pixel is altered in OUT/masks iff P(altered) > this (default 0.5)")
+    p.add_argument("--no-maps", action="store_true", help="map detectors: do not write OUT/masks and OUT/maps")
     p.add_argument("--cache-dir", help="manifest and parsed-sequence cache (default $GENSHIFT_CACHE)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(handler=cmd_predict)
@@ -137,6 +144,8 @@ def cmd_predict(args) -> int:
 
     if VV.is_video_file(arrays):  # the manipulation × compression grids and ROC curves per manipulation
         VV.write_views(arrays, args.out, title=f"{detector.meta.name} on {args.dataset}")
+    if getattr(detector.meta, "has_localization", False) and not args.no_maps:
+        _write_maps(args, detector, m, rows)
     bad = int(np.isnan(scores).sum())
     print(f"scored {len(rows)} rows ({len(items)} {item_keys}) with {detector.meta.name} ({weights}); "
           f"{bad} row(s) without a score (reasons in predictions.csv); wrote {args.out}/predictions.npz and "
@@ -145,6 +154,21 @@ def cmd_predict(args) -> int:
         print(f"genshift: the data check found {len(problems)} problem(s) (listed in predictions.csv and "
               f"`genshift data check {args.dataset}`)", file=sys.stderr)
     return 0
+
+
+def _write_maps(args, detector, m, rows) -> None:
+    """A map detector's masks and maps of every image row (protocols.localization.write_map_pngs)."""
+    from protocols.localization import MAPS_DIR, MASKS_DIR, map_png_name, write_map_pngs
+
+    if not 0.0 <= args.mask_threshold <= 1.0:
+        raise ValueError(f"--mask-threshold {args.mask_threshold}: expected a number in [0, 1]")
+    images = [s for s in rows if s.kind == "image"]
+    problems = write_map_pngs(detector, [m.abspath(s.path) for s in images], [map_png_name(s.path) for s in images],
+                              args.out, args.mask_threshold)
+    for p in problems:
+        print(f"genshift: no map: {p}", file=sys.stderr)
+    print(f"wrote {len(images) - len(problems)} localization maps to {args.out}/{MASKS_DIR}/ (threshold "
+          f"{args.mask_threshold}) and {args.out}/{MAPS_DIR}/")
 
 
 def _count_items(extra: dict, n: int) -> np.ndarray:

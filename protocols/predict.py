@@ -10,7 +10,8 @@ Writes `OUT/predictions.npz` and `OUT/predictions.csv` (one row per sample); see
 
 A map detector (a localization head, e.g. smallseg_tune or a run's window checkpoint of one) also writes its
 localization maps of every image row, at the image's own resolution: `OUT/masks/<path>.png` (0/255, altered iff
-P(altered) > --mask-threshold, as Loupe's pred_outputs/masks) and `OUT/maps/<path>.png` (P(altered) × 255).
+P(altered) > --mask-threshold, as Loupe's pred_outputs/masks) and `OUT/maps/<path>.png` (P(altered) × 255). A
+window checkpoint's default threshold is the pixel threshold its run chose on the validation maps (0.5 without).
 
 Sequence detectors (lrnet*) score landmark segments (profile `--profile`, default the detector's own: lrnet-v1,
 the vote); image detectors score images (their own resize/crop, no mandatory degradations) or frames sampled
@@ -50,8 +51,10 @@ def register(sub) -> argparse.ArgumentParser:
     p.add_argument("--frames-every", type=int, help="videos: every k-th frame")
     p.add_argument("--frames-count", type=int, help="videos: N evenly spaced frames (default 8)")
     p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--mask-threshold", type=float, default=0.5,
-                   help="map detectors: a pixel is altered in OUT/masks iff P(altered) > this (default 0.5)")
+    p.add_argument("--mask-threshold", type=float, default=None,
+                   help="map detectors: a pixel is altered in OUT/masks iff P(altered) > this (default: with "
+                        "--checkpoint, the pixel threshold the run chose on that window's validation maps where it "
+                        "has one, else 0.5)")
     p.add_argument("--no-maps", action="store_true", help="map detectors: do not write OUT/masks and OUT/maps")
     p.add_argument("--cache-dir", help="manifest and parsed-sequence cache (default $GENSHIFT_CACHE)")
     p.add_argument("--no-progress", action="store_true")
@@ -160,15 +163,35 @@ def _write_maps(args, detector, m, rows) -> None:
     """A map detector's masks and maps of every image row (protocols.localization.write_map_pngs)."""
     from protocols.localization import MAPS_DIR, MASKS_DIR, map_png_name, write_map_pngs
 
-    if not 0.0 <= args.mask_threshold <= 1.0:
-        raise ValueError(f"--mask-threshold {args.mask_threshold}: expected a number in [0, 1]")
+    threshold, origin = mask_threshold(args.mask_threshold, args.checkpoint)
     images = [s for s in rows if s.kind == "image"]
     problems = write_map_pngs(detector, [m.abspath(s.path) for s in images], [map_png_name(s.path) for s in images],
-                              args.out, args.mask_threshold)
+                              args.out, threshold)
     for p in problems:
         print(f"genshift: no map: {p}", file=sys.stderr)
     print(f"wrote {len(images) - len(problems)} localization maps to {args.out}/{MASKS_DIR}/ (threshold "
-          f"{args.mask_threshold}) and {args.out}/{MAPS_DIR}/")
+          f"{threshold:.4f}, {origin}) and {args.out}/{MAPS_DIR}/")
+
+
+def mask_threshold(given: float | None, checkpoint: Path | None) -> tuple[float, str]:
+    """(threshold of OUT/masks, where it comes from): --mask-threshold, else the window's validation pixel threshold
+    (its localization.npz `pixel_threshold`, source validation), else 0.5."""
+    if given is not None:
+        if not 0.0 <= given <= 1.0:
+            raise ValueError(f"--mask-threshold {given}: expected a number in [0, 1]")
+        return float(given), "--mask-threshold"
+    if checkpoint is not None:
+        from leaderboard.safe_npz import read_npz
+        from protocols.localization import FILE_NAME
+
+        path = Path(checkpoint) / FILE_NAME
+        if path.is_file():
+            z = read_npz(path)
+            if "pixel_threshold" in z and str(z.get("pixel_threshold_source", np.str_(""))) == "validation":
+                t = float(z["pixel_threshold"])
+                if t == t:
+                    return t, f"chosen on the run's validation maps, rule {z['pixel_threshold_rule']}"
+    return 0.5, "fixed 0.5: no validation pixel threshold"
 
 
 def _count_items(extra: dict, n: int) -> np.ndarray:

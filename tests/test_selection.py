@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import yaml
 from conftest import SMALL_RUN_FLAGS
 from PIL import Image
@@ -299,3 +300,81 @@ def test_predict_writes_maps_with_the_validation_pixel_threshold(cache_dir, tmp_
     assert set(np.unique(mask).tolist()) <= {0, 255}
     # the mask is the map above the validation threshold (up to the map's rounding to 1/255)
     assert np.mean((mask == 255) != (prob / 255.0 > t)) < 0.02
+
+
+# ---------------------------------------------------------------- the policies, step by step (no training)
+
+
+class _Weights:
+    """A stand-in detector whose only weight is set by the test before each evaluation point."""
+
+    def __init__(self):
+        self.w = torch.zeros(2)
+        self.count = torch.zeros((), dtype=torch.int64)
+
+    def trainable_state_dict(self) -> dict:
+        return {"w": self.w.clone(), "count": self.count.clone()}
+
+    def load_trainable_state_dict(self, state: dict) -> None:
+        self.w, self.count = state["w"].clone(), state["count"].clone()
+
+
+class _Trainer:
+    is_global_zero, loggers, should_stop = True, (), False
+
+
+def _follow(how: str, aurocs: list[float], one_class: bool = False, **tc) -> tuple[dict, _Weights, _Trainer]:
+    """Run a policy over evaluation points (one per epoch of 2 batches) whose validation AUROC is `aurocs[i]`;
+    the weights at point i are [i, -i]."""
+    from protocols.selection import PolicyCallback
+
+    det, trainer = _Weights(), _Trainer()
+    current = {"auroc": 0.5}
+    y = np.array([0] * 4 + [1] * 4)
+
+    def score():  # reals at 0.1 .. 0.4, fakes all at 0.05 + 0.4 a: AUROC a for a in {0, 0.25, 0.5, 0.75, 1}
+        if one_class:
+            return np.linspace(0.1, 0.9, 4), np.zeros(4, np.int64)
+        return np.r_[0.1, 0.2, 0.3, 0.4, np.full(4, 0.05 + 0.4 * current["auroc"])], y
+
+    points = [2 * (i + 1) for i in range(len(aurocs))]
+    cb = PolicyCallback(how, det, score, points, 2, 0, points[-1], tc, 0, 0)
+    for i, a in enumerate(aurocs):
+        if trainer.should_stop:
+            break
+        det.w, det.count = torch.tensor([float(i), -float(i)]), torch.tensor(i)
+        current["auroc"] = a
+        cb.on_train_batch_end(trainer, None, None, None, 2 * i)  # batch 2i+1 (not a point)
+        cb.on_train_batch_end(trainer, None, None, None, 2 * i + 1)
+    return cb.finish(), det, trainer
+
+
+def test_best_keeps_the_highest_validation_auroc_ties_to_the_later_point() -> None:
+    record, det, _ = _follow("best", [0.25, 0.75, 0.5, 0.75, 0.0])
+    assert [e["auroc"] for e in record["evaluations"]] == [0.25, 0.75, 0.5, 0.75, 0.0]
+    assert record["chosen"] == {"step": 8, "epoch": 4.0, "val_auroc": 0.75}
+    assert det.w.tolist() == [3.0, -3.0] and "reason" not in record
+
+
+def test_best_on_one_class_keeps_the_last_weights_and_says_why() -> None:
+    record, det, _ = _follow("best", [0.5, 0.5, 0.5], one_class=True)
+    assert det.w.tolist() == [2.0, -2.0] and record["chosen"]["step"] == 6
+    assert "undefined" in record["reason"] and "last weights are kept" in record["reason"]
+
+
+def test_early_stopping_stops_after_patience_points_without_improvement() -> None:
+    record, det, trainer = _follow("early_stopping", [0.5, 0.75, 0.75, 0.5, 1.0, 1.0], patience=2)
+    # 0.75 at epoch 2 is the bar; epochs 3 and 4 do not beat it: stop after epoch 4, keep epoch 3's weights
+    # (the best point, ties to the later)
+    assert trainer.should_stop and record["stopped_early_at_step"] == 8 and len(record["evaluations"]) == 4
+    assert record["chosen"]["step"] == 6 and det.w.tolist() == [2.0, -2.0]
+    record, _, trainer = _follow("early_stopping", [0.25, 0.5, 0.5, 0.75], patience=1, min_delta=0.3)
+    assert record["stopped_early_at_step"] == 4  # 0.5 does not beat 0.25 + 0.3
+
+
+def test_average_is_the_mean_of_the_last_points_weights() -> None:
+    record, det, _ = _follow("average", [0.5, 0.5, 0.5, 0.5, 0.5], average_last=3)
+    assert record["averaged_steps"] == [6, 8, 10]
+    assert det.w.tolist() == pytest.approx([3.0, -3.0])  # mean of points 2, 3, 4
+    assert int(det.count) == 4  # integer buffers: the last point's
+    assert record["chosen"]["val_auroc"] is None

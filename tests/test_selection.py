@@ -378,3 +378,29 @@ def test_average_is_the_mean_of_the_last_points_weights() -> None:
     assert det.w.tolist() == pytest.approx([3.0, -3.0])  # mean of points 2, 3, 4
     assert int(det.count) == 4  # integer buffers: the last point's
     assert record["chosen"]["val_auroc"] is None
+
+
+def test_data_check_flags_a_val_image_duplicated_in_eval_or_train(tmp_path) -> None:
+    """The validation split never shares bytes with the eval split unnoticed: error against eval, warning against
+    train (a source with its own val split; carved validation images are train images, checked as such)."""
+    import datetime as dt
+
+    from benchmark.datacheck import check_source
+    from benchmark.manifest import Manifest
+
+    rng = np.random.default_rng(1)
+    arrays = [rng.integers(0, 256, (80, 80, 3), dtype=np.uint8) for _ in range(4)]
+    layout = [("train", 0, "", 0), ("train", 1, "G", 1), ("eval", 0, "", 2), ("eval", 1, "G", 3),
+              ("val", 0, "", 2), ("val", 1, "G", 1)]  # val 0 = eval 0's bytes, val 1 = train 1's bytes
+    samples, ids = [], {}
+    for split, label, gen, a in layout:
+        i = ids[split] = ids.get(split, -1) + 1
+        rel = f"{split}/{i}.png"
+        (tmp_path / split).mkdir(exist_ok=True)
+        Image.fromarray(arrays[a]).save(tmp_path / rel)
+        samples.append(Sample(i, split, label, gen, rel, 80, 80))
+    m = Manifest("dups", tmp_path, samples, {"G": dt.date(2020, 1, 1)})
+    report = check_source(m, None, min_side=32, workers=1, progress=False)
+    found = {(p.kind, p.severity, p.split, p.id) for p in report.problems}
+    assert ("duplicate", "error", "val", 0) in found and not report.ok
+    assert ("duplicate_train_val", "warning", "val", 1) in found

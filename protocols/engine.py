@@ -49,7 +49,7 @@ from protocols.resume import (
 from protocols.run_inputs import RunInputs, features_in, prepare_run_inputs
 from protocols.rundir import RunDir
 from protocols.scoring import eval_device, predict_in_process
-from protocols.selection import WindowSelection, check_selection
+from protocols.selection import WindowSelection, check_selection, require_validation
 from protocols.slurm import job_record
 from protocols.test_datasets import RunTestDatasets, read_threshold
 from protocols.test_datasets import due as tests_due
@@ -132,6 +132,7 @@ def prepare_benchmark(cfg: dict, progress: bool = True) -> Benchmark:
         manifest.split("eval"), gen_names, b["eval_balance_seed"], b["eval_shuffle_seed"], b["eval_pairing_seed"]
     )
     sets, validation = split_validation(cfg, manifest, sets)  # held out of the training sets, or the source's val
+    require_validation(cfg, validation is not None)  # before any run directory or input is made
     return Benchmark(manifest, windows, gen_names, sets, plan, btype, validation=validation)
 
 

@@ -61,12 +61,22 @@ def check_selection(cfg: dict, detector, has_validation: bool) -> None:
                              "train.epochs epochs in all (set it to the largest branch count)")
         detector.branch_epochs = {b: (int(branch_epochs[b]) if b in branch_epochs else None) for b in names}
     if how == "best_val_accuracy" and not hasattr(detector, "branch_names"):
-        raise ValueError(f"train.selection=best_val_accuracy is implemented for the LRNet detectors (per branch); "
-                         f"{detector.meta.name} can use train.selection=best (validation AUROC)")
+        from protocols.config_schema import ConfigError
+
+        raise ConfigError(f"train.selection=best_val_accuracy is implemented for the LRNet detectors (per branch); "
+                          f"{detector.meta.name} can use train.selection=best (validation AUROC)")
+    require_validation(cfg, has_validation)
+
+
+def require_validation(cfg: dict, has_validation: bool) -> None:
+    """Refuse (ConfigError: one line, exit 2) a policy that needs a validation split in a run without one."""
+    from protocols.config_schema import ConfigError
+
+    how = policy_name(cfg)
     if how in NEEDS_VALIDATION and not has_validation:
-        raise ValueError(f"train.selection={how} needs a validation split and this run has none: hold one out of "
-                         "the training data with --set train.validation=0.1 (a fraction, or a count per window), or "
-                         "use a source with a val split")
+        raise ConfigError(f"train.selection={how} needs a validation split and this run has none: hold one out of "
+                          "the training data with --set train.validation=0.1 (a fraction, or a count per window), or "
+                          "use a source with a val split")
 
 
 def evaluation_points(per_epoch: int, total: int, every_n: int) -> list[int]:

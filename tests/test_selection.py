@@ -404,3 +404,12 @@ def test_data_check_flags_a_val_image_duplicated_in_eval_or_train(tmp_path) -> N
     found = {(p.kind, p.severity, p.split, p.id) for p in report.problems}
     assert ("duplicate", "error", "val", 0) in found and not report.ok
     assert ("duplicate_train_val", "warning", "val", 1) in found
+
+
+def test_a_policy_without_validation_is_refused_before_anything_is_made(tmp_path, cache_dir, capsys) -> None:
+    runs = tmp_path / "runs"
+    assert main(["run", *SMALL_RUN_FLAGS, "--runs-dir", str(runs), "--cache-dir", str(cache_dir),
+                 "--set", "train.selection=early_stopping"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("genshift: error: train.selection=early_stopping needs a validation split")
+    assert "--set train.validation=0.1" in err and not runs.exists()

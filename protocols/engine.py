@@ -406,7 +406,7 @@ def _train_window(cfg, bench: Benchmark, detector, rd: RunDir, k: int, t0: float
     trainer = _trainer(cfg, tc["precision"], progress, ctx.loggers or False, len(loader),
                        callbacks=[*extra_callbacks, *selection.callbacks, saver])
     started = time.time()
-    if len(sampler):
+    if len(sampler) and not selection.stopped:  # a resumed window that early stopping ended trains no further
         trainer.fit(module, train_dataloaders=loader)
     if saver.interrupted:
         raise Preempted(f"stopped on a signal in window {k} after batch {saver.done}/{sampler.total} "

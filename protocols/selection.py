@@ -337,6 +337,11 @@ class WindowSelection:
     def load_state_dict(self, state: dict | None) -> None:
         self.policy.load_state_dict(state)
 
+    @property
+    def stopped(self) -> bool:
+        """Early stopping ended the window (a train state saved at or after the stop: resuming must not train on)."""
+        return self.policy.stopped_at is not None
+
     def finish(self) -> dict:
         record = self.policy.finish()
         if self.how == "best_val_accuracy":

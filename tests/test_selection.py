@@ -413,3 +413,14 @@ def test_a_policy_without_validation_is_refused_before_anything_is_made(tmp_path
     err = capsys.readouterr().err
     assert err.startswith("genshift: error: train.selection=early_stopping needs a validation split")
     assert "--set train.validation=0.1" in err and not runs.exists()
+
+
+def test_test_every_last_scores_only_the_last_window() -> None:
+    from protocols.test_datasets import due, parse_test_datasets
+
+    assert [due({"test_every": "window"}, k, 3) for k in range(3)] == [True, True, True]
+    assert [due({"test_every": "last"}, k, 3) for k in range(3)] == [False, False, True]
+    with pytest.raises(ValueError, match="used twice"):
+        parse_test_datasets([{"name": "a", "dataset": "synthetic:smoke"}, {"name": "a", "dataset": "synthetic:smoke"}])
+    with pytest.raises(ValueError, match="unknown key"):
+        parse_test_datasets([{"name": "a", "dataset": "synthetic:smoke", "split": "eval"}])

@@ -270,7 +270,14 @@ def test_killed_and_resumed_run_writes_identical_test_predictions(selection_setu
         assert a == b
 
 
-def test_predict_writes_maps_with_the_validation_pixel_threshold(cache_dir, tmp_path) -> None:
+def _first_eval_image(cache_dir) -> Path:
+    from benchmark.sources import load_source
+
+    m = load_source("synthetic:smoke", cache_dir, progress=False)
+    return Path(m.abspath(m.split("eval")[0].path))
+
+
+def test_predict_writes_maps_with_the_validation_pixel_threshold(cache_dir, tmp_path, capsys) -> None:
     runs = tmp_path / "runs"
     assert main(["run", *SMALL_RUN_FLAGS, "--detector", "smallseg_tune", "--runs-dir", str(runs), "--cache-dir",
                  str(cache_dir), "--experiment", "seg", "--set", "train.validation=0.25",
@@ -282,20 +289,18 @@ def test_predict_writes_maps_with_the_validation_pixel_threshold(cache_dir, tmp_
     summary = json.loads((w / "metrics.json").read_text())["localization"]
     assert summary["pixel_threshold"] == pytest.approx(t) and 0 <= summary["pixel_f1_at_validation_threshold"] <= 1
     out = tmp_path / "pred"
-    assert main(["predict", "--checkpoint", str(w), "--dataset", "synthetic:smoke", "--split", "eval", "--out",
-                 str(out), "--cache-dir", str(cache_dir), "--no-progress"]) == 0
+    first = _first_eval_image(cache_dir)
+    folder = _folder_dataset(tmp_path / "photos", first)
+    assert main(["predict", "--checkpoint", str(w), "--dataset", f"folder:{folder}", "--out", str(out),
+                 "--no-progress"]) == 0
+    assert "chosen on the run's validation maps" in capsys.readouterr().out
     csv_rows = list(csv.DictReader((out / "predictions.csv").open()))
     masks = sorted((out / "masks").rglob("*.png"))
     maps = sorted((out / "maps").rglob("*.png"))
-    assert len(masks) == len(maps) == len(csv_rows) > 0
-    from benchmark.sources import load_source
-
-    m = load_source("synthetic:smoke", cache_dir, progress=False)
-    s = m.split("eval")[0]
-    src = Image.open(m.abspath(s.path))
-    name = Path(s.path).with_suffix(".png")
-    mask = np.asarray(Image.open(out / "masks" / name))
-    prob = np.asarray(Image.open(out / "maps" / name))
+    assert len(masks) == len(maps) == len(csv_rows) == 13
+    src = Image.open(first)
+    mask = np.asarray(Image.open(out / "masks" / "eval" / "real" / "copy.png"))
+    prob = np.asarray(Image.open(out / "maps" / "eval" / "real" / "copy.png"))
     assert mask.shape == prob.shape == (src.height, src.width)  # at the image's own resolution
     assert set(np.unique(mask).tolist()) <= {0, 255}
     # the mask is the map above the validation threshold (up to the map's rounding to 1/255)

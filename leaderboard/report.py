@@ -254,8 +254,8 @@ def _rank(configs: list[Configuration], level: float) -> list[dict]:
 
 
 def selection_text(records: Sequence[RunRecord]) -> str:
-    """Which policy chose each window's weights, from the windows' `selection_*` keys: e.g. "best: epochs 3, 1, 2"
-    (per seed, separated by '; '); "(last weights: ...)" marks a window where `best` kept the last weights and why;
+    """Which policy chose each window's weights, from the windows' `selection_*` keys: e.g. "best: epochs 3, 1, 2",
+    "average: epochs 2–3, 2–3" (per seed, separated by '; '); "(last weights: ...)" marks a window where `best` kept the last weights and why;
     "last" for runs that do not record it."""
     texts = []
     for r in records:
@@ -268,6 +268,9 @@ def selection_text(records: Sequence[RunRecord]) -> str:
         for a in r.windows:
             epoch = float(a["selection_epoch"]) if "selection_epoch" in a else -1.0
             part = "per branch" if epoch < 0 else f"{epoch:g}"
+            averaged = np.asarray(a["selection_averaged_epochs"]) if "selection_averaged_epochs" in a else ()
+            if len(averaged) > 1:  # `average`: the first and last averaged points
+                part = f"{float(averaged[0]):g}–{float(averaged[-1]):g}"
             if "selection_reason" in a and str(a["selection_reason"]):
                 part += " (last weights: validation AUROC undefined)"
             parts.append(part)

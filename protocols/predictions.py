@@ -124,7 +124,8 @@ def write_initial_predictions(
 
 def selection_arrays(record: dict) -> dict[str, np.ndarray]:
     """npz keys naming the policy that chose a window's weights (`protocols.selection`): `selection_policy`,
-    `selection_step` and `selection_epoch` of the chosen point (-1 for LRNet's per-branch choice, whose epochs are
+    `selection_step` and `selection_epoch` of the chosen point (`selection_averaged_epochs`: the points `average`
+    averaged) (-1 for LRNet's per-branch choice, whose epochs are
     in train_metrics.json), `selection_val_auroc` (NaN when not evaluated) and `selection_reason` (why `best`
     kept the last weights, else empty)."""
     chosen = record.get("chosen") or {}
@@ -135,6 +136,8 @@ def selection_arrays(record: dict) -> dict[str, np.ndarray]:
         "selection_epoch": np.float64(chosen.get("epoch", -1.0)),
         "selection_val_auroc": np.float64(val if isinstance(val, (int, float)) else np.nan),
         "selection_reason": np.array(str(record.get("reason", ""))),
+        # `average`: the epochs of the evaluation points whose weights were averaged (empty otherwise)
+        "selection_averaged_epochs": np.asarray(record.get("averaged_epochs", []), dtype=np.float64),
     }
 
 

@@ -211,6 +211,8 @@ class PolicyCallback(L.Callback):
             self.detector.load_trainable_state_dict(
                 {k: (v / n).to(reference[k].dtype) if v.is_floating_point() else v for k, v in self.avg_sum.items()})
             record["averaged_steps"] = list(self.avg_steps)
+            record["averaged_epochs"] = [round(st / self.per_epoch, 3) if self.per_epoch else 0.0
+                                         for st in self.avg_steps]
             chosen_step = self.avg_steps[-1]
         if self.stopped_at is not None:
             record["stopped_early_at_step"] = self.stopped_at

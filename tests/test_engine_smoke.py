@@ -20,6 +20,7 @@ NPZ_KEYS = {
     "protocol_version", "benchmark_type", "run_identity", "config_hash",
     "threshold", "threshold_rule", "threshold_source", "threshold_reason",  # validation_* only with a validation split
     "selection_policy", "selection_step", "selection_epoch", "selection_val_auroc", "selection_reason",
+    "selection_averaged_epochs",
 }
 
 

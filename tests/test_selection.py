@@ -379,7 +379,7 @@ def test_early_stopping_stops_after_patience_points_without_improvement() -> Non
 
 def test_average_is_the_mean_of_the_last_points_weights() -> None:
     record, det, _ = _follow("average", [0.5, 0.5, 0.5, 0.5, 0.5], average_last=3)
-    assert record["averaged_steps"] == [6, 8, 10]
+    assert record["averaged_steps"] == [6, 8, 10] and record["averaged_epochs"] == [3.0, 4.0, 5.0]
     assert det.w.tolist() == pytest.approx([3.0, -3.0])  # mean of points 2, 3, 4
     assert int(det.count) == 4  # integer buffers: the last point's
     assert record["chosen"]["val_auroc"] is None

@@ -3,7 +3,8 @@
 Checks schema and records (via the source scan: bad labels, undated generators, missing files, files outside
 the dataset root), counts per split and generator, reals vs fakes balance, every image (decodable, not
 truncated, not below the minimum side, bytes unchanged since the manifest was built, EXIF orientation), exact
-duplicates across splits and the same bytes labelled both real and fake (sha256). Errors make a run refuse the
+duplicates across splits (train or val against eval: errors; val against train: a warning) and the same bytes
+labelled both real and fake (sha256). Errors make a run refuse the
 dataset unless the bad images are skipped (`apply_skips`); warnings are reported only.
 
 The result is cached per manifest checksum (itself a digest of every image's sha256) and records
@@ -31,7 +32,7 @@ from benchmark.imagestore import describe, read_bytes
 from benchmark.manifest import Manifest
 from benchmark.source_records import Problem, restrict_timeline
 
-CHECK_VERSION = 2  # 2: label_conflict, content_sha256
+CHECK_VERSION = 3  # 2: label_conflict, content_sha256; 3: val split duplicates against eval and train
 DEFAULT_MIN_SIDE = 64
 EXIF_ORIENTATION = 0x0112
 # Image-level error kinds: fixed by dropping the image (`apply_skips`). Others need the data fixed.
@@ -253,13 +254,22 @@ def check_source(
                     s.split, s.id, s.path))
         evals = [s for s in group if s.split == "eval"]
         trains = [s for s in group if s.split == "train"]
-        if evals and trains:  # leak: drop the train copies so the eval split stays as published
-            for s in trains:
+        vals = [s for s in group if s.split == "val"]
+        if evals and (trains or vals):  # leak: drop the train/val copies so the eval split stays as published
+            for s in trains + vals:
                 problems.append(Problem(
                     "duplicate", "error",
                     f"{describe(manifest.root, s.path)}: same bytes as eval id(s) {[e.id for e in evals]} "
-                    f"(sha256 {sha[:12]}); a train image must not be in the eval split", s.split, s.id, s.path))
-        for split, members in (("train", trains), ("eval", evals)):
+                    f"(sha256 {sha[:12]}); a {s.split} image must not be in the eval split (validation images, "
+                    "carved from train or a source's val split, included)", s.split, s.id, s.path))
+        if vals and trains:  # selection would score an image the model trained on
+            for s in vals:
+                problems.append(Problem(
+                    "duplicate_train_val", "warning",
+                    f"{describe(manifest.root, s.path)}: same bytes as train id(s) {[t.id for t in trains]} "
+                    f"(sha256 {sha[:12]}); model selection on the val split would score an image it trained on",
+                    s.split, s.id, s.path))
+        for split, members in (("train", trains), ("eval", evals), ("val", vals)):
             for s in members[1:]:
                 problems.append(Problem(
                     "duplicate_within_split", "warning",

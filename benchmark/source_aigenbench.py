@@ -62,14 +62,16 @@ def dataset_fingerprint(root: Path) -> dict:
 
 
 def scan_aigenbench(
-    root: Path, timeline: dict[str, dt.date], timeline_name: str, cache_dir: Path, progress: bool = True,
+    root: Path, timeline: dict[str, dt.date] | None, timeline_name: str, cache_dir: Path, progress: bool = True,
     fresh: bool = False,
 ) -> ScanResult:
-    """Build (or read from the cache) the manifest of a release-format dataset (`fresh`: always build it)."""
+    """Build (or read from the cache) the manifest of a release-format dataset (`fresh`: always build it).
+
+    ``timeline`` None (labels only: `genshift predict`, test datasets): every row is kept, generators undated."""
     root = Path(root).expanduser().resolve()
     key = cache_key("aigenbench", {
         "root_fingerprint": dataset_fingerprint(root),
-        "timeline": {g: d.isoformat() for g, d in sorted(timeline.items())},
+        "timeline": "labels-only" if timeline is None else {g: d.isoformat() for g, d in sorted(timeline.items())},
     })
     target = cache_path(cache_dir, "aigenbench", key)
     cached = None if fresh else load_scan(target, root)
@@ -80,7 +82,7 @@ def scan_aigenbench(
     return scan
 
 
-def _build(root: Path, timeline: dict[str, dt.date], timeline_name: str, progress: bool) -> ScanResult:
+def _build(root: Path, timeline: dict[str, dt.date] | None, timeline_name: str, progress: bool) -> ScanResult:
     from benchmark.progress import counted_progress
 
     dd = open_dataset_dict(root)
@@ -104,7 +106,7 @@ def _build(root: Path, timeline: dict[str, dt.date], timeline_name: str, progres
         for row in range(n):
             gen, label = meta["generator"][row], meta["label"][row]
             gen = "" if gen is None else str(gen)
-            if gen and gen not in timeline:
+            if gen and timeline is not None and gen not in timeline:
                 dropped[gen] = dropped.get(gen, 0) + 1
                 continue
             where = f"{root}/{hf_split} row {row}"
@@ -138,7 +140,7 @@ def _build(root: Path, timeline: dict[str, dt.date], timeline_name: str, progres
                     if s is not None:
                         samples.append(s)
                 bar.advance(task, len(cells))
-    tl, tl_notes = restrict_timeline(timeline, samples, f"aigenbench:{root}")
+    tl, tl_notes = restrict_timeline(timeline, samples, f"aigenbench:{root}") if timeline is not None else ({}, [])
     manifest = Manifest(
         name=f"aigenbench:{root.name}",
         root=root,

@@ -77,7 +77,7 @@ def outside_root(root: Path, rel: str) -> Path | None:
     return None if real.is_relative_to(root) else real
 
 
-def _validate(rows: Iterable[_Row], root: Path, timeline: dict[str, dt.date], timeline_src: str):
+def _validate(rows: Iterable[_Row], root: Path, timeline: dict[str, dt.date] | None, timeline_src: str):
     samples: list[Sample] = []
     problems: list[Problem] = []
     for r in rows:
@@ -95,7 +95,7 @@ def _validate(rows: Iterable[_Row], root: Path, timeline: dict[str, dt.date], ti
         if label == 1 and gen.lower() in REAL_NAMES:
             bad("bad_label", f"label 1 (fake) needs a generator name, got {r.generator!r}")
             continue
-        if label == 1 and gen not in timeline:
+        if label == 1 and timeline is not None and gen not in timeline:
             bad("missing_date", f"generator {gen!r} has no release date in {timeline_src}; add "
                                 f"'{gen}: YYYY-MM-DD' to it")
             continue
@@ -134,7 +134,7 @@ def file_stamp(p: Path) -> list | None:
 
 
 def _scan(kind: str, root: Path, name: str, rows: list[_Row], row_problems: list[Problem], notes: list[str],
-          timeline: dict[str, dt.date], timeline_src: str, cache_dir: Path, extra_key: dict,
+          timeline: dict[str, dt.date] | None, timeline_src: str, cache_dir: Path, extra_key: dict,
           fresh: bool = False) -> ScanResult:
     stats = {}
     for r in rows:
@@ -143,7 +143,8 @@ def _scan(kind: str, root: Path, name: str, rows: list[_Row], row_problems: list
                 stats[rel] = file_stamp(_resolve(root, rel))
     key = cache_key(kind, {
         "root": str(root), "rows": [(r.split, r.id, r.label_text, r.generator, r.path, r.mask) for r in rows],
-        "stats": stats, "timeline": {g: d.isoformat() for g, d in sorted(timeline.items())},
+        "stats": stats,
+        "timeline": "labels-only" if timeline is None else {g: d.isoformat() for g, d in sorted(timeline.items())},
         "row_problems": [p.line() for p in row_problems], **extra_key,
     })
     target = cache_path(cache_dir, kind, key)
@@ -151,7 +152,7 @@ def _scan(kind: str, root: Path, name: str, rows: list[_Row], row_problems: list
     if cached is not None:
         return cached
     samples, problems = _validate(rows, root, timeline, timeline_src)
-    tl, tl_notes = restrict_timeline(timeline, samples, name)
+    tl, tl_notes = restrict_timeline(timeline, samples, name) if timeline is not None else ({}, [])
     manifest = Manifest(name=name, root=root, samples=samples, timeline=tl,
                         extra={"source": kind, "timeline": timeline_src, "notes": notes + tl_notes,
                                "formats_version": FORMATS_VERSION})
@@ -195,9 +196,12 @@ def _walk(sdir: Path, root: Path, problems: list[Problem], notes: list[str]) -> 
     return out
 
 
-def scan_folder(root: Path, timeline: dict[str, dt.date], timeline_src: str, cache_dir: Path,
+def scan_folder(root: Path, timeline: dict[str, dt.date] | None, timeline_src: str, cache_dir: Path,
                 fresh: bool = False) -> ScanResult:
-    """Records of ROOT/<split>/<class>/**/<image>."""
+    """Records of ROOT/<split>/<class>/**/<image>.
+
+    ``timeline`` None (labels only: `genshift predict`, test datasets): generators need no date and the folder
+    needs only one of train/ and eval/."""
     root = Path(root).expanduser().resolve()
     if not root.is_dir():
         raise FileNotFoundError(f"folder:{root}: no such directory")
@@ -209,7 +213,7 @@ def scan_folder(root: Path, timeline: dict[str, dt.date], timeline_src: str, cac
                 raise ValueError(f"folder:{root}: both {split_dirs[split].name}/ and {child.name}/ hold the "
                                  f"{split} split; keep one")
             split_dirs[split] = child
-    if "train" not in split_dirs or "eval" not in split_dirs:
+    if ("train" not in split_dirs or "eval" not in split_dirs) if timeline is not None else not split_dirs:
         raise FileNotFoundError(
             f"folder:{root}: expected sub-folders train/ and eval/ (or validation/), each with real/ and one "
             f"folder per generator; found {sorted(p.name for p in root.iterdir() if p.is_dir())}"
@@ -217,7 +221,7 @@ def scan_folder(root: Path, timeline: dict[str, dt.date], timeline_src: str, cac
     rows: list[_Row] = []
     notes: list[str] = []
     walk_problems: list[Problem] = []
-    for split in ("train", "eval"):
+    for split in [s for s in ("train", "eval") if s in split_dirs]:
         sdir = split_dirs[split]
         if outside_root(root, str(sdir)) is not None:
             raise ValueError(f"folder:{root}: {sdir.name}/ leads to {os.path.realpath(sdir)}, outside the dataset "
@@ -248,7 +252,7 @@ def scan_folder(root: Path, timeline: dict[str, dt.date], timeline_src: str, cac
                  cache_dir, {}, fresh)
 
 
-def scan_csv(file: Path, timeline: dict[str, dt.date], timeline_src: str, cache_dir: Path,
+def scan_csv(file: Path, timeline: dict[str, dt.date] | None, timeline_src: str, cache_dir: Path,
              root: str | Path | None = None, fresh: bool = False) -> ScanResult:
     """Records of a CSV `path,label,generator,split[,mask]` (paths relative to `root`, default the CSV's folder)."""
     file = Path(file).expanduser().resolve()

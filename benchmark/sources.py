@@ -108,8 +108,9 @@ def scan_source(spec: str, cache_dir: Path, progress: bool = True, fresh: bool =
     """Manifest of the valid records plus every record-level problem, without refusing anything.
 
     `fresh`: ignore a cached scan and hash every file again (the new scan replaces the cached one).
-    ``need_timeline=False`` (genshift predict): the sequence sources keep every method as a label only, without
-    dates (the manifest's timeline is then empty).
+    ``need_timeline=False`` (`genshift predict`, test datasets): every generator or method is a label only,
+    without dates, and every row is kept (the manifest's timeline is then empty; a folder needs only one of
+    train/ and eval/). The synthetic sources keep their own timelines.
     """
     kind, arg, options = parse_spec(spec)
     if kind == "synthetic-landmarks":
@@ -145,7 +146,7 @@ def scan_source(spec: str, cache_dir: Path, progress: bool = True, fresh: bool =
                               f"available: {sorted(SYNTHETIC_PRESETS)}")
         return ScanResult(build_synthetic(Path(cache_dir) / "datasets", preset=preset, seed=int(seed or 0),
                                           progress=progress))
-    timeline, timeline_src = _timeline(kind, arg, options, spec)
+    timeline, timeline_src = _timeline(kind, arg, options, spec) if need_timeline else (None, "")
     try:
         if kind == "aigenbench":
             from benchmark.source_aigenbench import scan_aigenbench

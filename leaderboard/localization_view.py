@@ -42,9 +42,10 @@ CSV_NAME = "localization.csv"
 CSV_COLUMNS = (
     "experiment", "detector", "window", "n_images", "n_scored", "pixel_f1", "pixel_f1_best", "pixel_iou",
     "pixel_auroc", "image_auroc", "loupe_f1", "loupe_miou", "loupe_score", "per_image_score", "all_ones_pixel_f1",
-    "all_ones_pixel_iou", "all_zeros_pixel_f1", "all_zeros_pixel_iou", "inputs",
+    "all_ones_pixel_iou", "all_zeros_pixel_f1", "all_zeros_pixel_iou", "inputs", "pixel_threshold",
+    "pixel_f1_at_validation_threshold", "pixel_iou_at_validation_threshold",
 )
-SUMMARY_COLUMNS = CSV_COLUMNS[3:14]  # of `window_localization`, copied into localization.csv
+SUMMARY_COLUMNS = CSV_COLUMNS[3:14] + CSV_COLUMNS[-3:]  # of `window_localization`, copied into localization.csv
 # Displayed columns of the human table (one row per run, its last window with maps): (csv key, header).
 DISPLAY = (
     ("experiment", "experiment"),
@@ -52,6 +53,7 @@ DISPLAY = (
     ("window", "window"),
     ("n_scored", "images"),
     ("pixel_f1", "pixel F1@0.5"),
+    ("pixel_f1_at_validation_threshold", "F1 @ val. thr."),
     ("pixel_f1_best", "best F1"),
     ("pixel_iou", "IoU"),
     ("pixel_auroc", "pixel AUROC"),
@@ -63,7 +65,9 @@ DISPLAY = (
 EXPLANATION = (
     "Localization on the eval images that have a ground-truth mask (partial fakes), clean whole images, after "
     "each run's last window with maps (every window: localization.csv). Per image, then averaged: pixel F1 and "
-    "IoU of the altered class at P(altered) > 0.5, best F1 (each image its own threshold, an oracle figure), "
+    "IoU of the altered class at P(altered) > 0.5, F1 at the pixel threshold the run chose on its validation "
+    "split's maps (eval.threshold; — without masked validation images), best F1 (each image its own threshold, an "
+    "oracle figure), "
     "pixel AUROC. Loupe score = (image AUROC on the whole eval split + F1 + mean IoU of the clean and altered "
     "classes) / 3 with F1 and IoU pooled over every pixel of the images with an altered pixel: the IJCAI 2025 "
     "forgery challenge's score as its winning solution (Loupe) computes it. per-image score = (image AUROC + "
@@ -118,6 +122,14 @@ def window_localization(path: Path | str, image_auroc: float, mode: str = "per_i
     out["loupe_score"] = loupe_score(image_auroc, loupe["loupe_f1"], loupe["loupe_miou"])
     out["per_image_score"] = per_image_localization_score(image_auroc, out["pixel_f1"], out["pixel_iou"])
     out["inputs"] = _scalar(path, "inputs")
+    t = _scalar(path, "pixel_threshold")  # chosen on the run's validation maps (eval.threshold), when it has them
+    out["pixel_threshold"] = float("nan") if t is None else float(t)
+    if t is not None and t == t:
+        at = localization_metrics(masks, maps, threshold=float(t), mode=mode)
+        out["pixel_f1_at_validation_threshold"] = at["pixel_f1"]
+        out["pixel_iou_at_validation_threshold"] = at["pixel_iou"]
+    else:
+        out["pixel_f1_at_validation_threshold"] = out["pixel_iou_at_validation_threshold"] = float("nan")
     out["baselines"] = {}
     for name, value in zip(BASELINES, (1.0, 0.0), strict=True):
         base = localization_metrics(masks, [np.full(m.shape, value) for m in masks], mode=mode)

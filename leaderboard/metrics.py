@@ -39,6 +39,11 @@ Calibration (is P(fake) a probability one can act on?):
 - ``youden_threshold``: the operating threshold that maximises TPR − FPR (Youden's J) on a labelled set,
   placed halfway between the last score predicted real and the lowest score predicted fake; used to fix a
   threshold on the windows seen so far and apply it to the next window.
+- ``threshold_by_rule``: an operating threshold chosen on a labelled (validation) set by a named rule
+  (`THRESHOLD_RULES`): ``eer`` (the ROC point where FNR and FPR are closest, the first one on a tie), ``fpr:x``
+  (the point of highest TPR whose FPR <= x), ``youden`` (above), or a fixed number such as ``0.5``. The threshold
+  is placed like Youden's, halfway between the last score predicted fake and the next lower score, so that the
+  chosen point is reproduced exactly on the set it was chosen on (predict fake iff score > threshold).
 """
 
 from __future__ import annotations
@@ -387,6 +392,88 @@ def youden_threshold(y_true: object, y_score: object) -> float:
     """Threshold maximising TPR − FPR (predict fake iff score > it); NaN for empty or single-class input."""
     c = _defined_curve(y_true, y_score)
     return float("nan") if c is None else _youden(c)
+
+
+THRESHOLD_RULES = ("eer", "fpr:<x>", "youden", "<number in [0, 1]>")
+
+
+def parse_threshold_rule(rule: str) -> tuple[str, float | None]:
+    """("eer" | "fpr" | "youden" | "fixed", parameter) of a rule text; ValueError naming the allowed forms."""
+    text = str(rule).strip().lower()
+    if text in ("eer", "youden"):
+        return text, None
+    try:
+        if text.startswith("fpr:"):
+            x = float(text[4:])
+            if 0.0 <= x < 1.0:
+                return "fpr", x
+        else:
+            t = float(text)
+            if 0.0 <= t <= 1.0:
+                return "fixed", t
+    except ValueError:
+        pass
+    raise ValueError(f"threshold rule {rule!r}: expected eer, fpr:<x> with 0 <= x < 1, youden, or a fixed threshold "
+                     "in [0, 1] such as 0.5")
+
+
+def _threshold_after(c: _Curve, i: int) -> float:
+    """The threshold that predicts fake exactly the score groups 0..i (i = -1: none)."""
+    if i < 0:
+        return float(c.thresholds[0])
+    if i + 1 < c.thresholds.size:
+        return float(0.5 * (c.thresholds[i] + c.thresholds[i + 1]))
+    return float(np.nextafter(c.thresholds[i], -np.inf))
+
+
+def _eer_point(c: _Curve) -> int:
+    # |FNR − FPR| · P · N exactly in integers, at "none fake" (-1) and after every score group
+    tps, fps = np.r_[0, c.tps], np.r_[0, c.fps]
+    gap = np.abs((c.n_pos - tps) * c.n_neg - fps * c.n_pos)
+    return int(np.argmin(gap)) - 1
+
+
+def _fpr_point(c: _Curve, target: float) -> int:
+    return int(np.count_nonzero(c.fps / c.n_neg <= target)) - 1  # fpr never decreases along the curve
+
+
+def threshold_by_rule(y_true: object, y_score: object, rule: str) -> float:
+    """The threshold a rule chooses on a labelled set (module doc); NaN for empty or single-class input, except a
+    fixed threshold, which needs no data."""
+    kind, x = parse_threshold_rule(rule)
+    if kind == "fixed":
+        return float(x)
+    c = _defined_curve(y_true, y_score)
+    if c is None:
+        return float("nan")
+    if kind == "youden":
+        return _youden(c)
+    return _threshold_after(c, _eer_point(c) if kind == "eer" else _fpr_point(c, float(x)))
+
+
+def threshold_by_rule_from_counts(levels: object, n_pos: object, n_neg: object, rule: str) -> float:
+    """`threshold_by_rule` of a set given as counts: n_pos[i] positives and n_neg[i] negatives score levels[i]
+    (e.g. the 256 levels of uint8-quantised maps: millions of pixels in a few hundred numbers). Same result as
+    `threshold_by_rule` on the expanded samples."""
+    kind, x = parse_threshold_rule(rule)
+    if kind == "fixed":
+        return float(x)
+    lv = np.asarray(levels, dtype=np.float64)
+    pos = np.asarray(n_pos, dtype=np.int64)
+    neg = np.asarray(n_neg, dtype=np.int64)
+    if lv.ndim != 1 or pos.shape != lv.shape or neg.shape != lv.shape:
+        raise ValueError(f"levels, n_pos and n_neg must be 1-D of equal length, got {lv.shape} {pos.shape} {neg.shape}")
+    if pos.sum() == 0 or neg.sum() == 0:
+        return float("nan")
+    used = (pos + neg) > 0
+    order = np.argsort(lv[used], kind="stable")[::-1]
+    lv, pos, neg = lv[used][order], pos[used][order], neg[used][order]
+    if np.any(np.diff(lv) >= 0):
+        raise ValueError("levels must be distinct")
+    c = _Curve(lv, np.cumsum(pos), np.cumsum(neg), int(pos.sum()), int(neg.sum()))
+    if kind == "youden":
+        return _youden(c)
+    return _threshold_after(c, _eer_point(c) if kind == "eer" else _fpr_point(c, float(x)))
 
 
 def _fpr_targets(fpr_targets: dict[str, float] | None) -> dict[str, float]:

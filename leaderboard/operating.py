@@ -1,7 +1,9 @@
 """The operating point on the next window: a threshold fixed on the past, applied to the generators that come next.
 
 After training window k a deployed detector runs at one threshold, chosen on data it already has. genshift
-takes the threshold that maximises TPR − FPR (Youden's J, `leaderboard.metrics.youden_threshold`) on
+takes the threshold chosen by the run's rule (`threshold_rule` in the window's file, config `eval.threshold`:
+`eer`, `fpr:<x>` or a fixed number, `leaderboard.metrics.threshold_by_rule` — the rule the run itself used for
+its validation threshold; files without the key: the threshold maximising TPR − FPR, Youden's J) on
 
 - the run's validation split as scored after window k, when the window's predictions.npz carries it: keys
   `validation_scores` (float P(fake)) and `validation_labels` (0 real, 1 fake) — source ``validation``;
@@ -21,7 +23,13 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from leaderboard.groups import group_mask, named_group, window_generator_ids
-from leaderboard.metrics import DEFAULT_THRESHOLD, tpr_tnr_at_threshold, undefined_reason, youden_threshold
+from leaderboard.metrics import (
+    DEFAULT_THRESHOLD,
+    parse_threshold_rule,
+    threshold_by_rule,
+    tpr_tnr_at_threshold,
+    undefined_reason,
+)
 
 VALIDATION_KEYS = ("validation_scores", "validation_labels")
 SOURCES = ("validation", "seen-eval")
@@ -50,18 +58,35 @@ def threshold_data(arrays: Mapping[str, np.ndarray], k: int, source: str = "wind
     return np.asarray(arrays["fused_labels"])[mask], np.asarray(arrays["fused_scores"])[mask], "seen-eval"
 
 
+def threshold_rule(arrays: Mapping[str, np.ndarray]) -> str | None:
+    """The rule the run chose its thresholds by (`threshold_rule`), None for files that do not record one."""
+    return str(arrays["threshold_rule"]) if "threshold_rule" in arrays else None
+
+
 def past_threshold(arrays: Mapping[str, np.ndarray], k: int) -> tuple[float, str, str | None]:
     """(threshold, source, reason it is undefined or None) fixed after window k on the past."""
+    rule = threshold_rule(arrays) or "youden"
+    if parse_threshold_rule(rule)[0] == "fixed":
+        return threshold_by_rule([], [], rule), "fixed", None
     y, s, source = threshold_data(arrays, k, f"window {k}")
     reason = undefined_reason(y)
     if reason is not None:
         return float("nan"), source, f"no threshold from {source} data: {reason}"
-    return youden_threshold(y, s), source, None
+    return threshold_by_rule(y, s, rule), source, None
 
 
 def threshold_sources(windows: Sequence[Mapping[str, np.ndarray]]) -> list[str]:
-    """The source of each window's threshold ("validation" or "seen-eval")."""
-    return ["validation" if has_validation(a) else "seen-eval" for a in windows]
+    """Where each window's threshold comes from: "validation" or "seen-eval", followed by the rule when the file
+    records one ("validation, eer"); "fixed 0.5" for a fixed threshold."""
+    out = []
+    for a in windows:
+        rule = threshold_rule(a)
+        if rule is not None and parse_threshold_rule(rule)[0] == "fixed":
+            out.append(f"fixed {rule}")
+            continue
+        source = "validation" if has_validation(a) else "seen-eval"
+        out.append(source if rule is None else f"{source}, {rule}")
+    return out
 
 
 def _rates(y: np.ndarray, s: np.ndarray, threshold: float) -> tuple[float, float, float]:

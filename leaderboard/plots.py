@@ -117,3 +117,19 @@ def reliability(name: str, curves: Sequence[tuple[int, np.ndarray, np.ndarray, f
     ax.set_title(f"reliability of the NEXT cells (equal-mass bins)\n{name}", fontsize=8)
     ax.legend(fontsize="x-small", loc="upper left")
     return _png(fig)
+
+
+def test_per_window(title: str, curves: Sequence[tuple[str, np.ndarray]], windows: Sequence[int]) -> bytes:
+    """One line per run: its AUROC on a test dataset after each window k (gaps where the window was not scored)."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    fig.subplots_adjust(left=0.1, right=0.97, bottom=0.13, top=0.9)
+    for name, values in curves:
+        ax.plot(list(windows), values, marker="o", label=name)
+    ax.set_xlabel("after training window k")
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.set_ylabel("AUROC on the test dataset")
+    ax.set_title(f"test dataset {title}", fontsize="small")
+    ax.grid(alpha=0.3)
+    if curves:
+        ax.legend(fontsize="small", loc="best")
+    return _png(fig)

@@ -89,8 +89,9 @@ EXPLANATION = (
 CALIBRATION_EXPLANATION = (
     "On the NEXT cells (window k+1 after training window k), averaged over k = 0..K−2: ECE with 15 equal-mass "
     "bins, Brier score, Cllr in bits (P(fake) read as a posterior at prior ½; 1 bit = uninformative); accuracy, "
-    "TPR and FPR at the threshold fixed after window k on the windows seen so far (Youden's J; 'seen-eval' = "
-    "fitted on the seen windows' eval images, 'validation' = on the run's validation split) and at 0.5. "
+    "TPR and FPR at the threshold fixed after window k by the run's rule (eval.threshold, named after the source: "
+    "eer, fpr:<x>, a fixed number; Youden's J for runs that record none) on the run's validation split "
+    "('validation') or, without one, on the seen windows' eval images ('seen-eval'), and at 0.5. "
     "Intervals of the threshold metrics and ECE are conditional on the fitted threshold and bin edges."
 )
 UPPER_EXPLANATION = (
@@ -252,6 +253,31 @@ def _rank(configs: list[Configuration], level: float) -> list[dict]:
     return rows
 
 
+def selection_text(records: Sequence[RunRecord]) -> str:
+    """Which policy chose each window's weights, from the windows' `selection_*` keys: e.g. "best: epochs 3, 1, 2",
+    "average: epochs 2–3, 2–3" (per seed, separated by '; '); "(last weights: ...)" marks a window where `best` kept the last weights and why;
+    "last" for runs that do not record it."""
+    texts = []
+    for r in records:
+        policies = {str(a["selection_policy"]) for a in r.windows if "selection_policy" in a}
+        if not policies:
+            texts.append(V.field_value("train.selection", r.info, r.windows[0]))
+            continue
+        policy = policies.pop() if len(policies) == 1 else "mixed"
+        parts = []
+        for a in r.windows:
+            epoch = float(a["selection_epoch"]) if "selection_epoch" in a else -1.0
+            part = "per branch" if epoch < 0 else f"{epoch:g}"
+            averaged = np.asarray(a["selection_averaged_epochs"]) if "selection_averaged_epochs" in a else ()
+            if len(averaged) > 1:  # `average`: the first and last averaged points
+                part = f"{float(averaged[0]):g}–{float(averaged[-1]):g}"
+            if "selection_reason" in a and str(a["selection_reason"]):
+                part += " (last weights: validation AUROC undefined)"
+            parts.append(part)
+        texts.append(policy if policy == "last" else f"{policy}: epochs {', '.join(parts)}")
+    return "; ".join(dict.fromkeys(texts)) if len(set(texts)) == 1 else "; ".join(texts)
+
+
 def _join(a: str, b: str) -> str:
     return f"{a}; {b}" if a else b
 
@@ -282,6 +308,7 @@ def _row(c: Configuration) -> dict:
     row["next_reference_variant_last_on_itself"] = c.pooled["next_reference_variant_last_on_itself"].value
     sources = {s for r in c.records for s in threshold_sources(r.windows)}
     row["past_threshold_source"] = "—" if c.is_full else (sources.pop() if len(sources) == 1 else "mixed")
+    row["selected"] = selection_text(c.records)
     row["params"] = det.get("n_params")
     row["trainable_params"] = det.get("n_trainable")
     row["flops"] = det.get("flops")
@@ -642,6 +669,8 @@ def _sections(lb: Leaderboard) -> tuple[str, str, str]:
         cont = rows[rows["rank"].notna()]
         shown = cont if len(cont) else rows  # the ranked rows (full rows are in the upper-bound table)
         extra = varying_fields(shown)
+        if (shown["selected"].astype(str) != "last").any():  # a policy other than `last` chose some weights
+            extra.append("selected")
         sid = "" if i == 0 else f"-{i + 1}"
         head = "" if label == "all" else label
         note = constant_fields_text(shown)
@@ -719,6 +748,10 @@ def write_leaderboard(
 
     formats_md, formats_html = FV.write_leaderboard_section(lb, out_dir)  # formats.csv; '' unless formats mix
     md += formats_md
+    from leaderboard import test_datasets_view as TV
+
+    tests = TV.write_section(lb.records, out_dir, n_replicates, seed)  # test_datasets.csv, per-window PNGs
+    md += tests.markdown if tests else ""
     atomic_write_text(out_dir / "leaderboard.md", md)
     atomic_write_text(out_dir / "leaderboard.csv", lb.summary.to_csv(index=False))
     if lb.per_seed is not None:
@@ -732,8 +765,10 @@ def write_leaderboard(
         atomic_write_bytes(out_dir / filename, png)
     atomic_write_text(
         out_dir / "leaderboard.html",
-        LV.insert_html(to_html(body, explanation, [(t, png) for t, _, png in figures]),
-                       (loc.html if loc else "") + rob.html + cl.html + video_html + formats_html),
+        LV.insert_html(to_html(body, explanation, [(t, png) for t, _, png in figures + (tests.figures if tests
+                                                                                         else [])]),
+                       (loc.html if loc else "") + rob.html + cl.html + video_html + formats_html
+                       + (tests.html if tests else "")),
     )
     timings["write"] = time.perf_counter() - t0
     if echo:

@@ -30,7 +30,8 @@ LOGGERS = ("csv", "tensorboard", "wandb")
 SEQUENCE_PROFILES = ("fixed", "lrnet-v1")
 SEQUENCE_AGGREGATES = ("vote", "mean", "max")
 REAL_SAMPLINGS = ("unique", "repeat", "weighted")
-SELECTIONS = ("last", "best_val_accuracy")
+SELECTIONS = ("last", "best", "early_stopping", "average", "best_val_accuracy")
+TEST_EVERY = ("window", "last")
 CACHE_TRAIN_INPUTS = ("auto", "cached", "per_window", "stream")
 CACHE_VERIFY_MODES = ("fast", "sample", "full")
 EXPERIMENT_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.,+=@-]{0,199}")
@@ -119,6 +120,28 @@ def _strategy_problem(name: str) -> str | None:
     return None
 
 
+def _validation_problem(value) -> str | None:
+    from benchmark.validation_split import validation_problem
+
+    return validation_problem(value)
+
+
+def _threshold_problem(value: str) -> str | None:
+    from leaderboard.metrics import parse_threshold_rule
+
+    try:
+        parse_threshold_rule(value)
+    except ValueError as e:
+        return str(e).partition(": ")[2]
+    return None
+
+
+def _test_datasets_problem(value: list) -> str | None:
+    from protocols.test_datasets import test_datasets_problem
+
+    return test_datasets_problem(value)
+
+
 def _non_empty(value: str) -> str | None:
     return "expected a non-empty string" if not value.strip() else None
 
@@ -193,6 +216,12 @@ SCHEMA: dict[str, Key] = {
     "train.checkpoint_every_n_steps": Key(int, min=0, operational=True),
     "train.selection": Key(str, choices=SELECTIONS),
     "train.branch_epochs": Key(dict, nullable=True, check=_epochs_per_branch),
+    "train.validation": Key((int, float), min=0, check=_validation_problem),
+    "train.validation_seed": SEED,
+    "train.validate_every_n_steps": Key(int, min=0),
+    "train.patience": Key(int, min=1),
+    "train.min_delta": Key(float, min=0),
+    "train.average_last": Key(int, min=1),
     "sequence.profile": Key(str, nullable=True, choices=SEQUENCE_PROFILES),
     "sequence.aggregate": Key(str, nullable=True, choices=SEQUENCE_AGGREGATES),
     "sequence.segment_length": Key(int, nullable=True, min=2),
@@ -202,6 +231,11 @@ SCHEMA: dict[str, Key] = {
     "eval.input": Key(str, nullable=True, choices=EVAL_INPUTS),
     "eval.precision": Key(str, choices=PRECISIONS),
     "eval.score_initial": Key(bool, operational=True),  # window_init/ only: no window's predictions change
+    "eval.threshold": Key(str, check=_threshold_problem, help="eer, fpr:<x> (0 <= x < 1), youden or a number in [0, 1]"),
+    # Test datasets change no benchmark result: they may be added to a finished run (its windows' checkpoints score
+    # them on the next `genshift run`).
+    "test_datasets": Key(list, check=_test_datasets_problem, operational=True),
+    "test_every": Key(str, choices=TEST_EVERY, operational=True),
     "loggers": Key(list, items=LOGGERS, operational=True),
     "wandb.*": Key(operational=True),
     "wandb.mode": Key(str, choices=("offline", "online", "disabled"), operational=True),

@@ -63,9 +63,13 @@ from protocols.run_setup import (  # noqa: F401  (re-exported: callers import th
 )
 from protocols.rundir import RunDir
 from protocols.scoring import eval_device, predict_in_process
+from protocols.selection import WindowSelection, check_selection
 from protocols.slurm import job_record
 from protocols.strategies.hooks import StrategyHooks
 from protocols.strategies.registry import resolve_strategy_config
+from protocols.test_datasets import RunTestDatasets, read_threshold
+from protocols.test_datasets import due as tests_due
+from protocols.validation_inputs import RunValidation
 
 
 @dataclass
@@ -82,6 +86,8 @@ class RunContext:
     strategy: StrategyHooks | None = None  # the continual-learning strategy's touch points (protocols/strategies)
     fields: dict = dataclasses.field(default_factory=dict)  # the variant fields (run.json and every npz)
     rows: dict = dataclasses.field(default_factory=dict)  # per-row npz arrays in eval order (source formats)
+    validation: RunValidation | None = None  # the validation rows of each window (selection, thresholds)
+    tests: RunTestDatasets | None = None  # test datasets scored beside the benchmark
 
     @property
     def writer(self) -> bool:
@@ -285,6 +291,7 @@ def _run_locked(cfg: dict, bench: Benchmark, rd: RunDir, t0: float, progress: bo
     )
     ctx.strategy = StrategyHooks(cfg, bench.manifest, eval_device(cfg), bench.inputs.workers, lambda m: _say(m, t0),
                                  ctx.writer)
+    ctx.validation, ctx.tests = _held_out_data(cfg, bench, detector, cache_dir, progress, t0)
     attempts = list(previous.get("attempts", [])) + [
         {"started": dt.datetime.now().isoformat(timespec="seconds"), "host": host_info().get("hostname"),
          "processes": world_size(cfg), **job_record()}]
@@ -312,6 +319,8 @@ def _run_locked(cfg: dict, bench: Benchmark, rd: RunDir, t0: float, progress: bo
                 "detector": meta.to_dict() | {"eval_input": strategy},
                 "eval_cache_key": cache_key,
                 "caches": inputs.describe,
+                "validation": ctx.validation.describe(),
+                "test_datasets": ctx.tests.describe(),
                 "packages": package_versions(),
                 "host": host_info(),
                 "git_commit": git_commit(),
@@ -319,6 +328,8 @@ def _run_locked(cfg: dict, bench: Benchmark, rd: RunDir, t0: float, progress: bo
                 "updated": dt.datetime.now().isoformat(timespec="seconds"),
             }
         )
+    if ctx.writer:
+        ctx.validation.write_ids(rd.path)
     start = 0
     while start < n_steps and rd.is_done(start):
         start += 1
@@ -326,6 +337,7 @@ def _run_locked(cfg: dict, bench: Benchmark, rd: RunDir, t0: float, progress: bo
         check_stop("before scoring the untrained model")
         _score_initial(cfg, bench, detector, inputs, rd, t0, progress, ctx)
     if start > 0:
+        _score_missing_tests(cfg, detector, rd, start, n_steps, ctx, t0)
         load_checkpoint(detector, rd.window(start - 1))
         ctx.strategy.restore_after(rd.window(start - 1), ctx.identity(start - 1))
         _say(f"resuming: windows 0..{start - 1} are done, continuing at window {start}", t0)
@@ -370,9 +382,11 @@ def _train_window(cfg, bench: Benchmark, detector, rd: RunDir, k: int, t0: float
     state = load_train_state(wdir / TRAIN_STATE, state_identity) if ctx.writer else \
         load_train_state(wdir / TRAIN_STATE, None)
     sampler.start = state["batches_done"] if state else 0
+    selection = _window_selection(cfg, bench, detector, k, sampler, ctx)
     if state:
         detector.load_trainable_state_dict(state["model"])
         ctx.strategy.restore_in_window(state.get("strategy"))
+        selection.load_state_dict(state.get("selection"))
         _say(f"window {k + 1}/{len(bench.train_sets)}: resuming after batch {sampler.start}/{sampler.total}", t0)
     loader = DataLoader(train_ds, batch_sampler=sampler, num_workers=bench.inputs.workers(ds),
                         generator=torch.Generator().manual_seed(int(cfg["seed"]) * 1_000_003 + k),
@@ -383,17 +397,22 @@ def _train_window(cfg, bench: Benchmark, detector, rd: RunDir, k: int, t0: float
                             strategy=ctx.strategy.step_strategy, window=k)
     window.module = module
     module.step_offset = ctx.step_offsets[k] + sampler.start
+    strategy_state = ctx.strategy.train_state_extra  # None: a stateless strategy
     saver = WindowCheckpointer(wdir / TRAIN_STATE, state_identity, int(tc.get("checkpoint_every_n_steps") or 0),
-                               sampler.start, sampler.total, state, ctx.writer, ctx.strategy.train_state_extra)
-    extra_callbacks = bench.inputs.window_callbacks(k, ids, sampler)  # selection (video track); before the saver
+                               sampler.start, sampler.total, state, ctx.writer,
+                               extra_state=lambda: ((strategy_state() if strategy_state else {})
+                                                    | {"selection": selection.state_dict()}))
+    extra_callbacks = bench.inputs.window_callbacks(k, ids, sampler)  # class weights, the video track's selection;
+    # before the saver
     trainer = _trainer(cfg, tc["precision"], progress, ctx.loggers or False, len(loader),
-                       callbacks=[*extra_callbacks, saver])
+                       callbacks=[*extra_callbacks, *selection.callbacks, saver])
     started = time.time()
-    if len(sampler):
+    if len(sampler) and not selection.stopped:  # a resumed window that early stopping ended trains no further
         trainer.fit(module, train_dataloaders=loader)
     if saver.interrupted:
         raise Preempted(f"stopped on a signal in window {k} after batch {saver.done}/{sampler.total} "
                         f"(state saved in {wdir / TRAIN_STATE}); run the same command again to resume")
+    selected = _finish_selection(selection, k, len(bench.train_sets), t0)
     ctx.strategy.after_training(window, wdir, ctx.identity(k))  # before the checkpoint marks the window trained
     metrics = {
         "window": k,
@@ -406,6 +425,7 @@ def _train_window(cfg, bench: Benchmark, detector, rd: RunDir, k: int, t0: float
             "loss_mean": saver.loss_sum / saver.loss_count if saver.loss_count else None,
             "images_per_second": round(len(ds) * int(tc["epochs"]) / max(time.time() - started, 1e-9), 1),
         },
+        "selection": selected,
     }
     if ctx.writer:
         wdir.mkdir(parents=True, exist_ok=True)
@@ -497,6 +517,8 @@ def _score_window(cfg, bench: Benchmark, detector, inputs: RunInputs, rd: RunDir
     scores, extra = None, None
     if inputs.fuse is not None:  # sequence items (segments, frames) -> one score per video, items kept
         scores, logits, extra = inputs.fuse(logits)
+    held_out, held_out_summary = _validation_arrays(cfg, k, train_metrics, ctx)
+    extra = (extra or {}) | held_out
     write_predictions(
         wdir / "predictions.npz", logits, bench.plan, bench.gen_names, bench.windows, k,
         manifest_checksum=bench.manifest.checksum, benchmark_type=str(bench.benchmark_type),
@@ -504,11 +526,13 @@ def _score_window(cfg, bench: Benchmark, detector, inputs: RunInputs, rd: RunDir
         cl_strategy=ctx.strategy.describe, fields=ctx.fields, rows=ctx.rows,
     )
     summary = window_summary(wdir / "predictions.npz")
-    metrics = train_metrics | {"eval": summary | {"seconds": round(time.time() - started, 2)}}
-    loc = score_window_localization(detector, bench.manifest, bench.plan, wdir, summary["auroc"]["all"])
+    metrics = train_metrics | {"eval": summary | {"seconds": round(time.time() - started, 2)}} | held_out_summary
+    loc = score_window_localization(detector, bench.manifest, bench.plan, wdir, summary["auroc"]["all"],
+                                    pixel_threshold=_pixel_threshold(cfg, detector, k, ctx))
     if loc is not None:  # a map detector: window_<k>/localization.npz is written before metrics.json and done
         metrics["localization"] = loc
         _say(f"window {k + 1}/{len(bench.train_sets)} localization: {localization_line(loc)}", t0)
+    metrics |= _score_tests(cfg, k, len(bench.train_sets), wdir, held_out, ctx, t0)
     atomic_write_json(wdir / "metrics.json", metrics)
     faults.die_if("before_done", k)
     atomic_write_text(wdir / "done", dt.datetime.now().isoformat(timespec="seconds") + "\n")
@@ -517,3 +541,84 @@ def _score_window(cfg, bench: Benchmark, detector, inputs: RunInputs, rd: RunDir
                        metrics)
     parts = ", ".join(f"{g} {v:.3f}" for g, v in summary["auroc"].items() if v == v)
     _say(f"window {k + 1}/{len(bench.train_sets)} scored: AUROC {parts}", t0)
+
+
+# ------------------------------------------------------------------ validation, selection, test datasets
+
+
+def _held_out_data(cfg: dict, bench: Benchmark, detector, cache_dir: Path, progress: bool,
+                   t0: float) -> tuple[RunValidation, RunTestDatasets]:
+    """The run's validation rows and test datasets; refuses a selection policy the run cannot follow and a bad
+    test dataset before any window trains."""
+    validation = RunValidation(cfg, bench, detector, cache_dir, progress)
+    check_selection(cfg, detector, validation.present)
+    if validation.present:
+        d = validation.describe()
+        _say(f"validation split ({d['origin']}, {d['split']} rows): {d['per_step']} per window; selection "
+             f"{cfg['train']['selection']}, threshold {cfg['eval']['threshold']}", t0)
+    tests = RunTestDatasets(cfg, bench, detector, cache_dir, progress, lambda m: _say(m, t0))
+    tests.load()
+    return validation, tests
+
+
+def _window_selection(cfg: dict, bench: Benchmark, detector, k: int, sampler, ctx: RunContext) -> WindowSelection:
+    """The policy's callbacks and resumable state for window k (on window k's validation rows only)."""
+    return WindowSelection(cfg, detector, k, sampler, ctx.validation.window_set(k), ctx.validation.branch_set(k)
+                           if cfg["train"]["selection"] == "best_val_accuracy" else None, bench.inputs.train_cfg,
+                           bench.inputs.eval_precision, ctx.step_offsets[k])
+
+
+def _finish_selection(selection: WindowSelection, k: int, n: int, t0: float) -> dict:
+    """Give the detector the policy's weights and say which they are."""
+    record = selection.finish()
+    line = selection.line(record)
+    if line:
+        _say(f"window {k + 1}/{n}: {line}", t0)
+    return record
+
+
+def _validation_arrays(cfg: dict, k: int, train_metrics: dict, ctx: RunContext) -> tuple[dict, dict]:
+    """npz arrays and metrics.json entries of window k's validation rows (scored with its final weights), its
+    threshold and the selection that chose its weights."""
+    from protocols.predictions import selection_arrays
+
+    if not ctx.writer:
+        return {}, {}
+    arrays, summary = ctx.validation.window_arrays(k, eval_device(cfg), int(cfg["eval"]["batch_size"]))
+    return arrays | selection_arrays(train_metrics.get("selection") or {"policy": "last"}), summary
+
+
+def _pixel_threshold(cfg: dict, detector, k: int, ctx: RunContext) -> dict | None:
+    """A map detector's pixel threshold chosen on window k's validation maps (None without a validation split)."""
+    if not getattr(detector.meta, "has_localization", False) or not ctx.validation.present:
+        return None
+    from protocols.localization import validation_pixel_threshold
+
+    ss = ctx.validation.window_set(k)
+    return validation_pixel_threshold(detector, ctx.validation.bench.manifest, ss.samples, str(cfg["eval"]["threshold"]))
+
+
+def _score_tests(cfg: dict, k: int, n: int, wdir: Path, held_out: dict, ctx: RunContext, t0: float) -> dict:
+    """Score the test datasets after window k when due (`test_every`); metrics.json's `test_datasets` entry."""
+    if not ctx.tests or not tests_due(cfg, k, n):
+        return {}
+    threshold = {key: v for key, v in held_out.items() if key.startswith("threshold")}
+    out = ctx.tests.score(k, wdir, threshold, ctx, eval_device(cfg))
+    _say(f"window {k + 1}/{n} test datasets: " + ", ".join(f"{name} AUROC {v['auroc']:.3f}" for name, v in
+                                                            out.items()), t0)
+    return {"test_datasets": out}
+
+
+def _score_missing_tests(cfg: dict, detector, rd: RunDir, start: int, n: int, ctx: RunContext, t0: float) -> None:
+    """Finished windows whose test predictions are missing (a test dataset added to a finished run's config) are
+    scored from their checkpoints; the caller restores the weights it continues from."""
+    if not ctx.tests or not ctx.writer:
+        return
+    for j in range(start):
+        missing = ctx.tests.missing(rd.window(j)) if tests_due(cfg, j, n) else []
+        if not missing:
+            continue
+        load_checkpoint(detector, rd.window(j))
+        _say(f"window {j + 1}/{n} is done; scoring its missing test dataset(s) {[s.name for s in missing]} from its "
+             "checkpoint", t0)
+        ctx.tests.score(j, rd.window(j), read_threshold(rd.window(j)), ctx, eval_device(cfg), only=missing)

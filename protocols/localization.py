@@ -31,7 +31,7 @@ from leaderboard.localization_view import FILE_NAME, read_localization, window_l
 
 SCHEMA_VERSION = 1
 __all__ = ["FILE_NAME", "SCHEMA_VERSION", "localization_line", "masked_positions", "read_localization", "score_maps",
-           "score_window_localization", "window_localization", "write_localization"]
+           "score_window_localization", "window_localization", "write_localization", "write_map_pngs"]
 
 
 def masked_positions(manifest: Manifest, plan: EvalPlan) -> np.ndarray:
@@ -100,8 +100,42 @@ def write_localization(window_dir: Path, arrays: dict[str, np.ndarray]) -> Path:
     return path
 
 
+def validation_pixel_threshold(detector, manifest: Manifest, samples: list, rule: str) -> dict:
+    """The pixel threshold `rule` (eval.threshold: eer, fpr:<x>, youden, a number) chooses on the maps of the
+    validation rows that have a mask, pooled over their pixels (maps quantised like the stored ones). Returns
+    {"value", "rule", "source" (validation | fixed | none), "reason"?, "n_images"}."""
+    from benchmark.eval_plan import EvalPlan
+    from leaderboard.metrics import parse_threshold_rule, threshold_by_rule_from_counts
+    from protocols.scoring_sets import as_eval_manifest
+
+    if parse_threshold_rule(rule)[0] == "fixed":
+        return {"value": float(parse_threshold_rule(rule)[1]), "rule": rule, "source": "fixed", "n_images": 0}
+    masked = [s for s in samples if s.mask is not None]
+    if not masked:
+        return {"value": float("nan"), "rule": rule, "source": "none", "n_images": 0,
+                "reason": "no validation image has a ground-truth mask"}
+    dm = as_eval_manifest(manifest, masked, "validation-maps")
+    ids = np.asarray([s.id for s in masked], np.int64)
+    plan = EvalPlan(ids, np.asarray([s.label for s in masked], np.int64), np.zeros(len(ids), np.int64),
+                    np.full(len(ids), -1, np.int64))
+    was = detector.training
+    arrays = score_maps(detector, dm, plan)
+    detector.train(was)
+    sizes = arrays["shapes"].prod(axis=1)
+    bits = np.unpackbits(arrays["masks_packed"])[: int(sizes.sum())].astype(bool)
+    maps = arrays["maps_u8"]
+    pos = np.bincount(maps[bits], minlength=256)
+    neg = np.bincount(maps[~bits], minlength=256)
+    value = threshold_by_rule_from_counts(np.arange(256) / 255.0, pos, neg, rule)
+    out = {"value": float(value), "rule": rule, "source": "validation" if value == value else "none",
+           "n_images": len(masked)}
+    if value != value:
+        out["reason"] = "the validation masks hold a single class of pixel"
+    return out
+
+
 def score_window_localization(detector, manifest: Manifest, plan: EvalPlan, window_dir: Path,
-                              image_auroc: float) -> dict | None:
+                              image_auroc: float, pixel_threshold: dict | None = None) -> dict | None:
     """Score a localization detector's maps after a window: write ``localization.npz``, return its summary.
 
     Returns None (nothing written) for a detector without ``meta.has_localization``, and {"skipped": reason}
@@ -118,7 +152,12 @@ def score_window_localization(detector, manifest: Manifest, plan: EvalPlan, wind
         warnings.warn(f"localization: {reason}", stacklevel=2)
         return {"skipped": reason}
     was_training = detector.training
-    path = write_localization(window_dir, score_maps(detector, manifest, plan))
+    arrays = score_maps(detector, manifest, plan)
+    if pixel_threshold is not None:  # chosen on the validation split's maps (validation_pixel_threshold)
+        arrays |= {"pixel_threshold": np.float64(pixel_threshold["value"]),
+                   "pixel_threshold_rule": np.str_(pixel_threshold["rule"]),
+                   "pixel_threshold_source": np.str_(pixel_threshold["source"])}
+    path = write_localization(window_dir, arrays)
     detector.train(was_training)
     return window_localization(path, image_auroc)
 
@@ -132,3 +171,56 @@ def localization_line(summary: dict) -> str:
             f"IoU {summary['pixel_iou']:.3f}, pixel AUROC {summary['pixel_auroc']:.3f}, Loupe score "
             f"{summary['loupe_score']:.3f} (per-image score {summary['per_image_score']:.3f}) on {summary['n_scored']} "
             f"masked images")
+
+
+# ------------------------------------------------------------------ maps as PNG files (genshift predict)
+
+MASKS_DIR = "masks"  # binary masks, 0 / 255 (as Loupe's pred_outputs/masks)
+MAPS_DIR = "maps"  # P(altered) x 255, rounded
+
+
+def map_png_name(rel_path: str) -> str:
+    """The PNG name of a row's map: its path inside the dataset, extension replaced by .png (folders kept)."""
+    p = Path(rel_path)
+    parts = [part for part in p.with_suffix(".png").parts if part not in ("", ".", "..", "/")]
+    return "/".join(parts) if parts else "image.png"
+
+
+@torch.no_grad()
+def write_map_pngs(detector, root: Path | str, image_paths: list[str], names: list[str], out_dir: Path,
+                   threshold: float = 0.5) -> list[str]:
+    """For each image: OUT/masks/<name> (altered iff P(altered) > threshold, 0/255) and OUT/maps/<name> (P × 255),
+    both at the image's own resolution (the whole clean image through the fully convolutional detector, as the
+    localization scores are made). `image_paths` are manifest paths under `root` (files or dataset rows, read
+    through the image store). Returns the problems (an unreadable image is listed, never a crash)."""
+    from PIL import Image
+
+    meta = detector.meta
+    if not getattr(meta, "has_localization", False):
+        raise ValueError(f"detector {meta.name} has no localization head")
+    device = next(detector.parameters()).device
+    mean = torch.tensor(meta.mean, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(meta.std, device=device).view(1, 3, 1, 1)
+    was = {m: m.training for m in detector.modules()}
+    detector.eval()
+    problems = []
+    try:
+        for path, name in zip(image_paths, names, strict=True):
+            try:
+                img = read_image(root, path)
+            except Exception as e:  # noqa: BLE001 - reported per image, as predict does
+                problems.append(f"{path}: {e}")
+                continue
+            x = (torch.from_numpy(img).to(device).permute(2, 0, 1)[None].float() / 255.0 - mean) / std
+            _, map_logits = detector.forward_with_map(x)
+            prob = torch.sigmoid(map_logits[0, 0].float()).cpu().numpy()
+            for sub, arr in ((MASKS_DIR, np.where(prob > threshold, 255, 0)), (MAPS_DIR, np.rint(prob * 255.0))):
+                target = Path(out_dir) / sub / name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                buf = io.BytesIO()
+                Image.fromarray(arr.astype(np.uint8)).save(buf, format="PNG")  # 2-D uint8: mode L
+                atomic_write_bytes(target, buf.getvalue())
+    finally:
+        for m, training in was.items():
+            m.training = training
+    return problems

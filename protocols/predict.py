@@ -8,6 +8,11 @@ of every split is scored (`--split` picks one). A data-check problem is reported
 cannot be scored (unreadable file, no segment under the profile) gets a NaN score and its reason in the CSV.
 Writes `OUT/predictions.npz` and `OUT/predictions.csv` (one row per sample); see docs/video.md for the keys.
 
+A map detector (a localization head, e.g. smallseg_tune or a run's window checkpoint of one) also writes its
+localization maps of every image row, at the image's own resolution: `OUT/masks/<path>.png` (0/255, altered iff
+P(altered) > --mask-threshold, as Loupe's pred_outputs/masks) and `OUT/maps/<path>.png` (P(altered) × 255). A
+window checkpoint's default threshold is the pixel threshold its run chose on the validation maps (0.5 without).
+
 Sequence detectors (lrnet*) score landmark segments (profile `--profile`, default the detector's own: lrnet-v1,
 the vote); image detectors score images (their own resize/crop, no mandatory degradations) or frames sampled
 from videos (`--frames-every K` / `--frames-count N`, fused by `--aggregate`, mean by default).
@@ -46,6 +51,11 @@ def register(sub) -> argparse.ArgumentParser:
     p.add_argument("--frames-every", type=int, help="videos: every k-th frame")
     p.add_argument("--frames-count", type=int, help="videos: N evenly spaced frames (default 8)")
     p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--mask-threshold", type=float, default=None,
+                   help="map detectors: a pixel is altered in OUT/masks iff P(altered) > this (default: with "
+                        "--checkpoint, the pixel threshold the run chose on that window's validation maps where it "
+                        "has one, else 0.5)")
+    p.add_argument("--no-maps", action="store_true", help="map detectors: do not write OUT/masks and OUT/maps")
     p.add_argument("--cache-dir", help="manifest and parsed-sequence cache (default $GENSHIFT_CACHE)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(handler=cmd_predict)
@@ -137,6 +147,8 @@ def cmd_predict(args) -> int:
 
     if VV.is_video_file(arrays):  # the manipulation × compression grids and ROC curves per manipulation
         VV.write_views(arrays, args.out, title=f"{detector.meta.name} on {args.dataset}")
+    if getattr(detector.meta, "has_localization", False) and not args.no_maps:
+        _write_maps(args, detector, m, rows)
     bad = int(np.isnan(scores).sum())
     print(f"scored {len(rows)} rows ({len(items)} {item_keys}) with {detector.meta.name} ({weights}); "
           f"{bad} row(s) without a score (reasons in predictions.csv); wrote {args.out}/predictions.npz and "
@@ -145,6 +157,41 @@ def cmd_predict(args) -> int:
         print(f"genshift: the data check found {len(problems)} problem(s) (listed in predictions.csv and "
               f"`genshift data check {args.dataset}`)", file=sys.stderr)
     return 0
+
+
+def _write_maps(args, detector, m, rows) -> None:
+    """A map detector's masks and maps of every image row (protocols.localization.write_map_pngs)."""
+    from protocols.localization import MAPS_DIR, MASKS_DIR, map_png_name, write_map_pngs
+
+    threshold, origin = mask_threshold(args.mask_threshold, args.checkpoint)
+    images = [s for s in rows if s.kind == "image"]
+    problems = write_map_pngs(detector, m.root, [s.path for s in images], [map_png_name(s.path) for s in images],
+                              args.out, threshold)
+    for p in problems:
+        print(f"genshift: no map: {p}", file=sys.stderr)
+    print(f"wrote {len(images) - len(problems)} localization maps to {args.out}/{MASKS_DIR}/ (threshold "
+          f"{threshold:.4f}, {origin}) and {args.out}/{MAPS_DIR}/")
+
+
+def mask_threshold(given: float | None, checkpoint: Path | None) -> tuple[float, str]:
+    """(threshold of OUT/masks, where it comes from): --mask-threshold, else the window's validation pixel threshold
+    (its localization.npz `pixel_threshold`, source validation), else 0.5."""
+    if given is not None:
+        if not 0.0 <= given <= 1.0:
+            raise ValueError(f"--mask-threshold {given}: expected a number in [0, 1]")
+        return float(given), "--mask-threshold"
+    if checkpoint is not None:
+        from leaderboard.safe_npz import read_npz
+        from protocols.localization import FILE_NAME
+
+        path = Path(checkpoint) / FILE_NAME
+        if path.is_file():
+            z = read_npz(path)
+            if "pixel_threshold" in z and str(z.get("pixel_threshold_source", np.str_(""))) == "validation":
+                t = float(z["pixel_threshold"])
+                if t == t:
+                    return t, f"chosen on the run's validation maps, rule {z['pixel_threshold_rule']}"
+    return 0.5, "fixed 0.5: no validation pixel threshold"
 
 
 def _count_items(extra: dict, n: int) -> np.ndarray:

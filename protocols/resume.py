@@ -93,7 +93,7 @@ def save_train_state(path: Path, identity: dict, batches_done: int, detector: to
     """Atomically write everything needed to continue training after `batches_done` global batches.
 
     ``extra``: more entries of the same kinds (tensors, numbers, strings, lists, dicts), e.g. the continual-learning
-    strategy's state under "strategy"."""
+    strategy's state under "strategy", the selection policy's under "selection"."""
     doc = {
         "format": STATE_FORMAT,
         "identity": identity,
@@ -147,7 +147,7 @@ class WindowCheckpointer(L.Callback):
     def __init__(self, path: Path, identity: dict, every_n: int, start: int, total: int,
                  resume: dict | None, writer: bool, extra_state: Callable[[], dict] | None = None):
         self.path, self.identity, self.every_n = Path(path), identity, int(every_n or 0)
-        self.extra_state = extra_state  # more to save with each state (the strategy's), read when saving
+        self.extra_state = extra_state  # more to save with each state (the strategy's, the selection's), read when saving
         self.start, self.total, self.resume, self.writer = start, total, resume, writer
         self.done = start
         self.loss_sum = resume["loss_sum"] if resume else 0.0

@@ -33,6 +33,7 @@ class Benchmark:
     plan: EvalPlan
     benchmark_type: BenchmarkType
     inputs: RunInputs | None = None  # set by _run_locked: cached/streamed datasets and resolved speed settings
+    validation: object | None = None  # benchmark.validation_split.ValidationSplit: held out of training, or `val`
 
 
 def checked_manifest(manifest: Manifest, cfg: dict, cache_dir: Path, progress: bool) -> Manifest:
@@ -72,15 +73,32 @@ def benchmark_of(manifest: Manifest, cfg: dict) -> Benchmark:
     plan = make_eval_plan(
         manifest.split("eval"), gen_names, b["eval_balance_seed"], b["eval_shuffle_seed"], b["eval_pairing_seed"]
     )
-    return Benchmark(manifest, windows, gen_names, sets, plan, btype)
+    sets, validation = split_validation(cfg, manifest, sets)  # held out of the training sets, or the source's val
+    return Benchmark(manifest, windows, gen_names, sets, plan, btype, validation=validation)
+
+
+def split_validation(cfg: dict, manifest: Manifest, train_sets: list[list[int]]) -> tuple[list[list[int]], object]:
+    """(training sets, validation split): carved out of the training sets when `train.validation` is set, else the
+    source's own `val` split where it has one (training sets unchanged), else none."""
+    from benchmark.validation_split import carve_validation, parse_validation, source_validation
+
+    tc = cfg["train"]
+    value = parse_validation(tc.get("validation") or 0)
+    if value:
+        return carve_validation(manifest.split("train"), train_sets, value, int(tc.get("validation_seed") or 0))
+    return train_sets, source_validation(manifest, train_sets)
 
 
 def prepare_benchmark(cfg: dict, progress: bool = True, manifest: Manifest | None = None) -> Benchmark:
     """Load the dataset (unless given, as loaded by `prepare_run`), check it (`data.check`) and derive the
     benchmark."""
     cache_dir = Path(cfg["cache_dir"]).expanduser() if cfg.get("cache_dir") else default_cache_dir()
+    from protocols.selection import require_validation
+
     raw = manifest if manifest is not None else load_source(cfg["dataset"], cache_dir, progress=progress)
-    return benchmark_of(checked_manifest(raw, cfg, cache_dir, progress), cfg)
+    bench = benchmark_of(checked_manifest(raw, cfg, cache_dir, progress), cfg)
+    require_validation(cfg, bench.validation is not None)  # before any run directory or input is made
+    return bench
 
 
 def seed_generators(seed: int) -> None:

@@ -1,32 +1,54 @@
-"""Per-branch epoch limits and best-validation-accuracy selection inside a window (LRNet's training recipe).
+"""Which weights end a window: the selection policy (`train.selection`), decided on the validation split alone.
 
-`train.branch_epochs` ({g1: 750, g2: 400} in LRNet's configs) stops a branch after its own number of epochs;
-`train.selection: best_val_accuracy` evaluates every branch on the window's validation videos after each epoch
-and keeps, per branch, the weights of the epoch with the best segment accuracy (ties go to the later epoch:
-LRNet saves when `val_acc >= best`). The validation videos come from the source's `val` split (LRNet's layout
-has one): the val fakes of the methods the window trains on plus every val real once
-(`sequence_inputs.validation_ids`); no evaluation data is read before the window's weights are final.
+Policies (docs/selection.md):
 
-The best weights so far live in the detector (`selection_state`), so the resumable train state saved by
-protocols.resume holds them and a resumed window selects the same epoch as an uninterrupted one.
+- `last` — the weights after the window's last optimizer step (the reference's behaviour);
+- `best` — the weights of the evaluation point with the highest validation AUROC (ties go to the later point);
+  where the AUROC is undefined at every point (a validation set of one class, or none at all for that window)
+  the last weights are kept and the record says why;
+- `early_stopping` — `best`, and the window stops once `train.patience` evaluation points in a row bring no AUROC
+  above the best so far + `train.min_delta`;
+- `average` — the mean of the weights at the window's last `train.average_last` evaluation points (float tensors
+  averaged, integer buffers such as BatchNorm's batch count taken from the last point);
+- `best_val_accuracy` — LRNet's recipe: every branch keeps the weights of its epoch with the best validation
+  segment accuracy (ties to the later epoch, as LRNet's `val_acc >= best`); `train.branch_epochs` stops a branch
+  after its own number of epochs.
+
+Evaluation points are the end of every epoch (`train.validate_every_n_steps: 0`) or every N optimizer steps and the
+window's last. At each point the validation rows of the window (carved from its training data, or the source's
+`val` split; `benchmark.validation_split`) are scored with the current weights; AUROC, loss and accuracy at 0.5 go to
+the loggers (`val/auroc`, `val/loss`, `val/accuracy`) and into the window's record. No evaluation row is ever scored
+before a window's weights are final: a policy sees nothing but the validation scores.
+
+The state of a policy (history, best weights so far, patience count, running average) travels with the resumable
+train state (`protocols.resume`), so a window resumed after a kill selects the same weights as an uninterrupted
+one. LRNet's per-branch best weights live in the detector (`selection_state`, part of its trainable state).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import lightning as L
+import numpy as np
 import torch
 
-SELECTIONS = ("last", "best_val_accuracy")
+SELECTIONS = ("last", "best", "early_stopping", "average", "best_val_accuracy")
+NEEDS_VALIDATION = ("best", "early_stopping", "best_val_accuracy")
 
 
-def selection_callbacks(cfg: dict, detector, make_val: Callable, say: Callable[[str], None]) -> Callable:
-    """callbacks(k, ids, sampler) for RunInputs: the epoch tracker, plus the selection when asked for."""
-    tc = cfg["train"]
-    how = str(tc.get("selection") or "last")
+def policy_name(cfg: dict) -> str:
+    how = str(cfg["train"].get("selection") or "last")
     if how not in SELECTIONS:
         raise ValueError(f"train.selection: unknown value {how!r}; expected one of {SELECTIONS}")
+    return how
+
+
+def check_selection(cfg: dict, detector, has_validation: bool) -> None:
+    """Refuse, before any window trains, a policy the run cannot follow; set LRNet's per-branch epoch limits."""
+    tc = cfg["train"]
+    how = policy_name(cfg)
     branch_epochs = tc.get("branch_epochs") or {}
     if branch_epochs:
         names = list(getattr(detector, "branch_names", ()))
@@ -39,22 +61,169 @@ def selection_callbacks(cfg: dict, detector, make_val: Callable, say: Callable[[
                              "train.epochs epochs in all (set it to the largest branch count)")
         detector.branch_epochs = {b: (int(branch_epochs[b]) if b in branch_epochs else None) for b in names}
     if how == "best_val_accuracy" and not hasattr(detector, "branch_names"):
-        raise ValueError(f"train.selection=best_val_accuracy is implemented for the LRNet detectors (per branch); "
-                         f"{detector.meta.name} trains with train.selection=last")
+        from protocols.config_schema import ConfigError
 
-    def callbacks(k: int, ids: list[int], sampler) -> list:
-        out: list = [EpochTracker(detector, sampler.per_epoch, sampler.start)]
-        if how == "best_val_accuracy":
-            val = make_val(ids)
-            if len(val) == 0:
-                raise ValueError(f"window {k}: train.selection=best_val_accuracy needs validation videos (the "
-                                 "source's val split: reals and the fakes of the window's methods); there are none")
-            say(f"window {k + 1}: selecting each branch's best epoch on {len(val)} validation segments")
-            out.append(BestValidation(detector, val, sampler.per_epoch, sampler.start, sampler.total,
-                                      int(cfg["eval"]["batch_size"])))
-        return out
+        raise ConfigError(f"train.selection=best_val_accuracy is implemented for the LRNet detectors (per branch); "
+                          f"{detector.meta.name} can use train.selection=best (validation AUROC)")
+    require_validation(cfg, has_validation)
 
-    return callbacks
+
+def require_validation(cfg: dict, has_validation: bool) -> None:
+    """Refuse (ConfigError: one line, exit 2) a policy that needs a validation split in a run without one."""
+    from protocols.config_schema import ConfigError
+
+    how = policy_name(cfg)
+    if how in NEEDS_VALIDATION and not has_validation:
+        raise ConfigError(f"train.selection={how} needs a validation split and this run has none: hold one out of "
+                          "the training data with --set train.validation=0.1 (a fraction, or a count per window), or "
+                          "use a source with a val split")
+
+
+def evaluation_points(per_epoch: int, total: int, every_n: int) -> list[int]:
+    """Global batch counts (1-based) after which the window is evaluated."""
+    if total <= 0:
+        return []
+    if every_n <= 0:
+        return list(range(per_epoch, total + 1, per_epoch)) or [total]
+    return sorted(set(range(every_n, total + 1, every_n)) | {total})
+
+
+def validation_metrics(scores: np.ndarray, labels: np.ndarray) -> dict:
+    """AUROC (NaN with a reason for one class or no row), balanced-class-free loss and accuracy at 0.5."""
+    from leaderboard.metrics import roc_auc, undefined_reason
+
+    s = np.asarray(scores, np.float64)
+    y = np.asarray(labels, np.int64)
+    keep = np.isfinite(s)
+    s, y = s[keep], y[keep]
+    out: dict = {"n": int(y.size), "n_fake": int(y.sum())}
+    if y.size == 0:
+        return out | {"auroc": float("nan"), "loss": float("nan"), "accuracy": float("nan"),
+                      "reason": "no validation row"}
+    p = np.clip(s, 1e-7, 1 - 1e-7)
+    out["loss"] = float(-np.mean(y * np.log(p) + (1 - y) * np.log1p(-p)))
+    out["accuracy"] = float(np.mean((s > 0.5) == (y == 1)))
+    reason = undefined_reason(y)
+    out["auroc"] = float("nan") if reason else roc_auc(y, s)
+    if reason:
+        out["reason"] = reason
+    return out
+
+
+def _copy(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().clone() for k, v in state.items()}
+
+
+class PolicyCallback(L.Callback):
+    """Evaluates the window at its evaluation points and follows the policy (module docstring)."""
+
+    def __init__(self, how: str, detector, score: Callable[[], tuple[np.ndarray, np.ndarray]] | None,
+                 points: list[int], per_epoch: int, start: int, total: int, tc: dict, step_offset: int,
+                 window: int):
+        self.how, self.detector, self.score = how, detector, score
+        self.points, self.per_epoch, self.start, self.total = points, per_epoch, start, total
+        self.patience, self.min_delta = int(tc.get("patience") or 2), float(tc.get("min_delta") or 0.0)
+        n_avg = min(int(tc.get("average_last") or 1), len(points)) if points else 0
+        self.average_from = len(points) - n_avg  # index of the first point averaged
+        self.step_offset, self.window = step_offset, window
+        self.history: list[dict] = []
+        self.best: dict | None = None  # {"step", "auroc", "weights"}
+        self.bar = -math.inf  # early stopping: the best AUROC so far (improvements must beat it by min_delta)
+        self.wait = 0
+        self.stopped_at: int | None = None
+        self.avg_sum: dict[str, torch.Tensor] = {}
+        self.avg_steps: list[int] = []
+
+    # ------------------------------------------------------------------ resumable state
+
+    def state_dict(self) -> dict:
+        return {"history": [dict(h) for h in self.history],
+                "best": None if self.best is None else {"step": self.best["step"], "auroc": self.best["auroc"],
+                                                        "weights": self.best["weights"]},
+                "bar": self.bar, "wait": self.wait, "stopped_at": self.stopped_at,
+                "avg_sum": self.avg_sum, "avg_steps": list(self.avg_steps)}
+
+    def load_state_dict(self, state: dict | None) -> None:
+        if not state:
+            return
+        self.history = [dict(h) for h in state["history"]]
+        self.best = state["best"]
+        self.bar, self.wait, self.stopped_at = float(state["bar"]), int(state["wait"]), state["stopped_at"]
+        self.avg_sum, self.avg_steps = dict(state["avg_sum"]), list(state["avg_steps"])
+
+    # ------------------------------------------------------------------ evaluation points
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        done = self.start + batch_idx + 1
+        if done not in self.points:
+            return
+        entry = {"step": done, "epoch": round(done / self.per_epoch, 3)}
+        if self.score is not None:
+            scores, labels = self.score()
+            m = validation_metrics(scores, labels)
+            entry |= {k: m[k] for k in ("auroc", "loss", "accuracy", "n")} | (
+                {"reason": m["reason"]} if "reason" in m else {})
+            if trainer.is_global_zero:
+                flat = {f"val/{k}": float(entry[k]) for k in ("auroc", "loss", "accuracy") if entry[k] == entry[k]}
+                flat |= {"val/epoch": float(entry["epoch"]), "window": float(self.window)}
+                for lg in trainer.loggers:
+                    lg.log_metrics(flat, step=self.step_offset + done)
+        self.history.append(entry)
+        auroc = entry.get("auroc", float("nan"))
+        if self.how in ("best", "early_stopping") and auroc == auroc:
+            if self.best is None or auroc >= self.best["auroc"]:
+                self.best = {"step": done, "auroc": float(auroc), "weights": _copy(self.detector.trainable_state_dict())}
+        if self.how == "early_stopping" and done < self.total:
+            if auroc == auroc and auroc > self.bar + self.min_delta:
+                self.bar, self.wait = float(auroc), 0
+            else:
+                self.wait += 1
+            if self.wait >= self.patience:
+                self.stopped_at = done
+                trainer.should_stop = True
+        if self.how == "average" and self.points.index(done) >= self.average_from:
+            for k, v in self.detector.trainable_state_dict().items():
+                v = v.detach().cpu()
+                if v.is_floating_point():
+                    self.avg_sum[k] = self.avg_sum[k] + v.double() if k in self.avg_sum else v.double().clone()
+                else:
+                    self.avg_sum[k] = v.clone()
+            self.avg_steps.append(done)
+
+    # ------------------------------------------------------------------ the window's weights
+
+    def finish(self) -> dict:
+        """Give the detector the policy's weights; the window's selection record."""
+        last = self.stopped_at or self.total
+        record: dict = {"policy": self.how, "evaluations": self.history}
+        chosen_step, reason = last, None
+        if self.how in ("best", "early_stopping"):
+            if self.best is not None:
+                self.detector.load_trainable_state_dict(self.best["weights"])
+                chosen_step = self.best["step"]
+            else:
+                why = sorted({h["reason"] for h in self.history if "reason" in h}) or ["no evaluation point"]
+                reason = (f"validation AUROC undefined at every evaluation point ({'; '.join(why)}): the last "
+                          "weights are kept")
+        elif self.how == "average" and self.avg_steps:
+            reference = self.detector.trainable_state_dict()
+            n = len(self.avg_steps)
+            self.detector.load_trainable_state_dict(
+                {k: (v / n).to(reference[k].dtype) if v.is_floating_point() else v for k, v in self.avg_sum.items()})
+            record["averaged_steps"] = list(self.avg_steps)
+            record["averaged_epochs"] = [round(st / self.per_epoch, 3) if self.per_epoch else 0.0
+                                         for st in self.avg_steps]
+            chosen_step = self.avg_steps[-1]
+        if self.stopped_at is not None:
+            record["stopped_early_at_step"] = self.stopped_at
+        at = next((h for h in self.history if h["step"] == chosen_step), None)
+        record["chosen"] = {"step": chosen_step, "epoch": round(chosen_step / self.per_epoch, 3) if self.per_epoch
+                            else 0.0, "val_auroc": at.get("auroc") if at else None}
+        if self.how == "average":
+            record["chosen"]["val_auroc"] = None  # the average was not itself evaluated during training
+        if reason:
+            record["reason"] = reason
+        return record
 
 
 class EpochTracker(L.Callback):
@@ -69,25 +238,29 @@ class EpochTracker(L.Callback):
 
 def branch_accuracy(detector, ds, batch_size: int) -> dict[str, float]:
     """Segment accuracy of every branch on a labelled segment dataset (argmax of the two-way output)."""
-    was = detector.training
+    was = {m: m.training for m in detector.modules()}
     detector.eval()
     correct = {b: 0 for b in detector.branch_names}
     n = 0
     device = next(detector.parameters()).device
-    with torch.no_grad():
-        for lo in range(0, len(ds), batch_size):
-            items = [ds[i] for i in range(lo, min(len(ds), lo + batch_size))]
-            x = torch.stack([it[0] for it in items]).to(device)
-            y = torch.stack([it[1] for it in items]).to(device).long()
-            for b, (lf, lr) in detector.branch_log_probs(x).items():
-                correct[b] += int(((lf > lr).long() == y).sum())
-            n += len(items)
-    detector.train(was)
+    try:
+        with torch.no_grad():
+            for lo in range(0, len(ds), batch_size):
+                items = [ds[i] for i in range(lo, min(len(ds), lo + batch_size))]
+                x = torch.stack([it[0] for it in items]).to(device)
+                y = torch.stack([it[1] for it in items]).to(device).long()
+                for b, (lf, lr) in detector.branch_log_probs(x).items():
+                    correct[b] += int(((lf > lr).long() == y).sum())
+                n += len(items)
+    finally:
+        for m, training in was.items():
+            m.training = training
     return {b: c / max(n, 1) for b, c in correct.items()}
 
 
 class BestValidation(L.Callback):
-    """After every epoch: each still-training branch's validation accuracy; keep its best epoch's weights."""
+    """`best_val_accuracy`: after every epoch, each still-training branch's validation accuracy; keep its best
+    epoch's weights (in the detector's `selection_state`, which its trainable state carries)."""
 
     def __init__(self, detector, val, per_epoch: int, start: int, total: int, batch_size: int):
         self.detector, self.val, self.per_epoch = detector, val, per_epoch
@@ -125,3 +298,77 @@ class BestValidation(L.Callback):
             print("[genshift] selected epochs (best validation accuracy): "
                   + ", ".join(f"{b} epoch {c['epoch']} ({c['val_accuracy']:.4f})" for b, c in chosen.items()),
                   flush=True)
+
+
+class WindowSelection:
+    """Selection in one window: its callbacks, resumable state and record (the engine's one handle on it)."""
+
+    def __init__(self, cfg: dict, detector, k: int, sampler, validation, branch_validation, train_cfg: dict,
+                 eval_precision: str, step_offset: int):
+        from protocols.scoring_sets import score_on_device
+
+        self.how = policy_name(cfg)
+        self.detector = detector
+        tc = cfg["train"]
+        points = evaluation_points(sampler.per_epoch, sampler.total, int(tc.get("validate_every_n_steps") or 0))
+        batch = int(cfg["eval"]["batch_size"])
+
+        score = None
+        if validation is not None and len(validation.samples):
+            def score() -> tuple[np.ndarray, np.ndarray]:
+                logits = score_on_device(detector, validation, train_cfg, eval_precision, batch)
+                return validation.rows(logits)[0], validation.labels
+
+        policy = self.how if self.how != "best_val_accuracy" else "last"
+        self.policy = PolicyCallback(policy, detector, score, points, sampler.per_epoch, sampler.start,
+                                     sampler.total, tc, step_offset, k)
+        self.callbacks: list = []
+        if hasattr(detector, "branch_names"):
+            self.callbacks.append(EpochTracker(detector, sampler.per_epoch, sampler.start))
+        if self.how == "best_val_accuracy":
+            if branch_validation is None or len(branch_validation) == 0:
+                raise ValueError(f"window {k}: train.selection=best_val_accuracy needs validation videos (reals and "
+                                 "the fakes of the window's methods); there are none")
+            self.callbacks.append(BestValidation(detector, branch_validation, sampler.per_epoch, sampler.start,
+                                                 sampler.total, batch))
+        self.callbacks.append(self.policy)
+
+    def state_dict(self) -> dict:
+        return self.policy.state_dict()
+
+    def load_state_dict(self, state: dict | None) -> None:
+        self.policy.load_state_dict(state)
+
+    @property
+    def stopped(self) -> bool:
+        """Early stopping ended the window (a train state saved at or after the stop: resuming must not train on)."""
+        return self.policy.stopped_at is not None
+
+    def finish(self) -> dict:
+        record = self.policy.finish()
+        if self.how == "best_val_accuracy":
+            record["policy"] = self.how
+            record["chosen"] = {"branches": dict(getattr(self.detector, "selected", {}) or {})}
+        return record
+
+    def line(self, record: dict) -> str | None:
+        """One line for the run log (None when there is nothing to say: `last` without a validation split, or
+        LRNet's per-branch selection, which prints its own line)."""
+        if self.how == "best_val_accuracy":
+            return None
+        chosen = record.get("chosen", {})
+        if self.how == "last":
+            last = record["evaluations"][-1] if record.get("evaluations") else {}
+            return f"validation AUROC {last['auroc']:.4f} after the last step" if last.get("auroc") == last.get(
+                "auroc") and "auroc" in last else None
+        if record.get("averaged_steps"):
+            text = f"selection average: the weights of steps {record['averaged_steps']} averaged"
+        else:
+            val = chosen.get("val_auroc")
+            text = f"selection {self.how}: epoch {chosen.get('epoch')}" + (
+                f" (validation AUROC {val:.4f})" if isinstance(val, float) else "")
+        if record.get("stopped_early_at_step"):
+            text += f"; stopped early at step {record['stopped_early_at_step']}"
+        if record.get("reason"):
+            text += f"; {record['reason']}"
+        return text

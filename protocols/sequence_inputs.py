@@ -124,19 +124,10 @@ def relative_path(root: Path, path: str) -> str:
         return p.as_posix()
 
 
-def validation_ids(manifest: Manifest, train_ids: Sequence[int]) -> list[int]:
-    """Validation videos of a window (LRNet's val set): the `val` fakes of the methods it trains on + every val
-    real once."""
-    train = _by_id(manifest, "train")
-    gens = {train[i].generator for i in train_ids if train[i].label == 1}
-    return [s.id for s in manifest.split("val") if s.label == 0 or s.generator in gens]
-
-
 def prepare_sequence_inputs(cfg: dict, bench, detector, cache_dir: Path, progress: bool,
                             say: Callable[[str], None]):
     """RunInputs for a sequence detector on a landmark dataset (see the module docstring)."""
     from protocols.run_inputs import RunInputs
-    from protocols.selection import selection_callbacks
     from protocols.speed import resolve_precision
 
     m = bench.manifest
@@ -166,16 +157,10 @@ def prepare_sequence_inputs(cfg: dict, bench, detector, cache_dir: Path, progres
     eval_ds = SegmentDataset([seqs[("eval", s.id)] for s in eval_samples], [s.label for s in eval_samples],
                              [s.id for s in eval_samples], profile, train=False)
     train_by_id = _by_id(m, "train")
-    val_by_id = _by_id(m, "val")
 
     def make_train(ids: list[int]) -> Dataset:
         samples = [train_by_id[int(i)] for i in ids]
         return SegmentDataset([seqs[("train", s.id)] for s in samples], [s.label for s in samples],
-                              [s.id for s in samples], profile, train=True)
-
-    def make_val(train_ids: list[int]) -> SegmentDataset:
-        samples = [val_by_id[i] for i in validation_ids(m, train_ids)]
-        return SegmentDataset([seqs[("val", s.id)] for s in samples], [s.label for s in samples],
                               [s.id for s in samples], profile, train=True)
 
     key = {"kind": "landmark segments", "profile": describe_profile(profile), "manifest": m.checksum,
@@ -186,8 +171,7 @@ def prepare_sequence_inputs(cfg: dict, bench, detector, cache_dir: Path, progres
     say(f"inputs ready: {len(eval_samples)} eval videos → {len(eval_ds)} segments of {profile.segment_length} "
         f"frames (profile {profile.name}, video score = {profile.aggregate}); precision {tc['precision']}")
     return RunInputs(eval_ds, make_train, tc, eval_precision, key, describe,
-                     fuse=eval_fusion(eval_samples, eval_ds, profile, m.root),
-                     callbacks=selection_callbacks(cfg, detector, make_val, say))
+                     fuse=eval_fusion(eval_samples, eval_ds, profile, m.root))
 
 
 def sequence_check_args(cfg: dict, manifest: Manifest) -> dict:

@@ -19,8 +19,12 @@ NPZ_KEYS = {
     "generator_id_to_name", "windows_timeline", "window", "schema_version", "manifest_checksum",
     "protocol_version", "benchmark_type", "run_identity", "config_hash",
     # the variant fields by config name (protocols.predictions.variant_fields) and the rows' source formats
-    "eval_split", "degradation_profile", "degradation_base_seed", "detector", "cl_strategy", "cl_strategy_params", "train_selection",
+    "eval_split", "degradation_profile", "degradation_base_seed", "detector", "cl_strategy", "cl_strategy_params",
+    "train_selection",
     "eval_pipeline", "eval_normalize", "fused_source_format", "fused_jpeg_quality",
+    "threshold", "threshold_rule", "threshold_source", "threshold_reason",  # validation_* only with a validation split
+    "selection_policy", "selection_step", "selection_epoch", "selection_val_auroc", "selection_reason",
+    "selection_averaged_epochs",
 }
 
 
@@ -74,7 +78,9 @@ def test_run_writes_every_window_with_documented_keys(smoke_run):
     assert info["variant"]["degradation.profile"] == "aigenbench-v1" and info["variant"]["cl_strategy"] == "naive"
     assert set(z0["fused_source_format"].tolist()) == {"png"} and (z0["fused_jpeg_quality"] == -1).all()
     init = load(smoke_run / "window_init" / "predictions.npz")
-    assert set(init) == NPZ_KEYS and int(init["window"]) == -1
+    # the untrained model was chosen by no policy and has no validation threshold
+    trained_only = {k for k in NPZ_KEYS if k.startswith(("threshold", "selection_"))}
+    assert set(init) == NPZ_KEYS - trained_only and int(init["window"]) == -1
     assert np.array_equal(init["fused_identifiers"], z0["fused_identifiers"])
     assert "FWT" in md and not (smoke_run / "window_init" / "done").exists()
     assert (smoke_run / "leaderboard.csv").is_file()

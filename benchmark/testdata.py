@@ -16,8 +16,9 @@ import numpy as np
 from PIL import Image
 
 from benchmark.timeline import load_timeline_yaml
+from common.configs import config_dir
 
-V1_TIMELINE = Path(__file__).resolve().parent.parent / "configs" / "timelines" / "aigenbench-v1.yaml"
+V1_TIMELINE = config_dir() / "timelines" / "aigenbench-v1.yaml"
 RELEASE_FAULTS = ("corrupt", "truncated", "tiny", "duplicate", "bad_label", "unknown_generator", "exif_rotated")
 
 

@@ -1,4 +1,4 @@
-"""Localization track end to end (issue 7): mask-aligned training copies, both losses in the engine, per-window
+"""Localization track end to end: mask-aligned training copies, both losses in the engine, per-window
 localization.npz with baselines in metrics.json, the leaderboard's localization table and `genshift inspect`."""
 
 from __future__ import annotations

@@ -186,7 +186,7 @@ def test_scoring_follows_the_runs_precision_and_layout(capsys) -> None:
 
 @pytest.mark.slow
 def test_default_detector_auroc_falls_monotonically_with_jpeg_and_blur(tmp_path, cache_dir) -> None:
-    """Acceptance of issue 7 on a real default-preset run: AUROC falls with JPEG quality and blur, within noise."""
+    """On a real default-preset run: AUROC falls with JPEG quality and blur, within noise."""
     import pandas as pd
 
     from leaderboard.report import write_leaderboard

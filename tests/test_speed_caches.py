@@ -1,4 +1,4 @@
-"""Caches (issue 6): stores detect corruption and rebuild; cached pixels equal streamed ones; whole runs give
+"""Caches: stores detect corruption and rebuild; cached pixels equal streamed ones; whole runs give
 identical predictions with every cache on and off; `genshift cache info|clear`."""
 
 from __future__ import annotations

@@ -6,13 +6,13 @@ import json
 
 import numpy as np
 import pytest
+from helpers import make_image, png_bytes, write_csv_dataset, write_release_dataset
 
 from benchmark.cli import main
 from benchmark.datacheck import apply_skips, check_source, check_spec, format_report
 from benchmark.degradations import degrade, degrade_float
 from benchmark.images import load_rgb
 from benchmark.sources import load_source
-from benchmark.testdata import make_image, png_bytes, write_csv_dataset, write_release_dataset
 
 
 def _found(report, severity="error"):

@@ -6,17 +6,17 @@ import hashlib
 import json
 import math
 import random
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from helpers import TEST_DATA
 from torchvision.transforms import RandomResizedCrop
 
 from benchmark import degradations as D
 from benchmark.degradations import PROFILES, degradation_key, degrade
 
-GOLDEN_PATH = Path(__file__).parent / "data" / "degradations_golden.json"
+GOLDEN_PATH = TEST_DATA / "degradations_golden.json"
 
 # Deterministic synthetic test images (height, width); some exceed 1080 on one or both sides.
 # The golden file was produced from exactly these images (see its "images" entry for their hashes).

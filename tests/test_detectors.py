@@ -7,10 +7,10 @@ import subprocess
 import sys
 import time
 from importlib.metadata import EntryPoint
-from pathlib import Path
 
 import pytest
 import torch
+from helpers import ROOT
 
 from detectors import (
     Detector,
@@ -90,7 +90,7 @@ def test_cli_typo_fails_before_importing_torch(argv, closest):
     """A misspelt detector name exits non-zero naming the closest names, without importing torch or a library."""
     code = _CLI_PROBE.format(heavy=HEAVY_MODULES)
     out = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=120,
-                         cwd=Path(__file__).resolve().parents[1])
+                         cwd=ROOT)
     assert out.returncode == 2, out.stderr
     assert "unknown detector" in out.stderr and "Traceback" not in out.stderr
     for text in closest:
@@ -101,7 +101,7 @@ def test_cli_typo_fails_before_importing_torch(argv, closest):
 def test_cli_help_does_not_import_torch():
     code = _CLI_PROBE.format(heavy=("torch", "timm", "open_clip", "lightning"))
     out = subprocess.run([sys.executable, "-c", code, "--help"], capture_output=True, text=True, timeout=120,
-                         cwd=Path(__file__).resolve().parents[1])
+                         cwd=ROOT)
     assert out.returncode == 0, out.stderr
     assert "robustness" in out.stdout and "detectors" in out.stdout  # every command is listed
     assert "HEAVY []" in out.stdout, out.stdout

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import ROOT
 
 from detectors import (
     CheckpointError,
@@ -28,7 +29,6 @@ from detectors.dinov2_models import TIMM_ARCH
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def _on_meta(name: str):
@@ -481,7 +481,7 @@ FAMILY_SMOKE = [
 @pytest.fixture(scope="module")
 def one_window_dataset(tmp_path_factory) -> str:
     """A csv: dataset with one generator, hence one window: 4 training and 2 eval images (64-96 px)."""
-    from benchmark.testdata import write_csv_dataset
+    from helpers import write_csv_dataset
 
     return f"csv:{write_csv_dataset(tmp_path_factory.mktemp('one-window'), {'GanA': '2018-01-01'})}"
 

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import make_image, png_bytes, write_folder_dataset
 
-from benchmark.testdata import make_image, png_bytes, write_folder_dataset
 from leaderboard.bench import fabricate_eval_set, fabricate_run
 from protocols.cli import main
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from helpers import ROOT
 
 # What each product package may import (besides itself). `protocols` is the engine and may import the rest;
 # `common` holds the shared helpers and imports none of them.

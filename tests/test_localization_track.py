@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import SMALL_RUN_FLAGS
+from helpers import SMALL_RUN_FLAGS
 
 from benchmark.masks import FULL_FAKE_TARGET, training_mask
 from benchmark.sources import load_source

@@ -19,11 +19,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import TEST_DATA
 
 from detectors import create_detector
 from detectors.weights import WeightsMismatchError
 
-GOLDEN = json.loads((Path(__file__).parent / "data" / "lrnet_golden.json").read_text())
+GOLDEN = json.loads((TEST_DATA / "lrnet_golden.json").read_text())
 LAYOUT = [("hidden_state", (2, 1, 32)), ("gru.weight_ih_l0", (96, 136)), ("gru.weight_hh_l0", (96, 32)),
           ("gru.bias_ih_l0", (96,)), ("gru.bias_hh_l0", (96,)), ("gru.weight_ih_l0_reverse", (96, 136)),
           ("gru.weight_hh_l0_reverse", (96, 32)), ("gru.bias_ih_l0_reverse", (96,)),

@@ -3,9 +3,9 @@
 import json
 
 import pytest
+from helpers import write_release_dataset
 
 from benchmark.sources import SourceError
-from benchmark.testdata import write_release_dataset
 from protocols.config import resolve_config
 from protocols.engine import prepare_benchmark, run_experiment
 

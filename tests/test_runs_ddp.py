@@ -18,9 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import SMALL_RUN_FLAGS
-
-ROOT = Path(__file__).resolve().parent.parent
+from helpers import ROOT, SMALL_RUN_FLAGS
 
 
 def load(run: Path, k: int) -> dict:

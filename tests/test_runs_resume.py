@@ -16,15 +16,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import SMALL_RUN_FLAGS
+from helpers import ROOT, SMALL_RUN_FLAGS
 from torch.utils.data import BatchSampler, RandomSampler
 
 from protocols import distributed
 from protocols.distributed import EvalBatches, TrainBatches, gather_predictions
 from protocols.resume import EXIT_PREEMPTED, TRAIN_STATE, load_train_state, save_train_state
 from protocols.rundir import RunDir, RunDirError
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def run_cli(runs: Path, cache_dir: Path, *extra: str, die_at: str | None = None, timeout: int = 300):

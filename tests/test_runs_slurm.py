@@ -14,10 +14,9 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import SMALL_RUN_FLAGS
+from helpers import ROOT, SMALL_RUN_FLAGS
 from slurm_cluster import Cluster, why_unavailable
 
-ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.skipif(why_unavailable() is not None, reason=str(why_unavailable()))
 
 

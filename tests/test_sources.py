@@ -1,4 +1,4 @@
-"""The `aigenbench:` source on a dataset written in the exact release format (benchmark/testdata.py)."""
+"""The `aigenbench:` source on a dataset written in the exact release format (tests/helpers.py)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from collections import Counter
 
 import numpy as np
 import pytest
+from helpers import release_features, write_release_dataset
 from test_timeline import DESIGN_TABLE as DESIGN_WINDOWS  # noqa: E402  (the DESIGN §3.3 table)
 
 from benchmark.eval_plan import make_eval_plan
@@ -16,7 +17,6 @@ from benchmark.images import load_rgb
 from benchmark.imagestore import forget_open_datasets, read_image
 from benchmark.manifest import Sample
 from benchmark.sources import SourceError, load_source
-from benchmark.testdata import release_features, write_release_dataset
 from benchmark.timeline import generator_id_to_name, make_windows
 from benchmark.windows_plan import BenchmarkType, training_sets
 
@@ -99,8 +99,7 @@ def test_training_sets_draw_unused_reals(manifest):
 
 def test_unknown_generators_dropped_ids_are_rows_before_filtering(tmp_path):
     import datasets
-
-    from benchmark.testdata import _row
+    from helpers import _row
 
     rows = [_row(1, 0, "", "r0", "COCO"), _row(2, 1, "Pix2Pix", "p", "X"), _row(3, 1, "ProGAN", "f", "X"),
             _row(4, 0, "", "r1", "COCO")]

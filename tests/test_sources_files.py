@@ -8,13 +8,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import write_csv_dataset, write_folder_dataset
 
 from benchmark.eval_plan import make_eval_plan
 from benchmark.images import load_rgb
 from benchmark.imagestore import read_image
 from benchmark.manifest import sha256_file
 from benchmark.sources import SourceError, load_source
-from benchmark.testdata import write_csv_dataset, write_folder_dataset
 from benchmark.timeline import generator_id_to_name, make_windows
 
 GENS = {"GanA": "2018-01-01", "GanB": "2018-01-01", "DiffC": "2020-05-01", "DiffD": "2021-02-03",

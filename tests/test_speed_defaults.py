@@ -7,14 +7,14 @@ import os
 import platform
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
+from helpers import ROOT
 
 from protocols.allocator import MALLOC_MMAP_THRESHOLD
 from protocols.speed import resolve_precision
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = ROOT
 glibc = pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt and mallinfo2 are glibc's")
 
 # A child process (the allocator's settings are process-wide): allocate one 64 MiB block with malloc and print

@@ -1,9 +1,9 @@
 """Windows from release dates (ties merged), generator ids, the AI-GenBench v1 table."""
 
 import datetime as dt
-from pathlib import Path
 
 import pytest
+from helpers import ROOT
 
 from benchmark.timeline import (
     TimelineError,
@@ -13,7 +13,7 @@ from benchmark.timeline import (
     make_windows,
 )
 
-V1 = Path(__file__).resolve().parent.parent / "configs" / "timelines" / "aigenbench-v1.yaml"
+V1 = ROOT / "configs" / "timelines" / "aigenbench-v1.yaml"
 
 DESIGN_TABLE = [
     ["CycleGAN", "Cascaded Refinement Networks", "ProGAN", "StarGAN"],

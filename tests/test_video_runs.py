@@ -12,11 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import ROOT
 
 from benchmark.manifest import Sample
 from benchmark.windows_plan import BenchmarkType, class_weights, training_sets
 
-ROOT = Path(__file__).resolve().parent.parent
 FLAGS = ["--preset", "video", "--dataset", "synthetic-landmarks:smoke", "--no-progress", "--no-leaderboard",
          "--set", "benchmark.generators_per_window=6", "--set", "train.epochs=2", "--set", "train.batch_size=16",
          "--set", "threads=1", "--set", "train.checkpoint_every_n_steps=2", "--set", "train.selection=best_val_accuracy",
@@ -173,7 +173,7 @@ def test_lrnet_recipe_preset_runs_window_by_window(tmp_path, cache_dir):
 
 
 def test_image_detector_on_video_frames_through_the_windows(tmp_path, cache_dir):
-    from test_video_sources import _video
+    from helpers import write_video
 
     from protocols.cli import main
 
@@ -181,7 +181,7 @@ def test_image_detector_on_video_frames_through_the_windows(tmp_path, cache_dir)
     for method, split, n in (("Origin", "train", 4), ("DF", "train", 2), ("F2F", "train", 2),
                              ("Origin", "test", 4), ("DF", "test", 2), ("F2F", "test", 2)):
         for i in range(n):
-            _video(root / method / "c23" / split / f"{i:03d}.avi", 7 + i, seed=hash((method, split, i)) % 1000)
+            write_video(root / method / "c23" / split / f"{i:03d}.avi", 7 + i, seed=hash((method, split, i)) % 1000)
     assert main(["run", "--preset", "smoke", "--detector", "smallcnn_tune", "--dataset", f"videos:{root}",
                  "--no-progress", "--no-leaderboard", "--set", "benchmark.generators_per_window=1",
                  "--set", "sequence.frames_count=3", "--set", "threads=1", "--runs-dir", str(tmp_path / "runs"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers import write_video
 
 from benchmark.datacheck import check_source
 from benchmark.sequences import (
@@ -143,24 +144,6 @@ def test_data_check_names_every_sequence_problem(tmp_path):
     assert "no_segment" not in fixed and "too_short" in fixed  # 30 frames make one segment under `fixed`
 
 
-def _video(path, frames: int, size=(48, 40), seed=0):
-    import av
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    with av.open(str(path), "w") as c:
-        st = c.add_stream("mpeg4", rate=25)
-        st.width, st.height, st.pix_fmt = size[0], size[1], "yuv420p"
-        st.options = {"qscale": "2"}
-        for i in range(frames):
-            img = np.full((size[1], size[0], 3), (i * 9) % 256, np.uint8)
-            img[:, : size[0] // 2] = rng.integers(0, 255, 3, dtype=np.uint8)
-            for p in st.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
-                c.mux(p)
-        for p in st.encode():
-            c.mux(p)
-
-
 def test_frame_sampling_and_both_decoders(tmp_path):
     from benchmark.video_frames import count_frames, read_frames, sample_frame_indices
 
@@ -169,7 +152,7 @@ def test_frame_sampling_and_both_decoders(tmp_path):
     assert sample_frame_indices(3, count=8) == [0, 1, 2]
     with pytest.raises(ValueError, match="exactly one"):
         sample_frame_indices(10, every=2, count=3)
-    _video(tmp_path / "v.avi", 17)
+    write_video(tmp_path / "v.avi", 17)
     assert count_frames(tmp_path / "v.avi", "pyav") == count_frames(tmp_path / "v.avi", "opencv") == 17
     a = read_frames(tmp_path / "v.avi", [0, 8, 16], "pyav")
     b = read_frames(tmp_path / "v.avi", [0, 8, 16], "opencv")
@@ -185,7 +168,7 @@ def test_videos_source_and_a_frame_detector(tmp_path):
     root = tmp_path / "vids"
     for method, label in (("Origin", 0), ("DF", 1)):
         for i in range(2):
-            _video(root / method / "c23" / "test" / f"{i:03d}.avi", 12 + i, seed=label * 10 + i)
+            write_video(root / method / "c23" / "test" / f"{i:03d}.avi", 12 + i, seed=label * 10 + i)
     m = load_source(f"videos:{root}?backend=opencv", tmp_path / "cache", progress=False)
     assert {s.kind for s in m.samples} == {"video"} and {s.frames for s in m.samples} == {12, 13}
     out = tmp_path / "out"

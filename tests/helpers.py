@@ -1,4 +1,4 @@
-"""Tiny datasets in the users' formats, for tests and end-to-end checks (no download needed).
+"""Test helpers: the repository's paths, the flags of small runs, and tiny datasets in the users' formats.
 
 `write_release_dataset` writes a DatasetDict exactly in the AI-GenBench release format (same columns
 and feature types, splits train/validation, all 36 v1 generators) with a handful of small PNGs each;
@@ -18,7 +18,14 @@ from PIL import Image
 from benchmark.timeline import load_timeline_yaml
 from common.configs import config_dir
 
+ROOT = Path(__file__).resolve().parents[1]  # the source tree
+TEST_DATA = Path(__file__).resolve().parent / "data"  # golden files
 V1_TIMELINE = config_dir() / "timelines" / "aigenbench-v1.yaml"
+
+# Small two-window runs shared by the resume, SLURM, DDP and localization tests (smoke data, 12 generators per
+# window).
+SMALL_RUN_FLAGS = ["--preset", "smoke", "--no-progress", "--no-leaderboard", "--set", "benchmark.generators_per_window=12",
+                   "--set", "threads=1", "--set", "train.checkpoint_every_n_steps=2"]
 RELEASE_FAULTS = ("corrupt", "truncated", "tiny", "duplicate", "bad_label", "unknown_generator", "exif_rotated")
 
 
@@ -215,3 +222,22 @@ def write_csv_dataset(
 def _write_png(path: Path, img: np.ndarray) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(png_bytes(img))
+
+
+def write_video(path, frames: int, size=(48, 40), seed=0) -> None:
+    """A small MPEG-4 video file: `frames` frames of `size` (width, height), half of each frame random colour."""
+    import av
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    with av.open(str(path), "w") as c:
+        st = c.add_stream("mpeg4", rate=25)
+        st.width, st.height, st.pix_fmt = size[0], size[1], "yuv420p"
+        st.options = {"qscale": "2"}
+        for i in range(frames):
+            img = np.full((size[1], size[0], 3), (i * 9) % 256, np.uint8)
+            img[:, : size[0] // 2] = rng.integers(0, 255, 3, dtype=np.uint8)
+            for p in st.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                c.mux(p)
+        for p in st.encode():
+            c.mux(p)

@@ -76,3 +76,13 @@ def test_no_process_notes_in_product_files():
             for n, line in enumerate(f.read_text(encoding="utf-8").splitlines(), 1)
             if re.search(r"\b(?:issue|session)[ -]\d+", line, flags=re.I)]
     assert not hits, "\n".join(hits)
+
+
+def test_source_paths_named_in_the_pages_exist():
+    """A file of the repository named in backticks (`protocols/engine.py`, `tests/e2e/test_x.py::name`) exists."""
+    pattern = re.compile(r"`((?:benchmark|detectors|protocols|leaderboard|common|configs|docs|tests|scripts)/"
+                         r"[\w/.-]+\.(?:py|md|yaml|json|sh))(?:::\w+)?`")
+    missing = [f"{page.relative_to(ROOT)}: {rel}" for page in PAGES
+               for rel in pattern.findall(page.read_text(encoding="utf-8"))
+               if not re.search(r"\b[A-Z]{3,}\b", rel) and not (ROOT / rel).exists()]  # NAME: a placeholder
+    assert not missing, "\n".join(missing)

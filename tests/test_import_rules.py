@@ -80,6 +80,43 @@ def _cycle(edges: set[tuple[str, str]]) -> list[str] | None:
     return None
 
 
+def _module_level_imports(root: Path = ROOT) -> set[tuple[str, str]]:
+    """(module, module) arrows of the imports a module runs when it is imported: statements of its body, outside
+    functions and `if TYPE_CHECKING:` blocks; `from pkg import name` counts as importing `pkg.name` when that is
+    a module."""
+    modules = {}
+    for package in ALLOWED:
+        for path in (root / package).rglob("*.py"):
+            name = ".".join(path.relative_to(root).with_suffix("").parts)
+            modules[name.removesuffix(".__init__")] = path
+    arrows = set()
+    for module, path in modules.items():
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        body = [n for n in tree.body if not (isinstance(n, ast.If) and "TYPE_CHECKING" in ast.unparse(n.test))]
+        is_package = path.name == "__init__.py"
+        for node in body:
+            names = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    parts = module.split(".") if is_package else module.split(".")[:-1]
+                    parts = parts[: len(parts) - (node.level - 1)]
+                    base = ".".join(parts + ([node.module] if node.module else []))
+                names = [base] + [f"{base}.{alias.name}" for alias in node.names]
+            for name in names:
+                if name in modules and name != module:
+                    arrows.add((module, name))
+    return arrows
+
+
+def test_no_import_circle_between_modules_at_import_time():
+    """Module-level imports inside the product form no circle (imports deferred into functions are not counted)."""
+    circle = _cycle(_module_level_imports())
+    assert circle is None, f"modules import each other at import time: {' -> '.join(circle)}"
+
+
 def test_every_product_package_is_checked():
     on_disk = {p.parent.name for p in ROOT.glob("*/__init__.py")} - {"tests", "scripts"}
     assert on_disk <= set(ALLOWED), f"packages without an import rule: {sorted(on_disk - set(ALLOWED))}"
@@ -108,6 +145,9 @@ def test_the_checker_sees_imports_inside_functions_and_relative_ones(tmp_path):
     assert not [a for a in arrows if a[0] == "benchmark"]  # a relative import stays inside its package
     assert _cycle({("a", "b"), ("b", "c"), ("c", "a")}) is not None
     assert _cycle({("a", "b"), ("b", "c"), ("a", "c")}) is None
+    (tmp_path / "benchmark" / "images.py").write_text("from benchmark import x\n")
+    (tmp_path / "benchmark" / "x.py").write_text("from .images import y\n")
+    assert _cycle(_module_level_imports(tmp_path)) is not None
 
 
 def test_leaderboard_reads_files_only():

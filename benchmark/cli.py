@@ -18,7 +18,7 @@ def register(sub) -> argparse.ArgumentParser:
     """Add the `data` command group (info, check, degrade) to an argparse subparsers object."""
     data = sub.add_parser("data", help="inspect, check and degrade datasets",
                           description="Dataset specs: synthetic[:smoke|default|formats|formats-smoke], aigenbench:PATH, folder:ROOT, "
-                                      "csv:FILE; real sources take ?timeline=YAML (see README).")
+                                      "csv:FILE; real sources take ?timeline=YAML (see docs/datasets.md).")
     dsub = data.add_subparsers(dest="data_command", required=True)
 
     p = dsub.add_parser("info", help="build/verify a source's manifest and print its summary (JSON)")

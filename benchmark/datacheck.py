@@ -1,4 +1,4 @@
-"""`genshift data check`: is a dataset fit for the benchmark? (issue 9, DESIGN §3)
+"""`genshift data check`: is a dataset fit for the benchmark? (DESIGN §3)
 
 Checks schema and records (via the source scan: bad labels, undated generators, missing files, files outside
 the dataset root), counts per split and generator, reals vs fakes balance, every image (decodable, not

@@ -18,10 +18,11 @@ from pathlib import Path
 from benchmark.manifest import Manifest
 from benchmark.source_records import ScanResult
 from benchmark.timeline import TimelineError, load_timeline_yaml
+from common.configs import config_dir
 
 SOURCE_KINDS = ("synthetic", "aigenbench", "folder", "csv", "landmarks", "videos", "synthetic-landmarks")
 SEQUENCE_SOURCES = ("landmarks", "videos")
-TIMELINES_DIR = Path(__file__).resolve().parent.parent / "configs" / "timelines"
+TIMELINES_DIR = config_dir() / "timelines"
 DEFAULT_AIGENBENCH_TIMELINE = "aigenbench-v1"
 DEFAULT_FACE_TIMELINE = "face-manipulation"
 OPTION_VALUES = {"backend": ("pyav", "opencv")}  # options whose values are a fixed set

@@ -1,9 +1,10 @@
-"""Tiny datasets in the users' formats, for tests and end-to-end checks (no download needed).
+"""Generated datasets in the users' formats, for tests, end-to-end checks and the scale benches (no download).
 
 `write_release_dataset` writes a DatasetDict exactly in the AI-GenBench release format (same columns
 and feature types, splits train/validation, all 36 v1 generators) with a handful of small PNGs each;
 `write_folder_dataset` / `write_csv_dataset` write the `folder:` and `csv:` layouts. Faults can be
-planted on purpose (`faults=`) to test `genshift data check`.
+planted on purpose (`faults=`) to test `genshift data check`. `write_scale_dataset` streams a release-format
+dataset of any size to disk (`genshift bench --scale`). Test-only helpers live in tests/helpers.py.
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ import numpy as np
 from PIL import Image
 
 from benchmark.timeline import load_timeline_yaml
+from common.configs import config_dir
 
-V1_TIMELINE = Path(__file__).resolve().parent.parent / "configs" / "timelines" / "aigenbench-v1.yaml"
+V1_TIMELINE = config_dir() / "timelines" / "aigenbench-v1.yaml"
 RELEASE_FAULTS = ("corrupt", "truncated", "tiny", "duplicate", "bad_label", "unknown_generator", "exif_rotated")
 
 

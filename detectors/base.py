@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from .registry import MODES
+from .builtins import MODES
 from .weights import check_keys, load_strict
 
 # Eval input strategies a detector may declare as its own (same names as benchmark.images.EVAL_INPUT_STRATEGIES).

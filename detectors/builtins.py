@@ -7,6 +7,9 @@ is built, so a misspelt name fails in milliseconds. Each entry maps a backbone n
 
 from __future__ import annotations
 
+# The two training modes every detector name ends with: frozen backbone (`probe`) or everything trained (`tune`).
+MODES = ("probe", "tune")
+
 # open_clip architectures that have an 'openai' tag; importing open_clip to list them would cost seconds.
 OPENAI_MODELS = ("RN50", "RN101", "RN50x4", "RN50x16", "RN50x64", "ViT-B-32", "ViT-B-16", "ViT-L-14", "ViT-L-14-336")
 

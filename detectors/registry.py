@@ -19,14 +19,13 @@ from collections.abc import Callable
 from importlib.metadata import EntryPoint, entry_points
 from typing import TYPE_CHECKING, Any
 
-from .builtins import BUILTINS, LIBRARY_NAME_CHECKS, MODELESS, PATTERN_GRAMMAR
+from .builtins import BUILTINS, LIBRARY_NAME_CHECKS, MODELESS, MODES, PATTERN_GRAMMAR
 
 if TYPE_CHECKING:
     from .base import Detector
 
 Factory = Callable[..., "Detector"]
 ENTRY_POINT_GROUP = "genshift.detectors"
-MODES = ("probe", "tune")
 
 
 class LazyFactory:

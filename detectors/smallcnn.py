@@ -7,7 +7,7 @@ where max-pooling would keep one in four). Global average + max pooling keeps di
 
 `layout="strided"` (smallcnn) trains ~1.3-1.5× faster on a 2-core CPU than `layout="pooled"` at equal input size
 (two full-resolution convolutions, then max-pooling: the earlier smallcnn, still smallseg's backbone, whose
-decoder reads the full-resolution map) and scores a higher NEXT on the embedded benchmark (README "Speed")."""
+decoder reads the full-resolution map) and scores a higher NEXT on the embedded benchmark (docs/performance.md)."""
 
 from __future__ import annotations
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmark.atomic import atomic_path, atomic_write_text
+from common.atomic import atomic_path, atomic_write_text
 
 
 def _add_leaderboard(sub) -> None:

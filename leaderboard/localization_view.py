@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from benchmark.atomic import atomic_write_text
+from common.atomic import atomic_write_text
 from leaderboard.pixel_metrics import (
     PIXEL_METRIC_NAMES,
     localization_metrics,

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from benchmark.atomic import atomic_write_bytes, atomic_write_text
+from common.atomic import atomic_write_bytes, atomic_write_text
 from leaderboard import bootstrap as B
 from leaderboard import pooling as P
 from leaderboard import variants as V

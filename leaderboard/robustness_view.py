@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from benchmark.atomic import atomic_write_bytes, atomic_write_text
+from common.atomic import atomic_write_bytes, atomic_write_text
 from leaderboard.runs import LeaderboardError
 
 if TYPE_CHECKING:  # only for type hints: report imports this module lazily

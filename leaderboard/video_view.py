@@ -169,7 +169,7 @@ def safe(name: str) -> str:
 
 def write_views(arrays: Mapping[str, np.ndarray], out_dir: Path, prefix: str = "", title: str = "") -> list[Path]:
     """manipulations.csv, manipulations.md and roc_<method>.png (one per manipulation) into ``out_dir``."""
-    from benchmark.atomic import atomic_write_bytes, atomic_write_text
+    from common.atomic import atomic_write_bytes, atomic_write_text
 
     out_dir = Path(out_dir)
     table = manipulation_table(arrays)
@@ -233,7 +233,7 @@ def window_rows(experiment: str, windows: list[Mapping[str, np.ndarray]]) -> pd.
 def write_leaderboard_section(records, out_dir: Path) -> tuple[str, str]:
     """For runs whose windows are video-track files: video.csv (every window), per-run manipulation grids of the
     last finished window and its ROC PNGs; returns (markdown, html) sections ('' when no run is a video run)."""
-    from benchmark.atomic import atomic_write_text
+    from common.atomic import atomic_write_text
 
     frames, md, html_parts = [], [], []
     for r in records:

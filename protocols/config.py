@@ -17,9 +17,10 @@ from typing import Any
 import yaml
 
 from benchmark import strict_yaml
+from common.configs import config_dir
 from protocols.config_schema import ConfigError, operational_keys, parse_bytes, validate  # noqa: F401 (re-export)
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+CONFIG_DIR = config_dir()
 PROTOCOL_VERSION = "genshift-1"
 
 

@@ -3,7 +3,7 @@
 Lightning's `Trainer.predict` sets up a strategy, hooks and a fetcher on every call: about 10 ms on the 2-core
 development CPU, whatever the number of images. Once the eval pixels are cached, a small detector scores the
 whole eval split in a fraction of a second, so that set-up is a visible share of every window's evaluation
-(issue 6: evaluation from the cache must cost at most 1.2× the model forward). A single-process run therefore
+(the target: evaluation from the cache costs at most 1.2× the model forward). A single-process run therefore
 scores with this loop; several processes (DDP) keep Lightning's predict, which deals batches to ranks. Both call
 the same `predict_step` under the same autocast and inference mode, so their logits are bit-identical (tested).
 """

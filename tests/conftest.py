@@ -9,6 +9,7 @@ os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import pytest  # noqa: E402
+from helpers import SMALL_RUN_FLAGS
 
 
 @pytest.fixture(scope="session")
@@ -17,9 +18,6 @@ def cache_dir(tmp_path_factory):
     return tmp_path_factory.mktemp("genshift-cache")
 
 
-# Small two-window runs shared by the resume, SLURM and DDP tests (smoke data, 12 generators per window).
-SMALL_RUN_FLAGS = ["--preset", "smoke", "--no-progress", "--no-leaderboard", "--set", "benchmark.generators_per_window=12",
-                   "--set", "threads=1", "--set", "train.checkpoint_every_n_steps=2"]
 
 
 @pytest.fixture(scope="session")

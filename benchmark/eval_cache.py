@@ -17,7 +17,7 @@ import numpy as np
 
 from benchmark.array_store import cached_array, key_digest
 from benchmark.degradations import degradation_key, degrade
-from benchmark.images import SINGLE_CROP_STRATEGIES, adapt_to_input, to_chw
+from benchmark.images import SINGLE_CROP_STRATEGIES, adapt_to_input, crops_per_image, input_crops, to_chw
 from benchmark.imagestore import read_image
 from benchmark.manifest import Manifest
 from benchmark.progress import counted_progress
@@ -31,9 +31,7 @@ def eval_cache_key(
     manifest: Manifest, sample_ids: Sequence[int], profile: str, base_seed: int, size: int, strategy: str
 ) -> dict:
     """Everything that determines the cached pixels (decode/degradation library versions are in `degradation`)."""
-    if strategy not in SINGLE_CROP_STRATEGIES:
-        raise ValueError(f"eval input strategy {strategy!r}: the engine and its eval cache take one crop per image "
-                         f"({', '.join(SINGLE_CROP_STRATEGIES)}); multi-crop evaluation is not wired in yet")
+    crops_per_image(strategy)  # an unknown strategy is an error here, before any image is decoded
     ids_hash = hashlib.sha256(np.asarray(sample_ids, dtype=np.int64).tobytes()).hexdigest()
     return {
         "format": CACHE_FORMAT,
@@ -48,9 +46,12 @@ def eval_cache_key(
 def degraded_input(
     root: str, path: str, position: int, profile: str, base_seed: int, size: int, strategy: str
 ) -> np.ndarray:
-    """Decode one eval image, degrade it (seeded by its eval position), adapt it to the input: uint8 3×S×S."""
+    """Decode one eval image, degrade it (seeded by its eval position), adapt it to the input: uint8 3×S×S, or
+    n_crops×3×S×S for a multi-crop strategy (five_crop)."""
     img = read_image(root, path)
     out, _ = degrade(img, position, profile=profile, base_seed=base_seed)
+    if strategy not in SINGLE_CROP_STRATEGIES:
+        return np.ascontiguousarray(input_crops(out, size, strategy).transpose(0, 3, 1, 2))
     return to_chw(adapt_to_input(out, size, strategy))
 
 
@@ -78,7 +79,8 @@ def build_or_load_eval_inputs(
     workers: int = 2,
     progress: bool = True,
 ) -> tuple[np.ndarray, dict]:
-    """Return (uint8 array N×3×S×S in position order, cache key incl. 'digest', 'path', 'hit').
+    """Return (uint8 array N×3×S×S — N×n_crops×3×S×S for five_crop — in position order, cache key incl. 'digest',
+    'path', 'hit').
 
     `cache_dir=None` builds the array in memory (nothing written).
     """
@@ -86,7 +88,8 @@ def build_or_load_eval_inputs(
     jobs = eval_jobs(manifest, sample_ids, profile, base_seed, size, strategy)
 
     def build() -> np.ndarray:
-        arr = np.empty((len(jobs), 3, size, size), dtype=np.uint8)
+        n_crops = crops_per_image(strategy)
+        arr = np.empty((len(jobs), *((n_crops,) if n_crops > 1 else ()), 3, size, size), dtype=np.uint8)
         run_parallel(_degrade_job, jobs, arr, workers, progress, "decoding + degrading eval images")
         return arr
 

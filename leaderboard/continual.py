@@ -72,6 +72,10 @@ def load_window_npz(path: str | Path) -> dict[str, np.ndarray]:
                     f"({type(e).__name__}: {e})"
                 ) from e
     validate_eval_arrays(out, str(path))
+    if "crop_to_image_index" in out or "crop_scores" in out:
+        from leaderboard.crops import validate_crop_arrays
+
+        validate_crop_arrays(out, str(path))
     if "window" in out and np.asarray(out["window"]).shape != ():
         raise ValueError(
             f"{path}: key 'window' must be a scalar, got shape {np.asarray(out['window']).shape}"

@@ -21,6 +21,7 @@ import pandas as pd
 
 from benchmark.atomic import atomic_write_bytes, atomic_write_text
 from leaderboard import bootstrap as B
+from leaderboard.crops import crop_counts
 from leaderboard.runs import LeaderboardError, RunRecord, check_comparable, read_run
 
 __all__ = ["LeaderboardError", "Leaderboard", "build_leaderboard", "write_leaderboard"]
@@ -33,6 +34,7 @@ DISPLAY = (
     ("detector", "detector"),
     ("mode", "mode"),
     ("seed", "seed"),
+    ("input", "input"),
     ("windows", "windows"),
     ("next", "NEXT [95% CI]"),
     ("next_vs_top", "ΔNEXT vs #1 [95% CI]"),
@@ -82,6 +84,10 @@ def _row(r: RunRecord, ci: pd.DataFrame) -> dict:
         "benchmark": r.info.get("benchmark_type", "?"),
         "windows": f"{r.n_windows_done}/{r.n_windows}",
     }
+    pipe = r.pipeline
+    row |= {"eval_pipeline": pipe["pipeline"], "eval_input": pipe["input"], "eval_normalize": pipe["normalize"],
+            "crops_per_image": float(crop_counts(r.windows[0]).mean())}
+    row["input"] = f"{pipe['pipeline']} {pipe['input']} ({pipe['normalize']})"
     ci = ci.set_index("aggregate")
     for name in CI_AGGREGATES:
         row[name] = float(summary.loc[name, "value"])

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from leaderboard.continual import RunEvaluation, check_run, evaluate_run, load_window_npz
+from leaderboard.crops import pipeline_of
 from leaderboard.reference import (
     eval_set_digest,
     find_reference_file,
@@ -37,6 +38,13 @@ class RunRecord:
     @property
     def name(self) -> str:
         return self.path.name
+
+    @property
+    def pipeline(self) -> dict:
+        """The input pipeline the run was scored with ({'pipeline', 'input', 'normalize', 'size'})."""
+        if self.kind == REFERENCE_PROTOCOL:
+            return {"pipeline": "reference", "input": "?", "normalize": "clip", "size": None}
+        return pipeline_of(self.windows[0], self.info)
 
     @property
     def n_windows_done(self) -> int:
@@ -136,6 +144,11 @@ def check_comparable(records: Sequence[RunRecord]) -> None:
         if len(set(values.values())) > 1:
             listing = "\n  ".join(f"{name}: {v}" for name, v in values.items())
             problems.append(f"runs differ in {key}:\n  {listing}")
+    pipelines = {str(r.path): r.pipeline["pipeline"] for r in records}
+    if len(set(pipelines.values())) > 1:
+        listing = "\n  ".join(f"{name}: {v}" for name, v in pipelines.items())
+        problems.append(f"runs differ in their input pipeline (eval.pipeline; a native and a reference-exact model "
+                        f"input are different protocol variants):\n  {listing}")
     if problems:
         raise LeaderboardError(
             "these runs cannot be ranked together (they were not made on the same eval set and protocol):\n"

@@ -29,7 +29,7 @@ from protocols import faults
 from protocols.allocator import keep_large_allocations
 from protocols.checkpoints import complete_checkpoint, load_checkpoint, save_checkpoint
 from protocols.config import PROTOCOL_VERSION, builds_pixel_caches, config_hash
-from protocols.distributed import EvalBatches, TrainBatches, gather_predictions, launch_rank, world_size
+from protocols.distributed import EvalBatches, TrainBatches, gather_crop_predictions, launch_rank, world_size
 from protocols.localization import localization_line, score_window_localization
 from protocols.loggers import log_window_metrics, make_loggers, step_offsets
 from protocols.module import DetectorModule
@@ -284,6 +284,7 @@ def _run_locked(cfg: dict, bench: Benchmark, rd: RunDir, t0: float, progress: bo
                 "seeds": {"seed": seed, **{k: v for k, v in cfg["benchmark"].items() if k.endswith("seed")},
                           "degradation_base_seed": cfg["degradation"]["base_seed"]},
                 "detector": meta.to_dict() | {"eval_input": strategy},
+                "eval_pipeline": inputs.pipeline.to_dict(),
                 "eval_cache_key": cache_key,
                 "caches": inputs.describe,
                 "packages": package_versions(),
@@ -378,7 +379,7 @@ def _score_window(cfg, bench: Benchmark, detector, inputs: RunInputs, rd: RunDir
     # Whole batches are dealt to ranks (no padded duplicates); every (position, logit) is gathered once.
     ds = inputs.eval_dataset()  # cached pixels or probe features, or decoded + degraded on the fly
     loader = DataLoader(ds, batch_sampler=EvalBatches(len(ds), int(cfg["eval"]["batch_size"])),
-                        num_workers=inputs.workers(ds),
+                        num_workers=inputs.workers(ds), collate_fn=getattr(ds, "collate", None),
                         pin_memory=torch.cuda.is_available() and inputs.workers(ds) > 0)
     module = DetectorModule(detector, inputs.train_cfg, 1, features_in=features_in(ds))
     module.fault_window = k
@@ -387,12 +388,13 @@ def _score_window(cfg, bench: Benchmark, detector, inputs: RunInputs, rd: RunDir
                                      f"scoring window {k + 1}/{len(bench.train_sets)}")
     else:
         outputs = _trainer(cfg, inputs.eval_precision, progress, False).predict(module, dataloaders=loader)
-    logits, _ = gather_predictions(outputs, len(inputs))
+    logits, positions = gather_crop_predictions(outputs, len(inputs))  # one row per crop (per image unless five_crop)
     if not ctx.writer:
         return
     write_predictions(
         wdir / "predictions.npz", logits, bench.plan, bench.gen_names, bench.windows, k,
         manifest_checksum=bench.manifest.checksum, benchmark_type=str(bench.benchmark_type),
+        crop_positions=positions if inputs.pipeline.multi_crop else None, pipeline=inputs.pipeline.to_dict(),
     )
     summary = window_summary(wdir / "predictions.npz")
     metrics = train_metrics | {"eval": summary | {"seconds": round(time.time() - started, 2)}}

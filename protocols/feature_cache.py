@@ -57,6 +57,7 @@ def extract_features(
     if not detector.is_probe:
         raise ValueError(f"{detector.meta.name}: features are cached only for probe detectors (frozen backbone)")
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
+                        collate_fn=getattr(dataset, "collate", None),
                         pin_memory=torch.cuda.is_available() and workers > 0)
     trainer = L.Trainer(accelerator=accelerator, devices=1, precision=precision, logger=False,
                         enable_checkpointing=False, enable_model_summary=False, enable_progress_bar=progress,
@@ -65,9 +66,10 @@ def extract_features(
     outputs = trainer.predict(FeatureExtractor(detector, train_cfg, 1), dataloaders=loader)
     detector.train(was_training)
     feats = torch.cat(outputs).cpu().numpy().astype(np.float32, copy=False)
-    if feats.shape != (len(dataset), detector.meta.feature_dim):
+    rows = getattr(dataset, "n_crops", None) or len(dataset)  # a dataset of crop groups: one row per crop
+    if feats.shape != (rows, detector.meta.feature_dim):
         raise RuntimeError(f"feature extraction returned {feats.shape}, expected "
-                           f"({len(dataset)}, {detector.meta.feature_dim})")
+                           f"({rows}, {detector.meta.feature_dim})")
     return feats
 
 
@@ -77,6 +79,10 @@ def cached_features(
 ) -> tuple[np.ndarray, dict]:
     """Load or compute-and-store the features of `dataset` (identified by `inputs_digest`)."""
     key = feature_key(detector, inputs_digest, precision, bool(train_cfg.get("channels_last")), device)
+    norm = train_cfg.get("normalize") or {}
+    meta = detector.meta
+    if norm and (list(norm["mean"]) != list(meta.mean) or list(norm["std"]) != list(meta.std)):
+        key["normalize"] = {"mean": list(norm["mean"]), "std": list(norm["std"])}  # not the backbone's own
     arr, info = cached_array(
         cache_dir, "features", key,
         lambda: extract_features(detector, dataset, train_cfg, precision, accelerator, batch_size, progress,

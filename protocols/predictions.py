@@ -9,15 +9,51 @@ import numpy as np
 
 from benchmark.atomic import atomic_path
 from benchmark.eval_plan import EvalPlan
+from leaderboard.crops import CROP_KEYS  # noqa: F401  (the crop arrays' names; readers share them)
 from protocols import faults
 from protocols.config import PROTOCOL_VERSION
 
-SCHEMA_VERSION = 1
+# 2: the input pipeline (eval_pipeline, eval_input, eval_normalize, input_size) and, when an image is scored as
+# several crops (five_crop), the crop-level arrays CROP_KEYS. Readers accept version 1 files (native pipeline).
+SCHEMA_VERSION = 2
+# One row per crop, in position order (a position's crops in scoring order; the reference's names):
+# crop_scores (float32 P(fake) = sigmoid of crop_logits), crop_logits, crop_to_image_index (row of the image in
+# the fused_* arrays), crop_identifiers / crop_labels / crop_generator_ids (those of the crop's image).
+PIPELINE_KEYS = ("eval_pipeline", "eval_input", "eval_normalize", "input_size")
 
 
 def _padded_windows(windows: Sequence[Sequence[str]]) -> np.ndarray:
     width = max(len(w) for w in windows)
     return np.array([list(w) + [""] * (width - len(w)) for w in windows], dtype=str)
+
+
+def sigmoid32(logits: np.ndarray) -> np.ndarray:
+    """P(fake) = sigmoid(logit), computed in float64 and stored as float32."""
+    return (1.0 / (1.0 + np.exp(-np.asarray(logits, dtype=np.float64)))).astype(np.float32)
+
+
+def fuse_crops(crop_logits: np.ndarray, crop_positions: np.ndarray, n: int) -> dict[str, np.ndarray]:
+    """Image scores from crop scores, as the reference fuses them: the mean of the crops' sigmoid scores.
+
+    Returns fused_scores (float32 mean of crop_scores, computed in float64), fused_logits (the logit of that mean,
+    or the crop's own logit for an image with one crop) and crop_scores. Positions must cover 0..n-1, sorted.
+    """
+    crop_logits = np.asarray(crop_logits, dtype=np.float32)
+    pos = np.asarray(crop_positions, dtype=np.int64)
+    if pos.shape != crop_logits.shape or (pos.size and np.any(np.diff(pos) < 0)):
+        raise ValueError("fuse_crops: one sorted position per crop logit expected")
+    counts = np.bincount(pos, minlength=n)
+    if len(counts) != n or np.any(counts == 0):
+        raise ValueError(f"fuse_crops: crops cover {int((counts > 0).sum())} of {n} images")
+    crop_scores = sigmoid32(crop_logits)
+    mean = np.bincount(pos, weights=crop_scores.astype(np.float64), minlength=n) / counts
+    with np.errstate(divide="ignore"):
+        fused_logits = np.log(mean) - np.log1p(-mean)
+    single = counts == 1
+    first = np.r_[0, np.cumsum(counts)[:-1]]
+    fused_logits[single] = crop_logits[first[single]]
+    return {"fused_scores": mean.astype(np.float32), "fused_logits": fused_logits.astype(np.float32),
+            "crop_scores": crop_scores}
 
 
 def write_predictions(
@@ -29,10 +65,34 @@ def write_predictions(
     window: int,
     manifest_checksum: str,
     benchmark_type: str,
+    crop_positions: np.ndarray | None = None,
+    pipeline: dict | None = None,
 ) -> None:
-    """Scores are P(fake) = sigmoid(logit) computed in float32; the file appears atomically."""
-    logits = np.asarray(logits, dtype=np.float32)
-    scores = (1.0 / (1.0 + np.exp(-logits.astype(np.float64)))).astype(np.float32)
+    """Scores are P(fake) = sigmoid(logit) computed in float32; the file appears atomically.
+
+    `logits` are per image, or per crop with `crop_positions` (the eval position of each crop, sorted): then the
+    image scores are the mean of the crops' sigmoid scores and the crop-level arrays (CROP_KEYS) are stored.
+    `pipeline`: the run's input pipeline (protocols.pipeline.InputPipeline.to_dict()), stored as PIPELINE_KEYS.
+    """
+    n = len(plan.sample_ids)
+    crops: dict[str, np.ndarray] = {}
+    if crop_positions is None:
+        logits = np.asarray(logits, dtype=np.float32)
+        scores = sigmoid32(logits)
+    else:
+        pos = np.asarray(crop_positions, dtype=np.int64)
+        crop_logits = np.asarray(logits, dtype=np.float32)
+        fused = fuse_crops(crop_logits, pos, n)
+        scores, logits = fused["fused_scores"], fused["fused_logits"]
+        crops = {"crop_scores": fused["crop_scores"], "crop_logits": crop_logits,
+                 "crop_to_image_index": pos, "crop_identifiers": plan.sample_ids.astype(np.int64)[pos],
+                 "crop_labels": plan.labels.astype(np.int64)[pos],
+                 "crop_generator_ids": plan.generator_ids.astype(np.int64)[pos]}
+    variant = {}
+    if pipeline is not None:
+        variant = {"eval_pipeline": np.array(str(pipeline["pipeline"])), "eval_input": np.array(str(pipeline["input"])),
+                   "eval_normalize": np.array(str(pipeline["normalize"])),
+                   "input_size": np.int64(pipeline["size"])}
     arrays = {
         "fused_scores": scores,
         "fused_logits": logits,
@@ -47,6 +107,8 @@ def write_predictions(
         "manifest_checksum": np.array(manifest_checksum),
         "protocol_version": np.array(PROTOCOL_VERSION),
         "benchmark_type": np.array(benchmark_type),
+        **variant,
+        **crops,
     }
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:

@@ -12,17 +12,28 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch.utils.data import Dataset
 
 from benchmark.array_store import key_digest
 from benchmark.eval_cache import build_or_load_eval_inputs, eval_cache_key, eval_jobs
+from benchmark.images import crops_per_image
+from benchmark.reference_eval_cache import build_or_load_reference_inputs, reference_eval_key
 from benchmark.train_cache import build_or_load_train_inputs, train_cache_key
 from protocols.allocator import keep_large_allocations
 from protocols.cached_data import ArrayEval, ArrayTrainCopies, EvalStream
 from protocols.config import cache_switches
+from protocols.crop_data import (
+    GroupedRows,
+    NativeMultiCropStream,
+    ReferenceEvalStore,
+    ReferenceEvalStream,
+    is_grouped,
+)
 from protocols.data import TrainCopies
 from protocols.feature_cache import cached_features
+from protocols.pipeline import InputPipeline, resolve_pipeline
 from protocols.speed import resolve_precision, resolve_train_cfg, uses_cuda
 
 
@@ -36,6 +47,7 @@ class RunInputs:
     eval_precision: str
     eval_key: dict
     describe: dict = field(default_factory=dict)
+    pipeline: InputPipeline | None = None  # the resolved eval.pipeline / eval.input / eval.normalize
 
     def __len__(self) -> int:
         return len(self.eval_ds)
@@ -53,7 +65,41 @@ class RunInputs:
 def loader_workers(ds: Dataset, train_cfg: dict) -> int:
     """DataLoader workers: none for in-memory arrays (workers would only add copies), the configured number for
     datasets that decode images."""
-    return 0 if isinstance(ds, (ArrayEval, ArrayTrainCopies)) else int(train_cfg["num_workers"])
+    in_memory = (ArrayEval, ArrayTrainCopies, ReferenceEvalStore, GroupedRows)
+    return 0 if isinstance(ds, in_memory) else int(train_cfg["num_workers"])
+
+
+def eval_pixels(cfg: dict, bench, pipe: InputPipeline, cache_dir: Path, cached: bool, workers: int,
+                progress: bool) -> tuple[Dataset, dict]:
+    """The eval dataset of the run's input pipeline (cached or streamed) and its cache key for run.json.
+
+    Native single-crop: (uint8 3×S×S, position) items. Native five_crop and the reference pipeline: groups of
+    crops per position (`protocols.crop_data`), the reference's as float32 tensors restored bit for bit.
+    """
+    m, plan = bench.manifest, bench.plan
+    prof, base_seed = cfg["degradation"]["profile"], cfg["degradation"]["base_seed"]
+    args = (m, plan.sample_ids, prof, base_seed, pipe.size, pipe.input)
+    if pipe.pipeline == "reference":
+        if cached:
+            store, ekey = build_or_load_reference_inputs(*args, cache_dir, workers=workers, progress=progress)
+            return ReferenceEvalStore(store), ekey
+        ekey = reference_eval_key(*args)
+        ekey = ekey | {"digest": key_digest(ekey), "path": None, "hit": False}
+        stream = ReferenceEvalStream(eval_jobs(*args))
+        if not pipe.multi_crop:  # one crop per position, known without computing it
+            stream.offsets = np.arange(len(stream) + 1, dtype=np.int64)
+        return stream, ekey
+    n_crops = crops_per_image(pipe.input)
+    if cached:
+        arr, ekey = build_or_load_eval_inputs(*args, cache_dir, workers=workers, progress=progress)
+        if n_crops > 1:
+            flat = arr.reshape(len(arr) * n_crops, *arr.shape[2:])
+            return GroupedRows(flat, np.arange(len(arr) + 1, dtype=np.int64) * n_crops), ekey
+        return ArrayEval(arr), ekey
+    ekey = eval_cache_key(*args)
+    ekey = ekey | {"digest": key_digest(ekey), "path": None, "hit": False}
+    jobs = eval_jobs(*args)
+    return (NativeMultiCropStream(jobs, n_crops) if n_crops > 1 else EvalStream(jobs)), ekey
 
 
 def features_in(ds: Dataset) -> bool:
@@ -70,18 +116,10 @@ def prepare_run_inputs(cfg: dict, bench, detector, cache_dir: Path, progress: bo
     if tc["channels_last"]:
         detector.to(memory_format=torch.channels_last)
     eval_precision = resolve_precision(cfg["eval"]["precision"], cfg, "eval.precision")
-    strategy = cfg["eval"]["input"] or meta.eval_resize
+    pipe = resolve_pipeline(cfg, meta)
     workers = max(1, int(tc["num_workers"]))
-    m, plan = bench.manifest, bench.plan
-    prof, base_seed = cfg["degradation"]["profile"], cfg["degradation"]["base_seed"]
-    if sw["eval_inputs"]:
-        arr, ekey = build_or_load_eval_inputs(m, plan.sample_ids, prof, base_seed, meta.input_size, strategy,
-                                              cache_dir, workers=workers, progress=progress)
-        eval_px: Dataset = ArrayEval(arr)
-    else:
-        ekey = eval_cache_key(m, plan.sample_ids, prof, base_seed, meta.input_size, strategy)
-        ekey = ekey | {"digest": key_digest(ekey), "path": None, "hit": False}
-        eval_px = EvalStream(eval_jobs(m, plan.sample_ids, prof, base_seed, meta.input_size, strategy))
+    m = bench.manifest
+    eval_px, ekey = eval_pixels(cfg, bench, pipe, cache_dir, sw["eval_inputs"], workers, progress)
     ekey["cached"] = sw["eval_inputs"]
 
     factor, seed = int(tc["augmentation_factor"]), int(cfg["seed"])
@@ -106,20 +144,28 @@ def prepare_run_inputs(cfg: dict, bench, detector, cache_dir: Path, progress: bo
               "runtime": {"malloc": keep_large_allocations(), "train_precision": tc["precision"],
                           "eval_precision": eval_precision,
                           "channels_last": tc["channels_last"]}}
-    say(f"inputs ready: eval {len(eval_px)} ({'cache ' + ekey['digest'] if sw['eval_inputs'] else 'streamed'}), "
-        f"training copies of {len(union)} images × {factor} "
+    crops = f" as {ekey['crops']} crops" if ekey.get("crops") is not None else ""
+    say(f"inputs ready: eval {len(eval_px)}{crops} "
+        f"({'cache ' + ekey['digest'] if sw['eval_inputs'] else 'streamed'}; {pipe.pipeline} pipeline, "
+        f"{pipe.input}, {pipe.normalize} statistics), training copies of {len(union)} images × {factor} "
         f"({'cache ' + tkey['digest'] if sw['train_inputs'] else 'streamed'}); precision train {tc['precision']}, "
         f"eval {eval_precision}; channels-last {tc['channels_last']}")
+    plain = RunInputs(eval_px, train_px, tc, eval_precision, ekey, caches, pipe)
     if not (sw["probe_features"] and detector.is_probe):
-        return RunInputs(eval_px, train_px, tc, eval_precision, ekey, caches)
+        return plain
     if masks:
         caches["probe_features_skipped"] = ("localization detector: its decoder trains on the backbone's feature "
                                             "pyramid, which the probe feature cache (pooled features) does not hold")
         say(f"probe feature cache off: {caches['probe_features_skipped']}")
-        return RunInputs(eval_px, train_px, tc, eval_precision, ekey, caches)
+        return plain
     if world > 1:
         say("probe feature cache off: it is built by a single process (this run has several)")
-        return RunInputs(eval_px, train_px, tc, eval_precision, ekey, caches)
+        return plain
+    if is_grouped(eval_px) and eval_px.offsets is None:
+        caches["probe_features_skipped"] = ("five_crop of the reference pipeline with cache.eval_inputs off: the "
+                                            "crops per image are known only once the images are degraded")
+        say(f"probe feature cache off: {caches['probe_features_skipped']}")
+        return plain
 
     accelerator = str(cfg.get("accelerator", "auto") or "auto")
     device = "cuda" if uses_cuda(cfg) else "cpu"
@@ -138,4 +184,6 @@ def prepare_run_inputs(cfg: dict, bench, detector, cache_dir: Path, progress: bo
     caches |= {"eval_features": fkey_e, "train_features": fkey_t}
     say(f"probe features ready: eval {efeat.shape} (cache {fkey_e['digest']}), training copies {tfeat.shape} "
         f"(cache {fkey_t['digest']}); windows train the head only")
-    return RunInputs(ArrayEval(efeat, features_in=True), train_feats, tc, eval_precision, ekey, caches)
+    eval_feats = GroupedRows(efeat, eval_px.offsets, features_in=True) if is_grouped(eval_px) \
+        else ArrayEval(efeat, features_in=True)
+    return RunInputs(eval_feats, train_feats, tc, eval_precision, ekey, caches, pipe)

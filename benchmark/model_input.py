@@ -107,17 +107,27 @@ def decode_crops(kinds: np.ndarray, u8: np.ndarray | None, f32: np.ndarray | Non
         shape = f32.shape[1:]
     else:
         raise ValueError("decode_crops: both stores are empty")
+    is_f32 = kinds == F32
+    parts = []  # (selection or None for all, float32 block)
+    if (~is_f32).any():
+        sel = np.flatnonzero(~is_f32)
+        block = torch.from_numpy(np.array(u8[_as_index(rows[sel])])).to(torch.float32)  # one read, one conversion
+        scaled = kinds[sel] == U8_TODTYPE
+        if scaled.all():
+            block.mul_(1.0 / 255)  # torchvision to_dtype_image, int -> float
+        elif not scaled.any():
+            block.div_(255)  # torchvision to_tensor
+        else:
+            block = torch.where(torch.from_numpy(scaled).view(-1, 1, 1, 1), block * (1.0 / 255), block / 255)
+        parts.append((None if sel.size == len(kinds) else sel, block))
+    if is_f32.any():
+        sel = np.flatnonzero(is_f32)
+        parts.append((None if sel.size == len(kinds) else sel,
+                      torch.from_numpy(np.array(f32[_as_index(rows[sel])], dtype=np.float32))))
+    if len(parts) == 1 and parts[0][0] is None:
+        return parts[0][1]
     out = torch.empty((len(kinds), *shape), dtype=torch.float32)
-    for kind in (U8_TODTYPE, U8_TOTENSOR, F32):
-        sel = np.flatnonzero(kinds == kind)
-        if not sel.size:
-            continue
-        src = f32 if kind == F32 else u8
-        block = torch.from_numpy(np.array(src[_as_index(rows[sel])]))
-        if kind == U8_TODTYPE:
-            block = block.to(torch.float32).mul_(1.0 / 255)  # torchvision to_dtype_image, int -> float
-        elif kind == U8_TOTENSOR:
-            block = block.to(torch.float32).div(255)  # torchvision to_tensor
+    for sel, block in parts:
         out[torch.from_numpy(sel)] = block
     return out
 

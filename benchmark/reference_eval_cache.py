@@ -94,15 +94,17 @@ class ReferenceStore:
     def n_crops(self) -> int:
         return len(self.index)
 
-    def crop_rows(self, positions: Sequence[int]) -> np.ndarray:
-        """Crop indices of `positions`, in order."""
-        return np.concatenate([np.arange(self.offsets[p], self.offsets[p + 1]) for p in positions]) \
-            if len(positions) else np.zeros(0, dtype=np.int64)
+    def crop_rows(self, positions: Sequence[int]) -> np.ndarray | slice:
+        """Crop indices of `positions`, in order (a slice for consecutive positions: the eval order)."""
+        pos = np.asarray(positions, dtype=np.int64)
+        if pos.size and pos[-1] - pos[0] == pos.size - 1 and np.all(np.diff(pos) == 1):
+            return slice(int(self.offsets[pos[0]]), int(self.offsets[pos[-1] + 1]))
+        return np.concatenate([np.arange(self.offsets[p], self.offsets[p + 1]) for p in pos]) \
+            if pos.size else np.zeros(0, dtype=np.int64)
 
     def crops(self, positions: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
         """(float32 (n, 3, S, S) crops before normalisation, int64 (n,) their positions) for `positions`."""
-        rows = self.crop_rows(positions)
-        idx = self.index[rows]
+        idx = self.index[self.crop_rows(positions)]
         x = decode_crops(idx[:, 1], self.u8, self.f32, idx[:, 2])
         return x, torch.from_numpy(idx[:, 0].copy())
 

@@ -9,6 +9,7 @@ scores every crop, and the engine fuses the crops of a position afterwards (`pro
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -19,8 +20,17 @@ from benchmark.model_input import decode_crops
 from benchmark.reference_eval_cache import ReferenceStore, reference_input
 
 
-def crop_collate(items: list[tuple[torch.Tensor, int]]) -> tuple[torch.Tensor, torch.Tensor]:
+class CropBatch(NamedTuple):
+    """A batch assembled by a dataset's ``__getitems__`` in one piece (one read, no per-item split and join)."""
+
+    x: torch.Tensor
+    positions: torch.Tensor
+
+
+def crop_collate(items: list) -> tuple[torch.Tensor, torch.Tensor]:
     """(all crops of the batch concatenated, the position of each crop)."""
+    if len(items) == 1 and isinstance(items[0], CropBatch):
+        return items[0].x, items[0].positions
     x = torch.cat([it[0] for it in items])
     pos = torch.cat([torch.full((len(it[0]),), int(it[1]), dtype=torch.long) for it in items])
     return x, pos
@@ -50,11 +60,9 @@ class ReferenceEvalStore(_Grouped):
     def __getitem__(self, p: int) -> tuple[torch.Tensor, int]:
         return self.store.crops([p])[0], p
 
-    def __getitems__(self, idx: list[int]) -> list[tuple[torch.Tensor, int]]:
-        """One decode for the whole batch (consecutive positions read contiguous rows), then split per position."""
-        x, _ = self.store.crops(idx)
-        counts = [int(self.offsets[p + 1] - self.offsets[p]) for p in idx]
-        return list(zip(torch.split(x, counts), idx, strict=True))
+    def __getitems__(self, idx: list[int]) -> list[CropBatch]:
+        """The whole batch in one decode (consecutive positions read contiguous rows), already collated."""
+        return [CropBatch(*self.store.crops(idx))]
 
 
 class ReferenceEvalStream(_Grouped):
@@ -93,12 +101,13 @@ class GroupedRows(_Grouped):
     def __getitem__(self, p: int) -> tuple[torch.Tensor, int]:
         return torch.from_numpy(np.array(self.arr[self.offsets[p]:self.offsets[p + 1]])), p
 
-    def __getitems__(self, idx: list[int]) -> list[tuple[torch.Tensor, int]]:
+    def __getitems__(self, idx: list[int]) -> list:
+        """Consecutive positions (the eval order): one read of their rows, already collated."""
         lo = idx[0] if idx else 0
         if idx and idx == list(range(lo, lo + len(idx))):
             block = torch.from_numpy(np.array(self.arr[self.offsets[lo]:self.offsets[lo + len(idx)]]))
-            counts = [int(self.offsets[p + 1] - self.offsets[p]) for p in idx]
-            return list(zip(torch.split(block, counts), idx, strict=True))
+            counts = np.diff(self.offsets[lo:lo + len(idx) + 1])
+            return [CropBatch(block, torch.from_numpy(np.repeat(np.asarray(idx, dtype=np.int64), counts)))]
         return [self[p] for p in idx]
 
 

@@ -49,14 +49,15 @@ class TrainBatches(Sampler[list[int]]):
 
     Epoch e's order is the e-th `torch.randperm(n, generator)` of a generator seeded with `seed` — what
     `BatchSampler(RandomSampler(generator=...))` yields — cut into consecutive batches of `batch_size`
-    (the last one of an epoch may be short). Each global batch is split into `world` contiguous parts.
+    (the last one of an epoch may be short; with `drop_last` it is dropped, as the reference's loader does).
+    Each global batch is split into `world` contiguous parts.
     """
 
-    def __init__(self, n: int, batch_size: int, epochs: int, seed: int, start: int = 0):
+    def __init__(self, n: int, batch_size: int, epochs: int, seed: int, start: int = 0, drop_last: bool = False):
         if n < 1 or batch_size < 1 or epochs < 1:
             raise ValueError(f"TrainBatches: n={n}, batch_size={batch_size}, epochs={epochs} must all be >= 1")
         self.n, self.batch_size, self.epochs, self.seed = n, batch_size, epochs, seed
-        self.per_epoch = math.ceil(n / batch_size)
+        self.per_epoch = n // batch_size if drop_last else math.ceil(n / batch_size)
         if not 0 <= start <= self.total:
             raise ValueError(f"TrainBatches: start batch {start} outside 0..{self.total}")
         self.start = start

@@ -168,7 +168,7 @@ def _sync_batchnorm(cfg: dict, world: int) -> bool:
 
 
 def _trainer(cfg: dict, precision: str, progress: bool, loggers: list | bool, n_batches: int = 10,
-             callbacks: list | None = None) -> L.Trainer:
+             callbacks: list | None = None, accumulate: int = 1) -> L.Trainer:
     world = world_size(cfg)
     strategy = cfg.get("strategy", "auto") or "auto"
     return L.Trainer(
@@ -183,6 +183,7 @@ def _trainer(cfg: dict, precision: str, progress: bool, loggers: list | bool, n_
         max_epochs=1,  # the window's batch sampler already holds all `train.epochs` epochs back to back
         precision=precision,
         gradient_clip_val=cfg["train"]["grad_clip"],
+        accumulate_grad_batches=accumulate,
         logger=loggers,
         enable_checkpointing=False,
         enable_model_summary=False,
@@ -325,11 +326,15 @@ def _train_window(cfg, bench: Benchmark, detector, rd: RunDir, k: int, t0: float
     gens = bench.windows[k] if bench.benchmark_type.kind != "full" else ["all generators"]
     _say(f"window {k + 1}/{len(bench.train_sets)}: training on {len(ids)} images × {tc['augmentation_factor']} "
          f"copies (new generators: {', '.join(gens)})", t0)
-    ds = bench.inputs.train_dataset(ids)  # cached pixels or probe features, or decoded + augmented on the fly
+    ds = bench.inputs.train_dataset(ids, k)  # cached pixels or probe features, or decoded + augmented on the fly
     # The global batch order is fixed per (seed, window) (a seeded randperm per epoch), so a resumed run
     # continues the same sequence from the first batch not yet done.
-    sampler = TrainBatches(len(ds), int(tc["batch_size"]), int(tc["epochs"]), int(cfg["seed"]) * 1_000_003 + k)
+    accumulate = accumulation(tc)
+    sampler = TrainBatches(len(ds), int(tc["batch_size"]), int(tc["epochs"]), int(cfg["seed"]) * 1_000_003 + k,
+                           drop_last=bool(tc.get("drop_last", False)))
     state_identity = identity | {"n_copies": len(ds), "batch_size": sampler.batch_size, "batches": sampler.total}
+    if accumulate > 1:
+        state_identity["accumulate_grad_batches"] = accumulate
     state = load_train_state(wdir / TRAIN_STATE, state_identity) if ctx.writer else \
         load_train_state(wdir / TRAIN_STATE, None)
     sampler.start = state["batches_done"] if state else 0
@@ -339,13 +344,14 @@ def _train_window(cfg, bench: Benchmark, detector, rd: RunDir, k: int, t0: float
     loader = DataLoader(ds, batch_sampler=sampler, num_workers=bench.inputs.workers(ds),
                         generator=torch.Generator().manual_seed(int(cfg["seed"]) * 1_000_003 + k),
                         persistent_workers=False, pin_memory=torch.cuda.is_available())
-    total_steps = sampler.total
+    total_steps = -(-sampler.total // accumulate)  # optimizer steps: one per `accumulate` batches (and the last)
     torch.manual_seed(int(cfg["seed"]) * 7919 + k)
     module = DetectorModule(detector, tc, total_steps, features_in=features_in(ds))
     module.step_offset = ctx.step_offsets[k] + sampler.start
     saver = WindowCheckpointer(wdir / TRAIN_STATE, state_identity, int(tc.get("checkpoint_every_n_steps") or 0),
-                               sampler.start, sampler.total, state, ctx.writer)
-    trainer = _trainer(cfg, tc["precision"], progress, ctx.loggers or False, len(loader), callbacks=[saver])
+                               sampler.start, sampler.total, state, ctx.writer, accumulate=accumulate)
+    trainer = _trainer(cfg, tc["precision"], progress, ctx.loggers or False, len(loader), callbacks=[saver],
+                       accumulate=accumulate)
     started = time.time()
     if len(sampler):
         trainer.fit(module, train_dataloaders=loader)
@@ -370,6 +376,14 @@ def _train_window(cfg, bench: Benchmark, detector, rd: RunDir, k: int, t0: float
         save_checkpoint(detector, wdir, {"config": cfg, "training_complete": True, **identity,
                                          "detector_kwargs": ctx.detector_kwargs})
     return metrics
+
+
+def accumulation(train_cfg: dict) -> int:
+    """`train.accumulate_grad_batches`: batches whose gradients add up before each optimizer step (>= 1)."""
+    a = train_cfg.get("accumulate_grad_batches", 1) or 1
+    if isinstance(a, bool) or not isinstance(a, int) or a < 1:
+        raise ValueError(f"train.accumulate_grad_batches: expected an integer >= 1, got {a!r}")
+    return a
 
 
 def _score_window(cfg, bench: Benchmark, detector, inputs: RunInputs, rd: RunDir, k: int, t0: float,

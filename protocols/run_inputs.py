@@ -20,10 +20,11 @@ from benchmark.array_store import key_digest
 from benchmark.eval_cache import build_or_load_eval_inputs, eval_cache_key, eval_jobs
 from benchmark.images import crops_per_image
 from benchmark.reference_eval_cache import build_or_load_reference_inputs, reference_eval_key
+from benchmark.reference_train_augment import NAME as REFERENCE_AUGMENTATION
 from benchmark.train_cache import build_or_load_train_inputs, train_cache_key
 from protocols.allocator import keep_large_allocations
 from protocols.cached_data import ArrayEval, ArrayTrainCopies, EvalStream
-from protocols.config import cache_switches
+from protocols.config import ConfigError, cache_switches
 from protocols.crop_data import (
     GroupedRows,
     NativeMultiCropStream,
@@ -31,7 +32,7 @@ from protocols.crop_data import (
     ReferenceEvalStream,
     is_grouped,
 )
-from protocols.data import TrainCopies
+from protocols.data import ReferenceTrainCopies, TrainCopies
 from protocols.feature_cache import cached_features
 from protocols.pipeline import InputPipeline, resolve_pipeline
 from protocols.speed import resolve_precision, resolve_train_cfg, uses_cuda
@@ -42,7 +43,7 @@ class RunInputs:
     """Eval dataset (len() = number of eval images) and a per-window training dataset factory."""
 
     eval_ds: Dataset
-    make_train: Callable[[list[int]], Dataset]
+    make_train: Callable[..., Dataset]  # (ids, window) -> training copies
     train_cfg: dict
     eval_precision: str
     eval_key: dict
@@ -55,8 +56,9 @@ class RunInputs:
     def eval_dataset(self) -> Dataset:
         return self.eval_ds
 
-    def train_dataset(self, ids: list[int]) -> Dataset:
-        return self.make_train(ids)
+    def train_dataset(self, ids: list[int], window: int = 0) -> Dataset:
+        """Training copies of window `window`'s subset `ids` (in the subset's order)."""
+        return self.make_train(ids, window)
 
     def workers(self, ds: Dataset) -> int:
         return loader_workers(ds, self.train_cfg)
@@ -126,20 +128,33 @@ def prepare_run_inputs(cfg: dict, bench, detector, cache_dir: Path, progress: bo
     union = sorted({int(i) for ids in bench.train_sets for i in ids})
     targs = (factor, meta.input_size, seed, tc["augmentation"], meta.eval_resize)
     masks = bool(getattr(meta, "has_localization", False))  # training copies carry their aligned pixel targets
-    if sw["train_inputs"]:
+    reference_aug = tc["augmentation"] == REFERENCE_AUGMENTATION
+    if reference_aug:
+        if masks:
+            raise ConfigError(f"train.augmentation {REFERENCE_AUGMENTATION} has no pixel-target variant; "
+                              f"{meta.name} trains a localization head: choose light or baseline")
+        aug_seed = int(tc.get("augmentation_base_seed", 4321))
+        tkey = {"augmentation": REFERENCE_AUGMENTATION, "augmentation_base_seed": aug_seed, "digest": "streamed",
+                "path": None, "hit": False,
+                "not_cached": "copies are seeded by position in each window's training subset, which changes "
+                              "from window to window: they are streamed (decoded and augmented) in every window"}
+
+        def train_px(ids: list[int], window: int = 0) -> Dataset:
+            return ReferenceTrainCopies(m, ids, factor, meta.input_size, seed, window, aug_seed)
+    elif sw["train_inputs"]:
         tarr, rows, tkey = build_or_load_train_inputs(m, union, *targs, cache_dir, workers=workers,
                                                       progress=progress, with_masks=masks)
 
-        def train_px(ids: list[int]) -> Dataset:
+        def train_px(ids: list[int], window: int = 0) -> Dataset:
             return ArrayTrainCopies(tarr, rows, m, ids, factor, masks=masks)
     else:
         tkey = train_cache_key(m, union, *targs, with_masks=masks)
         tkey = tkey | {"digest": key_digest(tkey), "path": None, "hit": False}
 
-        def train_px(ids: list[int]) -> Dataset:
+        def train_px(ids: list[int], window: int = 0) -> Dataset:
             return TrainCopies(m, ids, factor, meta.input_size, seed, tc["augmentation"], meta.eval_resize,
                                masks=masks)
-    tkey["cached"] = sw["train_inputs"]
+    tkey["cached"] = sw["train_inputs"] and not reference_aug
     caches = {"switches": sw, "eval_inputs": ekey, "train_inputs": tkey,
               "runtime": {"malloc": keep_large_allocations(), "train_precision": tc["precision"],
                           "eval_precision": eval_precision,
@@ -148,7 +163,7 @@ def prepare_run_inputs(cfg: dict, bench, detector, cache_dir: Path, progress: bo
     say(f"inputs ready: eval {len(eval_px)}{crops} "
         f"({'cache ' + ekey['digest'] if sw['eval_inputs'] else 'streamed'}; {pipe.pipeline} pipeline, "
         f"{pipe.input}, {pipe.normalize} statistics), training copies of {len(union)} images × {factor} "
-        f"({'cache ' + tkey['digest'] if sw['train_inputs'] else 'streamed'}); precision train {tc['precision']}, "
+        f"({'cache ' + tkey['digest'] if tkey['cached'] else 'streamed'}); precision train {tc['precision']}, "
         f"eval {eval_precision}; channels-last {tc['channels_last']}")
     plain = RunInputs(eval_px, train_px, tc, eval_precision, ekey, caches, pipe)
     if not (sw["probe_features"] and detector.is_probe):
@@ -172,18 +187,23 @@ def prepare_run_inputs(cfg: dict, bench, detector, cache_dir: Path, progress: bo
     bs = int(cfg["eval"]["batch_size"])
     efeat, fkey_e = cached_features(cache_dir, detector, eval_px, ekey["digest"], tc, eval_precision, accelerator,
                                     device, bs, progress, loader_workers(eval_px, tc))
+    eval_feats = GroupedRows(efeat, eval_px.offsets, features_in=True) if is_grouped(eval_px) \
+        else ArrayEval(efeat, features_in=True)
+    if reference_aug:  # training copies change every window: the backbone runs on them in every window
+        caches |= {"eval_features": fkey_e}
+        say(f"probe features ready: eval {efeat.shape} (cache {fkey_e['digest']}); training copies are streamed "
+            f"({REFERENCE_AUGMENTATION}), so windows run the frozen backbone on them")
+        return RunInputs(eval_feats, train_px, tc, eval_precision, ekey, caches, pipe)
     all_copies = train_px(union)
     tfeat, fkey_t = cached_features(cache_dir, detector, all_copies, tkey["digest"], tc, tc["precision"],
                                     accelerator, device, bs, progress,
                                     loader_workers(all_copies, tc))
     frows = {i: r * factor for r, i in enumerate(union)}
 
-    def train_feats(ids: list[int]) -> Dataset:
+    def train_feats(ids: list[int], window: int = 0) -> Dataset:
         return ArrayTrainCopies(tfeat, frows, m, ids, factor, features_in=True)
 
     caches |= {"eval_features": fkey_e, "train_features": fkey_t}
     say(f"probe features ready: eval {efeat.shape} (cache {fkey_e['digest']}), training copies {tfeat.shape} "
         f"(cache {fkey_t['digest']}); windows train the head only")
-    eval_feats = GroupedRows(efeat, eval_px.offsets, features_in=True) if is_grouped(eval_px) \
-        else ArrayEval(efeat, features_in=True)
     return RunInputs(eval_feats, train_feats, tc, eval_precision, ekey, caches, pipe)

@@ -33,6 +33,7 @@ from protocols.distributed import EvalBatches, TrainBatches, gather_crop_predict
 from protocols.localization import localization_line, score_window_localization
 from protocols.loggers import log_window_metrics, make_loggers, step_offsets
 from protocols.module import DetectorModule
+from protocols.pipeline import check_pipeline_config
 from protocols.predictions import SCHEMA_VERSION, window_summary, write_predictions
 from protocols.provenance import git_commit, host_info, package_versions
 from protocols.resume import (
@@ -197,6 +198,7 @@ def _trainer(cfg: dict, precision: str, progress: bool, loggers: list | bool, n_
 def run_experiment(cfg: dict, force_new: bool = False, progress: bool = True) -> Path:
     """Run (or resume) the whole benchmark described by `cfg`; returns the run directory."""
     t0 = time.time()
+    check_pipeline_config(cfg)  # a wrong eval.pipeline/input/normalize fails before any directory or cache is made
     _quiet_lightning()
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg["threads"]))

@@ -47,6 +47,14 @@ class InputPipeline:
         return d
 
 
+def check_pipeline_config(cfg: dict) -> None:
+    """The eval.pipeline / eval.input / eval.normalize values alone, before any work (resolve_pipeline repeats this
+    with the detector's defaults filled in)."""
+    from types import SimpleNamespace
+
+    resolve_pipeline(cfg, SimpleNamespace(eval_resize="center_crop", mean=(0.0,) * 3, std=(1.0,) * 3, input_size=1))
+
+
 def resolve_pipeline(cfg: dict, meta) -> InputPipeline:
     """The pipeline for a detector with metadata `meta` under config `cfg`; a bad combination is a ConfigError."""
     ev = cfg.get("eval", {}) or {}
@@ -69,4 +77,4 @@ def resolve_pipeline(cfg: dict, meta) -> InputPipeline:
                          tuple(float(v) for v in std), int(meta.input_size))
 
 
-__all__ = ["PIPELINES", "NORMALIZE_CHOICES", "InputPipeline", "resolve_pipeline"]
+__all__ = ["PIPELINES", "NORMALIZE_CHOICES", "InputPipeline", "check_pipeline_config", "resolve_pipeline"]

@@ -209,3 +209,161 @@ def test_cli_model_input_normalisations_and_errors(tmp_path, capsys):
     assert main(["data", "degrade", str(src), "--position", "3", "--normalize", "clip", "--out",
                  str(tmp_path / "y")]) == 2
     assert "--normalize applies to --model-input only" in capsys.readouterr().err
+
+
+# -- a run's eval cache against the goldens ------------------------------------------------------------------------
+# Eval split of the folder dataset below: golden images as fakes of two generators and as reals (10 positions, all
+# below 20: the goldens hold every (image, position < 20) pair). Some are large (cropped to 1080), one is grey.
+_EVAL_FAKES = {"GenA": [2, 4, 6], "GenB": [3, 5]}
+_EVAL_REALS = [0, 1, 7, 8, 6]
+
+
+def _golden_folder(root: Path) -> dict[str, int]:
+    """ROOT/{train,eval}/{real,GenA,GenB}/*.png + timeline; returns {eval file path: golden image index}."""
+    from benchmark.testdata import _write_png, make_image
+
+    where: dict[str, int] = {}
+    for cls, images in [*_EVAL_FAKES.items(), ("real", _EVAL_REALS)]:
+        for j, i in enumerate(images):
+            rel = f"eval/{cls}/{j:03d}.png"
+            _write_png(root / rel, golden_image(i))
+            where[rel] = i
+    for cls, n in (("GenA", 2), ("GenB", 2), ("real", 4)):
+        for j in range(n):
+            _write_png(root / f"train/{cls}/{j:03d}.png", make_image(100 * len(cls) + j, int(cls != "real")))
+    (root / "timeline.yaml").write_text("GenA: 2020-01-01\nGenB: 2021-01-01\n")
+    return where
+
+
+@pytest.fixture(scope="module")
+def golden_folder(tmp_path_factory):
+    root = tmp_path_factory.mktemp("golden-folder")
+    return root, _golden_folder(root)
+
+
+def _run_cfg(tmp: Path, root: Path, strategy: str, **over) -> dict:
+    from protocols.config import resolve_config
+
+    base = {"dataset": f"folder:{root}", "detector": "resnet18_probe", "pretrained": "none", "seed": 0,
+            "runs_dir": str(tmp / "runs"), "cache_dir": str(tmp / "cache"), "experiment": f"ref-{strategy}",
+            "loggers": [], "threads": 2, "data": {"check": False},
+            "benchmark": {"generators_per_window": 1},
+            "eval": {"pipeline": "reference", "input": strategy, "batch_size": 4},
+            "train": {"augmentation_factor": 1, "batch_size": 4, "num_workers": 0, "augmentation": "none"}}
+    for k, v in over.items():
+        base[k] = base[k] | v if isinstance(v, dict) else v
+    return resolve_config("smoke", overrides=[base])
+
+
+@pytest.mark.parametrize("strategy", ["resize", "center_crop", "five_crop"])
+def test_run_eval_cache_equals_reference_goldens(tmp_path, golden_folder, strategy):
+    """A run with eval.pipeline=reference: the crops its eval cache hands the detector module, normalised by the
+    module itself (CLIP statistics), equal AI-GenBench's model inputs for those images and positions."""
+    from benchmark.reference_eval_cache import load_reference_store
+    from benchmark.sources import load_source
+    from detectors import create_detector
+    from protocols.crop_data import ReferenceEvalStore
+    from protocols.engine import run_experiment
+    from protocols.module import DetectorModule
+    from protocols.speed import resolve_train_cfg
+
+    root, where = golden_folder
+    cfg = _run_cfg(tmp_path, root, strategy)
+    run = run_experiment(cfg, progress=False)
+    info = json.loads((run / "run.json").read_text())
+    assert info["eval_pipeline"] | {"mean": None, "std": None} == {
+        "pipeline": "reference", "input": strategy, "normalize": "clip", "size": 224, "mean": None, "std": None}
+    ekey = info["caches"]["eval_inputs"]
+    assert ekey["cached"] and ekey["pipeline"] == "reference"
+    key = {k: v for k, v in ekey.items() if k not in ("digest", "path", "hit", "cached", "crops", "uint8_crops",
+                                                      "float32_crops")}
+    store = load_reference_store(Path(ekey["path"]), key)
+    assert store is not None
+    manifest = load_source(cfg["dataset"], Path(cfg["cache_dir"]), progress=False)
+    path_of = {s.id: s.path for s in manifest.split("eval")}
+    with np.load(run / "window_0" / "predictions.npz") as z:
+        ids = z["fused_identifiers"]
+        crop_keys = {k for k in z.files if k.startswith("crop_")}
+        assert str(z["eval_pipeline"]) == "reference" and str(z["eval_input"]) == strategy
+    assert bool(crop_keys) == (strategy == "five_crop")
+    det = create_detector("resnet18_probe", pretrained="none")
+    module = DetectorModule(det, resolve_train_cfg(cfg, det), 1)
+    g = _golden()
+    golden_row = {(int(i), int(p), str(s)): r for r, (i, p, s) in
+                  enumerate(zip(g["eval_image"], g["eval_position"], g["eval_strategy"], strict=True))}
+    ds = ReferenceEvalStore(store)
+    worst, exact, n = 0.0, 0, 0
+    for pos, sid in enumerate(ids):
+        x, p = ds[pos]
+        assert p == pos
+        image = where[Path(path_of[int(sid)]).relative_to(root).as_posix()] \
+            if Path(path_of[int(sid)]).is_absolute() else where[path_of[int(sid)]]
+        w, e = _compare(g, golden_row[(image, pos, strategy)], module.normalise(x).numpy())
+        worst, exact, n = max(worst, w), exact + e, n + len(x)
+    assert worst <= TOL, worst
+    if not _versions_differ(g["meta"]):
+        assert exact == n, f"{n - exact}/{n} cached crops are not bit-identical to the reference's"
+
+
+def test_cache_hands_the_detector_the_same_tensors_as_the_images(tmp_path, golden_folder):
+    """Cached crops (uint8 where k/255 restores them, float32 otherwise) decode bit for bit to the crops computed
+    from the images, in batches as the scoring loop reads them — float-output positions included."""
+    from types import SimpleNamespace
+
+    from benchmark.eval_plan import make_eval_plan
+    from benchmark.model_input import F32
+    from benchmark.sources import load_source
+    from benchmark.timeline import generator_id_to_name
+    from protocols.crop_data import ReferenceEvalStore, ReferenceEvalStream, crop_collate
+    from protocols.pipeline import InputPipeline
+    from protocols.run_inputs import eval_pixels
+
+    root, _ = golden_folder
+    manifest = load_source(f"folder:{root}", tmp_path, progress=False)
+    # Positions 0..31: the 10 eval images repeated, so that every branch lands on some position.
+    plan = make_eval_plan(manifest.split("eval"), generator_id_to_name(manifest.timeline))
+    bench = SimpleNamespace(manifest=manifest, plan=SimpleNamespace(sample_ids=np.resize(plan.sample_ids, 32)))
+    cfg = {"degradation": {"profile": "aigenbench-v1", "base_seed": 4321}}
+    for strategy in ("resize", "five_crop"):
+        pipe = InputPipeline("reference", strategy, "clip", (0.0,) * 3, (1.0,) * 3, 224)
+        cached, key = eval_pixels(cfg, bench, pipe, tmp_path / "cache", True, 2, False)
+        stream, _ = eval_pixels(cfg, bench, pipe, tmp_path / "cache", False, 1, False)
+        assert isinstance(cached, ReferenceEvalStore) and isinstance(stream, ReferenceEvalStream)
+        kinds = cached.store.index[:, 1]
+        assert key["float32_crops"] == int((kinds == F32).sum()) > 0  # float-output positions are in the test
+        if strategy == "five_crop":  # crops of k/255 tensors are stored as uint8, the others as float32
+            assert key["uint8_crops"] > 0
+        for lo in range(0, 32, 8):  # batches of 8 positions, as EvalBatches deals them
+            idx = list(range(lo, lo + 8))
+            xc, pc = crop_collate(cached.__getitems__(idx))
+            xs, ps = crop_collate([stream[i] for i in idx])
+            assert torch.equal(pc, ps) and torch.equal(xc, xs), (strategy, lo)
+        again, key2 = eval_pixels(cfg, bench, pipe, tmp_path / "cache", True, 1, False)  # the store is reused
+        assert key2["hit"] and torch.equal(crop_collate(again.__getitems__(list(range(32))))[0],
+                                           crop_collate(cached.__getitems__(list(range(32))))[0])
+
+
+# -- the reference's deterministic training augmentation ------------------------------------------------------------
+def test_aigenbench_baseline_deterministic_part_equals_reference_goldens():
+    """Copy c of the row at position p (seed (4321 + c·2^27) mod 2^31 + p): bit-identical to the reference's, with
+    every step (crop-if-large, RRC, colour jitter, grayscale, CoarseDropout, GaussNoise, blur, JPEG) fired in some
+    case. Tolerance 0: the same library classes draw the same numbers; any difference is a bug or a library change."""
+    from benchmark.reference_train_augment import STEP_NAMES, deterministic_copy
+
+    g = _golden()
+    fired: set[str] = set()
+    mismatches = []
+    for j, (i, pos, copy) in enumerate(zip(g["train_image"], g["train_position"], g["train_copy"], strict=True)):
+        trace: list[str] = []
+        x = deterministic_copy(golden_image(int(i)), int(pos), int(copy), trace=trace).numpy()
+        fired.update(trace)
+        assert list(x.shape) == g["meta"]["train_shapes"][j], (i, pos, copy, x.shape)
+        flat = x.reshape(-1)
+        worst = float(np.abs(flat[sample_indices(flat.size)] - g["train_samples"][j]).max())
+        if _sha(x) != str(g["train_sha256"][j]) or worst > 0:
+            mismatches.append((int(i), int(pos), int(copy), worst))
+    assert fired == set(STEP_NAMES), f"steps never fired in the goldens: {set(STEP_NAMES) - fired}"
+    if mismatches:
+        pytest.fail(f"{len(mismatches)}/{len(g['train_image'])} deterministic copies differ from the reference's "
+                    f"(image, position, copy, largest sampled difference): {mismatches[:10]}; library versions "
+                    f"differing from the golden's: {_versions_differ(g['meta']) or 'none'}")

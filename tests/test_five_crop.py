@@ -1,0 +1,152 @@
+"""five_crop in runs: every crop scored, fused by the mean of the sigmoid scores, crop-level arrays in the npz,
+read by the leaderboard and `genshift inspect`; the input pipeline recorded and kept apart in the leaderboard."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from leaderboard.crops import crop_frame, crop_summary, pipeline_of, validate_crop_arrays
+from protocols.config import ConfigError, resolve_config
+from protocols.engine import run_experiment
+from protocols.predictions import CROP_KEYS, fuse_crops
+
+
+def test_fusion_is_the_mean_of_sigmoid_scores_by_hand():
+    logits = np.array([0.0, 2.0, -1.0, 1.0, 3.0, 0.5, -4.0, 4.0, 0.0, 0.0, 1.5], dtype=np.float32)
+    pos = np.array([0, 0, 0, 0, 0, 1, 2, 2, 2, 2, 2])
+
+    def sig(v):
+        return 1.0 / (1.0 + np.exp(-v))
+
+    want = [np.mean([sig(0.0), sig(2.0), sig(-1.0), sig(1.0), sig(3.0)]), sig(0.5),
+            np.mean([sig(-4.0), sig(4.0), sig(0.0), sig(0.0), sig(1.5)])]
+    out = fuse_crops(logits, pos, 3)
+    np.testing.assert_allclose(out["fused_scores"], want, rtol=1e-6)
+    assert out["fused_scores"].dtype == np.float32
+    np.testing.assert_allclose(out["crop_scores"], sig(logits.astype(np.float64)), rtol=1e-6)
+    assert out["fused_logits"][1] == np.float32(0.5)  # one crop: its own logit
+    np.testing.assert_allclose(out["fused_logits"][0], np.log(want[0] / (1 - want[0])), rtol=1e-5)
+    # not the mean of the logits (the robustness grid's fusion): differs here
+    assert abs(want[0] - sig(np.mean([0.0, 2.0, -1.0, 1.0, 3.0]))) > 1e-3
+    with pytest.raises(ValueError, match="cover 2 of 3"):
+        fuse_crops(logits[:6], pos[:6], 3)
+
+
+def _cfg(tmp_path, cache_dir, name, **over):
+    base = {"runs_dir": str(tmp_path / "runs"), "cache_dir": str(cache_dir), "experiment": name, "loggers": [],
+            "threads": 1, "benchmark": {"generators_per_window": 12}}
+    for k, v in over.items():
+        base[k] = base.get(k, {}) | v if isinstance(v, dict) else v
+    return resolve_config("smoke", overrides=[base])
+
+
+@pytest.fixture(scope="module")
+def five_crop_runs(tmp_path_factory, cache_dir):
+    """A native five_crop run (smallcnn_tune) and a reference-pipeline five_crop run of a probe (crop features
+    from the feature cache), plus a native single-crop run for the leaderboard's refusal."""
+    tmp = tmp_path_factory.mktemp("five")
+    runs = {
+        "native5": _cfg(tmp, cache_dir, "native5", eval={"input": "five_crop"}),
+        "ref5": _cfg(tmp, cache_dir, "ref5", detector="smallcnn_probe",
+                     eval={"pipeline": "reference", "input": "five_crop"}),
+        "native1": _cfg(tmp, cache_dir, "native1"),
+    }
+    return {name: run_experiment(cfg, progress=False) for name, cfg in runs.items()}
+
+
+def _npz(path):
+    with np.load(path, allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
+
+
+@pytest.mark.parametrize("name", ["native5", "ref5"])
+def test_five_crop_run_writes_crop_scores(five_crop_runs, name):
+    run = five_crop_runs[name]
+    info = json.loads((run / "run.json").read_text())
+    assert info["eval_pipeline"]["input"] == "five_crop"
+    for k in range(len(info["windows"])):
+        z = _npz(run / f"window_{k}" / "predictions.npz")
+        assert set(CROP_KEYS) <= set(z) and int(z["schema_version"]) == 2
+        validate_crop_arrays(z, name)
+        idx = z["crop_to_image_index"]
+        counts = np.bincount(idx, minlength=len(z["fused_scores"]))
+        assert set(counts.tolist()) <= {1, 5} and counts.max() == 5  # five crops (one where a side is <= 56)
+        # fused = mean over the image's crops of sigmoid(crop logit), by hand
+        sig = 1 / (1 + np.exp(-z["crop_logits"].astype(np.float64)))
+        for img in range(0, len(counts), 17):
+            np.testing.assert_allclose(z["fused_scores"][img], sig[idx == img].mean(), rtol=1e-6)
+        assert np.array_equal(z["crop_identifiers"], z["fused_identifiers"][idx])
+        assert pipeline_of(z)["pipeline"] == ("reference" if name == "ref5" else "native")
+    ref = json.loads((run / "run.json").read_text())["caches"]
+    if name == "ref5":
+        assert "eval_features" in ref  # the probe scored its crops from cached crop features
+
+
+def test_inspect_and_leaderboard_read_crops(five_crop_runs, tmp_path):
+    from leaderboard.inspect import report, sample_frame
+    from leaderboard.report import build_leaderboard
+    from leaderboard.runs import LeaderboardError
+
+    path = five_crop_runs["ref5"] / "window_1" / "predictions.npz"
+    text = report(path)
+    assert "input pipeline: reference, five_crop, clip statistics, 56 px" in text
+    assert "crops of" in text and "mean of the crops' sigmoid scores (checked)" in text
+    frame = sample_frame(path)
+    assert frame["n_crops"].max() == 5
+    summary = crop_summary(_npz(path))
+    assert summary["crops"] == int(frame["n_crops"].sum()) and 0 <= summary["auroc_per_crop"] <= 1
+    assert len(crop_frame(_npz(path))) == summary["crops"]
+    lb = build_leaderboard([five_crop_runs["native5"], five_crop_runs["native1"]], n_replicates=50)
+    rows = lb.summary.set_index("experiment")
+    assert rows.loc["native5", "crops_per_image"] > 1 and rows.loc["native1", "crops_per_image"] == 1
+    assert rows.loc["native5", "input"] == "native five_crop (backbone)"
+    with pytest.raises(LeaderboardError, match="input pipeline"):
+        build_leaderboard([five_crop_runs["ref5"], five_crop_runs["native1"]], n_replicates=50)
+
+
+def test_crop_arrays_that_disagree_are_refused(five_crop_runs, tmp_path):
+    from leaderboard.continual import load_window_npz
+
+    z = _npz(five_crop_runs["native5"] / "window_0" / "predictions.npz")
+    z["crop_scores"] = z["crop_scores"].copy()
+    z["crop_scores"][:5] = 1.0
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, **z)
+    with pytest.raises(ValueError, match="not the mean of their crop_scores"):
+        load_window_npz(bad)
+
+
+def test_schema_1_files_read_as_native():
+    z = {"fused_scores": np.zeros(2, np.float32)}
+    assert pipeline_of(z) == {"pipeline": "native", "input": "?", "normalize": "?", "size": None}
+    assert pipeline_of(z, {"detector": {"eval_input": "center_crop", "input_size": 56}})["input"] == "center_crop"
+
+
+@pytest.mark.parametrize("over, match", [
+    ({"pipeline": "exact"}, "eval.pipeline: unknown pipeline 'exact'"),
+    ({"pipeline": "reference", "input": "resize_center_crop"}, "not an input of the reference pipeline"),
+    ({"normalize": "imagenet"}, "eval.normalize: unknown normalisation 'imagenet'"),
+])
+def test_bad_pipeline_settings_fail_with_one_line(over, match):
+    from detectors import create_detector
+    from protocols.pipeline import resolve_pipeline
+
+    cfg = resolve_config("smoke", overrides=[{"eval": over}])
+    with pytest.raises(ConfigError, match=match):
+        resolve_pipeline(cfg, create_detector("smallcnn_tune").meta)
+
+
+def test_pipeline_defaults():
+    from detectors import create_detector
+    from protocols.pipeline import resolve_pipeline
+
+    meta = create_detector("smallcnn_tune").meta
+    native = resolve_pipeline(resolve_config("smoke"), meta)
+    assert (native.pipeline, native.input, native.normalize, native.mean) == \
+        ("native", meta.eval_resize, "backbone", meta.mean)
+    ref = resolve_pipeline(resolve_config("aigenbench"), meta)
+    assert (ref.pipeline, ref.input, ref.normalize) == ("reference", "resize", "clip")
+    assert ref.mean == (0.48145466, 0.4578275, 0.40821073) and not ref.multi_crop

@@ -102,7 +102,7 @@ def cached_array(
 
 def cache_kinds() -> tuple[str, ...]:
     """Sub-directories of a cache dir that hold array stores (datasets/ is the dataset cache, not ours)."""
-    return ("eval", "train_inputs", "features")
+    return ("eval", "eval_reference", "train_inputs", "features")  # eval_reference: benchmark/reference_eval_cache
 
 
 def describe_stores(cache_dir: Path) -> list[dict]:

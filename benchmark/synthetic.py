@@ -48,6 +48,7 @@ class SyntheticPreset:
 SYNTHETIC_PRESETS: dict[str, SyntheticPreset] = {
     "default": SyntheticPreset(train_fakes=56, eval_fakes=32),
     "smoke": SyntheticPreset(train_fakes=6, eval_fakes=4),
+    "tiny": SyntheticPreset(train_fakes=1, eval_fakes=1),  # one fake per generator: smoke runs of large backbones
 }
 
 

@@ -108,27 +108,24 @@ def decode_crops(kinds: np.ndarray, u8: np.ndarray | None, f32: np.ndarray | Non
     else:
         raise ValueError("decode_crops: both stores are empty")
     is_f32 = kinds == F32
-    parts = []  # (selection or None for all, float32 block)
-    if (~is_f32).any():
-        sel = np.flatnonzero(~is_f32)
-        block = torch.from_numpy(np.array(u8[_as_index(rows[sel])])).to(torch.float32)  # one read, one conversion
-        scaled = kinds[sel] == U8_TODTYPE
-        if scaled.all():
-            block.mul_(1.0 / 255)  # torchvision to_dtype_image, int -> float
-        elif not scaled.any():
-            block.div_(255)  # torchvision to_tensor
-        else:
-            block = torch.where(torch.from_numpy(scaled).view(-1, 1, 1, 1), block * (1.0 / 255), block / 255)
-        parts.append((None if sel.size == len(kinds) else sel, block))
-    if is_f32.any():
-        sel = np.flatnonzero(is_f32)
-        parts.append((None if sel.size == len(kinds) else sel,
-                      torch.from_numpy(np.array(f32[_as_index(rows[sel])], dtype=np.float32))))
-    if len(parts) == 1 and parts[0][0] is None:
-        return parts[0][1]
+    sel_u8, sel_f32 = np.flatnonzero(~is_f32), np.flatnonzero(is_f32)
+    block_u8 = block_f32 = None
+    if sel_u8.size:
+        raw = torch.from_numpy(np.array(u8[_as_index(rows[sel_u8])]))  # one read
+        block_u8 = raw.to(torch.float32).div_(255)  # torchvision to_tensor
+        scaled = np.flatnonzero(kinds[sel_u8] == U8_TODTYPE)
+        if scaled.size:  # PIL crops: torchvision to_dtype_image (int -> float), recomputed for those rows only
+            t = torch.from_numpy(scaled)
+            block_u8.index_copy_(0, t, raw.index_select(0, t).to(torch.float32).mul_(1.0 / 255))
+    if sel_f32.size:
+        block_f32 = torch.from_numpy(np.array(f32[_as_index(rows[sel_f32])], dtype=np.float32))
+    if block_f32 is None:
+        return block_u8
+    if block_u8 is None:
+        return block_f32
     out = torch.empty((len(kinds), *shape), dtype=torch.float32)
-    for sel, block in parts:
-        out[torch.from_numpy(sel)] = block
+    out.index_copy_(0, torch.from_numpy(sel_u8), block_u8)
+    out.index_copy_(0, torch.from_numpy(sel_f32), block_f32)
     return out
 
 

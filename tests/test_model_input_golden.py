@@ -339,8 +339,14 @@ def test_cache_hands_the_detector_the_same_tensors_as_the_images(tmp_path, golde
             xs, ps = crop_collate([stream[i] for i in idx])
             assert torch.equal(pc, ps) and torch.equal(xc, xs), (strategy, lo)
         again, key2 = eval_pixels(cfg, bench, pipe, tmp_path / "cache", True, 1, False)  # the store is reused
-        assert key2["hit"] and torch.equal(crop_collate(again.__getitems__(list(range(32))))[0],
-                                           crop_collate(cached.__getitems__(list(range(32))))[0])
+        want = crop_collate(cached.__getitems__(list(range(32))))[0]
+        assert key2["hit"] and torch.equal(crop_collate(again.__getitems__(list(range(32))))[0], want)
+        raw = Path(key["path"]) / "f32.raw"  # a damaged store is announced and rebuilt, never trusted
+        data = bytearray(raw.read_bytes())
+        data[100] ^= 0xFF
+        raw.write_bytes(bytes(data))
+        rebuilt, key3 = eval_pixels(cfg, bench, pipe, tmp_path / "cache", True, 1, False)
+        assert not key3["hit"] and torch.equal(crop_collate(rebuilt.__getitems__(list(range(32))))[0], want)
 
 
 # -- the reference's deterministic training augmentation ------------------------------------------------------------

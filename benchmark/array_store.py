@@ -44,8 +44,10 @@ def load_store(path: Path, key: dict, verify: bool = True) -> np.ndarray | None:
     problem = None
     try:
         meta = json.loads(meta_path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        meta, problem = {}, f"unreadable {META} ({e})"
+    except (OSError, ValueError) as e:
+        meta, problem = {}, f"unreadable {META} ({type(e).__name__})"
+    if not isinstance(meta, dict):
+        meta, problem = {}, f"{META} is not a JSON object"
     if problem is None and meta.get("key") != json.loads(json.dumps(key, default=str)):
         problem = "its key differs from this run's"
     elif problem is None and not data_path.is_file():
@@ -117,7 +119,7 @@ def describe_stores(cache_dir: Path) -> list[dict]:
             if (d / META).is_file():
                 try:
                     meta = json.loads((d / META).read_text())
-                except (OSError, json.JSONDecodeError):
+                except (OSError, ValueError):
                     meta = {}
             out.append({"kind": kind, "digest": d.name, "path": str(d), "bytes": size,
                         "shape": meta.get("shape"), "complete": bool(meta)})

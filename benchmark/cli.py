@@ -37,6 +37,13 @@ def register(sub) -> argparse.ArgumentParser:
     p.add_argument("--min-side", type=int, default=DEFAULT_MIN_SIDE,
                    help=f"shortest allowed image side in pixels (default {DEFAULT_MIN_SIDE})")
     p.add_argument("--workers", type=int, default=2, help="processes decoding images (default 2)")
+    p.add_argument("--recheck", action="store_true",
+                   help="trust no cached result: hash and decode every file again and replace the cached scan and "
+                        "check (the cache otherwise trusts files whose path, size, times and inode are unchanged)")
+    p.add_argument("--profile", default="lrnet-v1", choices=("lrnet-v1", "fixed"),
+                   help="landmark sequences: the segment profile whose empty videos are errors (default lrnet-v1, "
+                        "LRNet's: a video of exactly 30 frames has no segment)")
+    p.add_argument("--segment-length", type=int, default=30, help="landmark sequences: frames per segment (30)")
     p.add_argument("--no-progress", action="store_true")
 
     p = dsub.add_parser("degrade", help="show the mandatory eval degradations on one image at one eval position",
@@ -47,9 +54,10 @@ def register(sub) -> argparse.ArgumentParser:
                                     "(torchvision v2 resize/crop on the chain's own output type, ToDtype, "
                                     "Normalize), as AI-GenBench's evaluation feeds its model.")
     p.add_argument("image", help="an image file")
-    p.add_argument("--position", type=int, required=True, help="position in the shuffled eval set (seed 4321+P)")
+    p.add_argument("--position", type=_non_negative, required=True,
+                   help="position in the shuffled eval set (seed 4321+P)")
     p.add_argument("--profile", default="aigenbench-v1", help="aigenbench-v1 (default, faithful) | fixed")
-    p.add_argument("--base-seed", type=int, default=4321)
+    p.add_argument("--base-seed", type=_non_negative, default=4321)
     p.add_argument("--out", required=True,
                    help="output prefix: writes OUT.npy and OUT.png; with --model-input the file OUT itself")
     p.add_argument("--model-input", choices=("resize", "center_crop", "five_crop"),
@@ -61,6 +69,14 @@ def register(sub) -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the step records as JSON")
     data.set_defaults(handler=run_data)
     return data
+
+
+def _non_negative(text: str) -> int:
+    """argparse type: an integer >= 0 (argparse turns the ValueError into a one-line usage error)."""
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
 
 
 def _cache(args) -> Path:
@@ -80,6 +96,10 @@ def cmd_info(args) -> int:
                   "fakes": sum(s.label == 1 for s in m.split("train"))},
         "eval": {"reals": sum(s.label == 0 for s in m.split("eval")),
                  "fakes": sum(s.label == 1 for s in m.split("eval"))},
+        **({"val": {"reals": sum(s.label == 0 for s in m.split("val")),
+                    "fakes": sum(s.label == 1 for s in m.split("val"))}} if m.split("val") else {}),
+        **({"compression": sorted({s.compression for s in m.samples})} if any(s.compression for s in m.samples)
+           else {}),
         "generators": len(m.timeline),
         "generator_id_to_name": generator_id_to_name(m.timeline),
         "windows": make_windows(m.timeline, args.generators_per_window),
@@ -92,7 +112,8 @@ def cmd_info(args) -> int:
 def cmd_check(args) -> int:
     from benchmark.datacheck import check_spec, format_report
 
-    report = check_spec(args.source, _cache(args), args.min_side, args.workers, progress=not args.no_progress)
+    report = check_spec(args.source, _cache(args), args.min_side, args.workers, progress=not args.no_progress,
+                        fresh=args.recheck, segment_length=args.segment_length, profile=args.profile)
     print(json.dumps(report.to_dict(), indent=1) if args.json else format_report(report))
     return 0 if report.ok else 1
 
@@ -107,6 +128,10 @@ def cmd_degrade(args) -> int:
 
     if args.profile not in PROFILES:
         print(f"genshift: error: unknown profile {args.profile!r}; valid: {', '.join(PROFILES)}", file=sys.stderr)
+        return 2
+    if args.base_seed + args.position >= 2**31:
+        print(f"genshift: error: --base-seed + --position = {args.base_seed + args.position} must be below 2^31 "
+              "(the reference's RNG limit)", file=sys.stderr)
         return 2
     if args.model_input:
         return _degrade_model_input(args)

@@ -26,7 +26,9 @@ def load_rgb(path: Path | str) -> np.ndarray:
             im.load()
             upright = ImageOps.exif_transpose(im)
             return np.asarray(upright.convert("RGB"), dtype=np.uint8).copy()
-    except (OSError, UnidentifiedImageError, SyntaxError) as e:
+    except Image.DecompressionBombError as e:  # Pillow refuses to decode it: far more pixels than any real image
+        raise ImageReadError(f"cannot decode image {path}: too many pixels, a possible decompression bomb ({e})") from e
+    except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as e:
         raise ImageReadError(f"cannot decode image {path}: {e}") from e
 
 

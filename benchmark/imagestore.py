@@ -110,8 +110,14 @@ def read_row_bytes(root: Path | str, split: str, row: int) -> bytes:
     if cell.get("bytes") is not None:
         return cell["bytes"]
     path = cell.get("path")
-    if path and Path(path).is_file():
-        return Path(path).read_bytes()
+    if path:  # a row that names a file instead of holding bytes: only a file inside the dataset is read
+        file = Path(path) if Path(path).is_absolute() else root / path
+        real = Path(os.path.realpath(file))
+        if not real.is_relative_to(Path(os.path.realpath(root))):
+            raise ImageReadError(f"{root}: {split} row {row} names the file {path!r}, which leads outside the dataset "
+                                 f"({real}); genshift reads only files inside it")
+        if real.is_file():
+            return real.read_bytes()
     raise ImageReadError(f"{root}: {split} row {row} stores no bytes and its path {path!r} does not exist")
 
 

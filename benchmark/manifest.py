@@ -12,7 +12,9 @@ from pathlib import Path
 from benchmark.atomic import atomic_write_text
 
 MANIFEST_SCHEMA = 1
-SPLITS = ("train", "eval")
+# `val`: an optional validation split (LRNet's layout has one); only selection reads it, never the windows'
+# training sets nor the evaluation.
+SPLITS = ("train", "eval", "val")
 
 
 class ManifestError(ValueError):
@@ -33,6 +35,28 @@ class Sample:
     origin: str = ""
     mask: str | None = None  # relative path of a binary PNG mask (partial fakes), else None
     sha256: str = ""
+    # The video track (DESIGN §9): a sample may be a sequence. kind "landmarks" = a landmark text file (one frame
+    # of 68 (x, y) points per line), "video" = a video file whose frames are sampled. `compression` is the
+    # source's compression level (raw | c23 | c40 in FaceForensics++), `video` the video id (file stem),
+    # `frames` the number of frames. Images keep the defaults, which stay out of the manifest checksum.
+    kind: str = "image"
+    compression: str = ""
+    video: str = ""
+    frames: int = 0
+
+
+SEQUENCE_KINDS = ("landmarks", "video")
+_SAMPLE_DEFAULTS = {"kind": "image", "compression": "", "video": "", "frames": 0}
+
+
+def sample_record(s: Sample) -> dict:
+    """The sample as a dict for the checksum: the video-track fields only when they differ from an image's, so
+    image manifests keep the checksums they had before those fields existed."""
+    d = asdict(s)
+    for k, v in _SAMPLE_DEFAULTS.items():
+        if d[k] == v:
+            del d[k]
+    return d
 
 
 def sha256_file(path: Path) -> str:
@@ -71,7 +95,7 @@ class Manifest:
         payload = json.dumps(
             {
                 "schema": MANIFEST_SCHEMA,
-                "samples": [asdict(s) for s in self.samples],
+                "samples": [sample_record(s) for s in self.samples],
                 "timeline": {g: d.isoformat() for g, d in sorted(self.timeline.items())},
             },
             sort_keys=True,
@@ -106,10 +130,11 @@ class Manifest:
         """Read a manifest written by `save`; its stored checksum must match its content."""
         try:
             doc = json.loads(Path(path).read_text())
-        except (OSError, json.JSONDecodeError) as e:
+        except (OSError, ValueError) as e:
             raise ManifestError(f"cannot read manifest {path}: {e}") from e
-        if doc.get("schema") != MANIFEST_SCHEMA:
-            raise ManifestError(f"{path}: schema {doc.get('schema')!r}, expected {MANIFEST_SCHEMA}")
+        if not isinstance(doc, dict) or doc.get("schema") != MANIFEST_SCHEMA:
+            found = doc.get("schema") if isinstance(doc, dict) else type(doc).__name__
+            raise ManifestError(f"{path}: schema {found!r}, expected {MANIFEST_SCHEMA}")
         m = cls(
             name=doc["name"],
             root=Path(root) if root is not None else Path(path).parent,

@@ -20,6 +20,7 @@ from PIL import Image
 
 from benchmark.imagestore import open_dataset_dict, row_ref
 from benchmark.manifest import Manifest, Sample
+from benchmark.source_files import file_stamp
 from benchmark.source_records import (
     Problem,
     ScanResult,
@@ -40,7 +41,7 @@ def dataset_fingerprint(root: Path) -> dict:
     out: dict = {}
     try:
         splits = json.loads((root / "dataset_dict.json").read_text())["splits"]
-    except (OSError, json.JSONDecodeError, KeyError) as e:
+    except (OSError, ValueError, KeyError) as e:
         raise FileNotFoundError(
             f"{root}: cannot read dataset_dict.json ({e}); aigenbench:PATH must be the folder written by "
             "datasets.save_to_disk (it holds dataset_dict.json, train/, validation/)"
@@ -49,27 +50,28 @@ def dataset_fingerprint(root: Path) -> dict:
         state_path = root / split / "state.json"
         try:
             state = json.loads(state_path.read_text())
-        except (OSError, json.JSONDecodeError) as e:
+        except (OSError, ValueError) as e:
             raise FileNotFoundError(f"{state_path}: cannot read the split's state ({e})") from e
         files = [f["filename"] for f in state.get("_data_files", [])]
         out[split] = {
             "fingerprint": state.get("_fingerprint"),
-            "files": {f: (root / split / f).stat().st_size for f in files if (root / split / f).is_file()},
+            "files": {f: file_stamp(root / split / f) for f in files},
         }
     return out
 
 
 def scan_aigenbench(
-    root: Path, timeline: dict[str, dt.date], timeline_name: str, cache_dir: Path, progress: bool = True
+    root: Path, timeline: dict[str, dt.date], timeline_name: str, cache_dir: Path, progress: bool = True,
+    fresh: bool = False,
 ) -> ScanResult:
-    """Build (or read from the cache) the manifest of a release-format dataset."""
+    """Build (or read from the cache) the manifest of a release-format dataset (`fresh`: always build it)."""
     root = Path(root).expanduser().resolve()
     key = cache_key("aigenbench", {
         "root_fingerprint": dataset_fingerprint(root),
         "timeline": {g: d.isoformat() for g, d in sorted(timeline.items())},
     })
     target = cache_path(cache_dir, "aigenbench", key)
-    cached = load_scan(target, root)
+    cached = None if fresh else load_scan(target, root)
     if cached is not None:
         return cached
     scan = _build(root, timeline, timeline_name, progress)

@@ -3,11 +3,15 @@
 folder:ROOT  ROOT/<split>/<class>/**/<image>, split `train` or `eval` (`validation` is accepted for
              eval), class `real` or a generator name; optional masks at ROOT/masks/<split>/<class>/
              <same relative path, .png>. `id` = index of the image in its split, sorted by path.
-csv:FILE     header `path,label,generator,split[,mask]`; paths relative to the CSV's folder or absolute;
-             label 0 (generator '' or 'real') or 1 (generator name); `id` = index of the row among the
-             CSV's rows of the same split, in file order.
-Every bad row (undated generator, missing file or mask, label outside {0, 1}, unknown split) is
-collected as a problem naming the row; `load_source` refuses the dataset if there is any.
+csv:FILE     header `path,label,generator,split[,mask]`; paths relative to the dataset root (the CSV's
+             folder, or `?root=DIR`) or absolute inside it; label 0 (generator '' or 'real') or 1
+             (generator name); `id` = index of the row among the CSV's rows of the same split, in file order.
+Every bad row (undated generator, missing file or mask, label outside {0, 1}, unknown split, a file outside
+the dataset root) is collected as a problem naming the row; `load_source` refuses the dataset if there is any.
+
+Symbolic links, one policy for both sources: links to files and to directories are followed wherever they
+are, as long as what they point to lies inside the dataset root; a file or directory that resolves outside it
+is an `outside_root` error naming the link and its target, and is never read (nor silently skipped).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import hashlib
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,6 +70,12 @@ def _resolve(root: Path, rel: str) -> Path:
     return p if p.is_absolute() else root / p
 
 
+def outside_root(root: Path, rel: str) -> Path | None:
+    """Where `rel` really leads (symbolic links and `..` followed) when that is outside `root`, else None."""
+    real = Path(os.path.realpath(_resolve(root, rel)))
+    return None if real.is_relative_to(root) else real
+
+
 def _validate(rows: Iterable[_Row], root: Path, timeline: dict[str, dt.date], timeline_src: str):
     samples: list[Sample] = []
     problems: list[Problem] = []
@@ -88,8 +99,16 @@ def _validate(rows: Iterable[_Row], root: Path, timeline: dict[str, dt.date], ti
                                 f"'{gen}: YYYY-MM-DD' to it")
             continue
         file = _resolve(root, r.path)
+        escaped = [(what, rel, real) for what, rel in (("image", r.path), ("mask", r.mask)) if rel is not None
+                   for real in [outside_root(root, rel)] if real is not None]
+        if escaped:
+            what, rel, real = escaped[0]
+            bad("outside_root", f"{what} {rel} leads to {real}, outside the dataset root {root}; genshift reads "
+                                "only files inside it (move the file in, or choose a root that holds it)")
+            continue
         if not file.is_file():
-            bad("missing_file", f"image {file} does not exist")
+            broken = " (a broken symbolic link)" if file.is_symlink() else ""
+            bad("missing_file", f"image {file} does not exist{broken}")
             continue
         if r.mask is not None and not _resolve(root, r.mask).is_file():
             bad("missing_file", f"mask {_resolve(root, r.mask)} does not exist")
@@ -100,21 +119,32 @@ def _validate(rows: Iterable[_Row], root: Path, timeline: dict[str, dt.date], ti
     return samples, problems
 
 
+def file_stamp(p: Path) -> list | None:
+    """What changes when a file's bytes may have changed: where it leads, size, mtime, ctime and inode.
+
+    ctime and the inode cannot be set back by hand (mtime can, `touch -r`), so a file swapped for another with
+    the same size and mtime still gets hashed again."""
+    if not p.is_file():
+        return None
+    st = p.stat()
+    return [os.path.realpath(p), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+
+
 def _scan(kind: str, root: Path, name: str, rows: list[_Row], row_problems: list[Problem], notes: list[str],
-          timeline: dict[str, dt.date], timeline_src: str, cache_dir: Path, extra_key: dict) -> ScanResult:
+          timeline: dict[str, dt.date], timeline_src: str, cache_dir: Path, extra_key: dict,
+          fresh: bool = False) -> ScanResult:
     stats = {}
     for r in rows:
         for rel in (r.path, r.mask):
             if rel is not None:
-                p = _resolve(root, rel)
-                st = p.stat() if p.is_file() else None
-                stats[rel] = (st.st_size, st.st_mtime_ns) if st else None
+                stats[rel] = file_stamp(_resolve(root, rel))
     key = cache_key(kind, {
         "root": str(root), "rows": [(r.split, r.id, r.label_text, r.generator, r.path, r.mask) for r in rows],
-        "stats": stats, "timeline": {g: d.isoformat() for g, d in sorted(timeline.items())}, **extra_key,
+        "stats": stats, "timeline": {g: d.isoformat() for g, d in sorted(timeline.items())},
+        "row_problems": [p.line() for p in row_problems], **extra_key,
     })
     target = cache_path(cache_dir, kind, key)
-    cached = load_scan(target, root)
+    cached = None if fresh else load_scan(target, root)
     if cached is not None:
         return cached
     samples, problems = _validate(rows, root, timeline, timeline_src)
@@ -126,7 +156,43 @@ def _scan(kind: str, root: Path, name: str, rows: list[_Row], row_problems: list
     return scan
 
 
-def scan_folder(root: Path, timeline: dict[str, dt.date], timeline_src: str, cache_dir: Path) -> ScanResult:
+def _walk(sdir: Path, root: Path, problems: list[Problem], notes: list[str]) -> list[Path]:
+    """Every non-hidden file under `sdir`, entering linked directories that stay inside `root` (each real
+    directory once); a linked directory that leads outside is an `outside_root` problem, not a silent gap.
+    A linked file is listed as found: `_validate` refuses it if it leads outside."""
+    out: list[Path] = []
+    visited: set[str] = set()
+    stack = [sdir]
+    while stack:
+        d = stack.pop()
+        real = os.path.realpath(d)
+        if real in visited:
+            notes.append(f"folder:{root}: {d.relative_to(root)}/ leads to a directory already read ({real}); "
+                         "its files are listed once")
+            continue
+        visited.add(real)
+        with os.scandir(d) as it:
+            entries = sorted(it, key=lambda e: e.name)
+        for e in entries:
+            if e.name.startswith("."):
+                continue
+            p = Path(e.path)
+            if e.is_dir(follow_symlinks=True):
+                escaped = outside_root(root, str(p))
+                if escaped is not None:
+                    problems.append(Problem(
+                        "outside_root", "error", f"folder:{root} {p.relative_to(root).as_posix()}/ leads to "
+                        f"{escaped}, outside the dataset root; genshift reads only files inside it (move the "
+                        "folder in, or choose a root that holds it)", path=p.relative_to(root).as_posix()))
+                    continue
+                stack.append(p)
+            elif e.is_file(follow_symlinks=True) or e.is_symlink():
+                out.append(p)
+    return out
+
+
+def scan_folder(root: Path, timeline: dict[str, dt.date], timeline_src: str, cache_dir: Path,
+                fresh: bool = False) -> ScanResult:
     """Records of ROOT/<split>/<class>/**/<image>."""
     root = Path(root).expanduser().resolve()
     if not root.is_dir():
@@ -146,13 +212,13 @@ def scan_folder(root: Path, timeline: dict[str, dt.date], timeline_src: str, cac
         )
     rows: list[_Row] = []
     notes: list[str] = []
+    walk_problems: list[Problem] = []
     for split in ("train", "eval"):
         sdir = split_dirs[split]
-        files = sorted(
-            (p for p in sdir.rglob("*") if p.is_file() and not any(part.startswith(".") for part in
-                                                                    p.relative_to(sdir).parts)),
-            key=lambda p: p.relative_to(sdir).as_posix(),
-        )
+        if outside_root(root, str(sdir)) is not None:
+            raise ValueError(f"folder:{root}: {sdir.name}/ leads to {os.path.realpath(sdir)}, outside the dataset "
+                             "root; genshift reads only files inside it")
+        files = sorted(_walk(sdir, root, walk_problems, notes), key=lambda p: p.relative_to(sdir).as_posix())
         ignored = [p for p in files if p.suffix.lower() not in IMAGE_EXTENSIONS]
         if ignored:
             notes.append(f"folder:{root}: ignored {len(ignored)} non-image file(s) under {sdir.name}/, "
@@ -174,16 +240,23 @@ def scan_folder(root: Path, timeline: dict[str, dt.date], timeline_src: str, cac
                 path=rel.as_posix(),
                 mask=mask_rel.as_posix() if (root / mask_rel).is_file() else None,
             ))
-    return _scan("folder", root, f"folder:{root.name}", rows, [], notes, timeline, timeline_src, cache_dir, {})
+    return _scan("folder", root, f"folder:{root.name}", rows, walk_problems, notes, timeline, timeline_src,
+                 cache_dir, {}, fresh)
 
 
-def scan_csv(file: Path, timeline: dict[str, dt.date], timeline_src: str, cache_dir: Path) -> ScanResult:
-    """Records of a CSV `path,label,generator,split[,mask]` (paths relative to the CSV's folder)."""
+def scan_csv(file: Path, timeline: dict[str, dt.date], timeline_src: str, cache_dir: Path,
+             root: str | Path | None = None, fresh: bool = False) -> ScanResult:
+    """Records of a CSV `path,label,generator,split[,mask]` (paths relative to `root`, default the CSV's folder)."""
     file = Path(file).expanduser().resolve()
     if not file.is_file():
         raise FileNotFoundError(f"csv:{file}: no such file")
-    root = file.parent
-    text = file.read_text(encoding="utf-8-sig")
+    root = Path(root).expanduser().resolve() if root is not None else file.parent
+    if not root.is_dir():
+        raise FileNotFoundError(f"csv:{file}: dataset root {root} is not a directory")
+    try:
+        text = file.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"csv:{file}: not UTF-8 text ({e.reason} at byte {e.start})") from e
     reader = csv.DictReader(text.splitlines())
     header = [h.strip() for h in (reader.fieldnames or [])]
     missing = [c for c in CSV_COLUMNS if c not in header]
@@ -193,9 +266,17 @@ def scan_csv(file: Path, timeline: dict[str, dt.date], timeline_src: str, cache_
     rows: list[_Row] = []
     problems: list[Problem] = []
     next_id = {"train": 0, "eval": 0}
-    for n, raw in enumerate(reader, start=1):
-        rec = {(k or "").strip(): (v or "").strip() for k, v in raw.items()}
+    try:
+        records = list(reader)
+    except csv.Error as e:
+        raise ValueError(f"csv:{file}: line {reader.line_num}: not a readable CSV row ({e})") from e
+    for n, raw in enumerate(records, start=1):
         where = f"{file.name} row {n} (line {n + 1})"
+        if None in raw:  # more fields than the header names
+            problems.append(Problem("bad_row", "error", f"{where}: {len(header) + len(raw[None])} fields, the header "
+                                    f"names {len(header)}"))
+            continue
+        rec = {(k or "").strip(): (v or "").strip() for k, v in raw.items()}
         split = SPLIT_ALIASES.get(rec["split"].lower())
         if split is None:
             problems.append(Problem("bad_split", "error", f"{where}: split {rec['split']!r} is not train, eval "
@@ -209,4 +290,4 @@ def scan_csv(file: Path, timeline: dict[str, dt.date], timeline_src: str, cache_
                          generator=rec["generator"], path=rec["path"], mask=rec.get("mask") or None))
         next_id[split] += 1
     return _scan("csv", root, f"csv:{file.name}", rows, problems, [], timeline, timeline_src, cache_dir,
-                 {"csv_sha256": hashlib.sha256(text.encode()).hexdigest()})
+                 {"csv_sha256": hashlib.sha256(text.encode()).hexdigest()}, fresh)

@@ -91,10 +91,10 @@ def load_scan(path: Path, root: Path) -> ScanResult | None:
     try:
         m = Manifest.load(path, root=root)
         doc = json.loads(side.read_text())
-    except (ManifestError, OSError, json.JSONDecodeError, TypeError, KeyError) as e:
+    except (ManifestError, OSError, ValueError, TypeError, KeyError) as e:
         print(f"genshift: cached manifest {path} is unusable ({e}); rebuilding it")
         return None
-    if doc.get("checksum") != m.checksum:
+    if not isinstance(doc, dict) or doc.get("checksum") != m.checksum:
         print(f"genshift: cached manifest {path} does not match its problem list; rebuilding it")
         return None
     return ScanResult(m, [Problem(**p) for p in doc["problems"]], list(doc.get("notes", [])))

@@ -182,7 +182,8 @@ def write_folder_dataset(
     for split, n in (("train", train_fakes), ("eval", eval_fakes)):
         for g_idx, gen in enumerate(sorted(generators)):
             for j in range(n):
-                _write_png(root / split / gen / f"{j:03d}.png", make_image(seed + 1000 * g_idx + j + 1, 1))
+                offset = 100_000 if split == "eval" else 0  # no eval image repeats a train image (no leak)
+                _write_png(root / split / gen / f"{j:03d}.png", make_image(seed + offset + 1000 * g_idx + j + 1, 1))
         for i in range(n * len(generators)):
             _write_png(root / split / "real" / f"{i:03d}.png", make_image(seed + 500_000 + i + (split == "eval") * 9999, 0))
     (root / "timeline.yaml").write_text("".join(f"{g}: {d}\n" for g, d in generators.items()))

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import yaml
 
+from benchmark import strict_yaml
+
 
 class TimelineError(ValueError):
     """A timeline is missing dates or does not match the dataset's generators."""
@@ -51,16 +53,20 @@ def parse_date(value: object, where: str) -> dt.date:
     try:
         return dt.date.fromisoformat(str(value))
     except ValueError as e:
-        raise TimelineError(f"{where}: {value!r} is not a date (expected YYYY-MM-DD)") from e
+        raise TimelineError(f"{where}: {value!r} is not a date (expected a real date as YYYY-MM-DD)") from e
 
 
 def load_timeline_yaml(path: Path | str) -> dict[str, dt.date]:
     """Read a timeline YAML: a mapping `generator name: YYYY-MM-DD`."""
     path = Path(path)
     try:
-        doc = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as e:
-        raise TimelineError(f"cannot read timeline {path}: {e}") from e
+        doc = strict_yaml.load_file(path)  # a generator listed twice is refused, not silently re-dated
+    except OSError as e:
+        raise TimelineError(f"cannot read timeline {path}: {e.strerror or e}") from e
+    except UnicodeDecodeError as e:
+        raise TimelineError(f"cannot read timeline {path}: not UTF-8 text ({e.reason} at byte {e.start})") from e
+    except yaml.YAMLError as e:
+        raise TimelineError(f"cannot read timeline {path}: {strict_yaml.error_line(e)}") from e
     if isinstance(doc, dict) and "generators" in doc and isinstance(doc["generators"], dict):
         doc = doc["generators"]
     if not isinstance(doc, dict) or not doc:

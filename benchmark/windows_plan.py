@@ -61,18 +61,67 @@ def own_window_sets(
     return out
 
 
+REAL_SAMPLINGS = ("unique", "repeat", "weighted")
+
+
+def shared_real_sets(train: Sequence[Sample], steps: Sequence[Sequence[str]], repeat: bool) -> list[list[int]]:
+    """Per training step: the fakes of its generators plus every train real (not consumed across steps).
+
+    ``repeat`` (LRNet's FF_all): the reals are listed once per generator of the step, as LRNet reads its Origin
+    folder once per manipulation method to balance the classes; otherwise once (`weighted`: the loss balances
+    the classes instead, see class_weights).
+    """
+    reals = [s.id for s in train if s.label == 0]
+    out = []
+    for gens in steps:
+        gen_set = set(gens)
+        fakes = [s.id for s in train if s.label == 1 and s.generator in gen_set]
+        n = len({s.generator for s in train if s.label == 1 and s.generator in gen_set}) if repeat else 1
+        out.append(reals * max(n, 1) + fakes)
+    return out
+
+
+def class_weights(labels: Sequence[int]) -> tuple[float, float]:
+    """(w_real, w_fake) that give both classes the same total weight: n / (2 n_class)."""
+    n1 = sum(1 for y in labels if int(y) == 1)
+    n0 = len(labels) - n1
+    if not n0 or not n1:
+        raise ValueError(f"a training set needs reals and fakes to weight them, has {n0} reals and {n1} fakes")
+    n = n0 + n1
+    return n / (2 * n0), n / (2 * n1)
+
+
 def training_sets(
     train: Sequence[Sample],
     windows: Sequence[Sequence[str]],
     benchmark_type: BenchmarkType,
     real_seed: int = 1337,
     replay_seed: int = 7,
+    real_sampling: str = "unique",
 ) -> list[list[int]]:
     """Train sample ids per training step for the benchmark type.
 
-    `full` returns one set (all generators, real sampling as for a single window).
+    `full` returns one set (all generators, real sampling as for a single window). ``real_sampling``:
+    `unique` (the reference: each window draws as many unused reals as it has fakes), `repeat` (LRNet: every
+    train real in every step, listed once per generator of the step) or `weighted` (every train real once per
+    step; the loss weights the classes, `class_weights`).
     """
+    if real_sampling not in REAL_SAMPLINGS:
+        raise ValueError(f"benchmark.real_sampling: unknown value {real_sampling!r}; expected one of "
+                         f"{REAL_SAMPLINGS}")
     sorted_train = sorted(train, key=lambda s: s.id)
+    if real_sampling != "unique":
+        kind = benchmark_type.kind
+        if kind == "replay":
+            raise ValueError("benchmark.real_sampling repeat/weighted works with cumulative, continual and full; "
+                             "replay draws fractions of each window's own (unique) set")
+        if kind == "full":
+            steps = [[g for w in windows for g in w]]
+        elif kind == "continual":
+            steps = [list(w) for w in windows]
+        else:
+            steps = [[g for w in windows[:k + 1] for g in w] for k in range(len(windows))]
+        return shared_real_sets(sorted_train, steps, repeat=real_sampling == "repeat")
     if benchmark_type.kind == "full":
         all_gens = [g for w in windows for g in w]
         return own_window_sets(sorted_train, [all_gens], real_seed)

@@ -17,6 +17,9 @@ from .weights import check_keys, load_strict
 
 # Eval input strategies a detector may declare as its own (same names as benchmark.images.EVAL_INPUT_STRATEGIES).
 EVAL_RESIZES = ("center_crop", "resize_center_crop", "resize", "five_crop")
+# What a detector's forward takes: images (N, 3, S, S), or landmark segments (N, 2L-1, 136) packed as
+# SequenceDetector describes. Sequence detectors have no image resize: their eval_resize is "none".
+INPUT_KINDS = ("image", "landmarks")
 
 
 @dataclass
@@ -40,12 +43,18 @@ class DetectorMeta:
     has_localization: bool = False
     # "l2": backbone features are L2-normalised before the head (AI-GenBench's open_clip models); else "none".
     feature_norm: str = "none"
+    # "image" or "landmarks" (a SequenceDetector; input_size is then its segment length in frames).
+    input_kind: str = "image"
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"DetectorMeta.mode must be one of {MODES}, got {self.mode!r}")
-        if self.eval_resize not in EVAL_RESIZES:
-            raise ValueError(f"DetectorMeta.eval_resize must be one of {EVAL_RESIZES}, got {self.eval_resize!r}")
+        if self.input_kind not in INPUT_KINDS:
+            raise ValueError(f"DetectorMeta.input_kind must be one of {INPUT_KINDS}, got {self.input_kind!r}")
+        allowed = EVAL_RESIZES if self.input_kind == "image" else ("none",)
+        if self.eval_resize not in allowed:
+            raise ValueError(f"DetectorMeta.eval_resize must be one of {allowed} for {self.input_kind} inputs, "
+                             f"got {self.eval_resize!r}")
         self.mean = tuple(float(v) for v in self.mean)  # type: ignore[assignment]
         self.std = tuple(float(v) for v in self.std)  # type: ignore[assignment]
         if len(self.mean) != 3 or len(self.std) != 3:
@@ -177,6 +186,8 @@ def count_flops(detector: Detector, input_size: int | None = None) -> int:
     Attention runs in its math form, so that it is counted on every device (the fused CPU kernel is invisible to
     the counter, which would make CPU counts lower than meta or CUDA ones).
 
+    For a SequenceDetector, ``input_size`` is the segment length in frames and the count is for one segment.
+
     Stores the result in ``detector.meta.flops``. Runs one real forward, so it can be slow for big models.
     """
     from torch.nn.attention import SDPBackend, sdpa_kernel
@@ -184,7 +195,10 @@ def count_flops(detector: Detector, input_size: int | None = None) -> int:
 
     size = int(input_size or detector.meta.input_size)
     param = next(detector.parameters())
-    x = torch.zeros(1, 3, size, size, dtype=param.dtype, device=param.device)
+    if isinstance(detector, SequenceDetector):  # one segment of `size` frames
+        x = detector.example_input(1, size).to(dtype=param.dtype, device=param.device)
+    else:
+        x = torch.zeros(1, 3, size, size, dtype=param.dtype, device=param.device)
     was_training = detector.training
     detector.eval()
     try:
@@ -200,3 +214,58 @@ def count_flops(detector: Detector, input_size: int | None = None) -> int:
     if input_size is None or size == detector.meta.input_size:
         detector.meta.flops = flops
     return flops
+
+
+class SequenceDetector(Detector):
+    """A detector whose samples are landmark sequences cut into fixed-length segments (the video track).
+
+    ``forward`` takes float32 (N, 2L-1, F) *packed segments*: rows 0..L-1 are the segment's L frames of F
+    landmark values (68 (x, y) points = 136), rows L..2L-2 the L-1 frame-to-frame differences inside the segment
+    (frame t+1 minus frame t), computed in float64 from the parsed text before the cast to float32, as LRNet
+    does, so that a detector needing either input gets it bit-exact. It returns (N,) logits whose sigmoid is
+    the segment's P(fake). There is no image normalisation (meta.mean/std are 0/1 and unused), no probe mode
+    and no head/backbone split: the whole module is the trainable state.
+
+    Subclasses build their layers after calling ``SequenceDetector.__init__`` and must call ``finish_meta()``
+    at the end of their own ``__init__`` so that the parameter counts are right.
+    """
+
+    def __init__(self, *, name: str, family: str, backbone_name: str, segment_length: int, feature_size: int,
+                 pretrained: str) -> None:
+        nn.Module.__init__(self)  # no backbone + linear head: Detector.__init__ does not apply
+        self.mode = "tune"
+        self.segment_length = int(segment_length)
+        self.feature_size = int(feature_size)
+        self.meta = DetectorMeta(
+            name=name, family=family, backbone=backbone_name, mode="tune", input_size=self.segment_length,
+            mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), feature_dim=self.feature_size, n_params=0, n_trainable=0,
+            flops=None, pretrained=pretrained, eval_resize="none", input_kind="landmarks",
+        )
+
+    def finish_meta(self) -> None:
+        """Record the parameter counts once the layers exist."""
+        self.meta.n_params = sum(p.numel() for p in self.parameters())
+        self.meta.n_trainable = sum(p.numel() for p in self.parameters() if p.requires_grad)
+
+    def example_input(self, n: int = 1, length: int | None = None) -> torch.Tensor:
+        """Zeros shaped like n packed segments of ``length`` frames (default: the detector's segment length)."""
+        length = int(length or self.segment_length)
+        return torch.zeros(n, 2 * length - 1, self.feature_size)
+
+    def split_packed(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(positions (N, L, F), differences (N, L-1, F)) of packed segments; checks the layout."""
+        if x.ndim != 3 or x.shape[2] != self.feature_size or x.shape[1] % 2 != 1:
+            raise ValueError(f"{self.meta.name}: expected packed segments (N, 2L-1, {self.feature_size}), "
+                             f"got {tuple(x.shape)}")
+        length = (x.shape[1] + 1) // 2
+        return x[:, :length], x[:, length:]
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError(f"{self.meta.name} is a sequence detector; it has no backbone features")
+
+    def head_forward(self, feats: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError(f"{self.meta.name} is a sequence detector; it has no separate head "
+                                  "(probe feature caches do not apply)")
+
+    def extra_repr(self) -> str:
+        return f"name={self.meta.name}, segment_length={self.segment_length}"

@@ -52,6 +52,14 @@ BUILTINS: dict[str, tuple[str, str]] = {
     "resnet18": _TORCHVISION,
 }
 
+# Full names without a _probe/_tune suffix: detectors that have a single way to train (no frozen backbone to
+# probe), registered exactly as written. name -> (module:factory, family).
+MODELESS: dict[str, tuple[str, str]] = {
+    "lrnet": ("detectors.lrnet:make_lrnet", "lrnet"),
+    "lrnet_g1": ("detectors.lrnet:make_lrnet", "lrnet"),
+    "lrnet_g2": ("detectors.lrnet:make_lrnet", "lrnet"),
+}
+
 # pattern -> (regular expression a full name must match, the grammar as users read it). Whether the model (or
 # tag) exists is the library's answer, given by the factory with the library's closest names.
 PATTERN_GRAMMAR: dict[str, tuple[str, str]] = {

@@ -39,7 +39,7 @@ def read_checkpoint_meta(window_dir: str | os.PathLike) -> dict:
                               f"(expected {WEIGHTS_FILE} and {META_FILE})")
     try:
         doc = json.loads(meta_path.read_text())
-    except json.JSONDecodeError as exc:
+    except ValueError as exc:
         raise CheckpointError(f"{meta_path} is not valid JSON: {exc}") from exc
     if not isinstance(doc, dict):
         raise CheckpointError(f"{meta_path} must hold a JSON object, found {type(doc).__name__}")
@@ -88,6 +88,10 @@ def load_detector_from_checkpoint(window_dir: str | os.PathLike, **factory_kwarg
     if diffs:
         raise CheckpointError(f"{window_dir}: detector {recorded['name']!r} rebuilt differently from the one "
                               f"that was trained (library versions or factory arguments changed?): {diffs}")
-    detector.load_trainable_state_dict(load_file(str(weights)))
+    try:
+        state = load_file(str(weights))
+    except Exception as e:  # noqa: BLE001 - safetensors' own error type: a damaged or foreign file
+        raise CheckpointError(f"{weights} is not a readable safetensors file ({e})") from None
+    detector.load_trainable_state_dict(state)
     detector.meta.pretrained = recorded["pretrained"]
     return detector.eval()

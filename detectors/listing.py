@@ -116,7 +116,7 @@ def detector_rows(family: str | None = None, use_cache: bool = True, cache_file:
     if use_cache and cache_file.is_file():
         try:
             cache = json.loads(cache_file.read_text())
-        except (json.JSONDecodeError, OSError):
+        except (ValueError, OSError):
             cache = {}
     rows, dirty = [], False
     for name in registry.list_detectors():

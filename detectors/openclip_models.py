@@ -27,6 +27,7 @@ from .weights import (
     load_state_dict_file,
     load_strict,
     parse_source,
+    pickled_objects_error,
     provide_hint,
 )
 
@@ -107,7 +108,10 @@ def _load_visual(model, path: str, arch: str) -> None:
     if sd is not None and all(k.startswith("visual.") for k in sd):
         load_strict(model.visual, {k[len("visual."):]: v for k, v in sd.items()}, f"{path} (visual tower)")
         return
-    incompatible = open_clip.load_checkpoint(model, path, strict=False)
+    try:
+        incompatible = open_clip.load_checkpoint(model, path, strict=False)  # torch.load with weights_only=True
+    except pickle.UnpicklingError as e:
+        raise pickled_objects_error(path, e) from None
     missing = list(getattr(incompatible, "missing_keys", []))
     unexpected = list(getattr(incompatible, "unexpected_keys", []))
     if missing or unexpected:

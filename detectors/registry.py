@@ -19,7 +19,7 @@ from collections.abc import Callable
 from importlib.metadata import EntryPoint, entry_points
 from typing import TYPE_CHECKING, Any
 
-from .builtins import BUILTINS, LIBRARY_NAME_CHECKS, PATTERN_GRAMMAR
+from .builtins import BUILTINS, LIBRARY_NAME_CHECKS, MODELESS, PATTERN_GRAMMAR
 
 if TYPE_CHECKING:
     from .base import Detector
@@ -55,6 +55,7 @@ class LazyFactory:
 
 _exact: dict[str, Factory] = {}
 _patterns: dict[str, Factory] = {}
+_modeless: set[str] = set()  # exact names served without a _probe/_tune suffix (builtins.MODELESS)
 _entry_points: dict[str, EntryPoint] | None = None
 
 
@@ -93,11 +94,20 @@ def _target(factory: Factory) -> str | None:
     return f"{module}:{qualname}" if module and qualname else None
 
 
-def register_detector(name_or_pattern: str, factory: Factory, *, overwrite: bool = False) -> Factory:
-    """Register ``factory`` for a full name, a backbone (registers both _probe and _tune) or an fnmatch pattern."""
+def register_detector(name_or_pattern: str, factory: Factory, *, overwrite: bool = False,
+                      modeless: bool = False) -> Factory:
+    """Register ``factory`` for a full name, a backbone (registers both _probe and _tune) or an fnmatch pattern.
+
+    ``modeless``: register ``name_or_pattern`` exactly as written, a detector without probe/tune modes (e.g.
+    ``lrnet_g1``).
+    """
     if not callable(factory):
         raise TypeError(f"factory for {name_or_pattern!r} is not callable: {factory!r}")
-    if _is_pattern(name_or_pattern):
+    if modeless:
+        if _is_pattern(name_or_pattern):
+            raise ValueError(f"a modeless registration must be a full name, got the pattern {name_or_pattern!r}")
+        targets, table = [name_or_pattern], _exact
+    elif _is_pattern(name_or_pattern):
         targets, table = [name_or_pattern], _patterns
     elif name_or_pattern.rpartition("_")[2] in MODES:
         targets, table = [name_or_pattern], _exact
@@ -110,11 +120,20 @@ def register_detector(name_or_pattern: str, factory: Factory, *, overwrite: bool
             raise ValueError(f"detector {t!r} is already registered to {old!r}; pass overwrite=True to replace")
     for t in targets:
         table[t] = factory
+    if modeless:
+        _modeless.add(name_or_pattern)
     return factory
 
 
 for _key, (_factory_target, _family) in BUILTINS.items():
     register_detector(_key, LazyFactory(_factory_target, _family))
+for _key, (_factory_target, _family) in MODELESS.items():
+    register_detector(_key, LazyFactory(_factory_target, _family), modeless=True)
+
+
+def is_modeless(name: str) -> bool:
+    """Whether ``name`` is a registered detector without probe/tune modes."""
+    return name in _modeless
 
 
 def _plugin_entry_points() -> dict[str, EntryPoint]:
@@ -202,7 +221,8 @@ def _checked(name: str) -> tuple[str, Factory | EntryPoint]:
         suggestions = _prefix_suggestions(name, patterns) + closest_names(name, patterns)
         suggestions = list(dict.fromkeys(suggestions))[:5]
         families = ", ".join(sorted(_patterns)) or "none"
-        no_mode = "" if name.rpartition("_")[2] in MODES else " Names end with _probe or _tune."
+        no_mode = "" if name.rpartition("_")[2] in MODES else \
+            f" Names end with _probe or _tune (except {sorted(_modeless)})."
         raise UnknownDetectorError(
             f"unknown detector {name!r}.{no_mode} Closest known names: {suggestions or 'none'}. "
             f"Families by pattern: {families}. `genshift detectors list` shows every name.",
@@ -214,7 +234,8 @@ def _checked(name: str) -> tuple[str, Factory | EntryPoint]:
     if grammar is not None and not re.fullmatch(grammar[0], name):
         raise UnknownDetectorError(f"detector name {name!r} does not follow its family's grammar {grammar[1]}",
                                    name)
-    split_mode(name)
+    if name not in _modeless:
+        split_mode(name)
     return found
 
 

@@ -26,6 +26,11 @@ class WeightsUnavailableError(RuntimeError):
     """The requested pretrained weights cannot be obtained here (not cached, no network, or offline mode)."""
 
 
+class WeightsFileError(ValueError):
+    """A weight file cannot be read as plain weights (damaged, not a weights file, or holding Python objects that
+    are never unpickled); the message names the file and what to do."""
+
+
 class WeightsMismatchError(RuntimeError):
     """A weight file does not fit the model: missing, unexpected or wrongly shaped keys (all listed)."""
 
@@ -159,12 +164,7 @@ def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     state dict is never reinterpreted.
     """
     path = Path(path)
-    if path.suffix.lower() == ".safetensors":
-        from safetensors.torch import load_file
-
-        obj: object = load_file(str(path), device="cpu")
-    else:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    obj = read_weights_file(path)
     if isinstance(obj, Mapping) and not _is_tensor_dict(obj):
         for wrapper in ("state_dict", "model"):
             inner = obj.get(wrapper)
@@ -177,6 +177,45 @@ def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
             f"found {type(obj).__name__}"
         )
     return dict(obj)
+
+
+def pickled_objects_error(path: Path | str, e: Exception) -> WeightsFileError:
+    """The error for a torch pickle that `weights_only=True` refused, without torch's advice to load it unsafely."""
+    found = re.search(r"(?:Unsupported global|GLOBAL|global): ?(?:GLOBAL )?([\w.]+)", str(e))
+    what = f" ({found.group(1)})" if found else ""
+    return WeightsFileError(
+        f"{path}: holds Python objects{what}, not only tensors; genshift loads weights only as tensors and never "
+        "unpickles other objects. Save the state dict alone (torch.save(model.state_dict(), ...)) or convert it "
+        "to .safetensors")
+
+
+def read_weights_file(path: Path) -> object:
+    """The object in a .safetensors file or a torch pickle read with `weights_only=True` (tensors and plain
+    containers only: a pickled class or function is refused, never called). Errors are WeightsFileError."""
+    import pickle
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file {path} not found")
+    if path.stat().st_size == 0:
+        raise WeightsFileError(f"{path}: empty file (0 bytes), not a weights file")
+    try:
+        if path.suffix.lower() == ".safetensors":
+            from safetensors.torch import load_file
+
+            return load_file(str(path), device="cpu")
+        return torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:  # torch's message advises weights_only=False: genshift never does that
+        raise pickled_objects_error(path, e) from None
+    except (RuntimeError, OSError, EOFError, ValueError, KeyError, TypeError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        kind = "safetensors" if path.suffix.lower() == ".safetensors" else "torch"
+        raise WeightsFileError(f"{path}: not a readable {kind} weights file ({type(e).__name__}: {first[:200]})") \
+            from None
+    except Exception as e:  # safetensors raises its own SafetensorError (not a subclass of the above)
+        if type(e).__name__ != "SafetensorError":
+            raise
+        raise WeightsFileError(f"{path}: not a readable safetensors weights file ({e})") from None
 
 
 def _is_tensor_dict(obj: Mapping) -> bool:

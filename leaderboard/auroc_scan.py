@@ -7,6 +7,9 @@ future side) gives all of them exactly in O(N·B) simple integer operations; num
 sum per cell. The inner loops run over the replicate axis (contiguous), which LLVM vectorises.
 
 With multiplicities c, 2U = Σ_fakes c_i (W(< s_i) + W(<= s_i)): ties count ½ exactly, in integers.
+
+`weighted_sums` is the second kernel: multiplicity-weighted sums of per-sample values for every replicate in one
+pass (the NEXT-cell calibration and threshold metrics of the bootstrap).
 """
 
 from __future__ import annotations
@@ -112,10 +115,39 @@ def model_twice_u(
 
 
 def compile_kernel() -> float:
-    """Compile (or load from numba's on-disk cache) the scan; returns the seconds it took."""
+    """Compile (or load from numba's on-disk cache) the kernels; returns the seconds it took."""
     import time
 
     t0 = time.perf_counter()
     one = np.ones((2, 1), dtype=np.uint8)
     model_twice_u(one, np.array([0.2, 0.7]), np.zeros(2, np.int64), np.array([True, False]), 0, 1)
+    weighted_sums(one, np.arange(2), np.zeros((2, 1), np.int64), np.ones((2, 1)), 1)
     return time.perf_counter() - t0
+
+
+@njit(nogil=True, cache=True)
+def _weighted_rows(counts, rows, outputs, weights, n_out):  # pragma: no cover - compiled
+    n_rep = counts.shape[1]
+    result = np.zeros((n_out, n_rep))
+    for i in range(rows.shape[0]):
+        c = counts[rows[i]]
+        for j in range(outputs.shape[1]):
+            w = weights[i, j]
+            if w == 0.0:
+                continue
+            r = result[outputs[i, j]]
+            for b in range(n_rep):
+                r[b] += w * c[b]
+    return result
+
+
+def weighted_sums(counts: np.ndarray, rows: np.ndarray, outputs: np.ndarray, weights: np.ndarray,
+                  n_out: int) -> np.ndarray:
+    """(n_out, B): result[o, b] = Σ over rows i and slots j with outputs[i, j] = o of weights[i, j] · counts[rows[i], b].
+
+    One pass over the rows' multiplicities (uint8, never converted) for all B replicates: the bootstrap's NEXT-cell
+    means (Brier, Cllr, rates at a threshold, ECE per bin) are such sums. `outputs`/`weights` are (n, slots).
+    """
+    return _weighted_rows(np.ascontiguousarray(counts, dtype=np.uint8), np.ascontiguousarray(rows, dtype=np.int64),
+                          np.ascontiguousarray(outputs, dtype=np.int64), np.ascontiguousarray(weights, dtype=np.float64),
+                          int(n_out))

@@ -51,6 +51,26 @@ def window_scores(eval_set: dict[str, np.ndarray], k: int, skill: float, seed: i
     return (1.0 / (1.0 + np.exp(-logits))).astype(np.float32)
 
 
+def _merge(base: dict, extra: dict) -> dict:
+    out = dict(base)
+    for key, value in extra.items():
+        out[key] = _merge(out.get(key, {}), value) if isinstance(value, dict) else value
+    return out
+
+
+def _window_arrays(eval_set: dict[str, np.ndarray], scores: np.ndarray, k: int, manifest_checksum: str,
+                   protocol_version: str, benchmark_type: str) -> dict[str, np.ndarray]:
+    return dict(eval_set) | {
+        "fused_scores": scores,
+        "fused_logits": np.log(scores / (1 - scores)).astype(np.float32),
+        "window": np.int64(k),
+        "schema_version": np.int64(1),
+        "manifest_checksum": np.array(manifest_checksum),
+        "protocol_version": np.array(protocol_version),
+        "benchmark_type": np.array(benchmark_type),
+    }
+
+
 def fabricate_run(
     run_dir: Path,
     eval_set: dict[str, np.ndarray],
@@ -60,38 +80,47 @@ def fabricate_run(
     manifest_checksum: str = CHECKSUM,
     protocol_version: str = PROTOCOL,
     n_done: int | None = None,
+    benchmark_type: str = "cumulative",
+    config: dict | None = None,
+    initial: bool = False,
 ) -> Path:
-    """Write run.json and n_done (default: all) finished windows of predictions into `run_dir`."""
+    """Write run.json and n_done (default: all) finished windows of predictions into `run_dir`.
+
+    `benchmark_type` "full" writes the one window of a full run (scores as if every window was seen);
+    `config` is merged into run.json's config (variant fields such as degradation.profile); `initial` also
+    writes the untrained model's window_init/predictions.npz (scores that barely separate the classes).
+    """
     run_dir = Path(run_dir)
     n_windows = eval_set["windows_timeline"].shape[0]
     run_dir.mkdir(parents=True, exist_ok=True)
+    cfg = _merge({"seed": seed, "detector": detector, "benchmark": {"type": benchmark_type}}, config or {})
     info = {
-        "config": {"seed": seed, "detector": detector},
+        "config": cfg,
         "protocol_version": protocol_version,
         "schema_version": 1,
         "manifest_checksum": manifest_checksum,
-        "benchmark_type": "cumulative",
+        "benchmark_type": benchmark_type,
         "detector": {
             "name": detector, "mode": detector.rsplit("_", 1)[-1], "backbone": detector.rsplit("_", 1)[0],
             "n_params": 1000 + len(detector), "n_trainable": 10, "flops": 2.5e6,
         },
     }
     (run_dir / "run.json").write_text(json.dumps(info))
-    for k in range(n_windows if n_done is None else n_done):
+    full = benchmark_type == "full"
+    n = 1 if full else (n_windows if n_done is None else n_done)
+    for k in range(n):
         wdir = run_dir / f"window_{k}"
         wdir.mkdir(exist_ok=True)
-        scores = window_scores(eval_set, k, skill, seed * 1000 + k)
-        arrays = dict(eval_set)
-        arrays |= {
-            "fused_scores": scores,
-            "fused_logits": np.log(scores / (1 - scores)).astype(np.float32),
-            "window": np.int64(k),
-            "schema_version": np.int64(1),
-            "manifest_checksum": np.array(manifest_checksum),
-            "protocol_version": np.array(protocol_version),
-        }
-        np.savez(wdir / "predictions.npz", **arrays)
+        scores = window_scores(eval_set, n_windows - 1 if full else k, skill, seed * 1000 + k)
+        np.savez(wdir / "predictions.npz",
+                 **_window_arrays(eval_set, scores, k, manifest_checksum, protocol_version, benchmark_type))
         (wdir / "done").write_text("done\n")
+    if initial:
+        wdir = run_dir / "window_init"
+        wdir.mkdir(exist_ok=True)
+        scores = window_scores(eval_set, -1, 0.1 * skill, seed * 1000 + 999)
+        np.savez(wdir / "predictions.npz",
+                 **_window_arrays(eval_set, scores, -1, manifest_checksum, protocol_version, benchmark_type))
     return run_dir
 
 
@@ -106,7 +135,8 @@ def bench_leaderboard(n_runs: int = 10, n_windows: int = 9, n_images: int = 7200
         eval_set = fabricate_eval_set(n_images, n_windows, seed=seed)
         t0 = time.perf_counter()
         runs = [
-            fabricate_run(root / f"run{i:02d}", eval_set, skill=0.5 + 0.1 * i, seed=seed + i)
+            fabricate_run(root / f"run{i:02d}", eval_set, skill=0.5 + 0.1 * i, seed=seed + i,
+                          detector=f"fake{i:02d}_probe")  # distinct configurations: one row each, not pooled
             for i in range(n_runs)
         ]
         t_fab = time.perf_counter() - t0

@@ -16,6 +16,12 @@ for all B replicates at once (`leaderboard.auroc_scan`).
 
 Intervals are 95 % percentile intervals of the replicate values around the point estimate computed on the
 original eval set (the values of `leaderboard.continual`).
+
+The NEXT-cell aggregates that are weighted means (Brier, Cllr, accuracy/TPR/FPR at a threshold, and ECE with
+its equal-mass bins fixed on the original cell) are exact linear functions of the multiplicities: one matrix
+product per window gives them for every replicate. The past threshold and the ECE bins are those of the
+original eval set, so these intervals are conditional on them. FWT's b_j comes from one more scan, of the
+untrained model's scores (`leaderboard.initial`).
 """
 
 from __future__ import annotations
@@ -28,9 +34,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from leaderboard.auroc_scan import model_twice_u
-from leaderboard.continual import AGGREGATES
+from leaderboard.auroc_scan import model_twice_u, weighted_sums
+from leaderboard.continual import AGGREGATES, NEXT_CELL_AGGREGATES
 from leaderboard.groups import window_generator_ids
+from leaderboard.metrics import DEFAULT_ECE_BINS, DEFAULT_THRESHOLD, LOG_LOSS_EPS, ece_bin_ids
+from leaderboard.operating import past_threshold
 
 DEFAULT_REPLICATES = 1000
 DEFAULT_LEVEL = 0.95
@@ -159,6 +167,8 @@ class RunBootstrap:
     seen: np.ndarray  # (B, K)
     future: np.ndarray  # (B, K)  (last column NaN)
     aggregates: dict[str, np.ndarray] = field(default_factory=dict)
+    initial: np.ndarray | None = None  # (B, K) replicate b_j of the untrained model, when scored
+    next_cells: dict[str, np.ndarray] = field(default_factory=dict)  # NEXT-cell metric -> (B, K-1)
 
 
 def _row_windows(layout: EvalLayout) -> tuple[np.ndarray, np.ndarray]:
@@ -204,8 +214,18 @@ def _replicates(counts: np.ndarray, scores_by_k: Sequence[np.ndarray], layout: E
     return r, seen, future
 
 
-def aggregate_replicates(r: np.ndarray, seen: np.ndarray, future: np.ndarray) -> dict[str, np.ndarray]:
-    """The aggregates of `leaderboard.continual`, vectorised over a leading replicate axis."""
+def aggregate_replicates(
+    r: np.ndarray,
+    seen: np.ndarray,
+    future: np.ndarray,
+    initial: np.ndarray | None = None,
+    next_cells: dict[str, np.ndarray] | None = None,
+) -> dict[str, np.ndarray]:
+    """The aggregates of `leaderboard.continual`, vectorised over a leading replicate axis.
+
+    `initial` (B, K): b_j of the untrained model (FWT is NaN without it); `next_cells`: NEXT-cell metric ->
+    (B, K-1) replicate values (`next_cell_replicates`; those aggregates are NaN without it).
+    """
     b, kk, _ = r.shape
     nan = np.full(b, np.nan)
     out: dict[str, np.ndarray] = {}
@@ -222,16 +242,82 @@ def aggregate_replicates(r: np.ndarray, seen: np.ndarray, future: np.ndarray) ->
         out["forgetting"] = (upper.max(axis=1) - r[:, kk - 1, j]).mean(axis=1)
     else:
         out["bwt"] = out["forgetting"] = nan
+    if kk >= 2 and initial is not None:
+        j = idx[1:]
+        out["fwt"] = (r[:, j - 1, j] - initial[:, j]).mean(axis=1)
+    else:
+        out["fwt"] = nan.copy()
+    for name, metric in NEXT_CELL_AGGREGATES.items():
+        cells = (next_cells or {}).get(metric)
+        out[name] = cells.mean(axis=1) if cells is not None and kk >= 2 else nan.copy()
+    return out
+
+
+def next_cell_replicates(
+    counts: np.ndarray,
+    scores_by_k: Sequence[np.ndarray],
+    layout: EvalLayout,
+    thresholds: Sequence[float],
+    n_bins: int = DEFAULT_ECE_BINS,
+) -> dict[str, np.ndarray]:
+    """Replicate values (B, K-1) of the NEXT-cell metrics of `NEXT_CELL_AGGREGATES`.
+
+    Each is a weighted sum of the multiplicities (a stratum's size never changes): squared errors (Brier), log
+    losses (Cllr), predicted-fake indicators at 0.5 and at `thresholds[k]`, the past threshold fixed after
+    window k (NaN: those three metrics are NaN), and label − score per ECE bin of the original cell. One
+    compiled pass over each stratum's multiplicities gives them all (`auroc_scan.weighted_sums`).
+    """
+    kk = layout.n_windows
+    b = counts.shape[1]
+    metrics = sorted(set(NEXT_CELL_AGGREGATES.values()))
+    out = {m: np.full((b, max(kk - 1, 0)), np.nan) for m in metrics}
+    n_out = 4 + n_bins  # squared error, log loss share, predicted fake at 0.5, at the past threshold, ECE bins
+    for k in range(min(kk - 1, len(scores_by_k))):
+        fs = np.arange(int(layout.fake_bounds[k + 1]), int(layout.fake_bounds[k + 2]))
+        rs = np.arange(int(layout.real_bounds[k + 1]), int(layout.real_bounds[k + 2]))
+        n_fake, n_real = fs.size, rs.size
+        if n_fake == 0 or n_real == 0:
+            continue
+        t_past = float(thresholds[k])
+        bins = ece_bin_ids(np.r_[scores_by_k[k][fs], scores_by_k[k][rs]], n_bins)
+        sums = []
+        for rows, label, n_class, cell_bins in ((fs, 1.0, n_fake, bins[:n_fake]), (rs, 0.0, n_real, bins[n_fake:])):
+            s = scores_by_k[k][rows]
+            p = np.clip(s, LOG_LOSS_EPS, 1.0 - LOG_LOSS_EPS)
+            loss = -np.log(p) if label else -np.log1p(-p)
+            outputs = np.stack([np.zeros(s.size, np.int64), np.ones(s.size, np.int64), np.full(s.size, 2),
+                                np.full(s.size, 3), 4 + cell_bins], axis=1)
+            weights = np.stack([(s - label) ** 2, loss / n_class, (s > DEFAULT_THRESHOLD).astype(float),
+                                (s > t_past).astype(float), label - s], axis=1)
+            sums.append(weighted_sums(counts, rows, outputs, weights, n_out))
+        fake, real = sums
+        n = n_fake + n_real
+        out["brier"][:, k] = (fake[0] + real[0]) / n
+        out["cllr"][:, k] = (fake[1] + real[1]) / (2.0 * np.log(2.0))
+        out["accuracy_at_threshold"][:, k] = (fake[2] + n_real - real[2]) / n
+        out["tpr_at_threshold"][:, k] = fake[2] / n_fake
+        out["fpr_at_threshold"][:, k] = real[2] / n_real
+        if not np.isnan(t_past):
+            out["accuracy_at_past_threshold"][:, k] = (fake[3] + n_real - real[3]) / n
+            out["tpr_at_past_threshold"][:, k] = fake[3] / n_fake
+            out["fpr_at_past_threshold"][:, k] = real[3] / n_real
+        out["ece"][:, k] = np.abs(fake[4:] + real[4:]).sum(axis=0) / n
     return out
 
 
 def bootstrap_run(
-    windows: Sequence[Mapping[str, np.ndarray]], plan: BootstrapPlan, source: str = "run", workers: int = 2
+    windows: Sequence[Mapping[str, np.ndarray]],
+    plan: BootstrapPlan,
+    source: str = "run",
+    workers: int = 2,
+    initial: Mapping[str, np.ndarray] | None = None,
+    thresholds: Sequence[float] | None = None,
 ) -> RunBootstrap:
     """Replicate AUROC cells and aggregates of a run (windows in order k = 0..) under `plan`.
 
-    Models run on `workers` threads (the compiled scan releases the GIL).
-    An incomplete run (fewer windows evaluated than its timeline has) gets NaN aggregates.
+    Models run on `workers` threads (the compiled scan releases the GIL). An incomplete run (fewer windows
+    evaluated than its timeline has) gets NaN aggregates. `initial`: the untrained model's arrays (for FWT);
+    `thresholds`: the past threshold of every window k (default: computed by `leaderboard.operating`).
     """
     layout = plan.layout
     kk = layout.n_windows
@@ -244,17 +330,41 @@ def bootstrap_run(
             np.full((b, kk), np.nan), {a: nan.copy() for a in AGGREGATES},
         )
     r, seen, future = _replicates(plan.counts, scores, layout, workers)
-    return RunBootstrap(plan.key, kk, True, r, seen, future, aggregate_replicates(r, seen, future))
+    b_init = None if initial is None else model_row_replicates(initial, plan, f"{source} window_init")
+    if thresholds is None:
+        thresholds = [past_threshold(a, k)[0] if k < kk - 1 else float("nan") for k, a in enumerate(windows)]
+    cells = next_cell_replicates(plan.counts, scores, layout, thresholds)
+    return RunBootstrap(plan.key, kk, True, r, seen, future, aggregate_replicates(r, seen, future, b_init, cells),
+                        b_init, cells)
 
 
-def point_estimates(windows: Sequence[Mapping[str, np.ndarray]], layout: EvalLayout) -> dict[str, float]:
+def model_row_replicates(
+    arrays: Mapping[str, np.ndarray], plan: BootstrapPlan, source: str = "model"
+) -> np.ndarray:
+    """(B, K): replicate AUROC of one model's scores on every window's group (e.g. a `full` run's only model)."""
+    return _replicate_row(plan.counts, canonical_scores(arrays, plan.layout, source), plan.layout)
+
+
+def _replicate_row(counts: np.ndarray, scores: np.ndarray, layout: EvalLayout) -> np.ndarray:
+    window, is_real = _row_windows(layout)
+    twice_u, _, _ = model_twice_u(counts, scores, window, is_real, 0, layout.n_windows)
+    n_fake = np.diff(layout.fake_bounds)
+    n_real = np.diff(layout.real_bounds)
+    return np.stack([_ratio(twice_u[j], int(n_fake[j]), int(n_real[j])) for j in range(layout.n_windows)], axis=1)
+
+
+def _ones_plan(layout: EvalLayout) -> BootstrapPlan:
+    return BootstrapPlan(layout, np.ones((layout.n, 1), dtype=np.uint8), 0, 1)
+
+
+def point_estimates(
+    windows: Sequence[Mapping[str, np.ndarray]],
+    layout: EvalLayout,
+    initial: Mapping[str, np.ndarray] | None = None,
+) -> dict[str, float]:
     """Aggregates on the original eval set (every multiplicity 1) with the bootstrap's own code."""
-    scores = [canonical_scores(a, layout, f"window {k}") for k, a in enumerate(windows)]
-    if len(scores) != layout.n_windows:
-        return {a: float("nan") for a in AGGREGATES}
-    ones = np.ones((layout.n, 1), dtype=np.uint8)
-    agg = aggregate_replicates(*_replicates(ones, scores, layout, workers=1))
-    return {a: float(v[0]) for a, v in agg.items()}
+    boot = bootstrap_run(windows, _ones_plan(layout), "windows", workers=1, initial=initial)
+    return {a: float(v[0]) for a, v in boot.aggregates.items()}
 
 
 def percentile_interval(values: np.ndarray, level: float = DEFAULT_LEVEL) -> tuple[float, float]:
@@ -267,14 +377,32 @@ def percentile_interval(values: np.ndarray, level: float = DEFAULT_LEVEL) -> tup
     return float(lo), float(hi)
 
 
+# Aggregates whose bootstrap replicates are biased away from the point value, so their interval is re-centred:
+# ECE sums |Σ (label − score)| over bins, and resampling noise only ever adds to an absolute value (the
+# replicates of a well-calibrated cell can lie wholly above its ECE).
+BIAS_CORRECTED = frozenset({"ece"})
+
+
+def recentred_interval(values: np.ndarray, point: float, level: float = DEFAULT_LEVEL) -> tuple[float, float]:
+    """Percentile interval of the replicates shifted by the bootstrap bias estimate (mean − point), so that they
+    centre on the point value: the sampling spread around a biased statistic. NaN if any replicate is NaN."""
+    v = np.asarray(values, dtype=float)
+    if v.size == 0 or np.isnan(v).any() or np.isnan(point):
+        return float("nan"), float("nan")
+    return percentile_interval(v - (v.mean() - point), level)
+
+
 def confidence_intervals(
     boot: RunBootstrap, point: Mapping[str, float], level: float = DEFAULT_LEVEL
 ) -> pd.DataFrame:
     """Rows (aggregate, value, ci_low, ci_high, n_replicates): point estimate and percentile interval."""
     rows = []
     for name in AGGREGATES:
-        lo, hi = percentile_interval(boot.aggregates[name], level)
         value = float(point.get(name, float("nan")))
+        if name in BIAS_CORRECTED:
+            lo, hi = recentred_interval(boot.aggregates[name], value, level)
+        else:
+            lo, hi = percentile_interval(boot.aggregates[name], level)
         if np.isnan(value):
             lo = hi = float("nan")
         rows.append((name, value, lo, hi, boot.r.shape[0]))

@@ -10,6 +10,14 @@ Aggregates over a complete run of K windows (all use AUROC):
 - future_average = mean_{k=0..K-2} AUROC(after k, group `future` = windows k+1..K-1 pooled).
 - BWT = mean_{j<K-1} (R[K-1, j] − R[j, j]).
 - forgetting = mean_{j<K-1} (max_{j<=k<K-1} R[k, j] − R[K-1, j]).
+- FWT (forward transfer, GEM's definition on AUROC) = mean_{j=1..K-1} (R[j-1, j] − b_j), where b_j is the
+  AUROC on window j of the model before any training (`window_init/predictions.npz`, `leaderboard.initial`);
+  NaN, with that reason, for a run that did not score its untrained model.
+- ece, brier, cllr: the mean over k = 0..K-2 of the cell's calibration metric on the NEXT cell (window k+1
+  after training window k): how trustworthy P(fake) is on generators the detector has not seen.
+- next_{accuracy,tpr,fpr}_at_05 and next_{accuracy,tpr,fpr}_at_past_threshold: the mean over k = 0..K-2 of
+  the NEXT cell's accuracy, TPR and FPR at 0.5 and at the threshold fixed after window k on the windows seen
+  so far (`leaderboard.operating`): how a deployed detector's operating point drifts.
 
 NaN cells propagate: an aggregate with any undefined input cell is NaN and its reason names the cells
 (no silent nanmean).
@@ -17,7 +25,6 @@ NaN cells propagate: an aggregate with any undefined input cell is NaN and its r
 
 from __future__ import annotations
 
-import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +41,8 @@ from leaderboard.groups import (
     window_generator_ids,
 )
 from leaderboard.metrics import COUNT_NAMES, DEFAULT_THRESHOLD, METRIC_NAMES, cell_metrics_by_key
+from leaderboard.operating import operating_rows
+from leaderboard.safe_npz import npz_keys, read_npz
 
 TABLE_COLUMNS: tuple[str, ...] = ("window", "group", "metric", "value", "reason")
 SUMMARY_COLUMNS: tuple[str, ...] = ("aggregate", "value", "reason")
@@ -44,33 +53,40 @@ AGGREGATES: tuple[str, ...] = (
     "future_average",
     "bwt",
     "forgetting",
+    "fwt",
+    "ece",
+    "brier",
+    "cllr",
+    "next_accuracy_at_05",
+    "next_tpr_at_05",
+    "next_fpr_at_05",
+    "next_accuracy_at_past_threshold",
+    "next_tpr_at_past_threshold",
+    "next_fpr_at_past_threshold",
 )
+# Aggregates that are the mean over k = 0..K-2 of one metric of the NEXT cell: name -> (metric, transform).
+NEXT_CELL_AGGREGATES: dict[str, str] = {
+    "ece": "ece",
+    "brier": "brier",
+    "cllr": "cllr",
+    "next_accuracy_at_05": "accuracy_at_threshold",
+    "next_tpr_at_05": "tpr_at_threshold",
+    "next_fpr_at_05": "fpr_at_threshold",
+    "next_accuracy_at_past_threshold": "accuracy_at_past_threshold",
+    "next_tpr_at_past_threshold": "tpr_at_past_threshold",
+    "next_fpr_at_past_threshold": "fpr_at_past_threshold",
+}
+INITIAL_WINDOW = -1  # the `window` value of the untrained model's rows (window_init/predictions.npz)
 
 
 def load_window_npz(path: str | Path) -> dict[str, np.ndarray]:
     """Load one window's predictions.npz (allow_pickle=False) and validate its keys and arrays."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: predictions file not found")
-    try:
-        npz = np.load(path, allow_pickle=False)
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as e:
-        raise ValueError(f"{path}: not a readable .npz file ({type(e).__name__}: {e})") from e
-    if not isinstance(npz, np.lib.npyio.NpzFile):
-        raise ValueError(f"{path}: expected an .npz archive of named arrays, got a single array")
-    with npz:
-        missing = [k for k in REQUIRED_KEYS if k not in npz.files]
-        if missing:
-            raise ValueError(f"{path}: missing required keys {missing}; present: {sorted(npz.files)}")
-        out: dict[str, np.ndarray] = {}
-        for key in npz.files:
-            try:
-                out[key] = npz[key]
-            except (ValueError, zipfile.BadZipFile, OSError, EOFError) as e:
-                raise ValueError(
-                    f"{path}: key {key!r} cannot be read without pickle or is corrupt "
-                    f"({type(e).__name__}: {e})"
-                ) from e
+    keys = npz_keys(path)  # a missing, empty or non-zip file is refused here in plain words
+    missing = [k for k in REQUIRED_KEYS if k not in keys]
+    if missing:
+        raise ValueError(f"{path}: missing required keys {missing}; present: {sorted(keys)}")
+    out = read_npz(path)  # plain arrays only: a key holding a pickle is refused, never loaded
     validate_eval_arrays(out, str(path))
     if "crop_to_image_index" in out or "crop_scores" in out:
         from leaderboard.crops import validate_crop_arrays
@@ -166,12 +182,35 @@ def _frame(rows: list[tuple], columns: Sequence[str]) -> pd.DataFrame:
 def run_table(
     windows: Sequence[Mapping[str, np.ndarray]], threshold: float = DEFAULT_THRESHOLD
 ) -> pd.DataFrame:
-    """Tidy table of a run: every window (list index k), group and metric; see `window_table`."""
-    check_run(windows)
-    return pd.concat([window_table(a, k, threshold) for k, a in enumerate(windows)], ignore_index=True)
+    """Tidy table of a run: every window (list index k), group and metric; see `window_table`.
+
+    Group `next` also has the operating-point rows of `leaderboard.operating` (OPERATING_METRICS).
+    """
+    n_windows = check_run(windows)
+    parts = [window_table(a, k, threshold) for k, a in enumerate(windows)]
+    parts.append(_frame(operating_rows(windows, n_windows), TABLE_COLUMNS))
+    return pd.concat(parts, ignore_index=True)
 
 
-def _lookup(table: pd.DataFrame) -> dict[tuple[int, str, str], tuple[float, str | None]]:
+def initial_table(arrays: Mapping[str, np.ndarray], threshold: float = DEFAULT_THRESHOLD) -> pd.DataFrame:
+    """Rows (window = INITIAL_WINDOW) of the untrained model: groups `all`, window:<j> and generator:<name>."""
+    specs = [(name, ids, why) for name, ids, why in group_specs(arrays, 0) if name not in WINDOW_RELATIVE_GROUPS]
+    scores = np.asarray(arrays["fused_scores"])
+    owner = sample_owner(arrays["fused_generator_ids"], arrays["pairing"])
+    cells = cell_metrics_by_key(np.asarray(arrays["fused_labels"]), scores, owner, [ids for _, ids, _ in specs],
+                                threshold=threshold)
+    rows = [(INITIAL_WINDOW, name, key, float(cell[key]), None if key in COUNT_NAMES else cell["reason"])
+            for (name, _, _), cell in zip(specs, cells, strict=True) for key in (*COUNT_NAMES, *METRIC_NAMES)]
+    return _frame(rows, TABLE_COLUMNS)
+
+
+WINDOW_RELATIVE_GROUPS = frozenset({"next", "current", "seen", "seen_next", "past", "future"})  # depend on k
+
+
+def _lookup(table: pd.DataFrame, metrics: Sequence[str] | None = None) -> dict[tuple[int, str, str], tuple[float, str | None]]:
+    """(window, group, metric) -> (value, reason), of the given metrics only (all when None)."""
+    if metrics is not None:
+        table = table[table["metric"].isin(list(metrics))]
     return {(int(w), g, m): (v, r) for w, g, m, v, r in table[list(TABLE_COLUMNS)].itertuples(index=False)}
 
 
@@ -184,7 +223,7 @@ def matrix_from_table(table: pd.DataFrame, metric: str = "auroc") -> np.ndarray:
     """M[k, j] = `metric` after window k on window j's group; shape (windows evaluated, K)."""
     n_rows = int(table["window"].max()) + 1
     n_cols = _n_windows(table)
-    cells = _lookup(table)
+    cells = _lookup(table, [metric])
     out = np.full((n_rows, n_cols), np.nan)
     for k in range(n_rows):
         for j in range(n_cols):
@@ -236,13 +275,31 @@ def forgetting(r: np.ndarray) -> float:
     return float(np.mean(best - r[n - 1, : n - 1]))
 
 
+def forward_transfer(r: np.ndarray, b: np.ndarray) -> float:
+    """FWT = mean_{j=1..K-1} (R[j-1, j] − b_j), b_j = AUROC on window j before any training; NaN if K < 2."""
+    n = _square(r)
+    b = np.asarray(b, dtype=float)
+    if b.shape != (n,):
+        raise ValueError(f"b must hold one AUROC per window ({n}), got shape {b.shape}")
+    if n < 2:
+        return float("nan")
+    j = np.arange(1, n)
+    return float(np.mean(np.asarray(r)[j - 1, j] - b[j]))
+
+
 @dataclass(frozen=True)
 class RunEvaluation:
-    """Everything computed for one run: tidy per-window table, AUROC matrix, aggregates table."""
+    """Everything computed for one run: tidy per-window table, AUROC matrix, aggregates table.
+
+    `initial_auroc` is b_j (AUROC on window j of the untrained model) when the run scored it, else None;
+    `initial` holds that model's rows (window = INITIAL_WINDOW) or an empty table.
+    """
 
     table: pd.DataFrame  # columns TABLE_COLUMNS
     auroc_matrix: np.ndarray  # (windows evaluated, K)
     summary: pd.DataFrame  # columns aggregate, value, reason
+    initial: pd.DataFrame | None = None
+    initial_auroc: np.ndarray | None = None
 
 
 def _cells_reason(cells: list[tuple[str, float, str | None]]) -> str | None:
@@ -254,22 +311,31 @@ def _cells_reason(cells: list[tuple[str, float, str | None]]) -> str | None:
     return "undefined input cells: " + "; ".join(bad) if bad else None
 
 
-def summary_table(table: pd.DataFrame) -> pd.DataFrame:
-    """Aggregates (AGGREGATES order) with a reason for every NaN; NaN for an incomplete run."""
+NO_INITIAL = ("the run has no window_init/predictions.npz: its model was not scored before any training, so b_j "
+              "(and FWT) is unknown")
+
+
+def summary_table(table: pd.DataFrame, initial: pd.DataFrame | None = None,
+                  initial_missing: str = NO_INITIAL) -> pd.DataFrame:
+    """Aggregates (AGGREGATES order) with a reason for every NaN; NaN for an incomplete run.
+
+    `initial`: the untrained model's rows (`initial_table`), needed by FWT; without them FWT is NaN with
+    `initial_missing` as its reason.
+    """
     r = matrix_from_table(table, "auroc")
     n_done, n = r.shape
     if n_done < n:
         reason = f"run incomplete: {n_done} of {n} windows evaluated"
         return _frame([(a, float("nan"), reason) for a in AGGREGATES], SUMMARY_COLUMNS)
-    cells = _lookup(table)
+    cells = _lookup(table, ["auroc", *NEXT_CELL_AGGREGATES.values()])
 
     def rc(k: int, j: int) -> tuple[str, float, str | None]:
         value, reason = cells[(k, f"{WINDOW_PREFIX}{j}", "auroc")]
         return f"R[{k},{j}]", value, reason
 
-    def grp(k: int, name: str) -> tuple[str, float, str | None]:
-        value, reason = cells[(k, name, "auroc")]
-        return f"{name}@{k}", value, reason
+    def grp(k: int, name: str, metric: str = "auroc") -> tuple[str, float, str | None]:
+        value, reason = cells[(k, name, metric)]
+        return f"{name}@{k}" if metric == "auroc" else f"{metric}({name}@{k})", value, reason
 
     inputs: dict[str, tuple[float, list[tuple[str, float, str | None]]]] = {
         "next": (next_score(r), [rc(k, k + 1) for k in range(n - 1)]),
@@ -285,10 +351,15 @@ def summary_table(table: pd.DataFrame) -> pd.DataFrame:
         ),
         "forgetting": (forgetting(r), [rc(k, j) for j in range(n - 1) for k in range(j, n)]),
     }
+    for name, metric in NEXT_CELL_AGGREGATES.items():
+        inputs[name] = (float("nan"), [grp(k, "next", metric) for k in range(n - 1)])
     rows = []
     for name in AGGREGATES:
+        if name == "fwt":
+            rows.append(_fwt_row(r, cells, initial, initial_missing))
+            continue
         value, used = inputs[name]
-        if name in ("seen_average", "future_average"):
+        if name in ("seen_average", "future_average") or name in NEXT_CELL_AGGREGATES:
             value = float(np.mean([v for _, v, _ in used])) if used else float("nan")
         if not used:
             reason: str | None = f"needs at least 2 windows, run has {n}"
@@ -298,12 +369,60 @@ def summary_table(table: pd.DataFrame) -> pd.DataFrame:
     return _frame(rows, SUMMARY_COLUMNS)
 
 
+def _fwt_row(r: np.ndarray, cells: dict, initial: pd.DataFrame | None, missing: str) -> tuple:
+    n = r.shape[0]
+    if n < 2:
+        return ("fwt", float("nan"), f"needs at least 2 windows, run has {n}")
+    if initial is None:
+        return ("fwt", float("nan"), missing)
+    b = initial_auroc(initial, n)
+    used = [(f"R[{j - 1},{j}]", *cells[(j - 1, f"{WINDOW_PREFIX}{j}", "auroc")]) for j in range(1, n)]
+    init_cells = _lookup(initial, ["auroc"])
+    used += [(f"b[{j}]", *init_cells[(INITIAL_WINDOW, f"{WINDOW_PREFIX}{j}", "auroc")]) for j in range(1, n)]
+    value = forward_transfer(r, b)
+    return ("fwt", value, _cells_reason(used) if np.isnan(value) else None)
+
+
+def initial_auroc(initial: pd.DataFrame, n_windows: int) -> np.ndarray:
+    """b_j, the untrained model's AUROC on window j's group, from `initial_table` rows."""
+    cells = _lookup(initial, ["auroc"])
+    return np.array([cells[(INITIAL_WINDOW, f"{WINDOW_PREFIX}{j}", "auroc")][0] for j in range(n_windows)])
+
+
 def evaluate_run(
-    windows: Sequence[Mapping[str, np.ndarray]], threshold: float = DEFAULT_THRESHOLD
+    windows: Sequence[Mapping[str, np.ndarray]],
+    threshold: float = DEFAULT_THRESHOLD,
+    initial: Mapping[str, np.ndarray] | None = None,
+    initial_missing: str = NO_INITIAL,
 ) -> RunEvaluation:
-    """Per-window table, AUROC matrix and aggregates of a run given its windows' arrays (index = k)."""
+    """Per-window table, AUROC matrix and aggregates of a run given its windows' arrays (index = k).
+
+    `initial`: the arrays of the untrained model (same eval set), for b_j and FWT.
+    """
     table = run_table(windows, threshold)
-    return RunEvaluation(table, matrix_from_table(table, "auroc"), summary_table(table))
+    init = None
+    b = None
+    if initial is not None:
+        check_initial(initial, windows[0])
+        init = initial_table(initial, threshold)
+        b = initial_auroc(init, len(window_generator_ids(windows[0]["generator_id_to_name"],
+                                                         windows[0]["windows_timeline"])))
+    return RunEvaluation(table, matrix_from_table(table, "auroc"), summary_table(table, init, initial_missing),
+                         init, b)
+
+
+def check_initial(initial: Mapping[str, np.ndarray], first: Mapping[str, np.ndarray], source: str = "window_init"
+                  ) -> None:
+    """The untrained model's arrays score the same eval set as window 0 (timeline, generators, composition)."""
+    validate_eval_arrays(initial, source)
+    if "window" in initial and int(np.asarray(initial["window"])) != INITIAL_WINDOW:
+        raise ValueError(f"{source}: stored window scalar is {int(np.asarray(initial['window']))}, expected "
+                         f"{INITIAL_WINDOW} (the model before any training)")
+    for key in ("generator_id_to_name", "windows_timeline"):
+        if not np.array_equal(initial[key], first[key]):
+            raise ValueError(f"{source}: {key} differs from window 0's")
+    if _composition(initial) != _composition(first):
+        raise ValueError(f"{source}: eval set composition differs from window 0's; it must score the same eval set")
 
 
 def load_run(paths: Sequence[str | Path]) -> list[dict[str, np.ndarray]]:

@@ -18,6 +18,7 @@ from leaderboard.crops import crop_counts, crop_section, has_crops, pipeline_of
 from leaderboard.groups import GENERATOR_PREFIX, NAMED_GROUPS, WINDOW_PREFIX, all_groups, window_generator_ids
 from leaderboard.metrics import COUNT_NAMES, METRIC_NAMES
 from leaderboard.reference import load_reference_npz, to_genshift_arrays
+from leaderboard.safe_npz import npz_keys
 
 SAMPLE_COLUMNS = ("identifier", "label", "generator_id", "generator", "paired_generator", "window", "score", "logit",
                   "n_crops")
@@ -26,11 +27,8 @@ SAMPLE_COLUMNS = ("identifier", "label", "generator_id", "generator", "paired_ge
 def load_predictions(path: str | Path, window: int | None = None) -> dict[str, np.ndarray]:
     """Arrays of a genshift predictions.npz, or of a reference file mapped to genshift keys."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: predictions file not found")
-    with np.load(path, allow_pickle=False) as npz:
-        keys = set(npz.files)
-    genshift = "schema_version" in keys and "fused_identifiers" in keys  # crop arrays too since schema 2
+    keys = set(npz_keys(path))  # a missing, empty or non-zip file is refused here in plain words
+    genshift = "schema_version" in keys and "fused_identifiers" in keys  # crop arrays too since schema 3
     if not genshift and ("crop_scores" in keys or "crop_multiclass_predictions" in keys
                          or "fused_identifiers" not in keys):
         if window is None:
@@ -132,7 +130,7 @@ def _schema(path: Path) -> str:
                 a = npz[key]
                 lines.append(f"  {key:28s} {str(a.dtype):10s} {a.shape}")
             except ValueError:
-                lines.append(f"  {key:28s} object     (needs pickle)")
+                lines.append(f"  {key:28s} object     (pickled; read through the allowlist unpickler)")
     return "\n".join(lines)
 
 

@@ -4,8 +4,9 @@ all-zeros baselines, and show it in ``genshift leaderboard`` (localization.csv, 
 
 The file (written by ``protocols.localization``) holds the P(altered) maps of every eval image with a ground-truth
 mask, quantised to uint8, and the masks bit-packed, flattened with their (M, 2) ``shapes``. Metrics follow
-``leaderboard.pixel_metrics`` (per image, then averaged; threshold 0.5). The combined challenge score uses the
-window's image AUROC on the whole eval split (group ``all``). The baselines are the same metrics for a map that
+``leaderboard.pixel_metrics`` (per image, then averaged; threshold 0.5), plus the IJCAI 2025 challenge score as
+Loupe computes it (``loupe_score``: pooled F1 and the mean IoU of both classes) beside the per-image
+``per_image_score``; both use the window's image AUROC on the whole eval split (group ``all``). The baselines are the same metrics for a map that
 calls every pixel altered (all-ones) and one that calls none altered (all-zeros): a detector whose pixel F1 is
 not clearly above both has learnt nothing about *where* an image was altered.
 """
@@ -23,12 +24,15 @@ import pandas as pd
 from benchmark.atomic import atomic_write_text
 from leaderboard.pixel_metrics import (
     PIXEL_METRIC_NAMES,
-    combined_localization_score,
     localization_metrics,
+    loupe_pixel_terms,
+    loupe_score,
+    per_image_localization_score,
     pixel_auroc,
     pixel_f1,
     pixel_iou,
 )
+from leaderboard.safe_npz import npz_keys, read_npz
 
 FILE_NAME = "localization.npz"
 PREDICTIONS = "predictions.npz"
@@ -37,9 +41,10 @@ CSV_NAME = "localization.csv"
 # Per-window columns of localization.csv, in order.
 CSV_COLUMNS = (
     "experiment", "detector", "window", "n_images", "n_scored", "pixel_f1", "pixel_f1_best", "pixel_iou",
-    "pixel_auroc", "image_auroc", "combined", "all_ones_pixel_f1", "all_ones_pixel_iou", "all_zeros_pixel_f1",
-    "all_zeros_pixel_iou", "inputs",
+    "pixel_auroc", "image_auroc", "loupe_f1", "loupe_miou", "loupe_score", "per_image_score", "all_ones_pixel_f1",
+    "all_ones_pixel_iou", "all_zeros_pixel_f1", "all_zeros_pixel_iou", "inputs",
 )
+SUMMARY_COLUMNS = CSV_COLUMNS[3:14]  # of `window_localization`, copied into localization.csv
 # Displayed columns of the human table (one row per run, its last window with maps): (csv key, header).
 DISPLAY = (
     ("experiment", "experiment"),
@@ -50,7 +55,8 @@ DISPLAY = (
     ("pixel_f1_best", "best F1"),
     ("pixel_iou", "IoU"),
     ("pixel_auroc", "pixel AUROC"),
-    ("combined", "combined"),
+    ("loupe_score", "Loupe score"),
+    ("per_image_score", "per-image score"),
     ("all_ones_pixel_f1", "all-ones F1"),
     ("all_zeros_pixel_f1", "all-zeros F1"),
 )
@@ -58,8 +64,10 @@ EXPLANATION = (
     "Localization on the eval images that have a ground-truth mask (partial fakes), clean whole images, after "
     "each run's last window with maps (every window: localization.csv). Per image, then averaged: pixel F1 and "
     "IoU of the altered class at P(altered) > 0.5, best F1 (each image its own threshold, an oracle figure), "
-    "pixel AUROC. combined = (image AUROC on the whole eval split + pixel F1 + IoU) / 3 (IJCAI 2025 forgery "
-    "challenge). all-ones / all-zeros F1: the same F1 for a map calling every / no pixel altered; a detector "
+    "pixel AUROC. Loupe score = (image AUROC on the whole eval split + F1 + mean IoU of the clean and altered "
+    "classes) / 3 with F1 and IoU pooled over every pixel of the images with an altered pixel: the IJCAI 2025 "
+    "forgery challenge's score as its winning solution (Loupe) computes it. per-image score = (image AUROC + "
+    "per-image F1 + per-image IoU) / 3. all-ones / all-zeros F1: the same F1 for a map calling every / no pixel altered; a detector "
     "must beat both. — = undefined."
 )
 
@@ -69,11 +77,11 @@ def read_localization(path: Path | str) -> tuple[list[np.ndarray], list[np.ndarr
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: localization file not found")
-    with np.load(path, allow_pickle=False) as d:
-        missing = {"maps_u8", "masks_packed", "shapes"} - set(d.files)
-        if missing:
-            raise ValueError(f"{path} lacks {sorted(missing)}; not a genshift localization file")
-        shapes, flat_maps, packed = d["shapes"], d["maps_u8"], d["masks_packed"]
+    d = read_npz(path)  # plain arrays only: an empty, non-zip or pickle-holding file is refused in plain words
+    missing = {"maps_u8", "masks_packed", "shapes"} - set(d)
+    if missing:
+        raise ValueError(f"{path} lacks {sorted(missing)}; not a genshift localization file")
+    shapes, flat_maps, packed = d["shapes"], d["maps_u8"], d["masks_packed"]
     shapes = np.asarray(shapes, np.int64).reshape(-1, 2)
     sizes = np.prod(shapes, axis=1)
     total = int(sizes.sum())
@@ -95,16 +103,20 @@ def _scalar(path: Path, key: str):
 
 
 def window_localization(path: Path | str, image_auroc: float, mode: str = "per_image") -> dict:
-    """Pixel metrics of one localization.npz, ``combined`` with ``image_auroc``, and the two baselines.
+    """Pixel metrics of one localization.npz, the Loupe and per-image scores with ``image_auroc``, two baselines.
 
-    Returns the keys of ``localization_metrics`` plus ``image_auroc``, ``combined``, ``inputs`` and
+    Returns the keys of ``localization_metrics`` plus ``image_auroc``, ``loupe_f1``, ``loupe_miou``, ``n_loupe``,
+    ``loupe_score``, ``per_image_score``, ``inputs`` and
     ``baselines`` = {"all_ones": {metric: value}, "all_zeros": {...}} (PIXEL_METRIC_NAMES only).
     """
     path = Path(path)
     masks, maps = read_localization(path)
     out = localization_metrics(masks, maps, mode=mode)
     out["image_auroc"] = float(image_auroc)
-    out["combined"] = combined_localization_score(image_auroc, out["pixel_f1"], out["pixel_iou"])
+    loupe = loupe_pixel_terms(masks, maps)
+    out |= {k: loupe[k] for k in ("loupe_f1", "loupe_miou", "n_loupe")}
+    out["loupe_score"] = loupe_score(image_auroc, loupe["loupe_f1"], loupe["loupe_miou"])
+    out["per_image_score"] = per_image_localization_score(image_auroc, out["pixel_f1"], out["pixel_iou"])
     out["inputs"] = _scalar(path, "inputs")
     out["baselines"] = {}
     for name, value in zip(BASELINES, (1.0, 0.0), strict=True):
@@ -156,8 +168,9 @@ def summary_text(summary: dict) -> str:
     rows = [("detector", summary), *((f"{b} map", summary["baselines"][b]) for b in BASELINES)]
     lines = [f"  {'':14s} " + " ".join(f"{k:>13s}" for k in PIXEL_METRIC_NAMES)]
     lines += [f"  {name:14s} " + " ".join(f"{_fmt(vals[k]):>13s}" for k in PIXEL_METRIC_NAMES) for name, vals in rows]
-    lines.append(f"  image AUROC (all) {_fmt(summary['image_auroc'])}, combined (AUROC + F1 + IoU)/3 "
-                 f"{_fmt(summary['combined'])}; {summary['n_scored']} of {summary['n_images']} images scored "
+    lines.append(f"  image AUROC (all) {_fmt(summary['image_auroc'])}, Loupe score (AUROC + pooled F1 + mean IoU "
+                 f"of both classes)/3 {_fmt(summary['loupe_score'])}, per-image score (AUROC + F1 + IoU)/3 "
+                 f"{_fmt(summary['per_image_score'])}; {summary['n_scored']} of {summary['n_images']} images scored "
                  f"(inputs: {summary.get('inputs') or '?'})")
     return "\n".join(lines)
 
@@ -190,7 +203,7 @@ def inspect_report(path: Path | str, top: int = 10, header: bool = True) -> str:
     frame = per_image_frame(path)
     gens = _generators(frame, pred) if pred.is_file() else None
     parts = [f"file: {path}"] if header else []
-    note = "" if pred.is_file() else f" (no {PREDICTIONS} beside it: image AUROC and combined undefined)"
+    note = "" if pred.is_file() else f" (no {PREDICTIONS} beside it: image AUROC and the scores undefined)"
     parts.append(f"localization ({FILE_NAME}){note}:\n" + summary_text(summary))
     fmt = {"float_format": lambda v: f"{v:.4f}"}
     if gens is not None:
@@ -213,8 +226,11 @@ def is_localization_file(path: Path | str) -> bool:
         return True
     if path.suffix != ".npz" or not path.is_file():
         return False
-    with np.load(path, allow_pickle=False) as d:
-        return {"maps_u8", "masks_packed", "shapes"} <= set(d.files)
+    try:
+        keys = npz_keys(path)
+    except ValueError:  # not an .npz archive at all: the predictions reader says so
+        return False
+    return {"maps_u8", "masks_packed", "shapes"} <= set(keys)
 
 
 def _record_auroc(table: pd.DataFrame, k: int) -> float:
@@ -232,7 +248,7 @@ def localization_frame(records: Sequence) -> pd.DataFrame:
             if not path.is_file():
                 continue
             s = window_localization(path, _record_auroc(r.evaluation.table, k))
-            row = {"experiment": r.name, "detector": det, "window": k, **{c: s.get(c) for c in CSV_COLUMNS[3:11]},
+            row = {"experiment": r.name, "detector": det, "window": k, **{c: s.get(c) for c in SUMMARY_COLUMNS},
                    "inputs": s["inputs"]}
             for b in BASELINES:
                 row[f"{b}_pixel_f1"] = s["baselines"][b]["pixel_f1"]
@@ -244,7 +260,7 @@ def localization_frame(records: Sequence) -> pd.DataFrame:
 def display_table(frame: pd.DataFrame) -> pd.DataFrame:
     """One row per run (its last window with maps), formatted strings, DISPLAY headers."""
     last = frame.sort_values(["experiment", "window"], kind="stable").groupby("experiment", sort=False).tail(1)
-    last = last.sort_values("combined", ascending=False, na_position="last", kind="stable")
+    last = last.sort_values("loupe_score", ascending=False, na_position="last", kind="stable")
     return pd.DataFrame({header: [_fmt(v) for v in last[key]] for key, header in DISPLAY})
 
 

@@ -24,6 +24,21 @@ thresholding at every distinct score, highest first, plus the origin (0, 0)):
 - ``balanced_log_loss``: mean over the two classes of the per-class mean negative log-likelihood of
   P(fake), probabilities clipped to [eps, 1 − eps]; equal to scikit-learn's ``log_loss`` with sample
   weights 1/n_class.
+- ``accuracy_at_threshold``: fraction of samples classified right at the threshold (score > threshold = fake).
+
+Calibration (is P(fake) a probability one can act on?):
+
+- ``ece``: expected calibration error with ``n_bins`` (default 15) equal-mass bins. The bin edges are the
+  ``i/n_bins`` percentiles of the cell's scores (linear interpolation) and a score goes to the first bin whose
+  upper edge is >= it, exactly as scikit-learn's ``calibration_curve(strategy="quantile")`` bins; tied scores
+  always share a bin. ECE = Σ_bins (n_b / n) · |fraction of fakes in b − mean score in b|.
+- ``brier``: mean of (P(fake) − label)², scikit-learn's ``brier_score_loss``.
+- ``cllr``: log-likelihood-ratio cost in bits, reading the score as a posterior at prior ½, so its
+  likelihood ratio is LR = s / (1 − s): Cllr = ½ [mean_fakes log2(1 + 1/LR) + mean_reals log2(1 + LR)].
+  It equals ``balanced_log_loss`` / ln 2 (scores clipped the same way); 1 bit = an uninformative detector.
+- ``youden_threshold``: the operating threshold that maximises TPR − FPR (Youden's J) on a labelled set,
+  placed halfway between the last score predicted real and the lowest score predicted fake; used to fix a
+  threshold on the windows seen so far and apply it to the next window.
 """
 
 from __future__ import annotations
@@ -36,11 +51,12 @@ import numpy as np
 DEFAULT_THRESHOLD = 0.5
 DEFAULT_FPR_TARGETS: dict[str, float] = {"tpr_at_fpr_1pct": 0.01, "tpr_at_fpr_5pct": 0.05}
 LOG_LOSS_EPS = 1e-15
+DEFAULT_ECE_BINS = 15
 
 def metric_names(fpr_keys: Iterable[str]) -> tuple[str, ...]:
     """Metric keys of `cell_metrics` in table order, with the given TPR-at-FPR keys."""
-    return ("auroc", "average_precision", "balanced_accuracy", "tpr_at_threshold", "tnr_at_threshold",
-            *fpr_keys, "eer", "balanced_log_loss")
+    return ("auroc", "average_precision", "balanced_accuracy", "accuracy_at_threshold", "tpr_at_threshold",
+            "tnr_at_threshold", *fpr_keys, "eer", "balanced_log_loss", "ece", "brier", "cllr")
 
 
 # Keys of `cell_metrics` whose value is a float metric (NaN when the cell is undefined), in table order.
@@ -157,11 +173,19 @@ def _average_precision(c: _Curve) -> float:
     return float(np.sum(recall_steps * precision))
 
 
-def _tpr_tnr(c: _Curve, threshold: float) -> tuple[float, float]:
+def _tp_fp(c: _Curve, threshold: float) -> tuple[int, int]:
     m = int(np.count_nonzero(c.thresholds > threshold))  # groups predicted fake (thresholds descend)
-    tp = int(c.tps[m - 1]) if m else 0
-    fp = int(c.fps[m - 1]) if m else 0
+    return (int(c.tps[m - 1]), int(c.fps[m - 1])) if m else (0, 0)
+
+
+def _tpr_tnr(c: _Curve, threshold: float) -> tuple[float, float]:
+    tp, fp = _tp_fp(c, threshold)
     return tp / c.n_pos, 1.0 - fp / c.n_neg
+
+
+def _accuracy(c: _Curve, threshold: float) -> float:
+    tp, fp = _tp_fp(c, threshold)
+    return (tp + c.n_neg - fp) / (c.n_pos + c.n_neg)
 
 
 def _tpr_at_fpr(c: _Curve, target: float) -> float:
@@ -192,6 +216,56 @@ def _balanced_log_loss(y: np.ndarray, s: np.ndarray, eps: float) -> float:
     loss_fake = -np.mean(np.log(p[fake]))
     loss_real = -np.mean(np.log1p(-p[~fake]))
     return float(0.5 * (loss_fake + loss_real))
+
+
+def ece_bin_ids(s: np.ndarray, n_bins: int = DEFAULT_ECE_BINS) -> np.ndarray:
+    """Equal-mass bin of every score (0..n_bins-1), scikit-learn's quantile binning (see module doc)."""
+    if n_bins < 1:
+        raise ValueError(f"n_bins must be >= 1, got {n_bins}")
+    edges = np.percentile(s, np.linspace(0.0, 100.0, n_bins + 1))
+    return np.searchsorted(edges[1:-1], s)
+
+
+def _sorted_ece_bin_ids(s_desc: np.ndarray, n_bins: int) -> np.ndarray:
+    """`ece_bin_ids` of scores already in descending order: the percentiles read off the sorted array with
+    numpy's linear interpolation (the same arithmetic as np.percentile), without its partition."""
+    asc = s_desc[::-1]
+    q = np.linspace(0.0, 100.0, n_bins + 1)[1:-1] / 100.0
+    virtual = q * (asc.size - 1)
+    lo = np.floor(virtual).astype(np.int64)
+    hi = np.minimum(lo + 1, asc.size - 1)
+    gamma = virtual - lo
+    a, b = asc[lo], asc[hi]
+    diff = b - a
+    edges = np.where(gamma >= 0.5, b - diff * (1 - gamma), a + diff * gamma)  # numpy's _lerp
+    return np.searchsorted(edges, s_desc)
+
+
+def _ece(y: np.ndarray, s: np.ndarray, n_bins: int, s_sorted: bool = False) -> float:
+    bins = _sorted_ece_bin_ids(s, n_bins) if s_sorted else ece_bin_ids(s, n_bins)
+    gap = np.bincount(bins, weights=y - s, minlength=n_bins)  # per bin: n_b · (fraction fake − mean score)
+    return float(np.abs(gap).sum() / s.size)
+
+
+def _brier(y: np.ndarray, s: np.ndarray) -> float:
+    return float(np.mean((s - y) ** 2))
+
+
+def _reliability(y: np.ndarray, s: np.ndarray, n_bins: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    bins = ece_bin_ids(s, n_bins)
+    total = np.bincount(bins, minlength=n_bins)
+    keep = total > 0
+    mean_score = np.bincount(bins, weights=s, minlength=n_bins)[keep] / total[keep]
+    fraction = np.bincount(bins, weights=y, minlength=n_bins)[keep] / total[keep]
+    return mean_score, fraction, total[keep]
+
+
+def _youden(c: _Curve) -> float:
+    j = c.tps * c.n_neg - c.fps * c.n_pos  # (TPR − FPR) · P · N, exact in integers
+    i = int(np.argmax(j))  # first maximum: the highest threshold reaching it
+    if i + 1 < c.thresholds.size:
+        return float(0.5 * (c.thresholds[i] + c.thresholds[i + 1]))
+    return float(np.nextafter(c.thresholds[i], -np.inf))  # every sample predicted fake
 
 
 def _check_fpr_target(fpr: float) -> None:
@@ -255,6 +329,66 @@ def balanced_log_loss(y_true: object, y_score: object, eps: float = LOG_LOSS_EPS
     return _balanced_log_loss(y[order], s[order], eps)
 
 
+def accuracy_at_threshold(y_true: object, y_score: object, threshold: float = DEFAULT_THRESHOLD) -> float:
+    """Fraction classified right, predicting fake iff score > threshold; NaN for empty or single-class input."""
+    c = _defined_curve(y_true, y_score)
+    return float("nan") if c is None else _accuracy(c, threshold)
+
+
+def _probabilities(y_true: object, y_score: object) -> tuple[np.ndarray, np.ndarray] | None:
+    """Validated (labels, P(fake)) in descending score order, or None for an empty or single-class cell."""
+    y, s = _validate(y_true, y_score)
+    _validate_probabilities(s)
+    n_pos = int(y.sum())
+    if _reason(n_pos, y.size - n_pos):
+        return None
+    order = _descending(s)  # the order cell_metrics sums in: the same last bits
+    return y[order], s[order]
+
+
+def expected_calibration_error(y_true: object, y_score: object, n_bins: int = DEFAULT_ECE_BINS) -> float:
+    """ECE with `n_bins` equal-mass bins (module doc); NaN for empty or single-class input."""
+    ys = _probabilities(y_true, y_score)
+    return float("nan") if ys is None else _ece(ys[0], ys[1], n_bins)
+
+
+def brier_score(y_true: object, y_score: object) -> float:
+    """Mean squared error of P(fake) against the label; NaN for empty or single-class input."""
+    ys = _probabilities(y_true, y_score)
+    return float("nan") if ys is None else _brier(ys[0], ys[1])
+
+
+def cllr(y_true: object, y_score: object, eps: float = LOG_LOSS_EPS) -> float:
+    """Log-likelihood-ratio cost in bits, LR = s/(1 − s) (module doc); NaN for empty or single-class input."""
+    ys = _probabilities(y_true, y_score)
+    return float("nan") if ys is None else _balanced_log_loss(ys[0], ys[1], eps) / np.log(2.0)
+
+
+def reliability_curve(
+    y_true: object, y_score: object, n_bins: int = DEFAULT_ECE_BINS
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(mean score, fraction of fakes, count) of every non-empty equal-mass bin, as ECE bins them."""
+    ys = _probabilities(y_true, y_score)
+    if ys is None:
+        empty = np.zeros(0)
+        return empty, empty, np.zeros(0, dtype=np.int64)
+    return _reliability(ys[0], ys[1], n_bins)
+
+
+def roc_points(y_true: object, y_score: object) -> tuple[np.ndarray, np.ndarray]:
+    """(FPR, TPR) at every distinct score, highest first, from the origin; empty arrays if undefined."""
+    c = _defined_curve(y_true, y_score)
+    if c is None:
+        return np.zeros(0), np.zeros(0)
+    return np.r_[0.0, c.fps / c.n_neg], np.r_[0.0, c.tps / c.n_pos]
+
+
+def youden_threshold(y_true: object, y_score: object) -> float:
+    """Threshold maximising TPR − FPR (predict fake iff score > it); NaN for empty or single-class input."""
+    c = _defined_curve(y_true, y_score)
+    return float("nan") if c is None else _youden(c)
+
+
 def _fpr_targets(fpr_targets: dict[str, float] | None) -> dict[str, float]:
     targets = DEFAULT_FPR_TARGETS if fpr_targets is None else fpr_targets
     for target in targets.values():
@@ -277,12 +411,16 @@ def _metrics_of_sorted(
     out["auroc"] = _auroc(c)
     out["average_precision"] = _average_precision(c)
     out["balanced_accuracy"] = 0.5 * (tpr + tnr)
+    out["accuracy_at_threshold"] = _accuracy(c, threshold)
     out["tpr_at_threshold"] = tpr
     out["tnr_at_threshold"] = tnr
     for key, target in targets.items():
         out[key] = _tpr_at_fpr(c, target)
     out["eer"] = _eer(c)
     out["balanced_log_loss"] = _balanced_log_loss(y_desc, s_desc, LOG_LOSS_EPS)
+    out["ece"] = _ece(y_desc, s_desc, DEFAULT_ECE_BINS, s_sorted=True)
+    out["brier"] = _brier(y_desc, s_desc)
+    out["cllr"] = out["balanced_log_loss"] / np.log(2.0)
     out["reason"] = None
     return out
 

@@ -1,4 +1,4 @@
-"""Pixel-level localization metrics (F1, IoU, pixel AUROC) and the combined detection+localization score.
+"""Pixel-level localization metrics (F1, IoU, pixel AUROC) and the combined detection + localization scores.
 
 Pure numpy, exact. Inputs are ground-truth masks (0/1 per pixel, 1 = altered) and predicted maps P(altered)
 in [0, 1], one pair per image; images may differ in size but each map must match its mask.
@@ -20,8 +20,16 @@ Conventions (chosen to match IMDLBenCo, scu-zjz/IMDLBenCo ``evaluation/F1.py`` a
   (recall is 0/0; IMDLBenCo's epsilon would silently give 0) and is left out of the per-image averages; an
   image whose mask is all-altered or all-clean has no pixel AUROC. The counts of images used are reported.
 
-Combined score (IJCAI 2025 forgery detection and localization challenge): (image AUROC + pixel F1 + IoU)/3,
-with the F1 and IoU of this module at the fixed 0.5 threshold, per image (``combined_localization_score``).
+Two combined detection + localization scores:
+
+- ``loupe_score`` — the IJCAI 2025 forgery detection and localization challenge's overall score as its winning
+  solution, Loupe (Kamichanw/Loupe, ``src/lit_model.py`` and ``src/metric/``), computes it: (image AUROC +
+  F1 + mean IoU) / 3, where the pixel terms are pooled over every pixel of the images whose mask has an altered
+  pixel (other images are skipped): F1 of the altered class (scikit-learn ``f1_score``, binary) and the mean
+  over the two classes, clean and altered, of their IoU (Hugging Face ``mean_iou`` with 2 labels: each class's
+  summed intersection over its summed union). A pixel is altered iff P(altered) > 0.5 (``loupe_pixel_terms``).
+- ``per_image_score`` — (image AUROC + per-image mean F1 + per-image mean IoU of the altered class) / 3, the
+  IMDLBenCo-style per-image figures of this module (``per_image_localization_score``); not the challenge's.
 """
 
 from __future__ import annotations
@@ -213,10 +221,42 @@ def localization_metrics(
     return out
 
 
-def combined_localization_score(image_auroc: float, pixel_f1_value: float, pixel_iou_value: float) -> float:
-    """(image AUROC + pixel F1 + IoU) / 3, the IJCAI 2025 challenge score; NaN if any part is NaN."""
-    parts = (float(image_auroc), float(pixel_f1_value), float(pixel_iou_value))
-    for name, v in zip(("image_auroc", "pixel_f1", "pixel_iou"), parts, strict=True):
+def loupe_pixel_terms(masks: MapsLike, maps: MapsLike, threshold: float = DEFAULT_PIXEL_THRESHOLD) -> dict:
+    """Loupe's pixel terms (module doc): ``loupe_f1``, ``loupe_miou``, ``loupe_iou_altered``, ``loupe_iou_clean``
+    pooled over the images with an altered pixel, and ``n_loupe`` (how many); NaN (with ``reason``) if none."""
+    _check_threshold(threshold)
+    pairs = [(m, s) for m, s in _validate_all(masks, maps) if m.any()]
+    nan = float("nan")
+    out: dict = {"loupe_f1": nan, "loupe_miou": nan, "loupe_iou_altered": nan, "loupe_iou_clean": nan,
+                 "n_loupe": len(pairs), "reason": None}
+    if not pairs:
+        out["reason"] = "no image has an altered pixel"
+        return out
+    tp = fp = fn = tn = 0
+    for m, s in pairs:
+        a, b, c = _counts(m, s, threshold)
+        tp, fp, fn, tn = tp + a, fp + b, fn + c, tn + m.size - a - b - c
+    out["loupe_f1"] = _f1(tp, fp, fn)  # tp + fn > 0: every image here has an altered pixel
+    out["loupe_iou_altered"] = _iou(tp, fp, fn)
+    out["loupe_iou_clean"] = tn / (tn + fn + fp) if tn + fn + fp else nan  # 0/0: no clean pixel anywhere
+    out["loupe_miou"] = _nanmean([out["loupe_iou_altered"], out["loupe_iou_clean"]])
+    return out
+
+
+def _combined(image_auroc: float, a: float, b: float, names: tuple[str, str, str]) -> float:
+    parts = (float(image_auroc), float(a), float(b))
+    for name, v in zip(names, parts, strict=True):
         if not np.isnan(v) and not (0.0 <= v <= 1.0):
             raise ValueError(f"{name} must be in [0, 1] (or NaN), got {v!r}")
     return float("nan") if any(np.isnan(v) for v in parts) else float(sum(parts) / 3.0)
+
+
+def loupe_score(image_auroc: float, loupe_f1: float, loupe_miou: float) -> float:
+    """(image AUROC + pooled F1 + mean IoU of both classes) / 3, the IJCAI 2025 challenge score as Loupe computes
+    it (terms from ``loupe_pixel_terms``); NaN if any part is NaN."""
+    return _combined(image_auroc, loupe_f1, loupe_miou, ("image_auroc", "loupe_f1", "loupe_miou"))
+
+
+def per_image_localization_score(image_auroc: float, pixel_f1_value: float, pixel_iou_value: float) -> float:
+    """(image AUROC + per-image mean F1 + per-image mean IoU of the altered class) / 3; NaN if any part is NaN."""
+    return _combined(image_auroc, pixel_f1_value, pixel_iou_value, ("image_auroc", "pixel_f1", "pixel_iou"))

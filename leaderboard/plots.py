@@ -1,4 +1,5 @@
-"""Leaderboard plots as PNG bytes (matplotlib, Agg backend): NEXT per window, R heat-map, per-generator bars."""
+"""Leaderboard plots as PNG bytes (matplotlib, Agg backend): NEXT per window, R heat-map, per-generator bars,
+ROC curves and reliability diagrams of the NEXT cells."""
 
 from __future__ import annotations
 
@@ -22,14 +23,19 @@ def _png(fig) -> bytes:
     return buf.getvalue()
 
 
-def next_per_window(curves: Sequence[tuple[str, np.ndarray]]) -> bytes:
-    """One line per run: R[k, k+1] (AUROC on the next window's group) against k."""
+def next_per_window(curves: Sequence[tuple[str, np.ndarray]],
+                    upper: Sequence[tuple[str, np.ndarray]] = ()) -> bytes:
+    """One line per run: R[k, k+1] (AUROC on the next window's group) against k; dashed: the AUROC of each
+    upper-bound (`full`) row on the same window k+1."""
     fig, ax = plt.subplots(figsize=(7, 4))
     fig.subplots_adjust(left=0.1, right=0.97, bottom=0.13, top=0.92)
     for name, r in curves:
         k = np.arange(r.shape[0])
         values = np.array([r[i, i + 1] if i + 1 < r.shape[1] else np.nan for i in k])
         ax.plot(k, values, marker="o", label=name)
+    for name, row in upper:
+        k = np.arange(len(row) - 1)
+        ax.plot(k, np.asarray(row)[1:], ls="--", marker=".", label=f"{name} (upper bound)")
     ax.set_xlabel("after training window k")
     ax.xaxis.get_major_locator().set_params(integer=True)
     ax.set_ylabel("AUROC on window k+1 (NEXT cell)")
@@ -55,7 +61,7 @@ def heatmap(name: str, r: np.ndarray) -> bytes:
     ax.set_ylabel("after training window k")
     ax.set_xticks(range(n_cols))
     ax.set_yticks(range(n_rows))
-    ax.set_title(f"R[k, j] (AUROC) — {name}", fontsize=9)
+    ax.set_title(f"R[k, j] (AUROC)\n{name}", fontsize=8)
     fig.colorbar(im, ax=ax, fraction=0.046)
     return _png(fig)
 
@@ -74,4 +80,40 @@ def generator_bars(name: str, table: pd.DataFrame, k: int) -> bytes:
     ax.axhline(0.5, color="grey", lw=0.8, ls="--")
     ax.set_ylabel("AUROC")
     ax.set_title(f"per-generator AUROC after window {k} — {name}", fontsize=9)
+    return _png(fig)
+
+
+def roc_next(name: str, curves: Sequence[tuple[int, np.ndarray, np.ndarray, float]]) -> bytes:
+    """ROC curve of every NEXT cell: (k, FPR, TPR, AUROC) = the model after window k on window k+1."""
+    fig, ax = plt.subplots(figsize=(5.2, 5))
+    fig.subplots_adjust(left=0.13, right=0.97, bottom=0.11, top=0.9)
+    colours = plt.cm.viridis(np.linspace(0.0, 0.9, max(1, len(curves))))
+    for (k, fpr, tpr, auroc), colour in zip(curves, colours, strict=False):
+        ax.plot(fpr, tpr, color=colour, lw=1.2, label=f"k={k} → window {k + 1} (AUROC {auroc:.3f})")
+    ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.01)
+    ax.set_xlabel("FPR (reals called fake)")
+    ax.set_ylabel("TPR (fakes caught)")
+    ax.set_title(f"ROC of the NEXT cells\n{name}", fontsize=8)
+    if curves:
+        ax.legend(fontsize="x-small", loc="lower right")
+    return _png(fig)
+
+
+def reliability(name: str, curves: Sequence[tuple[int, np.ndarray, np.ndarray, float]]) -> bytes:
+    """Reliability diagram of every NEXT cell: (k, mean P(fake), fraction of fakes, ECE) per equal-mass bin."""
+    fig, ax = plt.subplots(figsize=(5.2, 5))
+    fig.subplots_adjust(left=0.13, right=0.97, bottom=0.11, top=0.9)
+    colours = plt.cm.viridis(np.linspace(0.0, 0.9, max(1, len(curves))))
+    for (k, mean_score, fraction, ece), colour in zip(curves, colours, strict=False):
+        ax.plot(mean_score, fraction, marker="o", ms=3, color=colour, lw=1.0,
+                label=f"k={k} → window {k + 1} (ECE {ece:.3f})")
+    ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--", label="perfectly calibrated")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("mean P(fake) in the bin")
+    ax.set_ylabel("fraction of fakes in the bin")
+    ax.set_title(f"reliability of the NEXT cells (equal-mass bins)\n{name}", fontsize=8)
+    ax.legend(fontsize="x-small", loc="upper left")
     return _png(fig)

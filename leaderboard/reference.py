@@ -21,11 +21,12 @@ from __future__ import annotations
 
 import hashlib
 import re
-import zipfile
 from pathlib import Path
 
 import numpy as np
 from scipy.special import softmax
+
+from leaderboard.safe_npz import read_npz
 
 REFERENCE_FILE = "predictions_validate_all.npz"
 _STEP_FILE = re.compile(r"predictions_validate_epoch=\d+-step=(\d+)\.npz")
@@ -60,32 +61,18 @@ def _names(value: np.ndarray, key: str, path: Path) -> list:
         return value.tolist()
     if value.dtype == object:
         out = value.tolist()
+        flat = [x for item in out for x in (item if isinstance(item, (list, tuple)) else [item])]
+        if not all(isinstance(x, str) for x in flat):
+            raise ValueError(f"{path}: {key} must hold names (strings), found "
+                             f"{sorted({type(x).__name__ for x in flat if not isinstance(x, str)})}")
         return out
     raise ValueError(f"{path}: {key} must hold strings, got dtype {value.dtype}")
 
 
 def load_reference_npz(path: Path) -> dict[str, np.ndarray]:
-    """Raw arrays of a reference file; pickle is used only for the name arrays, and only if needed."""
-    path = Path(path)
-    try:
-        npz = np.load(path, allow_pickle=False)
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as e:
-        raise ValueError(f"{path}: not a readable .npz file ({type(e).__name__}: {e})") from e
-    out: dict[str, np.ndarray] = {}
-    with npz:
-        keys = list(npz.files)
-        for key in keys:
-            try:
-                out[key] = npz[key]
-            except ValueError as e:
-                if key not in PICKLE_KEYS:
-                    raise ValueError(f"{path}: key {key!r} needs pickle; only {PICKLE_KEYS} may ({e})") from e
-    missing_pickled = [k for k in PICKLE_KEYS if k in keys and k not in out]
-    if missing_pickled:
-        with np.load(path, allow_pickle=True) as npz:  # object arrays of str lists (unequal windows)
-            for key in missing_pickled:
-                out[key] = npz[key]
-    return out
+    """Raw arrays of a reference file. Only the name arrays may be pickled object arrays (unequal windows); they
+    are read by an allowlist unpickler that builds numpy arrays of plain values and nothing else (safe_npz)."""
+    return read_npz(path, pickled_keys=PICKLE_KEYS)
 
 
 def _fuse_crops(scores: np.ndarray, generator_ids: np.ndarray, identifiers: np.ndarray):

@@ -182,7 +182,7 @@ def read_run_robustness(run_dir: Path, manifest_checksum: str | None = None) -> 
     if (run_dir / "robustness.json").is_file():
         try:
             meta = json.loads((run_dir / "robustness.json").read_text())
-        except json.JSONDecodeError as e:
+        except ValueError as e:
             raise LeaderboardError(f"{run_dir / 'robustness.json'}: invalid JSON ({e})") from e
     made_on = meta.get("manifest_checksum")
     if manifest_checksum and made_on and str(made_on) != str(manifest_checksum):
@@ -283,10 +283,9 @@ class Section:
 
 def collect(lb: Leaderboard) -> list[tuple[str, RunRobustness]]:
     """(run name, robustness files) of the ranked runs that have them, in leaderboard order."""
-    by_name = {r.name: r for r in lb.records}
     items = []
-    for name in lb.summary["experiment"]:
-        r = by_name[name]
+    for r in lb.records:  # in leaderboard order (tables, rows, seeds)
+        name = r.name
         rob = read_run_robustness(r.path, r.info.get("manifest_checksum")) if r.kind == "genshift" else None
         if rob is not None:
             items.append((name, rob))

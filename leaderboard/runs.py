@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
+from leaderboard import variants as V
 from leaderboard.continual import RunEvaluation, check_run, evaluate_run, load_window_npz
-from leaderboard.crops import pipeline_of
+from leaderboard.initial import initial_path, read_initial
 from leaderboard.reference import (
     eval_set_digest,
     find_reference_file,
@@ -34,17 +36,26 @@ class RunRecord:
     windows: list[dict[str, np.ndarray]]
     evaluation: RunEvaluation
     kind: str  # "genshift" or "aigenbench-reference"
+    initial: dict[str, np.ndarray] | None = None  # the untrained model's arrays (window_init), if scored
+    fields: dict[str, str] = field(default_factory=dict)  # variant fields by config name (leaderboard.variants)
 
     @property
     def name(self) -> str:
         return self.path.name
 
     @property
-    def pipeline(self) -> dict:
-        """The input pipeline the run was scored with ({'pipeline', 'input', 'normalize', 'size'})."""
-        if self.kind == REFERENCE_PROTOCOL:
-            return {"pipeline": "reference", "input": "?", "normalize": "clip", "size": None}
-        return pipeline_of(self.windows[0], self.info)
+    def is_full(self) -> bool:
+        """A `full` run: trained once on every window, the upper bound of the continual runs."""
+        return self.fields.get("benchmark.type") == "full"
+
+    @property
+    def seed(self):
+        return V.run_seed(self.info)
+
+    @property
+    def configuration(self) -> str:
+        """Runs with equal keys are seeds of one configuration (`leaderboard.variants.configuration_key`)."""
+        return V.configuration_key(self.info, self.fields, str(self.path))
 
     @property
     def n_windows_done(self) -> int:
@@ -78,11 +89,13 @@ def _read_genshift(run: Path) -> tuple[dict, list[dict[str, np.ndarray]]]:
     info_path = run / "run.json"
     try:
         info = json.loads(info_path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
+    except (OSError, ValueError) as e:
         raise LeaderboardError(f"{info_path}: unreadable run.json ({e})") from e
     done = _contiguous(run, lambda d: (d / "done").is_file())
     if not done:
         raise LeaderboardError(f"{run}: no finished window (no window_<k>/done); nothing to rank")
+    if not isinstance(info, dict):
+        raise LeaderboardError(f"{info_path}: run.json must hold a JSON object, found {type(info).__name__}")
     windows = []
     for d in done:
         arrays = load_window_npz(d / "predictions.npz")
@@ -91,8 +104,27 @@ def _read_genshift(run: Path) -> tuple[dict, list[dict[str, np.ndarray]]]:
                 raise LeaderboardError(
                     f"{d / 'predictions.npz'}: {key} {str(arrays[key])!r} differs from run.json's {info[key]!r}"
                 )
+        check_window_identity(info, arrays, d / "predictions.npz")
         windows.append(arrays)
     return info, windows
+
+
+def check_window_identity(info: dict, arrays: dict[str, np.ndarray], path: Path) -> None:
+    """A run whose run.json names its run identity accepts only windows that carry the same one (a window copied
+    from another run, even of the same data, is refused). Runs written before identities existed are not checked."""
+    expected = info.get("run_identity")
+    if expected is None:
+        return
+    found = str(arrays["run_identity"]) if "run_identity" in arrays else None
+    if found != str(expected):
+        what = "carries no run identity" if found is None else f"has run identity {found}"
+        raise LeaderboardError(
+            f"{path}: window of another run: it {what}, run.json says {expected} (config hash "
+            f"{info.get('config_hash')}); re-run the window here (delete its 'done') or put the file back in its run"
+        )
+    if "config_hash" in arrays and "config_hash" in info and str(arrays["config_hash"]) != str(info["config_hash"]):
+        raise LeaderboardError(f"{path}: config hash {str(arrays['config_hash'])} differs from run.json's "
+                               f"{info['config_hash']}")
 
 
 def _read_reference(run: Path) -> tuple[dict, list[dict[str, np.ndarray]]]:
@@ -105,6 +137,8 @@ def _read_reference(run: Path) -> tuple[dict, list[dict[str, np.ndarray]]]:
         "benchmark_type": "aigenbench",
         "detector": {"name": f"aigenbench:{run.name}", "mode": "?"},
         "config": {},
+        "eval_pipeline": "reference",  # the reference's own model input (CLIP statistics)
+        "eval_normalize": "clip",
         "n_unpaired_reals_dropped": dropped,
     }
     return info, windows
@@ -128,33 +162,78 @@ def read_run(run: Path) -> RunRecord:
                 f"(window_0/predictions_validate_all.npz)"
             )
         check_run(windows)
-        evaluation = evaluate_run(windows)
+        fields = V.run_fields(info, windows[0])
+        initial = read_initial(run) if kind == "genshift" else None
+        missing = (f"{initial_path(run)} does not exist: the model was not scored before any training, so b_j "
+                   f"and FWT are unknown")
+        evaluation = evaluate_run(windows, initial=initial, initial_missing=missing)
+        if fields["benchmark.type"] == "full":
+            evaluation = _as_upper_bound(evaluation)
     except (ValueError, FileNotFoundError) as e:
         if isinstance(e, LeaderboardError):
             raise
         raise LeaderboardError(f"{run}: {e}") from e
-    return RunRecord(run, info, windows, evaluation, kind)
+    return RunRecord(run, info, windows, evaluation, kind, initial, fields)
 
 
-def check_comparable(records: Sequence[RunRecord]) -> None:
-    """Refuse to rank runs made on different manifests or protocol versions, naming each run's value."""
-    problems = []
-    for key in ("manifest_checksum", "protocol_version"):
-        values = {str(r.path): r.info.get(key) for r in records}
-        if len(set(values.values())) > 1:
-            listing = "\n  ".join(f"{name}: {v}" for name, v in values.items())
-            problems.append(f"runs differ in {key}:\n  {listing}")
-    pipelines = {str(r.path): r.pipeline["pipeline"] for r in records}
-    if len(set(pipelines.values())) > 1:
-        listing = "\n  ".join(f"{name}: {v}" for name, v in pipelines.items())
-        problems.append(f"runs differ in their input pipeline (eval.pipeline; a native and a reference-exact model "
-                        f"input are different protocol variants):\n  {listing}")
-    if problems:
-        raise LeaderboardError(
-            "these runs cannot be ranked together (they were not made on the same eval set and protocol):\n"
-            + "\n".join(problems)
-        )
+FULL_REASON = ("benchmark type full: trained once on every window, the upper bound of the continual runs; its "
+               "per-window AUROC row is in the upper-bound table")
+
+
+def _as_upper_bound(evaluation: RunEvaluation) -> RunEvaluation:
+    """A `full` run's evaluation: the continual aggregates do not apply (they say why); its table is kept."""
+    summary = evaluation.summary.copy()
+    summary["value"] = float("nan")
+    summary["reason"] = pd.Series([FULL_REASON] * len(summary), dtype=object)
+    return RunEvaluation(evaluation.table, evaluation.auroc_matrix, summary, evaluation.initial,
+                         evaluation.initial_auroc)
+
+
+def _listing(values: dict[str, str]) -> str:
+    return "\n  ".join(f"{name}: {v}" for name, v in values.items())
+
+
+def partition(records: Sequence[RunRecord], group_by: Sequence[str] = ()) -> list[tuple[str, list[RunRecord]]]:
+    """Split runs into tables: one per value of the `group_by` fields (one table without them).
+
+    Refuses (LeaderboardError naming every differing field and each run's value) when the runs of one table
+    differ in an evaluation-defining field (`leaderboard.variants.EVAL_FIELDS`); the message says which fields
+    `--group-by` would separate. Also refuses duplicate run directory names.
+    """
     names = [r.name for r in records]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise LeaderboardError(f"several runs share the directory name(s) {dupes}; rename one to tell them apart")
+    values = {name: {str(r.path): V.field_value(name, r.info, r.windows[0]) for r in records} for name in group_by}
+    for name, by_run in values.items():
+        if all(v == V.MISSING for v in by_run.values()):
+            raise LeaderboardError(f"--group-by {name}: no run records this field (use a config name such as "
+                                   f"degradation.profile, or one of {list(V.VARIANT_FIELDS)})")
+    groups: dict[tuple[str, ...], list[RunRecord]] = {}
+    for r in records:
+        groups.setdefault(tuple(values[n][str(r.path)] for n in group_by), []).append(r)
+    problems, differing = [], []
+    for members in groups.values():
+        for name in V.EVAL_FIELDS:
+            if name in group_by:
+                continue
+            by_run = {str(r.path): r.fields[name] for r in members}
+            if len(set(by_run.values())) > 1:
+                differing.append(name)
+                problems.append(f"runs differ in {name} (evaluation-defining):\n  {_listing(by_run)}")
+    if problems:
+        fields = list(dict.fromkeys(differing))
+        raise LeaderboardError(
+            "these runs cannot be ranked together (they were not made on the same eval set and protocol):\n"
+            + "\n".join(problems)
+            + f"\nrank them apart, one table per value, with --group-by {' '.join([*group_by, *fields])}"
+        )
+    out = []
+    for key, members in sorted(groups.items()):
+        out.append((", ".join(f"{n}={v}" for n, v in zip(group_by, key, strict=True)), members))
+    return out
+
+
+def check_comparable(records: Sequence[RunRecord]) -> None:
+    """Refuse to rank runs made on different manifests, protocol versions or other evaluation-defining fields."""
+    partition(records)

@@ -10,6 +10,7 @@ from safetensors.torch import load_file, save_file
 
 from benchmark.atomic import atomic_path, atomic_write_json
 from benchmark.manifest import sha256_file
+from detectors.checkpoint import CheckpointError
 
 WEIGHTS = "checkpoint.safetensors"
 META = "checkpoint.json"
@@ -36,7 +37,7 @@ def complete_checkpoint(window_dir: Path, identity: dict) -> bool:
         return False
     try:
         meta = json.loads(meta_path.read_text())
-    except (OSError, json.JSONDecodeError):
+    except (OSError, ValueError):
         return False
     if not meta.get("training_complete") or any(meta.get(k) != v for k, v in identity.items()):
         return False
@@ -44,13 +45,24 @@ def complete_checkpoint(window_dir: Path, identity: dict) -> bool:
 
 
 def load_checkpoint(detector: torch.nn.Module, window_dir: Path) -> None:
-    """Load a window's trainable state strictly; the checkpoint must belong to this detector."""
+    """Load a window's trainable state strictly; the checkpoint must belong to this detector and its weights must
+    be the bytes its metadata recorded (a swapped or damaged file is refused with what to do)."""
     path = Path(window_dir) / WEIGHTS
     meta_path = Path(window_dir) / META
+    redo = f"delete {Path(window_dir) / 'done'} to recompute the window"
     if not path.is_file() or not meta_path.is_file():
-        raise FileNotFoundError(f"{window_dir} is marked done but has no {WEIGHTS}/{META}; "
-                                "delete its 'done' file to recompute the window")
-    meta = json.loads(meta_path.read_text())
-    if meta["detector"]["name"] != detector.meta.name:
-        raise ValueError(f"{path} holds weights of {meta['detector']['name']!r}, not {detector.meta.name!r}")
-    detector.load_trainable_state_dict(load_file(str(path)))
+        raise FileNotFoundError(f"{window_dir} is marked done but has no {WEIGHTS}/{META}; {redo}")
+    try:
+        meta = json.loads(meta_path.read_text())
+        name = meta["detector"]["name"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise CheckpointError(f"{meta_path} is unreadable ({type(e).__name__}: {e}); {redo}") from None
+    if name != detector.meta.name:
+        raise CheckpointError(f"{path} holds weights of {name!r}, not {detector.meta.name!r}; {redo}")
+    if meta.get("weights_sha256") not in (None, sha256_file(path)):
+        raise CheckpointError(f"{path} is not the file this window wrote (sha256 differs from {META}'s); {redo}")
+    try:
+        state = load_file(str(path))
+    except Exception as e:  # noqa: BLE001 - safetensors' own error type: a damaged file, reported as such
+        raise CheckpointError(f"{path} is not a readable safetensors file ({e}); {redo}") from None
+    detector.load_trainable_state_dict(state)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import sys
 from collections.abc import Sequence
@@ -24,10 +25,12 @@ def _add_run_parser(sub) -> None:
     p.add_argument("--preset", default="default", help=f"benchmark preset: {', '.join(available_presets())}")
     p.add_argument("--detector", help="registered detector name (see `genshift detectors list`)")
     p.add_argument("--pretrained", help="weights: default | openai | <hub tag> | /path/to/file | none")
-    p.add_argument("--dataset", help="synthetic[:default|smoke] (more sources to come)")
+    p.add_argument("--dataset", help="synthetic[:default|smoke] (embedded), aigenbench:PATH (the AI-GenBench "
+                                     "release), folder:ROOT or csv:FILE (your own images); real sources take "
+                                     "?timeline=YAML")
     p.add_argument("--seed", type=int)
     p.add_argument("--benchmark-type", help="cumulative | continual | replay:<r> | full")
-    p.add_argument("--experiment", help="run directory name under --runs-dir")
+    p.add_argument("--experiment", help="run directory name under --runs-dir (one name, no '/')")
     p.add_argument("--runs-dir", help="where run directories go (default runs/)")
     p.add_argument("--cache-dir", help="dataset and eval-input cache (default $GENSHIFT_CACHE or ~/.cache/genshift)")
     p.add_argument("--config", action="append", default=[], type=Path, help="extra YAML layer (repeatable)")
@@ -143,7 +146,7 @@ def cmd_run(args) -> int:
 COMMAND_MODULES = {
     "leaderboard": "leaderboard.cli", "inspect": "leaderboard.cli", "detectors": "detectors.cli",
     "data": "benchmark.cli", "cache": "protocols.cache_cli", "bench": "protocols.bench",
-    "robustness": "protocols.robustness",
+    "robustness": "protocols.robustness", "predict": "protocols.predict",
 }
 # Modules that import torch when imported: top-level help shows this line for them instead of importing them.
 HEAVY_COMMAND_HELP = {"robustness": "score a run's window checkpoints under graded degradations"}
@@ -159,10 +162,20 @@ def _command_of(argv: Sequence[str]) -> str | None:
     return None
 
 
+class OneLineErrorParser(argparse.ArgumentParser):
+    """argparse with usage mistakes reported like every other user error: one `genshift: error:` line, exit 2
+    (its subcommand parsers inherit this class)."""
+
+    def error(self, message: str):
+        command = self.prog.removeprefix("genshift").strip()
+        where = f"{command}: " if command else ""
+        self.exit(2, f"genshift: error: {where}{message} (see `{self.prog} --help`)\n")
+
+
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The CLI parser; with ``command`` only that command's module is imported (others are left out)."""
-    parser = argparse.ArgumentParser(prog="genshift", description="Continual benchmark for AI-generated image "
-                                                                    "detectors (AI-GenBench protocol).")
+    parser = OneLineErrorParser(prog="genshift", description="Continual benchmark for AI-generated image "
+                                                              "detectors (AI-GenBench protocol).")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_run_parser(sub)
     known = command == "run" or command in COMMAND_MODULES
@@ -186,14 +199,38 @@ USER_ERRORS = {
     "benchmark.timeline": "TimelineError", "protocols.rundir": "RunDirError", "protocols.slurm": "SlurmError",
     "detectors.registry": "UnknownDetectorError", "detectors.scaffold": "ScaffoldError",
     "detectors.checkpoint": "CheckpointError", "leaderboard.runs": "LeaderboardError",
+    "detectors.weights": ("WeightsFileError", "WeightsUnavailableError", "WeightsMismatchError"),
+    "benchmark.sequences": "SequenceError", "benchmark.video_frames": "VideoReadError",
 }
+# OSErrors of the machine, not of genshift: a full or read-only disk, no permission, a path that cannot exist.
+# Reported in one line naming the file (finished work is never lost: every write is atomic).
+ENVIRONMENT_ERRNOS = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is exceeded",
+                      errno.EROFS: "the file system is read-only", errno.EACCES: "permission denied",
+                      errno.EPERM: "operation not permitted", errno.ENAMETOOLONG: "the file name is too long",
+                      errno.ENOTDIR: "a part of the path is not a directory", errno.EISDIR: "it is a directory",
+                      errno.ELOOP: "too many levels of symbolic links",
+                      errno.EEXIST: "a file of that name is in the way"}
+
+
+def environment_error_line(e: OSError) -> str | None:
+    """The one-line message for an OSError of the machine (full disk, read-only, permissions), else None."""
+    if e.errno not in ENVIRONMENT_ERRNOS:
+        return None
+    target = f" {e.filename}" if e.filename else ""
+    advice = ("; free space or point --runs-dir/--cache-dir (or --out) at another disk, then run the same "
+              "command again (finished windows are kept)" if e.errno in (errno.ENOSPC, errno.EDQUOT) else
+              "; point --runs-dir/--cache-dir (or --out) at a writable place" if e.errno in (errno.EROFS,
+                                                                                       errno.EACCES, errno.EPERM)
+              else "")
+    verb = "cannot write" if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS) else "cannot access"
+    return f"{verb}{target}: {ENVIRONMENT_ERRNOS[e.errno]} ({e.strerror or e}){advice}"
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     errors: list[type[BaseException]] = [ConfigError, FileNotFoundError]
-    for module, name in USER_ERRORS.items():
+    for module, names in USER_ERRORS.items():
         if module in sys.modules:
-            errors.append(getattr(sys.modules[module], name))
+            errors += [getattr(sys.modules[module], n) for n in ((names,) if isinstance(names, str) else names)]
     return tuple(errors)
 
 
@@ -211,6 +248,12 @@ def main(argv: list[str] | None = None) -> int:
     except _user_errors() as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
         print(f"genshift: error: {msg}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        line = environment_error_line(e)
+        if line is None:
+            raise
+        print(f"genshift: error: {line}", file=sys.stderr)
         return 2
 
 

@@ -1,4 +1,8 @@
-"""Layered YAML configuration: base → benchmark preset → detector preset → files → command line."""
+"""Layered YAML configuration: base → benchmark preset → detector preset → files → command line.
+
+The resolved config is typed and validated against the schema table (protocols/config_schema.py) before
+anything else happens; only the keys that change results take part in its hash (the run's identity).
+"""
 
 from __future__ import annotations
 
@@ -12,19 +16,24 @@ from typing import Any
 
 import yaml
 
+from benchmark import strict_yaml
+from protocols.config_schema import ConfigError, operational_keys, validate
+
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 PROTOCOL_VERSION = "genshift-1"
 
 
-class ConfigError(ValueError):
-    """A configuration key or value is wrong; the message says which and what is expected."""
-
 
 def _read_yaml(path: Path) -> dict:
+    """A config layer: strict YAML (no `!!python` tags, no duplicated keys), a mapping at the top."""
     try:
-        doc = yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError) as e:
-        raise ConfigError(f"cannot read config {path}: {e}") from e
+        doc = strict_yaml.load_file(path) or {}
+    except OSError as e:
+        raise ConfigError(f"cannot read config {path}: {e.strerror or e}") from e
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"cannot read config {path}: not UTF-8 text ({e.reason} at byte {e.start})") from e
+    except yaml.YAMLError as e:
+        raise ConfigError(f"cannot read config {path}: {strict_yaml.error_line(e)}") from e
     if not isinstance(doc, dict):
         raise ConfigError(f"{path}: top level must be a mapping, got {type(doc).__name__}")
     return doc
@@ -39,20 +48,29 @@ def _flat_keys(d: Mapping, prefix: str = "") -> list[str]:
     return keys
 
 
-def merge(base: dict, override: Mapping, source: str) -> dict:
-    """Deep-merge `override` into a copy of `base`; a key unknown to `base` is an error naming `source`."""
+def merge(base: dict, override: Mapping, source: str, _prefix: str = "",
+          sources: dict[str, str] | None = None) -> dict:
+    """Deep-merge `override` into a copy of `base`; a key unknown to `base` is an error naming `source`.
+
+    `sources`, when given, records for every dotted key set here the layer that set it (for messages)."""
     out = copy.deepcopy(base)
     for k, v in override.items():
+        if not isinstance(k, str):
+            raise ConfigError(f"{source}: config key {_prefix}{k!r} is not a name")
         if k not in out:
             close = difflib.get_close_matches(k, list(out), n=3)
-            hint = f"; did you mean {', '.join(close)}?" if close else f"; known keys: {sorted(out)}"
-            raise ConfigError(f"{source}: unknown config key {k!r}{hint}")
+            hint = (f"; did you mean {', '.join(_prefix + c for c in close)}?" if close
+                    else f"; known keys: {[_prefix + c for c in sorted(out)]}")
+            raise ConfigError(f"{source}: unknown config key {k!r} ({_prefix}{k}){hint}")
         if isinstance(out[k], dict):
             if not isinstance(v, Mapping):
-                raise ConfigError(f"{source}: key {k!r} must be a mapping, got {v!r}")
-            out[k] = merge(out[k], v, f"{source} [{k}]")
+                raise ConfigError(f"{source}: key {_prefix}{k} is a section (keys {sorted(out[k])}); "
+                                  f"got {v!r} instead of a mapping")
+            out[k] = merge(out[k], v, source, f"{_prefix}{k}.", sources)
         else:
             out[k] = copy.deepcopy(v)
+            if sources is not None:
+                sources[_prefix + k] = source
     return out
 
 
@@ -62,12 +80,14 @@ def parse_override(item: str) -> dict:
         raise ConfigError(f"override {item!r} must look like key.sub=value")
     key, raw = item.split("=", 1)
     try:
-        value = yaml.safe_load(raw) if raw != "" else ""
+        value = strict_yaml.load_text(raw) if raw != "" else ""
     except yaml.YAMLError as e:
-        raise ConfigError(f"override {item!r}: value is not valid YAML: {e}") from e
+        raise ConfigError(f"override {item!r}: value is not valid YAML ({strict_yaml.error_line(e)})") from e
     out: dict = {}
     cur = out
     parts = key.strip().split(".")
+    if not all(parts):
+        raise ConfigError(f"override {item!r}: empty key name in {key!r}")
     for p in parts[:-1]:
         cur = cur.setdefault(p, {})
     cur[parts[-1]] = value
@@ -84,28 +104,35 @@ def resolve_config(
     files: Iterable[Path] = (),
     overrides: Iterable[Mapping] = (),
 ) -> dict:
-    """Build the resolved configuration from the layers, validating every key."""
-    cfg = _read_yaml(CONFIG_DIR / "base.yaml")
-    preset_path = CONFIG_DIR / "benchmark" / f"{preset}.yaml"
-    if not preset_path.is_file():
+    """Build the resolved configuration from the layers: every key known, every value typed and checked."""
+    defaults = _read_yaml(CONFIG_DIR / "base.yaml")
+    sources: dict[str, str] = {}
+    if preset not in available_presets() or "/" in preset:
         raise ConfigError(f"unknown preset {preset!r}; available: {available_presets()}")
-    cfg = merge(cfg, _read_yaml(preset_path), str(preset_path))
+    preset_path = CONFIG_DIR / "benchmark" / f"{preset}.yaml"
+    cfg = merge(defaults, _read_yaml(preset_path), str(preset_path), sources=sources)
     det = detector or cfg["detector"]
     det_path = CONFIG_DIR / "detector" / f"{det}.yaml"
-    if det_path.is_file():
-        cfg = merge(cfg, _read_yaml(det_path), str(det_path))
+    if isinstance(det, str) and "/" not in det and det_path.is_file():
+        cfg = merge(cfg, _read_yaml(det_path), str(det_path), sources=sources)
     for f in files:
-        cfg = merge(cfg, _read_yaml(Path(f)), str(f))
+        cfg = merge(cfg, _read_yaml(Path(f)), str(f), sources=sources)
     for o in overrides:
-        cfg = merge(cfg, o, "command line")
+        cfg = merge(cfg, o, "command line", sources=sources)
     if detector:
         cfg["detector"] = detector
-    return cfg
+        sources["detector"] = "command line"
+    return validate(cfg, defaults, sources)
 
 
-# Keys that do not change results: where files go, loggers, how often to checkpoint, how many processes.
-RUNTIME_KEYS = ("runs_dir", "cache_dir", "loggers", "wandb", "accelerator", "devices", "num_nodes", "strategy",
-                "sync_batchnorm", "train.checkpoint_every_n_steps", "cache")
+def validate_config(cfg: dict) -> dict:
+    """Type and check an already resolved config in place (for configs built or edited in Python)."""
+    return validate(cfg, _read_yaml(CONFIG_DIR / "base.yaml"))
+
+
+# Keys that do not change results (the schema's operational keys): where files go, caches, loggers, how often to
+# checkpoint, how many processes, workers and threads, the eval batch size. They may change on a resumed run.
+RUNTIME_KEYS = operational_keys()
 
 
 def without_keys(cfg: Mapping[str, Any], ignore: Iterable[str] = RUNTIME_KEYS) -> dict:

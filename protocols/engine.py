@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import logging
 import os
+import re
 import time
 import uuid
 import warnings
@@ -28,8 +30,16 @@ from detectors import count_flops, create_detector, init_seed_kwargs
 from protocols import faults
 from protocols.allocator import keep_large_allocations
 from protocols.checkpoints import complete_checkpoint, load_checkpoint, save_checkpoint
-from protocols.config import PROTOCOL_VERSION, builds_pixel_caches, config_hash
-from protocols.distributed import EvalBatches, TrainBatches, gather_crop_predictions, launch_rank, world_size
+from protocols.config import PROTOCOL_VERSION, ConfigError, builds_pixel_caches, config_hash, validate_config
+from protocols.config_schema import safe_name_problem
+from protocols.distributed import (
+    EvalBatches,
+    TrainBatches,
+    gather_crop_predictions,
+    gather_predictions,
+    launch_rank,
+    world_size,
+)
 from protocols.localization import localization_line, score_window_localization
 from protocols.loggers import log_window_metrics, make_loggers, step_offsets
 from protocols.module import DetectorModule
@@ -69,6 +79,7 @@ class RunContext:
 
     run_id: str
     config_hash: str
+    run_identity: str  # deterministic (config hash, seed, manifest): written into every predictions.npz
     rank: int
     loggers: list
     step_offsets: list[int]
@@ -93,9 +104,11 @@ def checked_manifest(manifest: Manifest, cfg: dict, cache_dir: Path, progress: b
     if not dc["check"]:
         return manifest
     from benchmark.datacheck import apply_skips, check_source, format_report
+    from protocols.sequence_inputs import sequence_check_args
 
     report = check_source(manifest, cache_dir, min_side=int(dc["min_side"]),
-                          workers=int(cfg["train"]["num_workers"]) or 1, progress=progress)
+                          workers=int(cfg["train"]["num_workers"]) or 1, progress=progress,
+                          **sequence_check_args(cfg, manifest))
     if report.ok:
         return manifest
     if not dc["skip_bad_images"]:
@@ -114,7 +127,8 @@ def prepare_benchmark(cfg: dict, progress: bool = True) -> Benchmark:
     windows = make_windows(manifest.timeline, b["generators_per_window"])
     gen_names = generator_id_to_name(manifest.timeline)
     btype = BenchmarkType.parse(str(b["type"]))
-    sets = training_sets(manifest.split("train"), windows, btype, b["real_sampling_seed"], b["replay_seed"])
+    sets = training_sets(manifest.split("train"), windows, btype, b["real_sampling_seed"], b["replay_seed"],
+                         real_sampling=str(b.get("real_sampling") or "unique"))
     plan = make_eval_plan(
         manifest.split("eval"), gen_names, b["eval_balance_seed"], b["eval_shuffle_seed"], b["eval_pairing_seed"]
     )
@@ -122,11 +136,39 @@ def prepare_benchmark(cfg: dict, progress: bool = True) -> Benchmark:
 
 
 def experiment_name(cfg: dict) -> str:
+    """The run directory's name: `experiment`, else one derived from dataset, detector, type and seed.
+
+    Always one safe path component (config validation refuses an unsafe `experiment`; a derived name has every
+    other character replaced), so a run directory is always a direct child of `runs_dir`."""
     if cfg.get("experiment"):
-        return str(cfg["experiment"])
+        name = str(cfg["experiment"])
+        problem = safe_name_problem(name)
+        if problem:
+            raise ConfigError(f"config key experiment = {name!r}: {problem}")
+        return name
     ds = str(cfg["dataset"]).replace(":", "-").replace("/", "_").strip("-_")[-40:]
     det = str(cfg["detector"]).replace(":", "-").replace("/", "_")
-    return f"{ds}__{det}__{cfg['benchmark']['type'].replace(':', '')}__seed{cfg['seed']}"
+    name = f"{ds}__{det}__{cfg['benchmark']['type'].replace(':', '')}__seed{cfg['seed']}"
+    return re.sub(r"[^A-Za-z0-9_.,+=@-]", "_", name).lstrip(".-")[:200] or "run"
+
+
+def run_directory(cfg: dict) -> RunDir:
+    """`runs_dir/<experiment>`; refuses a name that would leave runs_dir or be runs_dir itself."""
+    runs_dir = Path(cfg["runs_dir"]).expanduser()
+    path = runs_dir / experiment_name(cfg)
+    if path.resolve().parent != runs_dir.resolve():
+        raise ConfigError(f"run directory {path} resolves to {path.resolve()}, outside runs_dir {runs_dir.resolve()} "
+                          "(a symbolic link?); use another --experiment")
+    return RunDir(path)
+
+
+def run_identity(cfg_hash: str, seed: int, manifest_checksum: str) -> str:
+    """What a run's results are of, as 16 hex digits: its results-changing config (hash, seed included) on its
+    manifest. Deterministic, so identical runs write identical predictions.npz files; stored in run.json and in
+    every window's predictions.npz, where the leaderboard checks it (a window copied from another run is
+    refused). run.json's `run_id` is another thing: a random id of this run directory's lifetime (logger runs)."""
+    doc = f"genshift-run-identity:{cfg_hash}:seed={int(seed)}:{manifest_checksum}"
+    return hashlib.sha256(doc.encode()).hexdigest()[:16]
 
 
 def _say(msg: str, t0: float) -> None:
@@ -198,7 +240,8 @@ def _trainer(cfg: dict, precision: str, progress: bool, loggers: list | bool, n_
 def run_experiment(cfg: dict, force_new: bool = False, progress: bool = True) -> Path:
     """Run (or resume) the whole benchmark described by `cfg`; returns the run directory."""
     t0 = time.time()
-    check_pipeline_config(cfg)  # a wrong eval.pipeline/input/normalize fails before any directory or cache is made
+    validate_config(cfg)  # typed and checked before any directory, dataset or model is touched
+    check_pipeline_config(cfg)  # a wrong eval.pipeline/input/normalize combination fails as early
     _quiet_lightning()
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg["threads"]))
@@ -206,8 +249,8 @@ def run_experiment(cfg: dict, force_new: bool = False, progress: bool = True) ->
     install_signal_handlers()
     if builds_pixel_caches(cfg):  # `genshift run` started it already (then this finds it running); API callers
         start_worker_server()  # cache-building workers start in milliseconds once it is up
+    rd = run_directory(cfg)
     bench = prepare_benchmark(cfg, progress)
-    rd = RunDir(Path(cfg["runs_dir"]) / experiment_name(cfg))
     rank = launch_rank(cfg)
     if rank != 0:  # another DDP process: rank 0 holds the lock, checks the directory and writes the files
         return _run_guarded(cfg, bench, rd, t0, False, rank)
@@ -259,7 +302,8 @@ def _run_locked(cfg: dict, bench: Benchmark, rd: RunDir, t0: float, progress: bo
     strategy = cache_key["input_strategy"]
     previous = rd.read_run_json() or {}
     ctx = RunContext(
-        run_id=previous.get("run_id") or uuid.uuid4().hex[:16], config_hash=config_hash(cfg), rank=rank,
+        run_id=previous.get("run_id") or uuid.uuid4().hex[:16], config_hash=config_hash(cfg),
+        run_identity=run_identity(config_hash(cfg), seed, bench.manifest.checksum), rank=rank,
         loggers=[],
         step_offsets=step_offsets([len(s) for s in bench.train_sets], int(cfg["train"]["batch_size"]),
                                   int(cfg["train"]["epochs"])),
@@ -273,6 +317,7 @@ def _run_locked(cfg: dict, bench: Benchmark, rd: RunDir, t0: float, progress: bo
         rd.write_run_json(
             {
                 "run_id": ctx.run_id,
+                "run_identity": ctx.run_identity,
                 "attempts": attempts,
                 "slurm": job_record() or previous.get("slurm"),
                 "config": cfg,
@@ -287,7 +332,7 @@ def _run_locked(cfg: dict, bench: Benchmark, rd: RunDir, t0: float, progress: bo
                 "seeds": {"seed": seed, **{k: v for k, v in cfg["benchmark"].items() if k.endswith("seed")},
                           "degradation_base_seed": cfg["degradation"]["base_seed"]},
                 "detector": meta.to_dict() | {"eval_input": strategy},
-                "eval_pipeline": inputs.pipeline.to_dict(),
+                "eval_pipeline": inputs.pipeline.to_dict() if inputs.pipeline is not None else None,
                 "eval_cache_key": cache_key,
                 "caches": inputs.describe,
                 "packages": package_versions(),
@@ -323,8 +368,10 @@ def _train_window(cfg, bench: Benchmark, detector, rd: RunDir, k: int, t0: float
     if complete_checkpoint(wdir, identity):
         load_checkpoint(detector, wdir)
         _say(f"window {k + 1}/{len(bench.train_sets)}: training already finished, weights restored", t0)
-        return json.loads((wdir / "train_metrics.json").read_text()) if (wdir / "train_metrics.json").is_file() \
-            else {"window": k, "train": {"n_images": len(ids), "restored": True}}
+        try:
+            return json.loads((wdir / "train_metrics.json").read_text())
+        except (OSError, ValueError):  # missing or damaged: the weights are what matters
+            return {"window": k, "train": {"n_images": len(ids), "restored": True}}
     gens = bench.windows[k] if bench.benchmark_type.kind != "full" else ["all generators"]
     _say(f"window {k + 1}/{len(bench.train_sets)}: training on {len(ids)} images × {tc['augmentation_factor']} "
          f"copies (new generators: {', '.join(gens)})", t0)
@@ -352,8 +399,9 @@ def _train_window(cfg, bench: Benchmark, detector, rd: RunDir, k: int, t0: float
     module.step_offset = ctx.step_offsets[k] + sampler.start
     saver = WindowCheckpointer(wdir / TRAIN_STATE, state_identity, int(tc.get("checkpoint_every_n_steps") or 0),
                                sampler.start, sampler.total, state, ctx.writer, accumulate=accumulate)
-    trainer = _trainer(cfg, tc["precision"], progress, ctx.loggers or False, len(loader), callbacks=[saver],
-                       accumulate=accumulate)
+    extra_callbacks = bench.inputs.window_callbacks(k, ids, sampler)  # selection (video track); before the saver
+    trainer = _trainer(cfg, tc["precision"], progress, ctx.loggers or False, len(loader),
+                       callbacks=[*extra_callbacks, saver], accumulate=accumulate)
     started = time.time()
     if len(sampler):
         trainer.fit(module, train_dataloaders=loader)
@@ -404,13 +452,22 @@ def _score_window(cfg, bench: Benchmark, detector, inputs: RunInputs, rd: RunDir
                                      f"scoring window {k + 1}/{len(bench.train_sets)}")
     else:
         outputs = _trainer(cfg, inputs.eval_precision, progress, False).predict(module, dataloaders=loader)
-    logits, positions = gather_crop_predictions(outputs, len(inputs))  # one row per crop (per image unless five_crop)
+    multi_crop = inputs.pipeline is not None and inputs.pipeline.multi_crop
+    if multi_crop:  # one row per crop (five_crop), fused per image by write_predictions
+        logits, positions = gather_crop_predictions(outputs, len(inputs))
+    else:  # exactly one row per item
+        logits, positions = gather_predictions(outputs, len(inputs))
     if not ctx.writer:
         return
+    scores, extra = None, None
+    if inputs.fuse is not None:  # sequence items (segments, frames) -> one score per video, items kept
+        scores, logits, extra = inputs.fuse(logits)
     write_predictions(
         wdir / "predictions.npz", logits, bench.plan, bench.gen_names, bench.windows, k,
         manifest_checksum=bench.manifest.checksum, benchmark_type=str(bench.benchmark_type),
-        crop_positions=positions if inputs.pipeline.multi_crop else None, pipeline=inputs.pipeline.to_dict(),
+        run_identity=ctx.run_identity, config_hash=ctx.config_hash, scores=scores, extra=extra,
+        crop_positions=positions if multi_crop else None,
+        pipeline=inputs.pipeline.to_dict() if inputs.pipeline is not None else None,
     )
     summary = window_summary(wdir / "predictions.npz")
     metrics = train_metrics | {"eval": summary | {"seconds": round(time.time() - started, 2)}}

@@ -7,7 +7,7 @@ is scored at the mask's resolution; ``full_image=False`` adapts image and mask t
 Maps are stored compactly per window in ``localization.npz``: P(altered) quantised to uint8 (x255, at most
 1/510 off, so only pixels that close to the 0.5 threshold can flip) and masks bit-packed, both flattened
 with a (M, 2) ``shapes`` array, plus eval positions and sample ids. ``window_localization`` turns that file
-(and the window's image AUROC) into the pixel metrics, the combined challenge score and the all-ones /
+(and the window's image AUROC) into the pixel metrics, the challenge scores and the all-ones /
 all-zeros baselines; it and the reader live in ``leaderboard.localization_view`` (numpy only) and are
 re-exported here. ``score_window_localization`` is what the engine calls after scoring each window.
 """
@@ -107,7 +107,7 @@ def score_window_localization(detector, manifest: Manifest, plan: EvalPlan, wind
     (nothing written, a warning printed) when no eval image has a mask. The engine calls this before it writes
     metrics.json and the ``done`` marker, so a window interrupted in between is scored again on resume; the
     file itself is written atomically. ``image_auroc`` is the window's AUROC on the whole eval split (group
-    ``all``), the image part of the combined score.
+    ``all``), the image part of the combined scores.
     """
     if not getattr(detector.meta, "has_localization", False):
         return None
@@ -128,5 +128,6 @@ def localization_line(summary: dict) -> str:
         return f"not scored: {summary['skipped']}"
     ones, zeros = summary["baselines"]["all_ones"], summary["baselines"]["all_zeros"]
     return (f"pixel F1 {summary['pixel_f1']:.3f} (all-ones {ones['pixel_f1']:.3f}, all-zeros {zeros['pixel_f1']:.3f}), "
-            f"IoU {summary['pixel_iou']:.3f}, pixel AUROC {summary['pixel_auroc']:.3f}, combined "
-            f"{summary['combined']:.3f} on {summary['n_scored']} masked images")
+            f"IoU {summary['pixel_iou']:.3f}, pixel AUROC {summary['pixel_auroc']:.3f}, Loupe score "
+            f"{summary['loupe_score']:.3f} (per-image score {summary['per_image_score']:.3f}) on {summary['n_scored']} "
+            f"masked images")

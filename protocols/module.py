@@ -40,7 +40,10 @@ class DetectorModule(L.LightningModule):
         self.register_buffer("std_unit", torch.as_tensor(list(std), dtype=torch.float32).view(-1, 1, 1),
                              persistent=False)
         self.channels_last = bool(self.train_cfg.get("channels_last", False))
+        # Sequence detectors (the video track) take float segments as they come: no image normalisation.
+        self.raw_inputs = getattr(meta, "input_kind", "image") != "image"
         self.step_offset = 0  # global steps before this fit (earlier windows + batches restored on resume)
+        self.class_weights: torch.Tensor | None = None  # (w_real, w_fake) with benchmark.real_sampling=weighted
         self.fault_window = -1  # window being scored, for protocols.faults' crash injection
 
     def normalise(self, x: torch.Tensor) -> torch.Tensor:
@@ -55,7 +58,10 @@ class DetectorModule(L.LightningModule):
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """(N,) float32 logits from uint8 pixels, or from cached features when features_in."""
-        out = self.detector.head_forward(x) if self.features_in else self.detector(self.normalise(x))
+        if self.features_in:
+            out = self.detector.head_forward(x)
+        else:
+            out = self.detector(x if self.raw_inputs else self.normalise(x))
         return out.float()
 
     def localization_loss(self, x: torch.Tensor, y: torch.Tensor, masks: torch.Tensor,
@@ -84,6 +90,13 @@ class DetectorModule(L.LightningModule):
         x, y = batch[0], batch[1]
         if len(batch) == 5:  # a localization detector's batch: pixels, labels, ids, pixel targets, target counts
             loss = self.localization_loss(x, y, batch[3], batch[4])
+        elif hasattr(self.detector, "training_loss"):  # a detector with its own loss (LRNet: NLL per branch)
+            loss = self.detector.training_loss(x, y, weights=self.class_weights)
+        elif self.class_weights is not None:
+            if self.trainer.world_size > 1:
+                raise RuntimeError("benchmark.real_sampling=weighted runs in one process")
+            w = self.class_weights.to(y.device)[y.long()]
+            loss = F.binary_cross_entropy_with_logits(self.logits(x), y.float(), weight=w)
         elif getattr(self.detector.meta, "has_localization", False):
             raise RuntimeError(f"{self.detector.meta.name} has a localization head but its training batches carry "
                                "no pixel targets; build the training dataset with masks=True (run_inputs does)")
@@ -123,8 +136,10 @@ class DetectorModule(L.LightningModule):
             )
         elif name == "adamw":
             opt = torch.optim.AdamW(params, lr=cfg["lr"], weight_decay=cfg["weight_decay"])
+        elif name == "adam":  # LRNet's recipe: plain Adam (no weight decay)
+            opt = torch.optim.Adam(params, lr=cfg["lr"])
         else:
-            raise ValueError(f"train.optimizer: unknown optimizer {name!r}; expected sgd or adamw")
+            raise ValueError(f"train.optimizer: unknown optimizer {name!r}; expected sgd, adam or adamw")
         sched = cfg["scheduler"]
         if sched == "constant":
             return opt
@@ -132,3 +147,13 @@ class DetectorModule(L.LightningModule):
             raise ValueError(f"train.scheduler: unknown scheduler {sched!r}; expected onecycle or constant")
         one_cycle = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg["lr"], total_steps=self.total_steps)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": one_cycle, "interval": "step"}}
+
+
+class ClassWeights(L.Callback):
+    """Sets a window's class weights on the module when training starts (benchmark.real_sampling=weighted)."""
+
+    def __init__(self, weights: tuple[float, float]):
+        self.weights = torch.tensor([float(weights[0]), float(weights[1])])
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        pl_module.class_weights = self.weights

@@ -13,9 +13,13 @@ from leaderboard.crops import CROP_KEYS  # noqa: F401  (the crop arrays' names; 
 from protocols import faults
 from protocols.config import PROTOCOL_VERSION
 
-# 2: the input pipeline (eval_pipeline, eval_input, eval_normalize, input_size) and, when an image is scored as
-# several crops (five_crop), the crop-level arrays CROP_KEYS. Readers accept version 1 files (native pipeline).
-SCHEMA_VERSION = 2
+# Schema versions of predictions.npz (readers accept every earlier version):
+# 1: the image-level fused_* arrays, identity of the eval set and the protocol;
+# 2: run_identity and config_hash (the leaderboard refuses a window of another run); optional video-track keys
+#    (segment_*, frame_*, fused_compression, fused_video, …);
+# 3: the input pipeline (PIPELINE_KEYS: eval_pipeline, eval_input, eval_normalize, input_size) and, when an image
+#    is scored as several crops (five_crop), the crop-level arrays CROP_KEYS. Files without them: native pipeline.
+SCHEMA_VERSION = 3
 # One row per crop, in position order (a position's crops in scoring order; the reference's names):
 # crop_scores (float32 P(fake) = sigmoid of crop_logits), crop_logits, crop_to_image_index (row of the image in
 # the fused_* arrays), crop_identifiers / crop_labels / crop_generator_ids (those of the crop's image).
@@ -65,21 +69,29 @@ def write_predictions(
     window: int,
     manifest_checksum: str,
     benchmark_type: str,
+    run_identity: str,
+    config_hash: str,
+    scores: np.ndarray | None = None,
+    extra: dict[str, np.ndarray] | None = None,
     crop_positions: np.ndarray | None = None,
     pipeline: dict | None = None,
 ) -> None:
-    """Scores are P(fake) = sigmoid(logit) computed in float32; the file appears atomically.
+    """Scores are P(fake) = sigmoid(logit) computed in float64, stored in float32; the file appears atomically.
 
-    `logits` are per image, or per crop with `crop_positions` (the eval position of each crop, sorted): then the
-    image scores are the mean of the crops' sigmoid scores and the crop-level arrays (CROP_KEYS) are stored.
-    `pipeline`: the run's input pipeline (protocols.pipeline.InputPipeline.to_dict()), stored as PIPELINE_KEYS.
+    `run_identity` (deterministic, see protocols.engine.run_identity) and `config_hash` tie the file to its run:
+    the leaderboard refuses a window whose identity differs from its run.json's. ``scores`` replaces the sigmoid
+    when a row's score is fused from several items (a video's segments or frames: `fused_logits` is then
+    logit(score)); ``extra`` holds further arrays (segment- or frame-level scores and the rows they belong to,
+    per-row compression and video ids), written as given. `logits` are per image, or per crop with
+    `crop_positions` (the eval position of each crop, sorted): then the image scores are the mean of the crops'
+    sigmoid scores and the crop-level arrays (CROP_KEYS) are stored. `pipeline`: the run's input pipeline
+    (protocols.pipeline.InputPipeline.to_dict()), stored as PIPELINE_KEYS.
     """
     n = len(plan.sample_ids)
     crops: dict[str, np.ndarray] = {}
-    if crop_positions is None:
-        logits = np.asarray(logits, dtype=np.float32)
-        scores = sigmoid32(logits)
-    else:
+    if crop_positions is not None:
+        if scores is not None:
+            raise ValueError("predictions: crop_positions and scores are exclusive (crops are fused here)")
         pos = np.asarray(crop_positions, dtype=np.int64)
         crop_logits = np.asarray(logits, dtype=np.float32)
         fused = fuse_crops(crop_logits, pos, n)
@@ -88,6 +100,12 @@ def write_predictions(
                  "crop_to_image_index": pos, "crop_identifiers": plan.sample_ids.astype(np.int64)[pos],
                  "crop_labels": plan.labels.astype(np.int64)[pos],
                  "crop_generator_ids": plan.generator_ids.astype(np.int64)[pos]}
+    logits = np.asarray(logits, dtype=np.float32)
+    if scores is None:
+        scores = sigmoid32(logits)
+    scores = np.asarray(scores, dtype=np.float32)
+    if scores.shape != logits.shape or scores.shape != plan.labels.shape:
+        raise ValueError(f"predictions: {scores.shape} scores and {logits.shape} logits for {plan.labels.shape} rows")
     variant = {}
     if pipeline is not None:
         variant = {"eval_pipeline": np.array(str(pipeline["pipeline"])), "eval_input": np.array(str(pipeline["input"])),
@@ -107,9 +125,15 @@ def write_predictions(
         "manifest_checksum": np.array(manifest_checksum),
         "protocol_version": np.array(PROTOCOL_VERSION),
         "benchmark_type": np.array(benchmark_type),
+        "run_identity": np.array(run_identity),
+        "config_hash": np.array(config_hash),
         **variant,
         **crops,
     }
+    clash = sorted(set(extra or {}) & set(arrays))
+    if clash:
+        raise ValueError(f"predictions: extra arrays {clash} would replace the standard keys")
+    arrays.update(extra or {})
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
             np.savez(f, **arrays)
@@ -127,3 +151,31 @@ def window_summary(path: Path, groups: Sequence[str] = ("next", "current", "seen
         "auroc": {g: float(auroc.loc[g, "value"]) for g in groups},
         "undefined": {g: auroc.loc[g, "reason"] for g in groups if auroc.loc[g, "reason"] is not None},
     }
+
+
+# ------------------------------------------------------------------ the untrained model (forward transfer)
+
+
+def write_initial_predictions(
+    run_dir: Path,
+    logits: np.ndarray,
+    plan: EvalPlan,
+    gen_names: Sequence[str],
+    windows: Sequence[Sequence[str]],
+    manifest_checksum: str,
+    benchmark_type: str,
+    **kwargs,
+) -> Path:
+    """Write the model's predictions before any training to `window_init/predictions.npz` (window -1).
+
+    The leaderboard's FWT needs them (b_j, `leaderboard.initial`); call once, after the model is built and
+    before window 0 trains, with the eval split's logits. Same keys and atomic write as a window's file.
+    """
+    from leaderboard.continual import INITIAL_WINDOW
+    from leaderboard.initial import initial_path
+
+    path = initial_path(run_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_predictions(path, logits, plan, gen_names, windows, INITIAL_WINDOW, manifest_checksum, benchmark_type,
+                      **kwargs)
+    return path

@@ -142,7 +142,7 @@ def read_run(run_dir: Path) -> dict:
         raise RobustnessError(f"{path} not found: {run_dir} is not a genshift run directory")
     try:
         doc = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
+    except ValueError as exc:
         raise RobustnessError(f"{path} is not valid JSON: {exc}") from exc
     if not isinstance(doc.get("config"), dict):
         raise RobustnessError(f"{path} has no resolved 'config'; it was not written by `genshift run`")

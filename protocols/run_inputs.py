@@ -40,7 +40,12 @@ from protocols.speed import resolve_precision, resolve_train_cfg, uses_cuda
 
 @dataclass
 class RunInputs:
-    """Eval dataset (len() = number of eval images) and a per-window training dataset factory."""
+    """Eval dataset (len() = number of eval items) and a per-window training dataset factory.
+
+    Sequence runs (protocols/sequence_inputs.py) score segments: ``fuse(item logits)`` turns them into the
+    per-video (scores, logits, extra npz arrays); ``callbacks(k, ids, sampler)`` adds Lightning callbacks to a
+    window's training (best-validation selection).
+    """
 
     eval_ds: Dataset
     make_train: Callable[..., Dataset]  # (ids, window) -> training copies
@@ -49,6 +54,20 @@ class RunInputs:
     eval_key: dict
     describe: dict = field(default_factory=dict)
     pipeline: InputPipeline | None = None  # the resolved eval.pipeline / eval.input / eval.normalize
+    fuse: Callable | None = None
+    callbacks: Callable | None = None
+
+    weighted: object | None = None  # the manifest when benchmark.real_sampling=weighted (class-weighted loss)
+
+    def window_callbacks(self, k: int, ids: list[int], sampler) -> list:
+        out = list(self.callbacks(k, ids, sampler)) if self.callbacks else []
+        if self.weighted is not None:
+            from benchmark.windows_plan import class_weights
+            from protocols.module import ClassWeights
+
+            by_id = {s.id: s.label for s in self.weighted.split("train")}
+            out.append(ClassWeights(class_weights([by_id[int(i)] for i in ids])))
+        return out
 
     def __len__(self) -> int:
         return len(self.eval_ds)
@@ -112,6 +131,28 @@ def features_in(ds: Dataset) -> bool:
 def prepare_run_inputs(cfg: dict, bench, detector, cache_dir: Path, progress: bool, say: Callable[[str], None],
                        world: int = 1) -> RunInputs:
     """Build or load every cache this run uses and return the datasets the windows read."""
+    inputs = _prepare(cfg, bench, detector, cache_dir, progress, say, world)
+    if str(cfg["benchmark"].get("real_sampling") or "unique") == "weighted":
+        inputs.weighted = bench.manifest
+    return inputs
+
+
+def _prepare(cfg: dict, bench, detector, cache_dir: Path, progress: bool, say: Callable[[str], None],
+             world: int = 1) -> RunInputs:
+    video = getattr(detector.meta, "input_kind", "image") != "image" or any(s.kind != "image"
+                                                                             for s in bench.manifest.samples)
+    if video and (cfg.get("eval") or {}).get("pipeline") == "reference":
+        raise ConfigError("eval.pipeline: reference is AI-GenBench's model input for image datasets; this run reads "
+                          "videos or landmark sequences (the video track's inputs are its own): use "
+                          "eval.pipeline=native")
+    if getattr(detector.meta, "input_kind", "image") != "image":  # the video track: landmark segments
+        from protocols.sequence_inputs import prepare_sequence_inputs
+
+        return prepare_sequence_inputs(cfg, bench, detector, cache_dir, progress, say)
+    if any(s.kind != "image" for s in bench.manifest.samples):  # frames sampled from videos, image detector
+        from protocols.frame_inputs import prepare_frame_inputs
+
+        return prepare_frame_inputs(cfg, bench, detector, cache_dir, progress, say)
     sw = cache_switches(cfg)
     meta = detector.meta
     tc = resolve_train_cfg(cfg, detector)

@@ -70,7 +70,7 @@ class RunDir:
             return None
         try:
             return json.loads(self.run_json.read_text())
-        except (OSError, json.JSONDecodeError) as e:
+        except (OSError, ValueError) as e:
             raise RunDirError(f"{self.run_json} is unreadable ({e}); move the directory away to start anew") from e
 
     def check_compatible(self, cfg: dict, manifest_checksum: str) -> None:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import yaml
 
+from benchmark import strict_yaml
 from protocols.config import CONFIG_DIR, ConfigError
 from protocols.resume import EXIT_PREEMPTED
 
@@ -45,9 +46,22 @@ def available_profiles() -> list[str]:
     return sorted(p.stem for p in SLURM_DIR.glob("*.yaml"))
 
 
+def _read_profile(path: Path) -> dict:
+    """A SLURM profile: strict YAML (no `!!python` tags, no duplicated keys), a mapping."""
+    try:
+        doc = strict_yaml.load_file(path) or {}
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"cannot read SLURM profile {path}: {e}") from e
+    except yaml.YAMLError as e:
+        raise ConfigError(f"cannot read SLURM profile {path}: {strict_yaml.error_line(e)}") from e
+    if not isinstance(doc, dict):
+        raise ConfigError(f"{path}: a SLURM profile must be a mapping of settings, got {type(doc).__name__}")
+    return doc
+
+
 def load_profile(name_or_path: str | None) -> dict:
     """Settings from configs/slurm/<name>.yaml (or a YAML path); unknown keys are errors."""
-    base = yaml.safe_load((SLURM_DIR / "default.yaml").read_text()) or {}
+    base = _read_profile(SLURM_DIR / "default.yaml")
     if not name_or_path or name_or_path == "default":
         return base
     path = Path(name_or_path)
@@ -56,7 +70,7 @@ def load_profile(name_or_path: str | None) -> dict:
     if not path.is_file():
         raise ConfigError(f"unknown SLURM profile {name_or_path!r}: no such file, and not one of "
                           f"{available_profiles()} in {SLURM_DIR}")
-    doc = yaml.safe_load(path.read_text()) or {}
+    doc = _read_profile(path)
     unknown = sorted(set(doc) - set(SETTINGS))
     if unknown:
         raise ConfigError(f"{path}: unknown SLURM setting(s) {unknown}; known: {list(SETTINGS)}")
@@ -165,7 +179,14 @@ def submit(script: str, settings: dict, workdir: Path) -> tuple[Path, str]:
         raise SlurmError("sbatch not found: run this on a SLURM login node, or use --dry-run to print the "
                          f"script ({path})") from e
     if proc.returncode != 0:
-        raise SlurmError(f"sbatch {path} failed (exit {proc.returncode}): {proc.stderr.strip() or proc.stdout.strip()}")
+        said = " ".join((proc.stderr.strip() or proc.stdout.strip()).split())
+        hint = ""
+        if "generic resource" in said.lower() or "gres" in said.lower():  # e.g. "Invalid generic resource (gres)"
+            gpus = int(settings.get("gpus_per_node") or 0)
+            hint = (f"; this cluster (or partition) has no GPUs of that kind for the {gpus} GPU(s) per node asked: "
+                    "use --slurm-profile cpu for CPU-only nodes, or --gpus 0, or choose a GPU partition with "
+                    "--partition")
+        raise SlurmError(f"sbatch {path} failed (exit {proc.returncode}): {said}{hint}")
     return path, proc.stdout.strip().split(";")[0]
 
 

@@ -59,6 +59,7 @@ def resolve_train_cfg(cfg: dict, model: nn.Module) -> dict:
     tc = dict(cfg["train"])
     tc["precision"] = resolve_precision(tc["precision"], cfg, "train.precision")
     tc["channels_last"] = resolve_channels_last(tc.get("channels_last", False), model)
-    pipe = resolve_pipeline(cfg, model.meta)
-    tc["normalize"] = {"name": pipe.normalize, "mean": list(pipe.mean), "std": list(pipe.std)}
+    if getattr(model.meta, "input_kind", "image") == "image":  # sequence detectors take their inputs unnormalised
+        pipe = resolve_pipeline(cfg, model.meta)
+        tc["normalize"] = {"name": pipe.normalize, "mean": list(pipe.mean), "std": list(pipe.std)}
     return tc

@@ -212,7 +212,8 @@ def test_auroc_matrix_and_aggregates_exact():
     assert summary.value["seen_average"] == pytest.approx(np.mean(seen), abs=1e-15)
     future = [(0.9375 + 0.25) / 2, 0.375]
     assert summary.value["future_average"] == pytest.approx(np.mean(future), abs=1e-15)
-    assert summary.reason.isna().all()
+    assert summary.drop("fwt").reason.isna().all()
+    assert math.isnan(summary.value["fwt"]) and "window_init/predictions.npz" in summary.reason["fwt"]
 
 
 def test_next_excludes_last_window_functions():
@@ -342,7 +343,7 @@ def test_load_window_npz_errors(tmp_path):
     pickled = tmp_path / "object.npz"
     np.savez(pickled, **{**arrays, "generator_id_to_name": np.array(["", "A", "B", "C", "D"], dtype=object)})
     with pytest.raises(
-        ValueError, match=r"object\.npz: key 'generator_id_to_name' cannot be read without pickle"
+        ValueError, match=r"object\.npz: key 'generator_id_to_name' holds Python objects \(a pickle\)"
     ):
         C.load_window_npz(pickled)
 

@@ -376,7 +376,7 @@ def test_list_rows_have_params_and_flops(tmp_path):
     from detectors.listing import detector_rows, family_hint
 
     for name in list_detectors():  # every built-in name routes to a known family without building anything
-        assert family_hint(name) in {"smallcnn", "smallseg", "open_clip", "dinov2", "torchvision"}, name
+        assert family_hint(name) in {"smallcnn", "smallseg", "open_clip", "dinov2", "torchvision", "lrnet"}, name
     rows = detector_rows(family="smallcnn", cache_file=tmp_path / "c.json")
     by_name = {r["name"]: r for r in rows}
     tune = create_detector("smallcnn_tune")

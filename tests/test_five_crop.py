@@ -69,7 +69,7 @@ def test_five_crop_run_writes_crop_scores(five_crop_runs, name):
     assert info["eval_pipeline"]["input"] == "five_crop"
     for k in range(len(info["windows"])):
         z = _npz(run / f"window_{k}" / "predictions.npz")
-        assert set(CROP_KEYS) <= set(z) and int(z["schema_version"]) == 2
+        assert set(CROP_KEYS) <= set(z) and int(z["schema_version"]) == 3
         validate_crop_arrays(z, name)
         idx = z["crop_to_image_index"]
         counts = np.bincount(idx, minlength=len(z["fused_scores"]))
@@ -88,7 +88,6 @@ def test_five_crop_run_writes_crop_scores(five_crop_runs, name):
 def test_inspect_and_leaderboard_read_crops(five_crop_runs, tmp_path):
     from leaderboard.inspect import report, sample_frame
     from leaderboard.report import build_leaderboard
-    from leaderboard.runs import LeaderboardError
 
     path = five_crop_runs["ref5"] / "window_1" / "predictions.npz"
     text = report(path)
@@ -102,9 +101,14 @@ def test_inspect_and_leaderboard_read_crops(five_crop_runs, tmp_path):
     lb = build_leaderboard([five_crop_runs["native5"], five_crop_runs["native1"]], n_replicates=50)
     rows = lb.summary.set_index("experiment")
     assert rows.loc["native5", "crops_per_image"] > 1 and rows.loc["native1", "crops_per_image"] == 1
-    assert rows.loc["native5", "input"] == "native five_crop (backbone)"
-    with pytest.raises(LeaderboardError, match="input pipeline"):
-        build_leaderboard([five_crop_runs["ref5"], five_crop_runs["native1"]], n_replicates=50)
+    assert (rows.loc["native5", "eval.pipeline"], rows.loc["native5", "eval_input"],
+            rows.loc["native5", "eval.normalize"]) == ("native", "five_crop", "backbone")
+    # a reference-pipeline run and a native one: one table, the pipeline a method-side column of it
+    mixed = build_leaderboard([five_crop_runs["ref5"], five_crop_runs["native1"]], n_replicates=50)
+    rows = mixed.summary.set_index("experiment")
+    assert set(mixed.summary["group"]) == {"all"}
+    assert (rows.loc["ref5", "eval.pipeline"], rows.loc["ref5", "eval.normalize"]) == ("reference", "clip")
+    assert (rows.loc["native1", "eval.pipeline"], rows.loc["native1", "eval.normalize"]) == ("native", "backbone")
 
 
 def test_crop_arrays_that_disagree_are_refused(five_crop_runs, tmp_path):
@@ -126,17 +130,16 @@ def test_schema_1_files_read_as_native():
 
 
 @pytest.mark.parametrize("over, match", [
-    ({"pipeline": "exact"}, "eval.pipeline: unknown pipeline 'exact'"),
+    ({"pipeline": "exact"}, r"eval.pipeline = 'exact' \(set in command line\): expected one of native, reference"),
     ({"pipeline": "reference", "input": "resize_center_crop"}, "not an input of the reference pipeline"),
-    ({"normalize": "imagenet"}, "eval.normalize: unknown normalisation 'imagenet'"),
+    ({"normalize": "imagenet"}, r"eval.normalize = 'imagenet' .*expected one of clip, backbone"),
 ])
 def test_bad_pipeline_settings_fail_with_one_line(over, match):
     from detectors import create_detector
     from protocols.pipeline import resolve_pipeline
 
-    cfg = resolve_config("smoke", overrides=[{"eval": over}])
-    with pytest.raises(ConfigError, match=match):
-        resolve_pipeline(cfg, create_detector("smallcnn_tune").meta)
+    with pytest.raises(ConfigError, match=match):  # the config schema, or the combination with the pipeline
+        resolve_pipeline(resolve_config("smoke", overrides=[{"eval": over}]), create_detector("smallcnn_tune").meta)
 
 
 def test_pipeline_defaults():
@@ -150,3 +153,38 @@ def test_pipeline_defaults():
     ref = resolve_pipeline(resolve_config("aigenbench"), meta)
     assert (ref.pipeline, ref.input, ref.normalize) == ("reference", "resize", "clip")
     assert ref.mean == (0.48145466, 0.4578275, 0.40821073) and not ref.multi_crop
+
+
+def test_predict_scores_a_checkpoint_with_its_runs_pipeline(five_crop_runs, tmp_path):
+    """`genshift predict --checkpoint` of a reference-pipeline five_crop run cuts images as the reference does
+    (torchvision v2 on the PIL image, centre crop when a side is <= S) and normalises with CLIP statistics."""
+    import torch
+    from PIL import Image
+
+    from benchmark.model_input import normalize, reference_crops, to_float
+    from detectors import load_detector_from_checkpoint
+    from protocols.cli import main
+
+    rng = np.random.default_rng(3)
+    root = tmp_path / "imgs"
+    sizes = {"real/a.png": (90, 70), "gen/b.png": (50, 80), "gen/c.png": (120, 121)}  # (w, h); b: fallback
+    for split in ("train", "eval"):
+        for rel, (w, h) in sizes.items():
+            (root / split / rel).parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(root / split / rel)
+    (root / "timeline.yaml").write_text("gen: 2020-01-01\n")
+    window = five_crop_runs["ref5"] / "window_1"
+    out = tmp_path / "pred"
+    assert main(["predict", "--checkpoint", str(window), "--dataset", f"folder:{root}", "--out", str(out),
+                 "--split", "eval", "--no-progress", "--cache-dir", str(tmp_path / "cache")]) == 0
+    with np.load(out / "predictions.npz", allow_pickle=False) as z:
+        got = dict(zip(z["fused_identifiers"].tolist(), z["fused_scores"].tolist(), strict=True))
+    det = load_detector_from_checkpoint(window)
+    size = det.meta.input_size
+    for i, rel in enumerate(sorted(sizes, key=lambda r: f"eval/{r}")):  # ids: index in the split, by path
+        img = Image.open(root / "eval" / rel).convert("RGB")
+        x = torch.stack([normalize(to_float(c, size), "clip") for c in reference_crops(img, size, "five_crop")])
+        assert len(x) == (1 if min(sizes[rel]) <= size else 5)
+        with torch.no_grad():
+            want = torch.sigmoid(det(x).double()).mean().item()
+        assert got[i] == pytest.approx(want, abs=1e-6)

@@ -39,7 +39,7 @@ def test_leaderboard_files(runs, tmp_path):
     assert args.handler(args) == 0
     csv = pd.read_csv(out / "leaderboard.csv")
     assert csv["experiment"].tolist() == ["strong", "weak", "partial"]  # sorted by NEXT, undefined last
-    for col in ("detector", "mode", "seed", "next", "next_ci_low", "next_ci_high", "seen_average", "bwt",
+    for col in ("detector", "mode", "seeds", "n_seeds", "next", "next_ci_low", "next_ci_high", "seen_average", "bwt",
                 "forgetting", "params", "flops", "next_vs_top", "next_vs_top_ci_low"):
         assert col in csv.columns
     top = csv.iloc[0]
@@ -52,11 +52,11 @@ def test_leaderboard_files(runs, tmp_path):
     r01 = long.query("experiment == 'strong' and window == 0 and group == 'window:1' and metric == 'auroc'")
     assert len(r01) == 1
     md = (out / "leaderboard.md").read_text()
-    assert "NEXT [95% CI]" in md and "| strong |" in md.replace("| 1 | strong", "| strong")
+    assert "| NEXT |" in md and "| strong |" in md.replace("| 1 | strong", "| strong")
     tex = (out / "leaderboard.tex").read_text()
     assert r"\begin{tabular}" in tex and "strong" in tex
     html = (out / "leaderboard.html").read_text()
-    assert "<table id='leaderboard'>" in html and html.count("<img") == 1 + 2 * 3
+    assert "<table id='leaderboard'>" in html and html.count("<img") == 1 + 4 * 3
     pngs = sorted(p.name for p in out.glob("*.png"))
     assert "next_per_window.png" in pngs and "heatmap_strong.png" in pngs and "generators_partial.png" in pngs
     for p in out.glob("*.png"):

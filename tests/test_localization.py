@@ -41,7 +41,8 @@ def test_maps_round_trip_and_summary(cache_dir, tmp_path) -> None:
         assert np.abs(maps[0] - direct).max() <= 0.5 / 255 + 1e-6
         summary = loc.window_localization(path, image_auroc=0.8)
         assert summary["pixel_f1"] == localization_metrics(masks, maps)["pixel_f1"]
-        assert summary["combined"] == pytest.approx((0.8 + summary["pixel_f1"] + summary["pixel_iou"]) / 3)
+        assert summary["per_image_score"] == pytest.approx((0.8 + summary["pixel_f1"] + summary["pixel_iou"]) / 3)
+        assert summary["loupe_score"] == pytest.approx((0.8 + summary["loupe_f1"] + summary["loupe_miou"]) / 3)
     (tmp_path / "bad.npz").write_bytes(b"")
     np.savez(tmp_path / "bad.npz", maps_u8=np.zeros(5, np.uint8), masks_packed=np.zeros(1, np.uint8),
              shapes=np.asarray([[2, 2]]))

@@ -173,7 +173,8 @@ def test_run_writes_localization_per_window(seg_run) -> None:
         again = localization_metrics(masks, maps)
         assert loc["pixel_f1"] == pytest.approx(again["pixel_f1"]) and 0 <= loc["pixel_f1"] <= 1
         assert loc["image_auroc"] == pytest.approx(metrics["eval"]["auroc"]["all"])
-        assert loc["combined"] == pytest.approx((loc["image_auroc"] + loc["pixel_f1"] + loc["pixel_iou"]) / 3)
+        assert loc["per_image_score"] == pytest.approx((loc["image_auroc"] + loc["pixel_f1"] + loc["pixel_iou"]) / 3)
+        assert loc["loupe_score"] == pytest.approx((loc["image_auroc"] + loc["loupe_f1"] + loc["loupe_miou"]) / 3)
         ones, zeros = loc["baselines"]["all_ones"], loc["baselines"]["all_zeros"]
         want_ones = np.mean([2 * m.sum() / (m.sum() + m.size) for m in masks])  # F1 of calling every pixel
         assert ones["pixel_f1"] == pytest.approx(want_ones) and zeros["pixel_f1"] == 0.0
@@ -234,7 +235,7 @@ def test_inspect_prints_localization(seg_run, capsys) -> None:
     assert f"{loc['pixel_f1']:.4f}" in out and "all_ones map" in out and "all_zeros map" in out
     assert main(["inspect", str(w / LV.FILE_NAME), "--top", "2"]) == 0
     direct = capsys.readouterr().out
-    assert "worst-localised images" in direct and f"{loc['combined']:.4f}" in direct
+    assert "worst-localised images" in direct and f"{loc['loupe_score']:.4f}" in direct
     assert "localization per generator" in direct and "CheckerFill-s4" in direct  # a partial generator of smoke
     assert "hardest false positives" not in direct
 

@@ -127,8 +127,31 @@ def test_array_inputs_and_trivial_maps() -> None:
     assert perfect["pixel_f1"] == perfect["pixel_iou"] == perfect["pixel_f1_best"] == 1.0
 
 
-def test_combined_score() -> None:
-    assert pm.combined_localization_score(0.9, 0.6, 0.3) == pytest.approx(0.6)
-    assert math.isnan(pm.combined_localization_score(0.9, float("nan"), 0.3))
+def test_per_image_score() -> None:
+    assert pm.per_image_localization_score(0.9, 0.6, 0.3) == pytest.approx(0.6)
+    assert math.isnan(pm.per_image_localization_score(0.9, float("nan"), 0.3))
     with pytest.raises(ValueError, match="pixel_iou"):
-        pm.combined_localization_score(0.9, 0.5, 1.5)
+        pm.per_image_localization_score(0.9, 0.5, 1.5)
+
+
+def test_loupe_score_hand_computed() -> None:
+    # Loupe (IJCAI 2025 challenge): pixel terms pooled over the images whose mask has an altered pixel.
+    masks = [np.array([[1, 1], [0, 0]]), np.array([[1, 0, 0, 0]]), np.array([[0, 0]])]
+    maps = [np.array([[0.9, 0.2], [0.6, 0.1]]), np.array([[0.8, 0.7, 0.3, 0.2]]), np.array([[0.9, 0.9]])]
+    # image 1: TP 1, FN 1, FP 1, TN 1; image 2: TP 1, FP 1, TN 2; image 3 (no altered pixel) is skipped.
+    # pooled: TP 2, FP 2, FN 1, TN 3 -> F1 = 4/7, IoU altered = 2/5, IoU clean = 3/6, mean IoU = 0.45
+    t = pm.loupe_pixel_terms(masks, maps)
+    assert t["n_loupe"] == 2
+    assert t["loupe_f1"] == pytest.approx(4 / 7)
+    assert t["loupe_iou_altered"] == pytest.approx(0.4) and t["loupe_iou_clean"] == pytest.approx(0.5)
+    assert t["loupe_miou"] == pytest.approx(0.45)
+    assert pm.loupe_score(0.8, t["loupe_f1"], t["loupe_miou"]) == pytest.approx((0.8 + 4 / 7 + 0.45) / 3)
+    # the per-image score of the same maps differs: F1 (1/2 + 2/3)/2, IoU (1/3 + 1/2)/2
+    per = pm.localization_metrics(masks, maps)
+    assert per["pixel_f1"] == pytest.approx(7 / 12) and per["pixel_iou"] == pytest.approx(5 / 12)
+    assert pm.per_image_localization_score(0.8, per["pixel_f1"], per["pixel_iou"]) == pytest.approx(0.6)
+    # every pixel altered and found: no clean pixel anywhere, the clean IoU is undefined and left out of the mean
+    full = pm.loupe_pixel_terms([np.ones((2, 2))], [np.ones((2, 2))])
+    assert math.isnan(full["loupe_iou_clean"]) and full["loupe_miou"] == 1.0
+    none = pm.loupe_pixel_terms([np.zeros((2, 2))], [np.ones((2, 2))])
+    assert math.isnan(none["loupe_f1"]) and none["n_loupe"] == 0 and "no image" in none["reason"]

@@ -178,7 +178,7 @@ def test_rows_are_read_in_worker_processes(release, manifest, tmp_path):
 def test_bad_specs_are_loud(tmp_path):
     with pytest.raises(SourceError, match="dataset_dict.json"):
         load_source(f"aigenbench:{tmp_path}", tmp_path / "c", progress=False)
-    with pytest.raises(SourceError, match="only option"):
+    with pytest.raises(SourceError, match="options are"):
         load_source(f"aigenbench:{tmp_path}?foo=1", tmp_path / "c", progress=False)
     with pytest.raises(SourceError, match="neither a file nor a shipped timeline"):
         load_source(f"aigenbench:{tmp_path}?timeline=nope", tmp_path / "c", progress=False)

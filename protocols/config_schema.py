@@ -1,0 +1,358 @@
+"""The config schema: for every dotted key its type, allowed values, and whether it changes results.
+
+One table (`SCHEMA`), read by `validate`: a resolved config is coerced and checked against it before a run
+directory, a dataset or a model is touched. Defaults stay in configs/base.yaml; a key the table does not list
+is still coerced to the type of its default there. Each entry is meant to become one field definition of a
+typed config object (type, default from base.yaml, allowed values as field metadata).
+
+Adding a key: a line in configs/base.yaml (default + comment) and, unless the default's type says it all, a
+line here. `operational=True` marks keys that do not change results (where files go, speed, logging): they may
+differ on a resumed run and are left out of the run's identity (`config_hash`). A key ending in `.*` covers
+every key of that section.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+PRECISIONS = ("auto", "32-true", "bf16-mixed", "16-mixed")
+# Values owned by other modules (kept literal here so that validating a config imports no heavy module; a test
+# checks that they equal the owners' constants).
+DEGRADATION_PROFILES = ("aigenbench-v1", "fixed")
+TRAIN_AUGMENTATIONS = ("none", "light", "baseline", "aigenbench-baseline")
+EVAL_INPUTS = ("center_crop", "resize_center_crop", "resize", "five_crop")
+EVAL_PIPELINES = ("native", "reference")
+EVAL_NORMALIZATIONS = ("clip", "backbone")
+LOGGERS = ("csv", "tensorboard", "wandb")
+SEQUENCE_PROFILES = ("fixed", "lrnet-v1")
+SEQUENCE_AGGREGATES = ("vote", "mean", "max")
+REAL_SAMPLINGS = ("unique", "repeat", "weighted")
+SELECTIONS = ("last", "best_val_accuracy")
+EXPERIMENT_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.,+=@-]{0,199}")
+
+
+def safe_name_problem(name: str) -> str | None:
+    """Why `name` is not one safe path component (None when it is)."""
+    if not EXPERIMENT_NAME.fullmatch(name):
+        return ("expected one directory name: letters, digits and _ . , + = @ - (not starting with '.' or '-', "
+                "no '/', at most 200 characters)")
+    return None
+
+
+def _dataset_problem(spec: str) -> str | None:
+    from benchmark.sources import SourceError, parse_spec
+
+    try:
+        parse_spec(spec)
+    except SourceError as e:
+        return str(e).partition(": ")[2] or str(e)
+    return None
+
+
+def _benchmark_type_problem(spec: str) -> str | None:
+    from benchmark.windows_plan import BenchmarkType
+
+    try:
+        BenchmarkType.parse(spec)
+    except ValueError as e:
+        return str(e)
+    return None
+
+
+def _epochs_per_branch(value: dict) -> str | None:
+    bad = {k: v for k, v in value.items() if not isinstance(v, int) or isinstance(v, bool) or v < 1}
+    return f"epochs must be integers >= 1, got {bad}" if bad else None
+
+
+def _non_empty(value: str) -> str | None:
+    return "expected a non-empty string" if not value.strip() else None
+
+
+@dataclass(frozen=True)
+class Key:
+    """One config key. `type` None: the type of its default in base.yaml. `check(value)` returns what is wrong
+    and what is expected (None when the value is fine), after type, range and choices passed."""
+
+    type: type | tuple[type, ...] | None = None
+    nullable: bool = False
+    min: float | None = None
+    max: float | None = None
+    above: float | None = None  # strict lower bound (lr > 0)
+    below: float | None = None  # strict upper bound
+    choices: tuple = ()
+    items: tuple = ()  # allowed items of a list
+    check: Callable[[Any], str | None] | None = None
+    operational: bool = False
+    help: str = ""  # what is allowed, when `check` decides
+
+
+SEED = Key(int, min=0, max=2**32 - 1)
+SCHEMA: dict[str, Key] = {
+    "experiment": Key(str, nullable=True, check=safe_name_problem, operational=True),
+    "runs_dir": Key(str, check=_non_empty, operational=True),
+    "cache_dir": Key(str, nullable=True, check=_non_empty, operational=True),
+    "cache.*": Key(operational=True),
+    "cache.eval_inputs": Key(bool, operational=True),
+    "cache.train_inputs": Key(bool, operational=True),
+    "cache.probe_features": Key(bool, operational=True),
+    "dataset": Key(str, check=_dataset_problem,
+                   help="synthetic[:preset], aigenbench:PATH, folder:ROOT or csv:FILE"),
+    "detector": Key(str, check=_non_empty),
+    "pretrained": Key(str, check=_non_empty),
+    "seed": SEED,
+    "data.check": Key(bool, operational=True),
+    "data.skip_bad_images": Key(bool),
+    "data.min_side": Key(int, min=1),
+    "benchmark.type": Key(str, check=_benchmark_type_problem, help="cumulative, continual, replay:<r> or full"),
+    "benchmark.generators_per_window": Key(int, min=1),
+    "benchmark.real_sampling_seed": SEED,
+    "benchmark.real_sampling": Key(str, choices=REAL_SAMPLINGS),
+    "benchmark.eval_balance_seed": SEED,
+    "benchmark.eval_shuffle_seed": SEED,
+    "benchmark.eval_pairing_seed": SEED,
+    "benchmark.replay_seed": SEED,
+    "degradation.profile": Key(str, choices=DEGRADATION_PROFILES),
+    "degradation.base_seed": Key(int, min=0, max=2**31 - 1),
+    "train.epochs": Key(int, min=1),
+    "train.augmentation_factor": Key(int, min=1),
+    "train.augmentation": Key(str, choices=TRAIN_AUGMENTATIONS),
+    "train.augmentation_base_seed": Key(int, min=0, max=2**31 - 1),
+    "train.batch_size": Key(int, min=1),
+    "train.accumulate_grad_batches": Key(int, min=1),
+    "train.drop_last": Key(bool),
+    "train.optimizer": Key(str, choices=("sgd", "adam", "adamw")),
+    "train.lr": Key(float, above=0),
+    "train.momentum": Key(float, min=0, max=1),
+    "train.weight_decay": Key(float, min=0),
+    "train.scheduler": Key(str, choices=("onecycle", "constant")),
+    "train.grad_clip": Key(float, nullable=True, min=0),
+    "train.precision": Key(str, choices=PRECISIONS),
+    "train.channels_last": Key((bool, str), choices=("auto", True, False)),
+    "train.num_workers": Key(int, min=0, operational=True),
+    "train.checkpoint_every_n_steps": Key(int, min=0, operational=True),
+    "train.selection": Key(str, choices=SELECTIONS),
+    "train.branch_epochs": Key(dict, nullable=True, check=_epochs_per_branch),
+    "sequence.profile": Key(str, nullable=True, choices=SEQUENCE_PROFILES),
+    "sequence.aggregate": Key(str, nullable=True, choices=SEQUENCE_AGGREGATES),
+    "sequence.segment_length": Key(int, nullable=True, min=2),
+    "sequence.frames_every": Key(int, nullable=True, min=1),
+    "sequence.frames_count": Key(int, min=1),
+    "eval.batch_size": Key(int, min=1, operational=True),
+    "eval.pipeline": Key(str, choices=EVAL_PIPELINES),
+    "eval.input": Key(str, nullable=True, choices=EVAL_INPUTS),
+    "eval.normalize": Key(str, nullable=True, choices=EVAL_NORMALIZATIONS),
+    "eval.precision": Key(str, choices=PRECISIONS),
+    "loggers": Key(list, items=LOGGERS, operational=True),
+    "wandb.*": Key(operational=True),
+    "wandb.mode": Key(str, choices=("offline", "online", "disabled"), operational=True),
+    "wandb.project": Key(str, check=_non_empty, operational=True),
+    "wandb.entity": Key(str, nullable=True, operational=True),
+    "accelerator": Key(str, choices=("auto", "cpu", "gpu", "cuda"), operational=True),
+    "devices": Key(int, min=1, operational=True),
+    "num_nodes": Key(int, min=1, operational=True),
+    "strategy": Key(str, choices=("auto", "ddp"), operational=True),
+    "sync_batchnorm": Key(bool, operational=True),
+    "threads": Key(int, nullable=True, min=1, operational=True),
+}
+
+
+class ConfigError(ValueError):
+    """A configuration key or value is wrong; the message says which and what is expected."""
+
+
+def key_spec(dotted: str) -> Key | None:
+    """The table entry of a dotted key: its own line, else its section's `.*` line."""
+    if dotted in SCHEMA:
+        return SCHEMA[dotted]
+    parts = dotted.split(".")
+    for i in range(len(parts) - 1, 0, -1):
+        spec = SCHEMA.get(".".join(parts[:i]) + ".*")
+        if spec is not None:
+            return spec
+    return None
+
+
+def operational_keys() -> tuple[str, ...]:
+    """Keys (and whole sections, without the `.*`) that do not change results."""
+    out = []
+    for key, spec in SCHEMA.items():
+        if not spec.operational:
+            continue
+        if key.endswith(".*"):
+            out.append(key[:-2])
+        elif key.rpartition(".")[0] + ".*" not in SCHEMA:
+            out.append(key)
+    return tuple(out)
+
+
+_TRUE, _FALSE = ("true", "yes", "on"), ("false", "no", "off")
+_TYPE_WORDS = {int: "an integer", float: "a number", str: "a string", bool: "true or false", list: "a list",
+               dict: "a mapping"}
+
+
+def _coerce(value: Any, typ: type) -> Any:
+    """`value` as `typ`, or raise ValueError. Numbers written as text (`1e-3`) become numbers."""
+    if typ is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
+            return value.strip().lower() in _TRUE
+        raise ValueError
+    if isinstance(value, bool) or isinstance(value, (list, dict)) and typ not in (list, dict):
+        raise ValueError
+    if typ is float:
+        out = float(value.strip() if isinstance(value, str) else value)
+        if not math.isfinite(out):
+            raise ValueError
+        return out
+    if typ is int:
+        if isinstance(value, int):
+            return value
+        number = float(value.strip() if isinstance(value, str) else value)
+        if isinstance(value, str) and re.fullmatch(r"\s*[+-]?\d+\s*", value):
+            return int(value)
+        if not math.isfinite(number) or not number.is_integer():
+            raise ValueError
+        return int(number)
+    if typ is str:
+        if isinstance(value, (int, float)):
+            return str(value)
+        if isinstance(value, str):
+            return value
+        raise ValueError
+    if typ is list:
+        if isinstance(value, list):
+            return value
+        if isinstance(value, str):
+            return [v.strip() for v in value.split(",") if v.strip()]
+        raise ValueError
+    if isinstance(value, typ):
+        return value
+    raise ValueError
+
+
+def _allowed(spec: Key, typ: type | tuple[type, ...] | None) -> str:
+    """What the key accepts, in words."""
+    if spec.help:
+        text = spec.help
+    elif spec.choices:
+        text = "one of " + ", ".join(_show(c) for c in spec.choices)
+    elif spec.items:
+        text = "a list of " + ", ".join(spec.items)
+    else:
+        text = _TYPE_WORDS.get(typ, getattr(typ, "__name__", str(typ))) if not isinstance(typ, tuple) else \
+            " or ".join(_TYPE_WORDS.get(t, t.__name__) for t in typ)
+        bounds = [f"{op} {_number(b)}" for op, b in ((">", spec.above), (">=", spec.min), ("<", spec.below),
+                                                      ("<=", spec.max)) if b is not None]
+        text += (" " + " and ".join(bounds)) if bounds else ""
+    return text + (", or null" if spec.nullable else "")
+
+
+def _number(v: float) -> str:
+    return str(int(v)) if float(v).is_integer() else f"{v:g}"
+
+
+def _show(v: Any) -> str:
+    return "true" if v is True else "false" if v is False else "null" if v is None else str(v)
+
+
+def _problem(value: Any, spec: Key, typ: type | tuple[type, ...] | None) -> tuple[Any, str | None]:
+    """(coerced value, what is wrong or None)."""
+    if value is None:
+        return None, None if spec.nullable or typ is None else "null is not allowed"
+    if typ is not None:
+        types = typ if isinstance(typ, tuple) else (typ,)
+        for t in types:
+            try:
+                value = _coerce(value, t)
+                break
+            except (ValueError, TypeError):
+                continue
+        else:
+            return value, "wrong type"
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if (spec.min is not None and value < spec.min) or (spec.max is not None and value > spec.max) or \
+                (spec.above is not None and value <= spec.above) or (spec.below is not None and value >= spec.below):
+            return value, "out of range"
+    if spec.choices and value not in spec.choices:
+        return value, "not allowed"
+    if spec.items:
+        bad = [v for v in value if v not in spec.items]
+        if bad:
+            return value, f"unknown item(s) {', '.join(map(str, bad))}"
+    if spec.check is not None:
+        problem = spec.check(value)
+        if problem:
+            return value, problem
+    return value, None
+
+
+def _leaves(d: Mapping, prefix: str = ""):
+    """(dotted key, value) of every setting; a mapping is one setting where the table types its key a mapping."""
+    for k, v in d.items():
+        spec = key_spec(f"{prefix}{k}")
+        if isinstance(v, Mapping) and not (spec is not None and spec.type is dict):
+            yield from _leaves(v, f"{prefix}{k}.")
+        else:
+            yield f"{prefix}{k}", v
+
+
+def _lookup(d: Mapping, dotted: str) -> tuple[bool, Any]:
+    cur: Any = d
+    for part in dotted.split("."):
+        if not isinstance(cur, Mapping) or part not in cur:
+            return False, None
+        cur = cur[part]
+    return True, cur
+
+
+def _assign(d: dict, dotted: str, value: Any) -> None:
+    *parents, last = dotted.split(".")
+    for p in parents:
+        d = d[p]
+    d[last] = value
+
+
+def validate(cfg: dict, defaults: Mapping, sources: Mapping[str, str] | None = None) -> dict:
+    """Coerce every leaf of `cfg` in place to its key's type and check it; raise ConfigError on the first bad one.
+
+    `defaults` (base.yaml) gives the type of keys the table does not list; `sources` maps dotted keys to the
+    layer that set them, for the message.
+    """
+    sources = sources or {}
+    for dotted, value in list(_leaves(cfg)):
+        spec = key_spec(dotted) or Key()
+        typ = spec.type
+        if typ is None:
+            known, default = _lookup(defaults, dotted)
+            typ = type(default) if known and default is not None else None
+            if known and default is None:
+                spec = Key(nullable=True, operational=spec.operational)
+        coerced, problem = _problem(value, spec, typ)
+        if problem is None:
+            _assign(cfg, dotted, coerced)
+            continue
+        where = f" (set in {sources[dotted]})" if dotted in sources else ""
+        hint = ""
+        if spec.choices and isinstance(value, str):
+            close = difflib.get_close_matches(value, [str(c) for c in spec.choices], n=1)
+            hint = f"; did you mean {close[0]}?" if close else ""
+        if problem in ("wrong type", "out of range", "not allowed"):
+            detail = f"expected {_allowed(spec, typ)}{hint}"
+        elif problem.startswith("unknown item"):
+            detail = f"{problem}; expected {_allowed(spec, typ)}"
+        else:  # a check's own words: what is wrong and what is expected
+            detail = problem
+        raise ConfigError(f"config key {dotted} = {_show_value(value)}{where}: {detail}")
+    return cfg
+
+
+def _show_value(value: Any) -> str:
+    text = repr(value) if isinstance(value, str) else _show(value) if value is None or isinstance(value, bool) \
+        else repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."

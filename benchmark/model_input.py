@@ -99,7 +99,12 @@ def encode_crop(crop: Image.Image | torch.Tensor) -> tuple[int, np.ndarray]:
 
 
 def decode_crops(kinds: np.ndarray, u8: np.ndarray | None, f32: np.ndarray | None, rows: np.ndarray) -> torch.Tensor:
-    """float32 (n, 3, S, S) from stored crops: crop j is u8[rows[j]] or f32[rows[j]] by kinds[j]."""
+    """float32 (n, 3, S, S) from stored crops: crop j is u8[rows[j]] or f32[rows[j]] by kinds[j].
+
+    A handful of whole-batch operations (small per-run copies are far slower on a busy CPU): one read and one
+    conversion of the batch's uint8 rows with the reference's arithmetic (``u8.float() / 255``, to_tensor; the
+    PIL crops' ``u8.float() * (1/255)``, ToDtype, redone for those rows only), the float rows taken as they are,
+    and two row copies into the output when both kinds are present."""
     kinds, rows = np.asarray(kinds), np.asarray(rows)
     if u8 is not None and len(u8):
         shape = u8.shape[1:]
@@ -111,18 +116,18 @@ def decode_crops(kinds: np.ndarray, u8: np.ndarray | None, f32: np.ndarray | Non
     sel_u8, sel_f32 = np.flatnonzero(~is_f32), np.flatnonzero(is_f32)
     block_u8 = block_f32 = None
     if sel_u8.size:
-        raw = torch.from_numpy(np.array(u8[_as_index(rows[sel_u8])]))  # one read
+        raw = torch.from_numpy(_readable(u8[_as_index(rows[sel_u8])]))  # one read
         block_u8 = raw.to(torch.float32).div_(255)  # torchvision to_tensor
         scaled = np.flatnonzero(kinds[sel_u8] == U8_TODTYPE)
         if scaled.size:  # PIL crops: torchvision to_dtype_image (int -> float), recomputed for those rows only
             t = torch.from_numpy(scaled)
             block_u8.index_copy_(0, t, raw.index_select(0, t).to(torch.float32).mul_(1.0 / 255))
-    if sel_f32.size:
-        block_f32 = torch.from_numpy(np.array(f32[_as_index(rows[sel_f32])], dtype=np.float32))
+    if sel_f32.size:  # a view of the (copy-on-write) store where the rows are consecutive: copied once, below
+        block_f32 = torch.from_numpy(_readable(np.asarray(f32[_as_index(rows[sel_f32])], dtype=np.float32)))
     if block_f32 is None:
         return block_u8
     if block_u8 is None:
-        return block_f32
+        return block_f32.clone()  # never hand out a view of the store
     out = torch.empty((len(kinds), *shape), dtype=torch.float32)
     out.index_copy_(0, torch.from_numpy(sel_u8), block_u8)
     out.index_copy_(0, torch.from_numpy(sel_f32), block_f32)
@@ -130,10 +135,15 @@ def decode_crops(kinds: np.ndarray, u8: np.ndarray | None, f32: np.ndarray | Non
 
 
 def _as_index(rows: np.ndarray) -> slice | np.ndarray:
-    """A slice when rows are consecutive (one contiguous read of a memory map), else the rows."""
+    """A slice when rows are consecutive (one contiguous read of a memory map, no copy), else the rows."""
     if rows.size and rows[-1] - rows[0] == rows.size - 1 and np.all(np.diff(rows) == 1):
         return slice(int(rows[0]), int(rows[-1]) + 1)
     return rows
+
+
+def _readable(a: np.ndarray) -> np.ndarray:
+    """`a` itself when torch can wrap it without a warning (writable), else a copy (read-only memory maps)."""
+    return a if a.flags.writeable else np.array(a)
 
 
 def encoded_model_input(image: np.ndarray, position: int, profile: str, base_seed: int, size: int,

@@ -149,7 +149,8 @@ class _Sink:
 def _rows(path: Path, dtype, n: int, size: int) -> np.ndarray:
     if n == 0:
         return np.zeros((0, 3, size, size), dtype=dtype)
-    return np.memmap(path, dtype=dtype, mode="r", shape=(n, 3, size, size))
+    # copy-on-write: torch wraps the mapped rows without copying them first (the store is never written through it)
+    return np.memmap(path, dtype=dtype, mode="c", shape=(n, 3, size, size))
 
 
 def load_reference_store(path: Path, key: dict, verify: bool = True) -> ReferenceStore | None:

@@ -1,27 +1,27 @@
 """Degraded eval inputs, built once per (manifest, eval order, degradation profile, libraries, input) and reused.
 
-Every window and every detector with the same input size and strategy reads the same uint8 array
-(N×3×S×S, memory-mapped) instead of decoding and degrading the eval split again (DESIGN §8). The key covers
-everything that changes the pixels; `degraded_input` is the one function that makes them, cached or not.
+Every window and every detector with the same input size and strategy reads the same uint8 rows (N×3×S×S, or
+N·5×3×S×S for five_crop, a chunked store read with pread: benchmark/array_store.py) instead of decoding and degrading the eval split again
+(DESIGN §8). The key covers everything that changes the pixels; `degraded_input` is the one function that makes
+them, cached or not.
 """
 
 from __future__ import annotations
 
-import concurrent.futures as cf
 import hashlib
-import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 
-from benchmark.array_store import cached_array, key_digest
+from benchmark.array_store import DEFAULT_CHUNK_BYTES, StoreSpec, make_spec
 from benchmark.degradations import degradation_key, degrade
 from benchmark.images import SINGLE_CROP_STRATEGIES, adapt_to_input, crops_per_image, input_crops, to_chw
 from benchmark.imagestore import read_image
 from benchmark.manifest import Manifest
 from benchmark.progress import counted_progress
-from benchmark.worker_server import worker_context
+from benchmark.store_build import cached_store, ordered_map
+from benchmark.store_layouts import eval_fields
 
 # Bump when the decode -> degrade -> adapt -> CHW code path changes in a way library versions do not capture.
 CACHE_FORMAT = 2
@@ -68,6 +68,14 @@ def eval_jobs(
             for pos, i in enumerate(sample_ids)]
 
 
+def eval_store_spec(manifest: Manifest, sample_ids: Sequence[int], profile: str, base_seed: int, size: int,
+                    strategy: str, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> StoreSpec:
+    """The eval store's layout: one uint8 3×S×S row per eval position, or its 5 crops' rows for five_crop (its size
+    is known before any decode)."""
+    key = eval_cache_key(manifest, sample_ids, profile, base_seed, size, strategy)
+    return make_spec("eval", key, len(sample_ids), eval_fields(size, crops_per_image(strategy)), chunk_bytes)
+
+
 def build_or_load_eval_inputs(
     manifest: Manifest,
     sample_ids: Sequence[int],
@@ -78,54 +86,33 @@ def build_or_load_eval_inputs(
     cache_dir: Path | None,
     workers: int = 2,
     progress: bool = True,
-) -> tuple[np.ndarray, dict]:
-    """Return (uint8 array N×3×S×S — N×n_crops×3×S×S for five_crop — in position order, cache key incl. 'digest',
-    'path', 'hit').
+    *,
+    verify: str = "sample",
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+    shard: tuple[int, int] | None = None,
+    should_stop: Callable[[], None] | None = None,
+):
+    """Return (uint8 rows N×3×S×S in position order — N·5 rows for five_crop, a position's crops in order —, cache
+    key incl. 'digest', 'path', 'hit', 'bytes').
 
-    `cache_dir=None` builds the array in memory (nothing written).
+    The rows are a ChunkedArray of the store under `cache_dir` (built chunk by chunk, resumed after a kill), or
+    an in-memory array when `cache_dir` is None (nothing written). With `shard` (i, n) only that shard's chunks
+    are built; the rows are None until every shard is done.
     """
-    key = eval_cache_key(manifest, sample_ids, profile, base_seed, size, strategy)
+    spec = eval_store_spec(manifest, sample_ids, profile, base_seed, size, strategy, chunk_bytes)
     jobs = eval_jobs(manifest, sample_ids, profile, base_seed, size, strategy)
-
-    def build() -> np.ndarray:
-        n_crops = crops_per_image(strategy)
-        arr = np.empty((len(jobs), *((n_crops,) if n_crops > 1 else ()), 3, size, size), dtype=np.uint8)
-        run_parallel(_degrade_job, jobs, arr, workers, progress, "decoding + degrading eval images")
-        return arr
-
-    arr, info = cached_array(cache_dir, "eval", key, build)
-    assert info["digest"] == key_digest(key)
-    return arr, key | {"digest": info["digest"], "path": info["path"], "hit": info["hit"]}
-
-
-def _worker_init() -> None:
-    """One thread per worker process: the pool already uses every core."""
-    import cv2
-    import torch
-
-    torch.set_num_threads(1)
-    cv2.setNumThreads(1)
+    arrays, info = cached_store(cache_dir, spec, _degrade_job, jobs, workers, progress,
+                                "decoding + degrading eval images", verify, shard, should_stop)
+    return (None if arrays is None else arrays["pixels"]), spec.key | info
 
 
 def run_parallel(
-    fn: Callable[[tuple], np.ndarray], jobs: list, out: np.ndarray, workers: int, progress: bool, label: str
+    fn: Callable[[tuple], np.ndarray], jobs: list, out, workers: int, progress: bool, label: str
 ) -> None:
-    """out[i] = fn(jobs[i]) for every job, in `workers` processes (1 = in this process), with a progress bar."""
-    workers = max(1, min(int(workers), os.cpu_count() or 1, len(jobs) or 1))
+    """out[i] = fn(jobs[i]) for every job, in order, in `workers` processes (1 = in this process), with a progress
+    bar (`out` may be an array or any object that takes items in order)."""
     with counted_progress(progress) as bar:
         task = bar.add_task(label, total=len(jobs))
-        if workers == 1:
-            for i, job in enumerate(jobs):
-                out[i] = fn(job)
-                bar.advance(task)
-            return
-        chunk = max(1, min(32, len(jobs) // (8 * workers)))
-        # forkserver, not fork: a child forked from a parent whose OpenMP pool is running (torch, OpenCV)
-        # can deadlock on its first threaded call; forkserver children start from a clean process. The server
-        # imports the workers' modules once (it runs no threads), so each worker starts in milliseconds
-        # instead of importing torch and torchvision again (seconds per worker, per build).
-        ctx = worker_context()
-        with cf.ProcessPoolExecutor(max_workers=workers, initializer=_worker_init, mp_context=ctx) as pool:
-            for i, arr in enumerate(pool.map(fn, jobs, chunksize=chunk)):
-                out[i] = arr
-                bar.advance(task)
+        for i, arr in enumerate(ordered_map(fn, jobs, workers)):
+            out[i] = arr
+            bar.advance(task)

@@ -153,6 +153,40 @@ def _rows(path: Path, dtype, n: int, size: int) -> np.ndarray:
     return np.memmap(path, dtype=dtype, mode="c", shape=(n, 3, size, size))
 
 
+def reference_store_problems(path: Path) -> list[str]:
+    """What is wrong with the complete store at `path` (every file against its recorded size and sha256)."""
+    path = Path(path)
+    try:
+        meta = json.loads((path / "meta.json").read_text())
+        files = meta["files"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        return [f"meta.json is unreadable or malformed ({type(e).__name__}): the next run rebuilds the store"]
+    problems = []
+    for name in _FILES:
+        f, want = path / name, files.get(name) if isinstance(files, dict) else None
+        if not isinstance(want, dict) or not f.is_file() or f.stat().st_size != want.get("size"):
+            problems.append(f"{name} is missing or its size differs from meta.json's")
+        elif sha256_file(f) != want.get("sha256"):
+            problems.append(f"{name} does not match its sha256")
+    return problems
+
+
+def stored_bytes(cache_dir: Path, key: dict) -> int:
+    """Bytes on disk of the complete store made for `key` under `cache_dir` (0 when there is none): the cache plan
+    counts it in place of the estimate. Sizes are read from meta.json and the files' sizes, nothing is hashed."""
+    path = Path(cache_dir) / KIND / key_digest(key)
+    try:
+        meta = json.loads((path / "meta.json").read_text())
+        if meta.get("key") != json.loads(json.dumps(key, default=str)):
+            return 0
+        sizes = [(path / n).stat().st_size for n in _FILES]
+        if sizes != [int(meta["files"][n]["size"]) for n in _FILES]:
+            return 0
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0
+    return int(sum(sizes) + (path / "meta.json").stat().st_size)
+
+
 def load_reference_store(path: Path, key: dict, verify: bool = True) -> ReferenceStore | None:
     """The store at `path` if it is complete and made for exactly `key`, else None (a stale one is announced)."""
     path = Path(path)
@@ -247,5 +281,5 @@ def _counts(store: ReferenceStore) -> dict:
     return {"crops": store.n_crops, "uint8_crops": int((kinds != F32).sum()), "float32_crops": int((kinds == F32).sum())}
 
 
-__all__ = ["KIND", "ReferenceStore", "reference_eval_key", "reference_input", "build_or_load_reference_inputs",
+__all__ = ["KIND", "ReferenceStore", "reference_store_problems", "stored_bytes", "reference_eval_key", "reference_input", "build_or_load_reference_inputs",
            "load_reference_store"]

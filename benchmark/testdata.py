@@ -214,3 +214,62 @@ def write_csv_dataset(
 def _write_png(path: Path, img: np.ndarray) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(png_bytes(img))
+
+
+def scale_split(rows: int, n_generators: int = 36, eval_fraction: float = 0.2) -> tuple[int, int]:
+    """(train, eval) fakes per generator for about `rows` release rows: reals as many as fakes per split, the eval
+    split `eval_fraction` of the rows (the release: 80 / 20)."""
+    train = max(1, round(rows * (1 - eval_fraction) / (2 * n_generators)))
+    return train, max(1, round(rows * eval_fraction / (2 * n_generators)))
+
+
+def write_scale_dataset(path: Path | str, rows: int, image_size: tuple[int, int] = (64, 96), seed: int = 0,
+                        work_dir: Path | str | None = None, generators: Iterable[str] | None = None) -> dict:
+    """A release-format DatasetDict of about `rows` rows (all v1 generators, 80 / 20 train / validation, reals as
+    many as fakes), images of sides uniform in `image_size` (px), written as it is generated: memory stays a
+    batch deep whatever `rows` (for the scale bench: `genshift bench --scale`). Returns the counts written."""
+    import shutil
+    import tempfile
+
+    import datasets
+
+    gens = sorted(generators) if generators is not None else sorted(load_timeline_yaml(V1_TIMELINE))
+    n_train, n_eval = scale_split(rows, len(gens))
+    lo, hi = int(image_size[0]), int(image_size[1])
+
+    def split_rows(split: str, per_gen: int, split_seed: int):
+        rng = np.random.default_rng([seed, split_seed])
+        base = (seed * 1_000_003 + split_seed * 500_009) * 4_000_037
+        for i in range(per_gen * len(gens)):  # reals first, then each generator's fakes (as `_rows`)
+            yield _scale_row(base + i, 0, "", f"{split}/real/{i:07d}.png", rng, lo, hi)
+        for g_idx, gen in enumerate(gens):
+            for j in range(per_gen):
+                yield _scale_row(base + 2_000_000 + g_idx * 50_021 + j, 1, gen, f"{split}/{gen}/{j:07d}.png", rng,
+                                 lo, hi)
+
+    tmp = Path(tempfile.mkdtemp(prefix="genshift-scale-", dir=work_dir))
+    feats = release_features()
+    quiet = not datasets.utils.logging.is_progress_bar_enabled()
+    datasets.disable_progress_bars()
+    try:
+        dd = datasets.DatasetDict({
+            name: datasets.Dataset.from_generator(split_rows, features=feats, cache_dir=str(tmp / name),
+                                                  gen_kwargs={"split": name, "per_gen": n, "split_seed": k},
+                                                  writer_batch_size=256)
+            for k, (name, n) in enumerate((("train", n_train), ("validation", n_eval)))})
+        dd.save_to_disk(str(path), max_shard_size="500MB")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not quiet:
+            datasets.enable_progress_bars()
+    return {"train": 2 * n_train * len(gens), "validation": 2 * n_eval * len(gens),
+            "rows": 2 * (n_train + n_eval) * len(gens), "image_size": [lo, hi]}
+
+
+def _scale_row(seed: int, label: int, gen: str, file_id: str, rng: np.random.Generator, lo: int, hi: int) -> dict:
+    h, w = int(rng.integers(lo, hi + 1)), int(rng.integers(lo, hi + 1))
+    img = make_image(seed, label, size=(h, w))
+    return {"image": {"bytes": png_bytes(img), "path": None}, "height": h, "width": w, "label": label,
+            "generator": gen, "file_id": file_id, "description": "", "positive_prompt": "a photo" if label else "",
+            "negative_prompt": "", "conditioning": "", "origin_dataset": "GenImage" if label else "COCO",
+            "paired_real_images": []}

@@ -1,8 +1,8 @@
 """Fixed augmented training copies, decoded and augmented once and reused by every window (DESIGN §8).
 
 Copy `c` of sample `id` depends only on (seed, id, c) (benchmark/train_augment.py), so the uint8 pixels of
-every copy a run needs are built once, in parallel, into a memory-mapped store; row `r * factor + c` holds
-copy c of the r-th id of `ids` (sorted). For localization detectors (``with_masks``) each row has a 4th
+every copy a run needs are built once, in parallel, chunk by chunk into a store (benchmark/array_store.py); row
+`r * factor + c` holds copy c of the r-th id of `ids` (sorted). For localization detectors (``with_masks``) each row has a 4th
 channel: the pixel target (0/1) moved with the image by the same crop and flip (``train_copy_with_mask``);
 which rows count in the pixel loss is derived from the manifest (``benchmark.masks.training_mask``).
 """
@@ -10,17 +10,18 @@ which rows count in the pixel loss is derived from the manifest (``benchmark.mas
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 
-from benchmark.array_store import cached_array
-from benchmark.eval_cache import run_parallel
+from benchmark.array_store import DEFAULT_CHUNK_BYTES, StoreSpec, make_spec
 from benchmark.images import to_chw
 from benchmark.imagestore import read_image
 from benchmark.manifest import Manifest
 from benchmark.masks import FULL_FAKE_TARGET, training_mask
+from benchmark.store_build import cached_store
+from benchmark.store_layouts import train_fields
 from benchmark.train_augment import augment_train, augment_train_with_mask, copy_rng
 
 # Bump when decode -> augment_train -> CHW changes in a way library versions do not capture.
@@ -96,34 +97,45 @@ def train_cache_key(manifest: Manifest, ids: Sequence[int], factor: int, size: i
     }
 
 
-def build_or_load_train_inputs(
-    manifest: Manifest, ids: Sequence[int], factor: int, size: int, seed: int, profile: str, resize_mode: str,
-    cache_dir: Path | None, workers: int = 2, progress: bool = True, with_masks: bool = False,
-) -> tuple[np.ndarray, dict[int, int], dict]:
-    """(uint8 array (len(ids)*factor)×C×S×S, {sample id: first row}, key incl. 'digest'/'path'/'hit').
-
-    C is 3, or 4 with ``with_masks`` (channel 3: the 0/1 pixel target aligned with the copy).
-    """
+def train_store_spec(manifest: Manifest, ids: Sequence[int], factor: int, size: int, seed: int, profile: str,
+                     resize_mode: str, with_masks: bool = False, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> StoreSpec:
+    """The training-copy store's layout: `factor` uint8 C×S×S rows per image of sorted(set(ids))."""
     order = sorted({int(i) for i in ids})
     key = train_cache_key(manifest, order, factor, size, seed, profile, resize_mode, with_masks)
+    return make_spec("train_inputs", key, len(order), train_fields(size, factor, with_masks), chunk_bytes)
+
+
+def train_jobs(manifest: Manifest, order: Sequence[int], factor: int, size: int, seed: int, profile: str,
+               resize_mode: str, with_masks: bool = False) -> list[tuple]:
+    """One job per image (all its copies: the image is decoded once, not once per copy), in `order`."""
     by_id = {s.id: s for s in manifest.split("train")}
     missing = [i for i in order if i not in by_id]
     if missing:
         raise KeyError(f"training ids {missing[:5]} are not in the train split of manifest {manifest.name}")
-    # One job per image, producing all its copies: the image is decoded once, not once per copy.
     if with_masks:
-        jobs = [(str(manifest.root), by_id[i].path, by_id[i].mask, by_id[i].label, i, factor, size, seed, profile,
+        return [(str(manifest.root), by_id[i].path, by_id[i].mask, by_id[i].label, i, factor, size, seed, profile,
                  resize_mode) for i in order]
-    else:
-        jobs = [(str(manifest.root), by_id[i].path, i, factor, size, seed, profile, resize_mode) for i in order]
+    return [(str(manifest.root), by_id[i].path, i, factor, size, seed, profile, resize_mode) for i in order]
 
-    def build() -> np.ndarray:
-        arr = np.empty((len(jobs) * factor, 4 if with_masks else 3, size, size), dtype=np.uint8)
-        per_image = arr.reshape(len(jobs), factor, *arr.shape[1:])  # a view: copies of image r are rows r*factor+c
-        run_parallel(_copies_with_mask_job if with_masks else _copies_job, jobs, per_image, workers, progress,
-                     "decoding + augmenting training images" + (" and masks" if with_masks else ""))
-        return arr
 
-    arr, info = cached_array(cache_dir, "train_inputs", key, build)
+def build_or_load_train_inputs(
+    manifest: Manifest, ids: Sequence[int], factor: int, size: int, seed: int, profile: str, resize_mode: str,
+    cache_dir: Path | None, workers: int = 2, progress: bool = True, with_masks: bool = False, *,
+    verify: str = "sample", chunk_bytes: int = DEFAULT_CHUNK_BYTES, shard: tuple[int, int] | None = None,
+    should_stop: Callable[[], None] | None = None,
+):
+    """(uint8 rows (len(ids)*factor)×C×S×S, {sample id: first row}, key incl. 'digest'/'path'/'hit'/'bytes').
+
+    C is 3, or 4 with ``with_masks`` (channel 3: the 0/1 pixel target aligned with the copy). The rows are a
+    ChunkedArray of the store under `cache_dir`, or in memory when it is None; None while other shards of a
+    cluster build (`shard`) are missing.
+    """
+    order = sorted({int(i) for i in ids})
+    spec = train_store_spec(manifest, order, factor, size, seed, profile, resize_mode, with_masks, chunk_bytes)
+    jobs = train_jobs(manifest, order, factor, size, seed, profile, resize_mode, with_masks)
+    arrays, info = cached_store(cache_dir, spec, _copies_with_mask_job if with_masks else _copies_job, jobs, workers,
+                                progress, "decoding + augmenting training images" + (" and masks" if with_masks
+                                                                                     else ""),
+                                verify, shard, should_stop)
     rows = {i: r * factor for r, i in enumerate(order)}
-    return arr, rows, key | {"digest": info["digest"], "path": info["path"], "hit": info["hit"]}
+    return (None if arrays is None else arrays["pixels"]), rows, spec.key | info

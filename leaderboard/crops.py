@@ -1,6 +1,6 @@
 """Crop-level predictions of a window (five_crop evaluation) and the input pipeline a file was scored with.
 
-A genshift predictions.npz scored with several crops per image (schema 3) holds, beside the image-level fused_*
+A genshift predictions.npz scored with several crops per image (schema 4) holds, beside the image-level fused_*
 arrays, one row per crop (protocols.predictions.CROP_KEYS): crop_scores (float32 sigmoid P(fake)), crop_logits,
 crop_to_image_index (row of the crop's image in the fused_* arrays), crop_identifiers, crop_labels,
 crop_generator_ids. The image score is the mean of its crops' sigmoid scores (the reference's scores_fusion).
@@ -26,7 +26,7 @@ def has_crops(arrays: Mapping[str, np.ndarray]) -> bool:
 
 
 def pipeline_of(arrays: Mapping[str, np.ndarray], info: Mapping | None = None) -> dict:
-    """{'pipeline', 'input', 'normalize', 'size'} of a window file (schema 3), else of run.json, else the native
+    """{'pipeline', 'input', 'normalize', 'size'} of a window file (schema 4), else of run.json, else the native
     pipeline of files written before the pipeline was recorded (input/normalize unknown: '?')."""
     if "eval_pipeline" in arrays:
         return {"pipeline": str(arrays["eval_pipeline"]), "input": str(arrays.get("eval_input", "?")),

@@ -28,7 +28,7 @@ def load_predictions(path: str | Path, window: int | None = None) -> dict[str, n
     """Arrays of a genshift predictions.npz, or of a reference file mapped to genshift keys."""
     path = Path(path)
     keys = set(npz_keys(path))  # a missing, empty or non-zip file is refused here in plain words
-    genshift = "schema_version" in keys and "fused_identifiers" in keys  # crop arrays too since schema 3
+    genshift = "schema_version" in keys and "fused_identifiers" in keys  # crop arrays too since schema 4
     if not genshift and ("crop_scores" in keys or "crop_multiclass_predictions" in keys
                          or "fused_identifiers" not in keys):
         if window is None:

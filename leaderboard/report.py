@@ -711,8 +711,11 @@ def write_leaderboard(
 
     rob = RV.write_section(lb, out_dir)  # leaderboard_robustness.csv + md/html sections; empty if no run has one
     md += rob.markdown
+    from leaderboard import strategy_view as SV
     from leaderboard import video_view as VV
 
+    cl = SV.write_section(lb, out_dir)  # strategies.csv/.png + sections; empty when every run is naive
+    md += cl.markdown
     video_md, video_html = VV.write_leaderboard_section(lb.records, out_dir)  # video.csv, grids, ROC PNGs
     md += video_md
     atomic_write_text(out_dir / "leaderboard.md", md)
@@ -729,7 +732,7 @@ def write_leaderboard(
     atomic_write_text(
         out_dir / "leaderboard.html",
         LV.insert_html(to_html(body, explanation, [(t, png) for t, _, png in figures]),
-                       (loc.html if loc else "") + rob.html + video_html),
+                       (loc.html if loc else "") + rob.html + cl.html + video_html),
     )
     timings["write"] = time.perf_counter() - t0
     if echo:

@@ -9,10 +9,10 @@ A number means something only together with its variant (DESIGN §9). Two kinds 
   input pipeline). Comparing them is the point of a leaderboard: they are columns of one table.
 
 A field is read, by its config name, from the first of: the run's window_0 predictions.npz (key = the name with
-dots replaced by underscores, e.g. `eval_pipeline`), run.json's top level (by either spelling, e.g.
-`manifest_checksum`, `benchmark_type`; a mapping there is a record, not a value), run.json's
-`config` (dotted path, e.g. `degradation.profile`), and the default below for runs made before the field was
-recorded. Any recorded config key can be used with `--group-by`.
+dots replaced by underscores, e.g. `eval_pipeline`; `cl_strategy` together with `cl_strategy_params`), run.json's
+top level (by either spelling, e.g. `manifest_checksum`, `benchmark_type`; a mapping there is a record, not a
+value), run.json's `config` (dotted path, e.g. `degradation.profile`), and the default below for runs made
+before the field was recorded. Any recorded config key can be used with `--group-by`.
 """
 
 from __future__ import annotations
@@ -44,6 +44,10 @@ OPERATIONAL_KEYS: tuple[str, ...] = (
     "seed", "experiment", "runs_dir", "cache_dir", "cache", "loggers", "wandb", "threads", "accelerator", "devices",
     "num_nodes", "strategy", "train.num_workers", "train.checkpoint_every_n_steps", "data.check", "eval.batch_size",
 )
+# Config sections that a variant field already stands for, with the default of runs that did not record them:
+# left out of the configuration key so that a run made before the section existed pools with one that records
+# the default (a run without `cl_strategy` fine-tuned, as one with `cl_strategy: {name: naive}`).
+RECORDED_AS_FIELDS: tuple[str, ...] = ("cl_strategy",)
 MISSING = "(not recorded)"
 
 
@@ -77,6 +81,13 @@ def field_value(name: str, info: Mapping, arrays: Mapping[str, np.ndarray] | Non
     """The value of one field of a run (module doc for where it is read), as text; MISSING if nowhere."""
     key = name.replace(".", "_")
     if arrays is not None and key in arrays:
+        if f"{key}_params" in arrays:  # the strategy's name, its resolved parameters beside it (JSON)
+            try:
+                params = json.loads(str(_text(arrays[f"{key}_params"])))
+            except ValueError:
+                params = None
+            if isinstance(params, dict):
+                return _text({**params, "name": _text(arrays[key])})
         return _text(arrays[key])
     for top in (name, key):  # run.json's top level, by either spelling (`benchmark_type`, `manifest_checksum`)
         if top in info and not isinstance(info[top], Mapping):
@@ -116,7 +127,7 @@ def configuration_key(info: Mapping, fields: Mapping[str, str], fallback: str) -
     config = info.get("config") or {}
     if not config:
         return f"run:{fallback}"
-    body = {"fields": dict(fields), "config": _without(config, OPERATIONAL_KEYS)}
+    body = {"fields": dict(fields), "config": _without(config, OPERATIONAL_KEYS + RECORDED_AS_FIELDS)}
     return json.dumps(body, sort_keys=True, default=str)
 
 

@@ -130,7 +130,7 @@ def bench_stages(args) -> dict:
     from detectors import create_detector, init_seed_kwargs
     from leaderboard.bench import bench_leaderboard
     from protocols.cached_data import ArrayEval, ArrayTrainCopies
-    from protocols.crop_data import GroupedRows, is_grouped
+    from protocols.crop_data import GroupedRows, crop_rows, is_grouped
     from protocols.data import ReferenceTrainCopies, TrainCopies
     from protocols.engine import prepare_benchmark
     from protocols.feature_cache import extract_features
@@ -208,7 +208,7 @@ def bench_stages(args) -> dict:
     if detector.is_probe:
         feats: list = []
         res["probe_features"] = _timed(lambda: feats.append(extract_features(
-            detector, eval_ds, tc, eprec, "auto", bs, False)), n)
+            detector, crop_rows(eval_ds) if is_grouped(eval_ds) else eval_ds, tc, eprec, "auto", bs, False)), n)
         fds = GroupedRows(feats[0], eval_ds.offsets, features_in=True) if is_grouped(eval_ds) \
             else ArrayEval(feats[0], features_in=True)
         res["eval_from_features"] = _timed(lambda: out.setdefault("f", _predict(
@@ -339,13 +339,35 @@ def _print(doc: dict) -> None:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    if args.scale:
+        from protocols.scale_bench import print_scale, scale_bench
+
+        if not args.workdir:
+            from protocols.config import ConfigError
+
+            raise ConfigError("--scale needs --workdir DIR (dataset, caches and runs go there: GBs)")
+        doc = scale_bench(args)
+        print_scale(doc)
+        _write_json(args, doc)
+        return 0 if all(r.get("rc", 0) == 0 for r in doc["stages"].values()) else 1
+    if args.data_path:
+        from protocols.data_path_bench import data_path_bench, print_data_path
+
+        doc = data_path_bench(args)
+        print_data_path(doc)
+        _write_json(args, doc)
+        return 0
     doc = bench_whole_run(args) if args.whole_run else bench_stages(args)
     _print(doc)
+    _write_json(args, doc)
+    return 0 if doc.get("cached_equals_uncached", doc.get("identical_predictions")) else 1
+
+
+def _write_json(args, doc: dict) -> None:
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(doc, indent=1))
         print(f"written to {args.json}")
-    return 0 if doc.get("cached_equals_uncached", doc.get("identical_predictions")) else 1
 
 
 def register(subparsers) -> None:
@@ -366,4 +388,20 @@ def register(subparsers) -> None:
     p.add_argument("--repeats", type=int, default=1,
                    help="--whole-run: rounds of (uncached, cold, warm); each mode reports its fastest (default 1)")
     p.add_argument("--json", default="bench.json", help="where to write the results (default bench.json)")
+    g = p.add_argument_group("data path", "--data-path: decode + augmentation images/s per data-loader worker at "
+                                          "the release's image sizes, and the workers a forward rate needs")
+    g.add_argument("--data-path", action="store_true", help="measure the streamed data path (see above)")
+    g.add_argument("--sizes", default="512,768,1024", help="image sides in px (default 512,768,1024)")
+    g.add_argument("--format", choices=["jpeg", "png"], default="jpeg", help="test image format (default jpeg)")
+    g.add_argument("--forward-rate", type=float, action="append", default=[], metavar="IMG_PER_S",
+                   help="a model's training images/s on its GPU: prints the workers it needs (repeatable)")
+    s_ = p.add_argument_group("scale", "--scale ROWS: time and peak memory of every stage on a release-format "
+                                       "dataset of ROWS rows (protocols/scale_bench.py)")
+    s_.add_argument("--scale", type=int, metavar="ROWS", help="rows of the release-format dataset to write and run")
+    s_.add_argument("--image-size", default="64-96", metavar="LO-HI", help="image sides in px (default 64-96)")
+    s_.add_argument("--stages", help="comma-separated subset of write,scan,check,cache,run,warm,start (default all)")
+    s_.add_argument("--workdir", help="where the dataset, caches and runs go (kept; delete it when done)")
+    s_.add_argument("--pretrained", help="the detector's weights (e.g. none)")
+    s_.add_argument("--workers", type=int, default=2, help="data check workers (default 2)")
+    s_.add_argument("--clean-stores", action="store_true", help="delete the stores at the end (keep the dataset)")
     p.set_defaults(handler=cmd_bench)

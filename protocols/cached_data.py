@@ -12,9 +12,16 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from benchmark.array_store import ChunkedArray
 from benchmark.eval_cache import degraded_input
 from benchmark.manifest import Manifest
 from benchmark.masks import target_counts
+
+
+def read_rows(arr, idx) -> np.ndarray:
+    """arr[idx] as a writable array of its own: a store's rows are read fresh (no second copy), an in-memory or
+    memory-mapped array is copied."""
+    return arr[idx] if isinstance(arr, ChunkedArray) else np.array(arr[idx])
 
 
 class ArrayEval(Dataset):
@@ -29,13 +36,13 @@ class ArrayEval(Dataset):
         return len(self.arr)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        return torch.from_numpy(np.array(self.arr[i])), i
+        return torch.from_numpy(read_rows(self.arr, i)), i
 
     def __getitems__(self, idx: list[int]) -> list[tuple[torch.Tensor, int]]:
         """One read per batch when the positions are consecutive (the eval order), else one per row."""
         lo = idx[0] if idx else 0
         if idx and idx == list(range(lo, lo + len(idx))):
-            block = np.array(self.arr[lo:lo + len(idx)])
+            block = read_rows(self.arr, slice(lo, lo + len(idx)))
             return [(torch.from_numpy(block[j]), i) for j, i in enumerate(idx)]
         return [self[i] for i in idx]
 
@@ -82,7 +89,7 @@ class ArrayTrainCopies(Dataset):
 
     def __getitem__(self, i: int) -> tuple:
         j, copy = divmod(i, self.factor)
-        return self._item(j, np.array(self.arr[self.rows[self.ids[j]] + copy]))
+        return self._item(j, read_rows(self.arr, self.rows[self.ids[j]] + copy))
 
     def __getitems__(self, idx: list[int]) -> list[tuple]:
         """A batch's items with one (fancy-indexed) read of the store instead of one read per item."""

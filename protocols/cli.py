@@ -18,10 +18,8 @@ from protocols.config import (
 )
 
 
-def _add_run_parser(sub) -> None:
-    p = sub.add_parser("run", help="run (or resume) a benchmark and print its leaderboard",
-                       description="Train a detector window after window and score the eval split after each. "
-                                   "Re-running the same command resumes at the first unfinished window.")
+def add_data_options(p) -> None:
+    """The options that say which data, detector and settings a run uses (`run`, `cache build`)."""
     p.add_argument("--preset", default="default", help=f"benchmark preset: {', '.join(available_presets())}")
     p.add_argument("--detector", help="registered detector name (see `genshift detectors list`)")
     p.add_argument("--pretrained", help="weights: default | openai | <hub tag> | /path/to/file | none")
@@ -30,12 +28,22 @@ def _add_run_parser(sub) -> None:
                                      "?timeline=YAML")
     p.add_argument("--seed", type=int)
     p.add_argument("--benchmark-type", help="cumulative | continual | replay:<r> | full")
-    p.add_argument("--experiment", help="run directory name under --runs-dir (one name, no '/')")
-    p.add_argument("--runs-dir", help="where run directories go (default runs/)")
+    p.add_argument("--cl-strategy", metavar="NAME",
+                   help="continual-learning strategy with its default parameters: naive (default) | replay | ewc | "
+                        "mas | lwf | der++ | a plugin (`genshift strategies list`); parameters: --set cl_strategy.KEY=V")
     p.add_argument("--cache-dir", help="dataset and eval-input cache (default $GENSHIFT_CACHE or ~/.cache/genshift)")
     p.add_argument("--config", action="append", default=[], type=Path, help="extra YAML layer (repeatable)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override any config key, e.g. --set train.lr=0.01 (repeatable)")
+
+
+def _add_run_parser(sub) -> None:
+    p = sub.add_parser("run", help="run (or resume) a benchmark and print its leaderboard",
+                       description="Train a detector window after window and score the eval split after each. "
+                                   "Re-running the same command resumes at the first unfinished window.")
+    add_data_options(p)
+    p.add_argument("--experiment", help="run directory name under --runs-dir (one name, no '/')")
+    p.add_argument("--runs-dir", help="where run directories go (default runs/)")
     p.add_argument("--force-new", action="store_true",
                    help="if the run directory was made by another config, move it aside and start anew")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
@@ -57,6 +65,8 @@ SLURM_FLAGS = {
     "--gpus": dict(type=int, dest="gpus_per_node", help="GPUs per node (>1: DDP)"),
     "--nodes": dict(type=int), "--cpus": dict(type=int, dest="cpus_per_task", help="CPUs per task"),
     "--mem": dict(help="memory per node, e.g. 32G"),
+    "--after": dict(metavar="JOBID", help="start only once this SLURM job succeeded (afterok), e.g. the "
+                                          "`genshift cache build --slurm` job whose stores the runs share"),
 }
 
 
@@ -64,13 +74,16 @@ def _run_config(args) -> dict:
     overrides = []
     simple = {
         "pretrained": args.pretrained, "dataset": args.dataset, "seed": args.seed,
-        "experiment": args.experiment, "runs_dir": args.runs_dir, "cache_dir": args.cache_dir,
+        "experiment": getattr(args, "experiment", None), "runs_dir": getattr(args, "runs_dir", None),
+        "cache_dir": args.cache_dir,
     }
     overrides.append({k: v for k, v in simple.items() if v is not None})
     if args.benchmark_type:
         overrides.append({"benchmark": {"type": args.benchmark_type}})
+    if args.cl_strategy:
+        overrides.append({"cl_strategy": {"name": args.cl_strategy}})
     overrides += [parse_override(s) for s in args.set]
-    return resolve_config(args.preset, args.detector, args.config, overrides)
+    return resolve_config(args.preset, args.detector, args.config, overrides)  # a typo fails before torch loads
 
 
 def cmd_slurm(args, argv: list[str]) -> int:
@@ -90,7 +103,7 @@ def cmd_slurm(args, argv: list[str]) -> int:
                                                "cpus_per_task", "mem") if getattr(args, k) is not None}
     run_args = slurm.strip_flags(argv[1:], _slurm_flag_arity())
     workdir = Path.cwd()
-    script = slurm.render_script(run_args, combos, settings, workdir)
+    script = slurm.render_script(run_args, combos, settings, workdir, after=args.after)
     if args.dry_run:
         print(script, end="")
         return 0
@@ -120,16 +133,21 @@ def cmd_run(args) -> int:
     from detectors.registry import check_name
 
     check_name(cfg["detector"])  # a misspelt name fails here in milliseconds, before torch is imported
+    check_name(cfg["detector"], library=True)  # timm:/torchvision:/openclip: models: before any data is prepared
+    from protocols.run_setup import prepare_run
+
+    # Caches too large: refused here, within seconds, before Lightning is imported and before the cache workers'
+    # fork server competes for the CPU.
+    prepared = prepare_run(cfg, progress=not args.no_progress)
     if builds_pixel_caches(cfg):
         from benchmark.worker_server import start_worker_server
 
-        start_worker_server()  # its imports overlap this process's own (torch, Lightning) on another core
-    check_name(cfg["detector"], library=True)  # timm:/torchvision:/openclip: models: before any data is prepared
+        start_worker_server()  # its imports overlap this process's own (Lightning, the data check) on another core
     from protocols.engine import run_experiment
     from protocols.resume import EXIT_PREEMPTED, Preempted
 
     try:
-        run_dir = run_experiment(cfg, force_new=args.force_new, progress=not args.no_progress)
+        run_dir = run_experiment(cfg, force_new=args.force_new, progress=not args.no_progress, prepared=prepared)
     except Preempted as e:
         print(f"genshift: {e}", file=sys.stderr)
         return EXIT_PREEMPTED
@@ -146,7 +164,7 @@ def cmd_run(args) -> int:
 COMMAND_MODULES = {
     "leaderboard": "leaderboard.cli", "inspect": "leaderboard.cli", "detectors": "detectors.cli",
     "data": "benchmark.cli", "cache": "protocols.cache_cli", "bench": "protocols.bench",
-    "robustness": "protocols.robustness", "predict": "protocols.predict",
+    "robustness": "protocols.robustness", "predict": "protocols.predict", "strategies": "protocols.strategies.cli",
 }
 # Modules that import torch when imported: top-level help shows this line for them instead of importing them.
 HEAVY_COMMAND_HELP = {"robustness": "score a run's window checkpoints under graded degradations"}

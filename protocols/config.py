@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 from benchmark import strict_yaml
-from protocols.config_schema import ConfigError, operational_keys, validate
+from protocols.config_schema import ConfigError, operational_keys, parse_bytes, validate  # noqa: F401 (re-export)
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 PROTOCOL_VERSION = "genshift-1"
@@ -48,6 +48,27 @@ def _flat_keys(d: Mapping, prefix: str = "") -> list[str]:
     return keys
 
 
+# Sections whose keys are open: `cl_strategy` holds a strategy name and that strategy's own parameters, checked
+# against the strategy's defaults when the run starts (protocols/strategies/registry.py).
+OPEN_SECTIONS = ("cl_strategy",)
+
+
+def _merge_open(base: Any, override: Any, source: str) -> dict:
+    """A strategy section: a bare name means {name: NAME}; naming another strategy starts from its defaults."""
+    base = {"name": base} if isinstance(base, str) else dict(base or {})
+    if isinstance(override, str):
+        override = {"name": override}
+    if not isinstance(override, Mapping):
+        raise ConfigError(f"{source}: cl_strategy must be a strategy name or a mapping {{name: ..., <parameter>: "
+                          f"...}}, got {override!r}")
+    bad = [k for k in override if not isinstance(k, str)]
+    if bad:
+        raise ConfigError(f"{source}: config key cl_strategy.{bad[0]!r} is not a name")
+    if "name" in override and override["name"] != base.get("name"):
+        base = {}
+    return {**base, **copy.deepcopy(dict(override))}
+
+
 def merge(base: dict, override: Mapping, source: str, _prefix: str = "",
           sources: dict[str, str] | None = None) -> dict:
     """Deep-merge `override` into a copy of `base`; a key unknown to `base` is an error naming `source`.
@@ -57,6 +78,11 @@ def merge(base: dict, override: Mapping, source: str, _prefix: str = "",
     for k, v in override.items():
         if not isinstance(k, str):
             raise ConfigError(f"{source}: config key {_prefix}{k!r} is not a name")
+        if not _prefix and k in OPEN_SECTIONS and k in out:
+            out[k] = _merge_open(out[k], v, source)
+            if sources is not None:
+                sources.update({f"{k}.{sub}": source for sub in (v if isinstance(v, Mapping) else ("name",))})
+            continue
         if k not in out:
             close = difflib.get_close_matches(k, list(out), n=3)
             hint = (f"; did you mean {', '.join(_prefix + c for c in close)}?" if close
@@ -122,7 +148,11 @@ def resolve_config(
     if detector:
         cfg["detector"] = detector
         sources["detector"] = "command line"
-    return validate(cfg, defaults, sources)
+    cfg = validate(cfg, defaults, sources)
+    from protocols.strategies.registry import resolve_strategy_config  # imports no torch
+
+    cfg["cl_strategy"] = resolve_strategy_config(cfg.get("cl_strategy"))  # every parameter, typed (defaults filled)
+    return cfg
 
 
 def validate_config(cfg: dict) -> dict:
@@ -166,22 +196,45 @@ def config_diff(a: Mapping, b: Mapping, prefix: str = "") -> list[str]:
     return out
 
 
-CACHE_DEFAULTS = {"eval_inputs": True, "train_inputs": True, "probe_features": True}
+CACHE_DEFAULTS = {"eval_inputs": True, "train_inputs": "auto", "probe_features": True, "max_bytes": None,
+                  "verify": "sample", "chunk_mb": 64}
+TRAIN_INPUT_POLICIES = ("auto", "cached", "per_window", "stream")
+VERIFY_MODES = ("fast", "sample", "full")
 
 
 def cache_switches(cfg: Mapping[str, Any]) -> dict:
-    """The `cache` section with defaults; unknown keys are an error."""
+    """The `cache` section with defaults, checked and normalised; unknown keys are an error.
+
+    `train_inputs` accepts the booleans of older configs (true = cached, false = stream).
+    """
     sw = dict(CACHE_DEFAULTS)
     for k, v in (cfg.get("cache") or {}).items():
         if k not in sw:
-            raise ValueError(f"cache.{k}: unknown cache switch; expected one of {sorted(sw)}")
-        if not isinstance(v, bool):
-            raise ValueError(f"cache.{k}: expected true or false, got {v!r}")
+            raise ConfigError(f"cache.{k}: unknown cache setting; expected one of {sorted(sw)}")
         sw[k] = v
+    for k in ("eval_inputs", "probe_features"):
+        if not isinstance(sw[k], bool):
+            raise ConfigError(f"cache.{k}: expected true or false, got {sw[k]!r}")
+    t = sw["train_inputs"]
+    if isinstance(t, bool):
+        sw["train_inputs"] = "cached" if t else "stream"
+    elif t not in TRAIN_INPUT_POLICIES:
+        raise ConfigError(f"cache.train_inputs: {t!r}; expected one of {', '.join(TRAIN_INPUT_POLICIES)} "
+                          "(or true = cached, false = stream)")
+    sw["max_bytes"] = parse_bytes(sw["max_bytes"], "cache.max_bytes")
+    if sw["verify"] not in VERIFY_MODES:
+        raise ConfigError(f"cache.verify: {sw['verify']!r}; expected one of {', '.join(VERIFY_MODES)}")
+    if isinstance(sw["chunk_mb"], bool) or not isinstance(sw["chunk_mb"], (int, float)) or sw["chunk_mb"] <= 0:
+        raise ConfigError(f"cache.chunk_mb: expected a positive number of MiB per chunk, got {sw['chunk_mb']!r}")
     return sw
+
+
+def world_size(cfg: Mapping[str, Any]) -> int:
+    """Processes the config asks for: devices per node × nodes (1 = no DDP)."""
+    return int(cfg.get("devices", 1) or 1) * int(cfg.get("num_nodes", 1) or 1)
 
 
 def builds_pixel_caches(cfg: Mapping[str, Any]) -> bool:
     """Whether a run may build a pixel store, hence wants the cache workers' fork server started early."""
     sw = cache_switches(cfg)
-    return sw["eval_inputs"] or sw["train_inputs"]
+    return sw["eval_inputs"] or sw["train_inputs"] != "stream"

@@ -33,6 +33,8 @@ SEQUENCE_PROFILES = ("fixed", "lrnet-v1")
 SEQUENCE_AGGREGATES = ("vote", "mean", "max")
 REAL_SAMPLINGS = ("unique", "repeat", "weighted")
 SELECTIONS = ("last", "best_val_accuracy")
+CACHE_TRAIN_INPUTS = ("auto", "cached", "per_window", "stream")
+CACHE_VERIFY_MODES = ("fast", "sample", "full")
 EXPERIMENT_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.,+=@-]{0,199}")
 
 
@@ -69,6 +71,50 @@ def _epochs_per_branch(value: dict) -> str | None:
     return f"epochs must be integers >= 1, got {bad}" if bad else None
 
 
+_BYTE_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "m": 1000**2, "mb": 1000**2, "g": 1000**3, "gb": 1000**3,
+               "t": 1000**4, "tb": 1000**4, "kib": 1024, "mib": 1024**2, "gib": 1024**3, "tib": 1024**4}
+
+
+def parse_bytes(value: Any, key: str) -> int | None:
+    """A byte count: an integer, or a string with a unit (`500M`, `64GB`, `1.5TiB`); null = no limit."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise ConfigError(f"{key}: expected a byte count (e.g. 64000000000 or 64GB), got {value!r}")
+    if isinstance(value, (int, float)):
+        n = value
+    else:
+        text = str(value).strip().lower().replace(" ", "")
+        num = text.rstrip("abcdefghijklmnopqrstuvwxyz")
+        unit = text[len(num):]
+        try:
+            n = float(num) * _BYTE_UNITS[unit]
+        except (ValueError, KeyError):
+            raise ConfigError(f"{key}: {value!r} is not a byte count; expected e.g. 64000000000, 500MB, 64GB "
+                              f"or 1.5TiB") from None
+    if not math.isfinite(n) or n < 0:
+        raise ConfigError(f"{key}: expected a non-negative byte count, got {value!r}")
+    return int(n)
+
+
+def _byte_count_problem(value: Any) -> str | None:
+    try:
+        parse_bytes(value, "")
+    except ConfigError:
+        return "not a byte count"
+    return None
+
+
+def _strategy_problem(name: str) -> str | None:
+    from protocols.strategies.registry import UnknownStrategyError, check_strategy_name  # imports no torch
+
+    try:
+        check_strategy_name(name)
+    except UnknownStrategyError as e:
+        return str(e)
+    return None
+
+
 def _non_empty(value: str) -> str | None:
     return "expected a non-empty string" if not value.strip() else None
 
@@ -98,7 +144,11 @@ SCHEMA: dict[str, Key] = {
     "cache_dir": Key(str, nullable=True, check=_non_empty, operational=True),
     "cache.*": Key(operational=True),
     "cache.eval_inputs": Key(bool, operational=True),
-    "cache.train_inputs": Key(bool, operational=True),
+    "cache.train_inputs": Key((bool, str), choices=(*CACHE_TRAIN_INPUTS, True, False), operational=True),
+    "cache.max_bytes": Key((int, str), nullable=True, check=_byte_count_problem, operational=True,
+                           help="a byte count: an integer or a number with a unit (500MB, 64GB, 1.5TiB)"),
+    "cache.verify": Key(str, choices=CACHE_VERIFY_MODES, operational=True),
+    "cache.chunk_mb": Key((int, float), above=0, operational=True),
     "cache.probe_features": Key(bool, operational=True),
     "dataset": Key(str, check=_dataset_problem,
                    help="synthetic[:preset], aigenbench:PATH, folder:ROOT or csv:FILE"),
@@ -116,6 +166,9 @@ SCHEMA: dict[str, Key] = {
     "benchmark.eval_shuffle_seed": SEED,
     "benchmark.eval_pairing_seed": SEED,
     "benchmark.replay_seed": SEED,
+    "cl_strategy.name": Key(str, check=_strategy_problem, help="a strategy name (`genshift strategies list`)"),
+    "cl_strategy.*": Key(),  # the named strategy's parameters: typed and checked against its defaults by
+    # protocols.strategies.registry.resolve_strategy_config (plugins bring their own)
     "degradation.profile": Key(str, choices=DEGRADATION_PROFILES),
     "degradation.base_seed": Key(int, min=0, max=2**31 - 1),
     "train.epochs": Key(int, min=1),

@@ -18,6 +18,7 @@ from torch.utils.data import Dataset
 from benchmark.eval_cache import degraded_input
 from benchmark.model_input import decode_crops
 from benchmark.reference_eval_cache import ReferenceStore, reference_input
+from protocols.cached_data import ArrayEval, read_rows
 
 
 class CropBatch(NamedTuple):
@@ -99,13 +100,13 @@ class GroupedRows(_Grouped):
         return len(self.offsets) - 1
 
     def __getitem__(self, p: int) -> tuple[torch.Tensor, int]:
-        return torch.from_numpy(np.array(self.arr[self.offsets[p]:self.offsets[p + 1]])), p
+        return torch.from_numpy(read_rows(self.arr, slice(int(self.offsets[p]), int(self.offsets[p + 1])))), p
 
     def __getitems__(self, idx: list[int]) -> list:
         """Consecutive positions (the eval order): one read of their rows, already collated."""
         lo = idx[0] if idx else 0
         if idx and idx == list(range(lo, lo + len(idx))):
-            block = torch.from_numpy(np.array(self.arr[self.offsets[lo]:self.offsets[lo + len(idx)]]))
+            block = torch.from_numpy(read_rows(self.arr, slice(int(self.offsets[lo]), int(self.offsets[lo + len(idx)]))))
             counts = np.diff(self.offsets[lo:lo + len(idx) + 1])
             return [CropBatch(block, torch.from_numpy(np.repeat(np.asarray(idx, dtype=np.int64), counts)))]
         return [self[p] for p in idx]
@@ -128,3 +129,68 @@ class NativeMultiCropStream(_Grouped):
 def is_grouped(ds: Dataset) -> bool:
     """Whether a dataset's items are groups of crops (collate with `crop_collate`)."""
     return isinstance(ds, _Grouped)
+
+
+class ReferenceCropRows(Dataset):
+    """Crop i of a reference eval store (float32 before normalisation) with its crop index: one row per crop, for
+    the probe's feature extraction (a feature row per crop, in crop order)."""
+
+    features_in = False
+
+    def __init__(self, store: ReferenceStore):
+        self.store = store
+
+    def __len__(self) -> int:
+        return self.store.n_crops
+
+    def _decode(self, rows) -> torch.Tensor:
+        idx = self.store.index[rows]
+        return decode_crops(idx[:, 1], self.store.u8, self.store.f32, idx[:, 2])
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        return self._decode(slice(i, i + 1))[0], i
+
+    def __getitems__(self, idx: list[int]) -> list[tuple[torch.Tensor, int]]:
+        """Consecutive crops (the extraction order): one decode."""
+        lo = idx[0] if idx else 0
+        if idx and idx == list(range(lo, lo + len(idx))):
+            x = self._decode(slice(lo, lo + len(idx)))
+            return [(x[j], i) for j, i in enumerate(idx)]
+        return [self[i] for i in idx]
+
+
+class CropsOfGroups(Dataset):
+    """Crop i of a grouped dataset whose crop offsets are known (a streamed five_crop or single-crop reference
+    stream), with its crop index; consecutive crops of one image are computed once."""
+
+    features_in = False
+
+    def __init__(self, ds: _Grouped):
+        if ds.offsets is None:
+            raise ValueError("CropsOfGroups: the crops per image are not known before they are computed")
+        self.ds, self.offsets = ds, np.asarray(ds.offsets, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def __getitems__(self, idx: list[int]) -> list[tuple[torch.Tensor, int]]:
+        out, last, crops = [], -1, None
+        for i, p in zip(idx, np.searchsorted(self.offsets, idx, side="right") - 1, strict=True):
+            if p != last:
+                crops, last = self.ds[int(p)][0], p
+            out.append((crops[int(i - self.offsets[p])], int(i)))
+        return out
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        return self.__getitems__([i])[0]
+
+
+def crop_rows(ds: Dataset) -> Dataset:
+    """A grouped eval dataset as one item per crop, in crop order (the probe's feature extraction, one feature row
+    per crop): the rows of a native five_crop store, of the reference store, or a stream's crops. The cache plan
+    keeps probe features off where the crops per image are unknown (reference five_crop, streamed)."""
+    if isinstance(ds, GroupedRows):
+        return ArrayEval(ds.arr)
+    if isinstance(ds, ReferenceEvalStore):
+        return ReferenceCropRows(ds.store)
+    return CropsOfGroups(ds)

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
 import torch.distributed as dist
 from torch.utils.data import Sampler
+
+from protocols.config import world_size  # noqa: F401  (re-exported: it reads the config only)
 
 
 def rank_world() -> tuple[int, int]:
@@ -39,11 +41,6 @@ def launch_rank(cfg: dict) -> int:
     return node * int(cfg.get("devices", 1) or 1) + local
 
 
-def world_size(cfg: dict) -> int:
-    """Processes the config asks for: devices per node × nodes (1 = no DDP)."""
-    return int(cfg.get("devices", 1) or 1) * int(cfg.get("num_nodes", 1) or 1)
-
-
 class TrainBatches(Sampler[list[int]]):
     """The global batches of one window (all epochs back to back), from batch `start` on, this rank's share.
 
@@ -51,9 +48,12 @@ class TrainBatches(Sampler[list[int]]):
     `BatchSampler(RandomSampler(generator=...))` yields — cut into consecutive batches of `batch_size`
     (the last one of an epoch may be short; with `drop_last` it is dropped, as the reference's loader does).
     Each global batch is split into `world` contiguous parts.
+    ``extend(i, batch)``: a continual-learning strategy's items appended to global batch i before the split
+    (protocols/strategies; indices past `n` point into its part of the dataset).
     """
 
-    def __init__(self, n: int, batch_size: int, epochs: int, seed: int, start: int = 0, drop_last: bool = False):
+    def __init__(self, n: int, batch_size: int, epochs: int, seed: int, start: int = 0,
+                 extend: Callable[[int, list[int]], list[int]] | None = None, drop_last: bool = False):
         if n < 1 or batch_size < 1 or epochs < 1:
             raise ValueError(f"TrainBatches: n={n}, batch_size={batch_size}, epochs={epochs} must all be >= 1")
         self.n, self.batch_size, self.epochs, self.seed = n, batch_size, epochs, seed
@@ -61,6 +61,7 @@ class TrainBatches(Sampler[list[int]]):
         if not 0 <= start <= self.total:
             raise ValueError(f"TrainBatches: start batch {start} outside 0..{self.total}")
         self.start = start
+        self.extend = extend
 
     @property
     def total(self) -> int:
@@ -81,6 +82,8 @@ class TrainBatches(Sampler[list[int]]):
         for i, batch in enumerate(self.global_batches()):
             if i < self.start:
                 continue
+            if self.extend is not None:
+                batch = self.extend(i, batch)
             if len(batch) < world:
                 raise RuntimeError(
                     f"training batch {i} has {len(batch)} samples, fewer than the {world} processes; "

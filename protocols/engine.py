@@ -20,13 +20,9 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch.utils.data import DataLoader
 
 from benchmark.atomic import atomic_write_json, atomic_write_text
-from benchmark.eval_plan import EvalPlan, make_eval_plan
-from benchmark.manifest import Manifest
-from benchmark.sources import SourceError, default_cache_dir, load_source
-from benchmark.timeline import generator_id_to_name, make_windows
-from benchmark.windows_plan import BenchmarkType, training_sets
+from benchmark.sources import default_cache_dir
 from benchmark.worker_server import start_worker_server
-from detectors import count_flops, create_detector, init_seed_kwargs
+from detectors import count_flops
 from protocols import faults
 from protocols.allocator import keep_large_allocations
 from protocols.checkpoints import complete_checkpoint, load_checkpoint, save_checkpoint
@@ -55,22 +51,20 @@ from protocols.resume import (
     load_train_state,
 )
 from protocols.run_inputs import RunInputs, features_in, prepare_run_inputs
+from protocols.run_setup import (  # noqa: F401  (re-exported: callers import them from the engine)
+    Benchmark,
+    Prepared,
+    benchmark_of,
+    checked_manifest,
+    create_run_detector,
+    prepare_benchmark,
+    prepare_run,
+)
 from protocols.rundir import RunDir
 from protocols.scoring import eval_device, predict_in_process
 from protocols.slurm import job_record
-
-
-@dataclass
-class Benchmark:
-    """Everything about the data that a run needs, derived once from the manifest and config."""
-
-    manifest: Manifest
-    windows: list[list[str]]
-    gen_names: list[str]
-    train_sets: list[list[int]]
-    plan: EvalPlan
-    benchmark_type: BenchmarkType
-    inputs: RunInputs | None = None  # set by _run_locked: cached/streamed datasets and resolved speed settings
+from protocols.strategies.hooks import StrategyHooks
+from protocols.strategies.registry import resolve_strategy_config
 
 
 @dataclass
@@ -84,6 +78,7 @@ class RunContext:
     loggers: list
     step_offsets: list[int]
     detector_kwargs: dict  # the factory's init arguments (the seed), recorded in each checkpoint.json
+    strategy: StrategyHooks | None = None  # the continual-learning strategy's touch points (protocols/strategies)
 
     @property
     def writer(self) -> bool:
@@ -92,47 +87,6 @@ class RunContext:
 
     def identity(self, k: int) -> dict:
         return {"run_id": self.run_id, "config_hash": self.config_hash, "window": k}
-
-
-def checked_manifest(manifest: Manifest, cfg: dict, cache_dir: Path, progress: bool) -> Manifest:
-    """Refuse a dataset that fails `genshift data check`, or drop its bad images when told to.
-
-    The check decodes every image once and is cached per manifest checksum. With `data.skip_bad_images`
-    the listed images are left out; the skipped ids go into run.json and the manifest checksum changes.
-    """
-    dc = cfg["data"]
-    if not dc["check"]:
-        return manifest
-    from benchmark.datacheck import apply_skips, check_source, format_report
-    from protocols.sequence_inputs import sequence_check_args
-
-    report = check_source(manifest, cache_dir, min_side=int(dc["min_side"]),
-                          workers=int(cfg["train"]["num_workers"]) or 1, progress=progress,
-                          **sequence_check_args(cfg, manifest))
-    if report.ok:
-        return manifest
-    if not dc["skip_bad_images"]:
-        raise SourceError(
-            f"dataset {cfg['dataset']} fails the data check:\n{format_report(report)}\n"
-            "fix the listed images, or re-run with --set data.skip_bad_images=true to leave them out "
-            "(the skipped ids are recorded in run.json)"
-        )
-    return apply_skips(manifest, report)
-
-
-def prepare_benchmark(cfg: dict, progress: bool = True) -> Benchmark:
-    cache_dir = Path(cfg["cache_dir"]).expanduser() if cfg.get("cache_dir") else default_cache_dir()
-    manifest = checked_manifest(load_source(cfg["dataset"], cache_dir, progress=progress), cfg, cache_dir, progress)
-    b = cfg["benchmark"]
-    windows = make_windows(manifest.timeline, b["generators_per_window"])
-    gen_names = generator_id_to_name(manifest.timeline)
-    btype = BenchmarkType.parse(str(b["type"]))
-    sets = training_sets(manifest.split("train"), windows, btype, b["real_sampling_seed"], b["replay_seed"],
-                         real_sampling=str(b.get("real_sampling") or "unique"))
-    plan = make_eval_plan(
-        manifest.split("eval"), gen_names, b["eval_balance_seed"], b["eval_shuffle_seed"], b["eval_pairing_seed"]
-    )
-    return Benchmark(manifest, windows, gen_names, sets, plan, btype)
 
 
 def experiment_name(cfg: dict) -> str:
@@ -148,8 +102,16 @@ def experiment_name(cfg: dict) -> str:
         return name
     ds = str(cfg["dataset"]).replace(":", "-").replace("/", "_").strip("-_")[-40:]
     det = str(cfg["detector"]).replace(":", "-").replace("/", "_")
-    name = f"{ds}__{det}__{cfg['benchmark']['type'].replace(':', '')}__seed{cfg['seed']}"
+    cl = resolve_strategy_config(cfg.get("cl_strategy"))["name"]
+    cl = "" if cl == "naive" else "__" + cl.replace(":", "-").replace("/", "_").replace("+", "p")
+    name = f"{ds}__{det}__{cfg['benchmark']['type'].replace(':', '')}{cl}__seed{cfg['seed']}"
     return re.sub(r"[^A-Za-z0-9_.,+=@-]", "_", name).lstrip(".-")[:200] or "run"
+
+
+def with_resolved_strategy(cfg: dict) -> dict:
+    """A copy of `cfg` whose `cl_strategy` names the strategy with every parameter (defaults filled in), as run.json,
+    the config hash and the leaderboard record it."""
+    return {**cfg, "cl_strategy": resolve_strategy_config(cfg.get("cl_strategy"))}
 
 
 def run_directory(cfg: dict) -> RunDir:
@@ -237,9 +199,15 @@ def _trainer(cfg: dict, precision: str, progress: bool, loggers: list | bool, n_
     )
 
 
-def run_experiment(cfg: dict, force_new: bool = False, progress: bool = True) -> Path:
-    """Run (or resume) the whole benchmark described by `cfg`; returns the run directory."""
+def run_experiment(cfg: dict, force_new: bool = False, progress: bool = True,
+                   prepared: Prepared | None = None) -> Path:
+    """Run (or resume) the whole benchmark described by `cfg`; returns the run directory.
+
+    `prepared`: what `prepare_run(cfg)` returned (the CLI calls it before importing this module, so a run whose
+    caches do not fit is refused within seconds); made here otherwise.
+    """
     t0 = time.time()
+    cfg = with_resolved_strategy(cfg)  # cl_strategy with every parameter (a bare name given in Python included)
     validate_config(cfg)  # typed and checked before any directory, dataset or model is touched
     check_pipeline_config(cfg)  # a wrong eval.pipeline/input/normalize combination fails as early
     _quiet_lightning()
@@ -250,10 +218,13 @@ def run_experiment(cfg: dict, force_new: bool = False, progress: bool = True) ->
     if builds_pixel_caches(cfg):  # `genshift run` started it already (then this finds it running); API callers
         start_worker_server()  # cache-building workers start in milliseconds once it is up
     rd = run_directory(cfg)
-    bench = prepare_benchmark(cfg, progress)
+    # The caches' sizes are checked against the budget and the free disk before any image is decoded.
+    prepared = prepared or prepare_run(cfg, progress)
+    made = (prepared.detector, prepared.detector_kwargs)
+    bench = prepare_benchmark(cfg, progress, prepared.manifest)
     rank = launch_rank(cfg)
     if rank != 0:  # another DDP process: rank 0 holds the lock, checks the directory and writes the files
-        return _run_guarded(cfg, bench, rd, t0, False, rank)
+        return _run_guarded(cfg, bench, rd, t0, False, rank, made)
     rd.lock()
     rd.remove_temporaries()
     try:
@@ -267,24 +238,24 @@ def run_experiment(cfg: dict, force_new: bool = False, progress: bool = True) ->
             _say(f"moved the old run directory aside to {moved}", t0)
             rd = RunDir(rd.path)
             rd.lock()
-        return _run_guarded(cfg, bench, rd, t0, progress, rank)
+        return _run_guarded(cfg, bench, rd, t0, progress, rank, made)
     finally:
         rd.unlock()
 
 
-def _run_guarded(cfg: dict, bench: Benchmark, rd: RunDir, t0: float, progress: bool, rank: int) -> Path:
+def _run_guarded(cfg: dict, bench: Benchmark, rd: RunDir, t0: float, progress: bool, rank: int, made) -> Path:
     """Lightning ends a fit or predict on SIGTERM with SIGTERMException; genshift reports it as Preempted."""
     try:
-        return _run_locked(cfg, bench, rd, t0, progress, rank)
+        return _run_locked(cfg, bench, rd, t0, progress, rank, made)
     except SIGTERMException as e:
         raise Preempted("stopped on SIGTERM; run the same command again to resume") from e
 
 
-def _run_locked(cfg: dict, bench: Benchmark, rd: RunDir, t0: float, progress: bool, rank: int = 0) -> Path:
+def _run_locked(cfg: dict, bench: Benchmark, rd: RunDir, t0: float, progress: bool, rank: int = 0,
+                made: tuple | None = None) -> Path:
     seed = int(cfg["seed"])
-    L.seed_everything(seed, workers=True, verbose=False)
-    detector_kwargs = init_seed_kwargs(cfg["detector"], seed)
-    detector = create_detector(cfg["detector"], pretrained=cfg["pretrained"], **detector_kwargs)
+    detector, detector_kwargs = made or create_run_detector(cfg)
+    L.seed_everything(seed, workers=True, verbose=False)  # from the seed again, whatever ran since the creation
     if detector.meta.flops is None:
         count_flops(detector)  # one eval-mode forward under no_grad: recorded in run.json and the leaderboard
     meta = detector.meta
@@ -309,6 +280,8 @@ def _run_locked(cfg: dict, bench: Benchmark, rd: RunDir, t0: float, progress: bo
                                   int(cfg["train"]["epochs"])),
         detector_kwargs=detector_kwargs,
     )
+    ctx.strategy = StrategyHooks(cfg, bench.manifest, eval_device(cfg), bench.inputs.workers, lambda m: _say(m, t0),
+                                 ctx.writer)
     attempts = list(previous.get("attempts", [])) + [
         {"started": dt.datetime.now().isoformat(timespec="seconds"), "host": host_info().get("hostname"),
          "processes": world_size(cfg), **job_record()}]
@@ -329,6 +302,7 @@ def _run_locked(cfg: dict, bench: Benchmark, rd: RunDir, t0: float, progress: bo
                             "skipped_images": bench.manifest.extra.get("skipped", [])},
                 "windows": bench.windows,
                 "benchmark_type": str(bench.benchmark_type),
+                "cl_strategy": ctx.strategy.describe,
                 "seeds": {"seed": seed, **{k: v for k, v in cfg["benchmark"].items() if k.endswith("seed")},
                           "degradation_base_seed": cfg["degradation"]["base_seed"]},
                 "detector": meta.to_dict() | {"eval_input": strategy},
@@ -347,12 +321,14 @@ def _run_locked(cfg: dict, bench: Benchmark, rd: RunDir, t0: float, progress: bo
         start += 1
     if start > 0:
         load_checkpoint(detector, rd.window(start - 1))
+        ctx.strategy.restore_after(rd.window(start - 1), ctx.identity(start - 1))
         _say(f"resuming: windows 0..{start - 1} are done, continuing at window {start}", t0)
     for k in range(start, n_steps):
         check_stop(f"before window {k}")
         train_metrics = _train_window(cfg, bench, detector, rd, k, t0, progress, ctx)
         check_stop(f"after training window {k}, before scoring it")
         _score_window(cfg, bench, detector, inputs, rd, k, t0, progress, train_metrics, ctx)
+        ctx.strategy.after_scoring(k)
     _say(f"all {n_steps} window(s) done in {rd.path}", t0)
     return rd.path
 
@@ -365,8 +341,12 @@ def _train_window(cfg, bench: Benchmark, detector, rd: RunDir, k: int, t0: float
     ids = bench.train_sets[k]
     wdir = rd.window(k)
     identity = ctx.identity(k) | {"manifest_checksum": bench.manifest.checksum, "detector_name": meta.name}
+    ds = bench.inputs.train_dataset(ids, k)  # cached pixels or probe features, or decoded + augmented on the fly
+    window = ctx.strategy.window(k, len(bench.train_sets), detector, ids, ds, bench.inputs.train_dataset,
+                                 int(tc["augmentation_factor"]), int(tc["batch_size"]))
     if complete_checkpoint(wdir, identity):
         load_checkpoint(detector, wdir)
+        ctx.strategy.restore_after(wdir, ctx.identity(k))  # the strategy's state after this window's training
         _say(f"window {k + 1}/{len(bench.train_sets)}: training already finished, weights restored", t0)
         try:
             return json.loads((wdir / "train_metrics.json").read_text())
@@ -375,12 +355,12 @@ def _train_window(cfg, bench: Benchmark, detector, rd: RunDir, k: int, t0: float
     gens = bench.windows[k] if bench.benchmark_type.kind != "full" else ["all generators"]
     _say(f"window {k + 1}/{len(bench.train_sets)}: training on {len(ids)} images × {tc['augmentation_factor']} "
          f"copies (new generators: {', '.join(gens)})", t0)
-    ds = bench.inputs.train_dataset(ids, k)  # cached pixels or probe features, or decoded + augmented on the fly
+    train_ds, extend = ctx.strategy.before_training(window)  # the strategy may add a memory to every batch
     # The global batch order is fixed per (seed, window) (a seeded randperm per epoch), so a resumed run
     # continues the same sequence from the first batch not yet done.
     accumulate = accumulation(tc)
     sampler = TrainBatches(len(ds), int(tc["batch_size"]), int(tc["epochs"]), int(cfg["seed"]) * 1_000_003 + k,
-                           drop_last=bool(tc.get("drop_last", False)))
+                           extend=extend, drop_last=bool(tc.get("drop_last", False)))
     state_identity = identity | {"n_copies": len(ds), "batch_size": sampler.batch_size, "batches": sampler.total}
     if accumulate > 1:
         state_identity["accumulate_grad_batches"] = accumulate
@@ -389,16 +369,20 @@ def _train_window(cfg, bench: Benchmark, detector, rd: RunDir, k: int, t0: float
     sampler.start = state["batches_done"] if state else 0
     if state:
         detector.load_trainable_state_dict(state["model"])
+        ctx.strategy.restore_in_window(state.get("strategy"))
         _say(f"window {k + 1}/{len(bench.train_sets)}: resuming after batch {sampler.start}/{sampler.total}", t0)
-    loader = DataLoader(ds, batch_sampler=sampler, num_workers=bench.inputs.workers(ds),
+    loader = DataLoader(train_ds, batch_sampler=sampler, num_workers=bench.inputs.workers(ds),
                         generator=torch.Generator().manual_seed(int(cfg["seed"]) * 1_000_003 + k),
                         persistent_workers=False, pin_memory=torch.cuda.is_available())
     total_steps = -(-sampler.total // accumulate)  # optimizer steps: one per `accumulate` batches (and the last)
     torch.manual_seed(int(cfg["seed"]) * 7919 + k)
-    module = DetectorModule(detector, tc, total_steps, features_in=features_in(ds))
+    module = DetectorModule(detector, tc, total_steps, features_in=features_in(ds),
+                            strategy=ctx.strategy.step_strategy, window=k)
+    window.module = module
     module.step_offset = ctx.step_offsets[k] + sampler.start
     saver = WindowCheckpointer(wdir / TRAIN_STATE, state_identity, int(tc.get("checkpoint_every_n_steps") or 0),
-                               sampler.start, sampler.total, state, ctx.writer, accumulate=accumulate)
+                               sampler.start, sampler.total, state, ctx.writer, ctx.strategy.train_state_extra,
+                               accumulate=accumulate)
     extra_callbacks = bench.inputs.window_callbacks(k, ids, sampler)  # selection (video track); before the saver
     trainer = _trainer(cfg, tc["precision"], progress, ctx.loggers or False, len(loader),
                        callbacks=[*extra_callbacks, saver], accumulate=accumulate)
@@ -408,6 +392,7 @@ def _train_window(cfg, bench: Benchmark, detector, rd: RunDir, k: int, t0: float
     if saver.interrupted:
         raise Preempted(f"stopped on a signal in window {k} after batch {saver.done}/{sampler.total} "
                         f"(state saved in {wdir / TRAIN_STATE}); run the same command again to resume")
+    ctx.strategy.after_training(window, wdir, ctx.identity(k))  # before the checkpoint marks the window trained
     metrics = {
         "window": k,
         "train": {
@@ -425,6 +410,7 @@ def _train_window(cfg, bench: Benchmark, detector, rd: RunDir, k: int, t0: float
         atomic_write_json(wdir / "train_metrics.json", metrics)
         save_checkpoint(detector, wdir, {"config": cfg, "training_complete": True, **identity,
                                          "detector_kwargs": ctx.detector_kwargs})
+        bench.inputs.release_train()  # a per-window store of training copies is not needed any more
     return metrics
 
 
@@ -468,6 +454,7 @@ def _score_window(cfg, bench: Benchmark, detector, inputs: RunInputs, rd: RunDir
         run_identity=ctx.run_identity, config_hash=ctx.config_hash, scores=scores, extra=extra,
         crop_positions=positions if multi_crop else None,
         pipeline=inputs.pipeline.to_dict() if inputs.pipeline is not None else None,
+        cl_strategy=ctx.strategy.describe,
     )
     summary = window_summary(wdir / "predictions.npz")
     metrics = train_metrics | {"eval": summary | {"seconds": round(time.time() - started, 2)}}

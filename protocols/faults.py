@@ -4,7 +4,9 @@ kill), or send itself another signal (e.g. USR1, TERM: a preemption notice at a 
 
 Points: train_batch (index = global batches done), train_state_tmp (a train state written to its temporary
 name, not yet renamed), predict_batch (index = eval batches done), predictions_tmp (predictions.npz written
-to its temporary name), before_done (metrics.json written, `done` not yet).
+to its temporary name), strategy_state (a continual-learning strategy's state after the window written, the
+window's checkpoint not yet), before_done (metrics.json written, `done` not yet), store_chunk (window 0; index =
+cache-store chunks this process has written).
 """
 
 from __future__ import annotations

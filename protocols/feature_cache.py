@@ -1,44 +1,36 @@
 """Probe feature cache: a frozen backbone's features of the eval inputs and of every fixed training copy,
 computed once (through Lightning, at the run's precision) and reused by every window (DESIGN §8).
 
+Features go batch by batch into a chunked store (benchmark/array_store.py): memory holds one chunk, a killed
+extraction resumes at its first unfinished chunk, and chunks are whole batches so a resumed extraction sees the
+same batches as an uninterrupted one.
+
 The key names the detector, its pretrained source, a sha256 over the backbone's weights, the pixel store the
 features come from, the precision, memory format, device kind and torch version: anything that changes them.
 """
 
 from __future__ import annotations
 
-import hashlib
+import time
+from collections.abc import Callable
 
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 
-from benchmark.array_store import cached_array
+from benchmark.array_store import DEFAULT_CHUNK_BYTES, StoreWriter, open_store, store_dir
+from benchmark.store_build import ChunkSink
+from protocols.feature_keys import (  # re-exported: the keys live in an import-light module
+    FEATURE_CACHE_FORMAT,
+    backbone_fingerprint,
+    feature_key,
+    feature_store_spec,
+)
 from protocols.module import DetectorModule
 
-FEATURE_CACHE_FORMAT = 1
-
-
-def backbone_fingerprint(detector: torch.nn.Module) -> str:
-    """sha256 over the backbone's state (names, dtypes, shapes, bytes): which frozen weights made the features."""
-    h = hashlib.sha256()
-    for name, t in sorted(detector.backbone.state_dict().items()):
-        t = t.detach().cpu().contiguous()
-        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()
-
-
-def feature_key(detector, inputs_digest: str, precision: str, channels_last: bool, device: str) -> dict:
-    """Everything that determines a probe's cached features."""
-    meta = detector.meta
-    return {
-        "format": FEATURE_CACHE_FORMAT, "detector": meta.name, "pretrained": meta.pretrained,
-        "backbone_sha256": backbone_fingerprint(detector), "feature_dim": meta.feature_dim,
-        "inputs": inputs_digest, "precision": precision, "channels_last": bool(channels_last),
-        "device": device, "torch": torch.__version__,
-    }
+__all__ = ["FEATURE_CACHE_FORMAT", "FeatureExtractor", "backbone_fingerprint", "cached_features", "extract_features",
+           "feature_key", "feature_store_spec"]
 
 
 class FeatureExtractor(DetectorModule):
@@ -49,11 +41,19 @@ class FeatureExtractor(DetectorModule):
         return self.detector.features(self.normalise(batch[0])).float()
 
 
-def extract_features(
-    detector, dataset: Dataset, train_cfg: dict, precision: str, accelerator: str, batch_size: int,
-    progress: bool, workers: int = 0,
-) -> np.ndarray:
-    """Features (len(dataset), feature_dim) float32 in dataset order, through a Lightning predict loop."""
+class _RowsTo(L.Callback):
+    """Hands every predicted batch's rows to `put(rows)` as they come (nothing is kept by Lightning)."""
+
+    def __init__(self, put: Callable[[np.ndarray], None]):
+        self.put = put
+
+    def on_predict_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
+        self.put(outputs.detach().cpu().numpy().astype(np.float32, copy=False))
+
+
+def _predict_rows(detector, dataset: Dataset, train_cfg: dict, precision: str, accelerator: str, batch_size: int,
+                  progress: bool, workers: int, put: Callable[[np.ndarray], None]) -> None:
+    """Backbone features of `dataset` in order, batch by batch, through a Lightning predict loop."""
     if not detector.is_probe:
         raise ValueError(f"{detector.meta.name}: features are cached only for probe detectors (frozen backbone)")
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
@@ -61,31 +61,64 @@ def extract_features(
                         pin_memory=torch.cuda.is_available() and workers > 0)
     trainer = L.Trainer(accelerator=accelerator, devices=1, precision=precision, logger=False,
                         enable_checkpointing=False, enable_model_summary=False, enable_progress_bar=progress,
-                        deterministic=True)
+                        deterministic=True, callbacks=[_RowsTo(put)])
     was_training = detector.training
-    outputs = trainer.predict(FeatureExtractor(detector, train_cfg, 1), dataloaders=loader)
+    trainer.predict(FeatureExtractor(detector, train_cfg, 1), dataloaders=loader, return_predictions=False)
     detector.train(was_training)
-    feats = torch.cat(outputs).cpu().numpy().astype(np.float32, copy=False)
-    rows = getattr(dataset, "n_crops", None) or len(dataset)  # a dataset of crop groups: one row per crop
-    if feats.shape != (rows, detector.meta.feature_dim):
-        raise RuntimeError(f"feature extraction returned {feats.shape}, expected "
-                           f"({rows}, {detector.meta.feature_dim})")
+
+
+def extract_features(
+    detector, dataset: Dataset, train_cfg: dict, precision: str, accelerator: str, batch_size: int,
+    progress: bool, workers: int = 0,
+) -> np.ndarray:
+    """Features (len(dataset), feature_dim) float32 in dataset order, in memory (benches and small data)."""
+    parts: list[np.ndarray] = []
+    _predict_rows(detector, dataset, train_cfg, precision, accelerator, batch_size, progress, workers, parts.append)
+    dim = detector.meta.feature_dim
+    feats = np.concatenate(parts) if parts else np.zeros((0, dim), np.float32)
+    if feats.shape != (len(dataset), dim):
+        raise RuntimeError(f"feature extraction returned {feats.shape}, expected ({len(dataset)}, {dim})")
     return feats
 
 
 def cached_features(
     cache_dir, detector, dataset: Dataset, inputs_digest: str, train_cfg: dict, precision: str, accelerator: str,
-    device: str, batch_size: int, progress: bool, workers: int = 0,
-) -> tuple[np.ndarray, dict]:
-    """Load or compute-and-store the features of `dataset` (identified by `inputs_digest`)."""
-    key = feature_key(detector, inputs_digest, precision, bool(train_cfg.get("channels_last")), device)
-    norm = train_cfg.get("normalize") or {}
-    meta = detector.meta
-    if norm and (list(norm["mean"]) != list(meta.mean) or list(norm["std"]) != list(meta.std)):
-        key["normalize"] = {"mean": list(norm["mean"]), "std": list(norm["std"])}  # not the backbone's own
-    arr, info = cached_array(
-        cache_dir, "features", key,
-        lambda: extract_features(detector, dataset, train_cfg, precision, accelerator, batch_size, progress,
-                                 workers),
-    )
-    return arr, key | {"digest": info["digest"], "path": info["path"], "hit": info["hit"]}
+    device: str, batch_size: int, progress: bool, workers: int = 0, *, verify: str = "sample",
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES, should_stop: Callable[[], None] | None = None,
+):
+    """Load or compute-and-store the features of `dataset` (identified by `inputs_digest`): (rows, key info)."""
+    key = feature_key(detector, inputs_digest, precision, bool(train_cfg.get("channels_last")), device,
+                      train_cfg.get("normalize"))
+    spec = feature_store_spec(key, len(dataset), detector.meta.feature_dim, batch_size, chunk_bytes)
+    info = key | {"digest": spec.digest, "path": None, "hit": False}
+    args = (detector, train_cfg, precision, accelerator, batch_size, progress)
+    if cache_dir is None:
+        feats = extract_features(detector, dataset, *args[1:], workers)
+        return feats, info | {"bytes": feats.nbytes}
+    path = store_dir(cache_dir, "features", key)
+    info["path"] = str(path)
+    t, cpu = time.perf_counter(), time.process_time()
+    store = open_store(path, spec, verify)
+    info |= {"verify_seconds": round(time.perf_counter() - t, 4), "verify": verify,
+             "verify_cpu_seconds": round(time.process_time() - cpu, 4)}
+    if store is None:
+        writer = StoreWriter(path, spec)
+        todo = [c for c in range(writer.spec.n_chunks) if c not in writer.done_chunks()]
+        sink = ChunkSink(writer, todo)
+        items = list(sink.items())
+        pending = iter(items)
+
+        def put(rows: np.ndarray) -> None:
+            for row in rows:
+                if sink.put(next(pending), row) is not None and should_stop is not None:
+                    should_stop()
+
+        if items:
+            _predict_rows(detector, Subset(dataset, items), *args[1:], workers, put)
+        if next(pending, None) is not None:
+            raise RuntimeError(f"feature extraction of {path} ended before its last row")
+        writer.finalize()
+        store = open_store(path, spec, "fast")
+    else:
+        info["hit"] = True
+    return store.field("features"), info | {"bytes": store.nbytes}

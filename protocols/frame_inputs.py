@@ -72,12 +72,19 @@ class FrameArray(Dataset):
     features_in = False
 
     def __init__(self, frames: np.ndarray, rows: np.ndarray, labels: Sequence[int] | None = None,
-                 ids: Sequence[int] | None = None):
+                 ids: Sequence[int] | None = None, per_sample: Sequence[int] | None = None):
         self.frames, self.rows = frames, rows
         self.labels, self.ids = labels, ids
+        self.per_sample = per_sample  # training: frames of each requested video, in request order
 
     def __len__(self) -> int:
         return len(self.frames)
+
+    def items_per_sample(self) -> np.ndarray:
+        """Frames of each video the training set was built from (items come video after video)."""
+        if self.per_sample is None:
+            raise RuntimeError("FrameArray: frames per video are known for training sets only")
+        return np.asarray(self.per_sample, dtype=np.int64)
 
     def __getitem__(self, i: int) -> tuple:
         x = torch.from_numpy(np.array(self.frames[i]))
@@ -138,9 +145,11 @@ def prepare_frame_inputs(cfg: dict, bench, detector, cache_dir: Path, progress: 
     first = {sid: r for r, sid in enumerate(union)}
 
     def make_train(ids: list[int], window: int = 0) -> Dataset:  # every window alike
-        picks = np.concatenate([np.flatnonzero(trows == first[int(i)]) for i in ids]) if ids else np.zeros(0, int)
+        per_video = [np.flatnonzero(trows == first[int(i)]) for i in ids]
+        picks = np.concatenate(per_video) if ids else np.zeros(0, int)
         return FrameArray(tarr[picks], np.asarray([int(trows[p]) for p in picks]),
-                          labels=[s.label for s in tsamples], ids=[s.id for s in tsamples])
+                          labels=[s.label for s in tsamples], ids=[s.id for s in tsamples],
+                          per_sample=[len(p) for p in per_video])
 
     key = {"kind": "video frames", "sampling": sampling, "aggregate": aggregate, "input_size": meta.input_size,
            "input_strategy": strategy, "digest": m.checksum[:16], "cached": False, "frames": int(len(earr))}

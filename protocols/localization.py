@@ -23,7 +23,8 @@ import torch
 
 from benchmark.atomic import atomic_write_bytes
 from benchmark.eval_plan import EvalPlan
-from benchmark.images import adapt_to_input, load_rgb
+from benchmark.images import adapt_to_input
+from benchmark.imagestore import read_image
 from benchmark.manifest import Manifest
 from benchmark.masks import adapt_mask_to_input, load_mask
 from leaderboard.localization_view import FILE_NAME, read_localization, window_localization
@@ -68,7 +69,7 @@ def score_maps(detector, manifest: Manifest, plan: EvalPlan, batch_size: int = 6
         imgs = []
         for pos in positions[start: start + step]:
             s = by_id[int(plan.sample_ids[pos])]
-            img = load_rgb(manifest.abspath(s.path))
+            img = read_image(manifest.root, s.path)  # any source kind: a file or a dataset row
             mask = load_mask(manifest.abspath(s.mask), (s.height, s.width))
             if not full_image:
                 img, mask = adapt_to_input(img, size, strategy), adapt_mask_to_input(mask, size, strategy)

@@ -21,8 +21,12 @@ class DetectorModule(L.LightningModule):
     detector object — hence its weights — carries over.
     """
 
-    def __init__(self, detector: torch.nn.Module, train_cfg: Mapping, total_steps: int, features_in: bool = False):
+    def __init__(self, detector: torch.nn.Module, train_cfg: Mapping, total_steps: int, features_in: bool = False,
+                 strategy=None, window: int = -1):
         super().__init__()
+        # strategy: a continual-learning strategy whose training_loss adds terms to every step (protocols/strategies);
+        # None (naive fine-tuning) runs the plain step below unchanged.
+        self.strategy, self.window = strategy, window
         # features_in: batches hold a probe's cached backbone features, so only the head runs (same optimizer,
         # schedule and clipping; protocols/feature_cache.py).
         self.features_in = bool(features_in)
@@ -56,20 +60,23 @@ class DetectorModule(L.LightningModule):
             x = x.float().sub_(self.mean).div_(self.std)
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
-    def logits(self, x: torch.Tensor) -> torch.Tensor:
-        """(N,) float32 logits from uint8 pixels, or from cached features when features_in."""
+    def logits(self, x: torch.Tensor, detector: torch.nn.Module | None = None) -> torch.Tensor:
+        """(N,) float32 logits from uint8 pixels, or from cached features when features_in; ``detector``: another
+        model with the same input contract (a strategy's teacher) instead of this module's."""
+        det = self.detector if detector is None else detector
         if self.features_in:
-            out = self.detector.head_forward(x)
+            out = det.head_forward(x)
         else:
-            out = self.detector(x if self.raw_inputs else self.normalise(x))
+            out = det(x if self.raw_inputs else self.normalise(x))
         return out.float()
 
     def localization_loss(self, x: torch.Tensor, y: torch.Tensor, masks: torch.Tensor,
-                          valid: torch.Tensor) -> torch.Tensor:
+                          valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Image BCE + class-balanced pixel BCE (detectors.segmentation.localization_loss) of a map detector.
 
         Under DDP each process takes the mean over its own part of the batch and DDP averages them, which equals
         the global mean when the parts are equally large (the plain image path below is exact in every case).
+        Returns (loss, image logits).
         """
         if self.features_in:
             raise RuntimeError(f"{self.detector.meta.name}: a localization batch cannot train on cached probe "
@@ -79,7 +86,7 @@ class DetectorModule(L.LightningModule):
         if self.logs_this_step():
             for name, value in parts.items():
                 self.log(f"train/loss_{name}", value, on_step=True, on_epoch=False, batch_size=len(y))
-        return loss
+        return loss, logits.float()
 
     def logs_this_step(self) -> bool:
         """Whether Lightning hands this step's metrics to the loggers (every `log_every_n_steps`). `self.log`
@@ -89,14 +96,16 @@ class DetectorModule(L.LightningModule):
     def training_step(self, batch, batch_idx):
         x, y = batch[0], batch[1]
         if len(batch) == 5:  # a localization detector's batch: pixels, labels, ids, pixel targets, target counts
-            loss = self.localization_loss(x, y, batch[3], batch[4])
+            loss, logits = self.localization_loss(x, y, batch[3], batch[4])
         elif hasattr(self.detector, "training_loss"):  # a detector with its own loss (LRNet: NLL per branch)
             loss = self.detector.training_loss(x, y, weights=self.class_weights)
+            logits = None  # a strategy that needs them gets the detector's fused logits (one more forward)
         elif self.class_weights is not None:
             if self.trainer.world_size > 1:
                 raise RuntimeError("benchmark.real_sampling=weighted runs in one process")
             w = self.class_weights.to(y.device)[y.long()]
-            loss = F.binary_cross_entropy_with_logits(self.logits(x), y.float(), weight=w)
+            logits = self.logits(x)
+            loss = F.binary_cross_entropy_with_logits(logits, y.float(), weight=w)
         elif getattr(self.detector.meta, "has_localization", False):
             raise RuntimeError(f"{self.detector.meta.name} has a localization head but its training batches carry "
                                "no pixel targets; build the training dataset with masks=True (run_inputs does)")
@@ -109,7 +118,10 @@ class DetectorModule(L.LightningModule):
             loss = F.binary_cross_entropy_with_logits(logits, y.float(), reduction="sum") \
                 * (self.trainer.world_size / n.item())
         else:
-            loss = F.binary_cross_entropy_with_logits(self.logits(x), y.float())
+            logits = self.logits(x)
+            loss = F.binary_cross_entropy_with_logits(logits, y.float())
+        if self.strategy is not None:
+            loss = self.strategy_loss(batch, logits, loss)
         if not self.logs_this_step():
             return loss
         # One step axis for all windows and resumed attempts: the "step" metric sets the loggers' step.
@@ -118,6 +130,25 @@ class DetectorModule(L.LightningModule):
         self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=True, on_epoch=False,
                  batch_size=len(y))
         return loss
+
+    def strategy_loss(self, batch, logits: torch.Tensor | None, loss: torch.Tensor) -> torch.Tensor:
+        """The plain loss with the strategy's terms added (or its base replaced); each term is logged.
+
+        ``logits`` None (a detector with its own training loss): the strategy sees the detector's forward."""
+        from protocols.strategies.base import TrainStep
+        from protocols.strategies.hooks import step_terms
+
+        if logits is None:
+            logits = self.logits(batch[0])
+        weights = None if self.class_weights is None else self.class_weights.to(logits.device)[batch[1].long()]
+        step = TrainStep(x=batch[0], y=batch[1], ids=torch.as_tensor(batch[2], device=logits.device), logits=logits,
+                         loss=loss, window=self.window, forward=self.logits, world=self.trainer.world_size,
+                         weights=weights, own_loss=hasattr(self.detector, "training_loss"))
+        terms = step_terms(self.strategy, step)
+        if self.logs_this_step():
+            for name, value in terms.items():
+                self.log(f"train/loss_{name}", value, on_step=True, on_epoch=False, batch_size=len(batch[1]))
+        return sum(terms.values())
 
     def predict_step(self, batch, batch_idx):
         x, pos = batch

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -13,13 +15,14 @@ from leaderboard.crops import CROP_KEYS  # noqa: F401  (the crop arrays' names; 
 from protocols import faults
 from protocols.config import PROTOCOL_VERSION
 
-# Schema versions of predictions.npz (readers accept every earlier version):
-# 1: the image-level fused_* arrays, identity of the eval set and the protocol;
+# Version history (readers accept every older version, 1..SCHEMA_VERSION):
+# 1: the AI-GenBench-compatible keys plus manifest_checksum, protocol_version, benchmark_type.
 # 2: run_identity and config_hash (the leaderboard refuses a window of another run); optional video-track keys
-#    (segment_*, frame_*, fused_compression, fused_video, …);
-# 3: the input pipeline (PIPELINE_KEYS: eval_pipeline, eval_input, eval_normalize, input_size) and, when an image
+#    (segment_*, frame_*, fused_compression, fused_video, ...).
+# 3: cl_strategy and cl_strategy_params (the continual-learning strategy; older files are naive fine-tuning).
+# 4: the input pipeline (PIPELINE_KEYS: eval_pipeline, eval_input, eval_normalize, input_size) and, when an image
 #    is scored as several crops (five_crop), the crop-level arrays CROP_KEYS. Files without them: native pipeline.
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 # One row per crop, in position order (a position's crops in scoring order; the reference's names):
 # crop_scores (float32 P(fake) = sigmoid of crop_logits), crop_logits, crop_to_image_index (row of the image in
 # the fused_* arrays), crop_identifiers / crop_labels / crop_generator_ids (those of the crop's image).
@@ -75,6 +78,7 @@ def write_predictions(
     extra: dict[str, np.ndarray] | None = None,
     crop_positions: np.ndarray | None = None,
     pipeline: dict | None = None,
+    cl_strategy: Mapping[str, Any] | None = None,
 ) -> None:
     """Scores are P(fake) = sigmoid(logit) computed in float64, stored in float32; the file appears atomically.
 
@@ -85,7 +89,8 @@ def write_predictions(
     per-row compression and video ids), written as given. `logits` are per image, or per crop with
     `crop_positions` (the eval position of each crop, sorted): then the image scores are the mean of the crops'
     sigmoid scores and the crop-level arrays (CROP_KEYS) are stored. `pipeline`: the run's input pipeline
-    (protocols.pipeline.InputPipeline.to_dict()), stored as PIPELINE_KEYS.
+    (protocols.pipeline.InputPipeline.to_dict()), stored as PIPELINE_KEYS. ``cl_strategy``: the resolved
+    continual-learning strategy ``{"name": ..., **params}`` (None: naive fine-tuning).
     """
     n = len(plan.sample_ids)
     crops: dict[str, np.ndarray] = {}
@@ -100,6 +105,7 @@ def write_predictions(
                  "crop_to_image_index": pos, "crop_identifiers": plan.sample_ids.astype(np.int64)[pos],
                  "crop_labels": plan.labels.astype(np.int64)[pos],
                  "crop_generator_ids": plan.generator_ids.astype(np.int64)[pos]}
+    cl = dict(cl_strategy or {"name": "naive"})
     logits = np.asarray(logits, dtype=np.float32)
     if scores is None:
         scores = sigmoid32(logits)
@@ -127,6 +133,8 @@ def write_predictions(
         "benchmark_type": np.array(benchmark_type),
         "run_identity": np.array(run_identity),
         "config_hash": np.array(config_hash),
+        "cl_strategy": np.array(str(cl.pop("name"))),
+        "cl_strategy_params": np.array(json.dumps(cl, sort_keys=True)),
         **variant,
         **crops,
     }

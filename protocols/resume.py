@@ -13,6 +13,7 @@ import datetime as dt
 import random
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -87,8 +88,12 @@ def _tuples(x):
 
 
 def save_train_state(path: Path, identity: dict, batches_done: int, detector: torch.nn.Module,
-                     optimizer: torch.optim.Optimizer, scheduler: Any, loss_sum: float, loss_count: int) -> None:
-    """Atomically write everything needed to continue training after `batches_done` global batches."""
+                     optimizer: torch.optim.Optimizer, scheduler: Any, loss_sum: float, loss_count: int,
+                     extra: dict | None = None) -> None:
+    """Atomically write everything needed to continue training after `batches_done` global batches.
+
+    ``extra``: more entries of the same kinds (tensors, numbers, strings, lists, dicts), e.g. the continual-learning
+    strategy's state under "strategy"."""
     doc = {
         "format": STATE_FORMAT,
         "identity": identity,
@@ -100,6 +105,7 @@ def save_train_state(path: Path, identity: dict, batches_done: int, detector: to
         "loss_sum": float(loss_sum),
         "loss_count": int(loss_count),
         "saved": dt.datetime.now().isoformat(timespec="seconds"),
+        **(extra or {}),
     }
     with atomic_path(path) as tmp:
         torch.save(doc, tmp)
@@ -139,8 +145,10 @@ class WindowCheckpointer(L.Callback):
     """Restores a saved train state at the start of fit; saves every `every_n` batches and on a stop request."""
 
     def __init__(self, path: Path, identity: dict, every_n: int, start: int, total: int,
-                 resume: dict | None, writer: bool, accumulate: int = 1):
+                 resume: dict | None, writer: bool, extra_state: Callable[[], dict] | None = None,
+                 accumulate: int = 1):
         self.path, self.identity, self.every_n = Path(path), identity, int(every_n or 0)
+        self.extra_state = extra_state  # more to save with each state (the strategy's), read when saving
         self.start, self.total, self.resume, self.writer = start, total, resume, writer
         # With gradient accumulation a state is exact only between optimizer steps (no gradient half summed):
         # states are saved, and a stop request honoured, at multiples of `accumulate` batches only.
@@ -177,7 +185,7 @@ class WindowCheckpointer(L.Callback):
             return
         sched = trainer.lr_scheduler_configs[0].scheduler if trainer.lr_scheduler_configs else None
         save_train_state(self.path, self.identity, self.done, pl_module.detector, trainer.optimizers[0], sched,
-                         self.loss_sum, self.loss_count)
+                         self.loss_sum, self.loss_count, self.extra_state() if self.extra_state else None)
         self._saved_at = self.done
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:

@@ -9,7 +9,9 @@ Determinism: JPEG, blur and scaling have no randomness; the noise of eval positi
 ``numpy.random.default_rng([NOISE_SEED, i])``; the mandatory chain is the run's own (profile and base seed
 from run.json), so its level equals the run's recorded evaluation. Degraded inputs are prepared once per
 level, shared by every window and cached on disk (``<cache>/robustness``, keyed by data, degradation, input
-size and library versions). Outputs (in RUN_DIR, atomic): robustness.csv (window, degradation, level,
+size and library versions; chunked stores, benchmark/array_store.py, whose size is checked against the free disk
+before any level is built). Images are read through the image store, so every source kind works (files, and
+the rows of an `aigenbench:` release). Outputs (in RUN_DIR, atomic): robustness.csv (window, degradation, level,
 auroc, n), robustness_summary.csv (per window and degradation: mean, worst, relative drop from ``none``, and
 for graded degradations whether AUROC is monotone within noise, `leaderboard.robustness_view.monotone_check`),
 robustness.json (grid, provenance, the mandatory cell checked against the run's recorded AUROC),
@@ -21,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import hashlib
 import io
 import json
 import math
@@ -36,10 +37,12 @@ import numpy as np
 import torch
 from PIL import Image
 
+from benchmark.array_store import Field, make_spec
 from benchmark.atomic import atomic_path, atomic_write_bytes, atomic_write_text
 from benchmark.degradations import degrade
 from benchmark.eval_plan import EvalPlan, make_eval_plan
-from benchmark.images import crops_per_image, input_crops, load_rgb
+from benchmark.images import crops_per_image, input_crops
+from benchmark.imagestore import read_image
 from benchmark.manifest import Manifest
 from benchmark.sources import default_cache_dir, load_source
 from benchmark.timeline import generator_id_to_name
@@ -182,63 +185,94 @@ def window_dirs(run_dir: Path, windows: Sequence[int] | None) -> list[tuple[int,
     return sorted(found.items())
 
 
-def prepare_level(manifest: Manifest, plan: EvalPlan, kind: str, level: float, size: int, strategy: str,
-                  run_cfg: dict, limit: int | None, out: np.ndarray | None = None) -> np.ndarray:
-    """uint8 (N, n_crops, 3, S, S): every eval position degraded, then adapted to the detector input.
+def level_input(root: str, path: str, kind: str, level: float, position: int, run_cfg: dict, size: int,
+                strategy: str) -> np.ndarray:
+    """One eval image decoded (through the image store: any source kind), degraded at one level and adapted to
+    the detector input: uint8 (n_crops, 3, S, S)."""
+    img = apply_single(read_image(root, path), kind, level, position, run_cfg)
+    return np.ascontiguousarray(input_crops(img, size, strategy).transpose(0, 3, 1, 2))
 
-    ``out`` (e.g. a memory-mapped cache file of that shape) is filled instead of a new array.
-    """
+
+def _level_job(args: tuple) -> np.ndarray:
+    return level_input(*args)
+
+
+def level_jobs(manifest: Manifest, plan: EvalPlan, kind: str, level: float, size: int, strategy: str, run_cfg: dict,
+               limit: int | None) -> list[tuple]:
     by_id = {s.id: s for s in manifest.split("eval")}
     ids = plan.sample_ids if limit is None else plan.sample_ids[:limit]
-    shape = (len(ids), crops_per_image(strategy), 3, size, size)
+    return [(str(manifest.root), by_id[int(sid)].path, kind, level, pos, run_cfg, size, strategy)
+            for pos, sid in enumerate(ids)]
+
+
+def prepare_level(manifest: Manifest, plan: EvalPlan, kind: str, level: float, size: int, strategy: str,
+                  run_cfg: dict, limit: int | None, out: np.ndarray | None = None) -> np.ndarray:
+    """uint8 (N, n_crops, 3, S, S) in memory: every eval position degraded, then adapted to the detector input.
+
+    ``out`` (an array of that shape) is filled instead of a new array.
+    """
+    jobs = level_jobs(manifest, plan, kind, level, size, strategy, run_cfg, limit)
+    shape = (len(jobs), crops_per_image(strategy), 3, size, size)
     if out is None:
         out = np.empty(shape, np.uint8)
     elif out.shape != shape or out.dtype != np.uint8:
         raise ValueError(f"prepare_level: out must be uint8 {shape}, got {out.dtype} {out.shape}")
-    for pos, sid in enumerate(ids):
-        img = apply_single(load_rgb(manifest.abspath(by_id[int(sid)].path)), kind, level, pos, run_cfg)
-        out[pos] = input_crops(img, size, strategy).transpose(0, 3, 1, 2)
+    for pos, job in enumerate(jobs):
+        out[pos] = level_input(*job)
     return out
 
 
 def _level_key(manifest: Manifest, kind: str, level: float, size: int, strategy: str, run_cfg: dict,
-               limit: int | None) -> str:
-    """Digest of everything that determines a level's prepared inputs (data, degradation, input, libraries)."""
+               limit: int | None) -> dict:
+    """Everything that determines a level's prepared inputs (data, degradation, input, libraries)."""
     import PIL
 
-    fields = {"manifest": manifest.checksum, "kind": kind, "level": float(level), "size": int(size),
-              "strategy": strategy, "limit": limit, "noise_seed": NOISE_SEED, "versions": [
-                  np.__version__, cv2.__version__, PIL.__version__, torch.__version__],
-              "chain": run_cfg.get("degradation") if kind == "mandatory" else None, "format": 1}
-    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:20]
+    return {"manifest": manifest.checksum, "kind": kind, "level": float(level), "size": int(size),
+            "strategy": strategy, "limit": limit, "noise_seed": NOISE_SEED,
+            "versions": [np.__version__, cv2.__version__, PIL.__version__, torch.__version__],
+            "chain": run_cfg.get("degradation") if kind == "mandatory" else None, "format": 2}
+
+
+def level_spec(manifest: Manifest, plan: EvalPlan, kind: str, level: float, size: int, strategy: str, run_cfg: dict,
+               limit: int | None):
+    """The chunked store of one level: one uint8 (n_crops, 3, S, S) row per eval position."""
+    n = len(plan.sample_ids) if limit is None else min(limit, len(plan.sample_ids))
+    key = _level_key(manifest, kind, level, size, strategy, run_cfg, limit)
+    return make_spec("robustness", key, n, {"pixels": Field("uint8", (crops_per_image(strategy), 3, size, size))})
 
 
 def cached_level(cache_root: Path | None, manifest: Manifest, plan: EvalPlan, kind: str, level: float, size: int,
-                 strategy: str, run_cfg: dict, limit: int | None) -> np.ndarray:
-    """prepare_level, read from / written to ``cache_root/<key>.npy`` when a cache root is given.
+                 strategy: str, run_cfg: dict, limit: int | None, workers: int = 1):
+    """prepare_level, read from / written to a chunked store under ``cache_root`` (the cache dir's parent of
+    ``robustness/``) when given: rows (N, n_crops, 3, S, S), built chunk by chunk, resumed after a kill.
 
     The key covers manifest checksum, degradation and level, input size and strategy, the mandatory chain's
-    settings and library versions, so a stale entry is never read; a corrupt one is rebuilt.
+    settings and library versions, so a stale entry is never read; a damaged chunk is rebuilt.
     """
     if cache_root is None:
         return prepare_level(manifest, plan, kind, level, size, strategy, run_cfg, limit)
-    path = Path(cache_root) / f"{kind}_{level:g}_{_level_key(manifest, kind, level, size, strategy, run_cfg, limit)}.npy"
-    n = len(plan.sample_ids) if limit is None else min(limit, len(plan.sample_ids))
-    shape = (n, crops_per_image(strategy), 3, size, size)
-    if path.is_file():
-        try:
-            arr = np.load(path, mmap_mode="r", allow_pickle=False)
-            if arr.dtype == np.uint8 and arr.shape == shape:
-                return arr
-        except (OSError, ValueError):
-            pass  # unreadable or truncated: rebuilt below and replaced atomically
-        print(f"[robustness] cache entry {path} is damaged; rebuilding it", file=sys.stderr)
-    with atomic_path(path) as tmp:  # filled in place on disk: a level never has to fit in memory
-        arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
-        prepare_level(manifest, plan, kind, level, size, strategy, run_cfg, limit, out=arr)
-        arr.flush()
-        del arr
-    return np.load(path, mmap_mode="r", allow_pickle=False)
+    from benchmark.store_build import cached_store
+
+    spec = level_spec(manifest, plan, kind, level, size, strategy, run_cfg, limit)
+    jobs = level_jobs(manifest, plan, kind, level, size, strategy, run_cfg, limit)
+    arrays, _ = cached_store(Path(cache_root).parent, spec, _level_job, jobs, workers)
+    return arrays["pixels"]
+
+
+def check_level_budget(cache_root: Path, specs: list) -> None:
+    """Refuse (RobustnessError, nothing built) when the levels still to build do not fit the free disk."""
+    from benchmark.array_store import store_dir, store_progress
+    from protocols.cache_plan import free_disk, human_bytes
+
+    unique = {s.digest: s for s in specs}.values()  # identity levels share the clean store
+    need = sum(max(0, s.estimate_bytes() - store_progress(store_dir(Path(cache_root).parent, s.kind, s.key), s)[1])
+               for s in unique)
+    free = free_disk(Path(cache_root))
+    if need > free:
+        raise RobustnessError(f"the degraded inputs of the {len(unique)} grid level(s) need {human_bytes(need)} more "
+                              f"under {cache_root}, which has {human_bytes(free)} free; nothing was built. Choices: "
+                              "--no-cache (prepare each level in memory, nothing written), --limit N, fewer "
+                              "--degradation levels, or --cache-dir on a larger disk")
 
 
 PRECISIONS = ("run", "32-true", "bf16-mixed", "16-mixed")
@@ -280,13 +314,14 @@ def score_inputs(detector, inputs: np.ndarray, batch_size: int, precision: str =
         detector = detector.to(memory_format=torch.channels_last)
     module = DetectorModule(detector, {"channels_last": channels_last}, 1).to(device)
     n, c = inputs.shape[:2]
-    flat = inputs.reshape(n * c, *inputs.shape[2:])
+    per = max(1, batch_size // c)  # positions per batch: batches hold whole positions' crops
     logits = []
-    for i in range(0, len(flat), batch_size):
-        x = torch.from_numpy(np.array(flat[i: i + batch_size])).to(device)  # a copy: cached inputs are read-only
+    for i in range(0, n, per):
+        block = np.array(inputs[i: i + per])  # a copy: cached inputs are read-only or read from a store
+        x = torch.from_numpy(block.reshape(len(block) * c, *block.shape[2:])).to(device)
         with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
             logits.append(module.logits(x).cpu())
-    fused = torch.cat(logits).view(n, c).mean(dim=1)
+    fused = torch.cat(logits).view(n, c).mean(dim=1) if logits else torch.zeros(0)
     return torch.sigmoid(fused).double().numpy()
 
 
@@ -342,6 +377,11 @@ def score_grid(run_dir: Path, windows: Sequence[int] | None = None, grid: dict |
     strategy = (doc["config"].get("eval") or {}).get("input") or meta.eval_resize
     cache = Path(cache_dir or doc["config"].get("cache_dir") or default_cache_dir()).expanduser()
     cache_root = cache / "robustness" if use_cache else None
+    if cache_root is not None:
+        check_level_budget(cache_root, [
+            level_spec(manifest, plan, "none" if is_identity(kind, lv) else kind, 0 if is_identity(kind, lv) else lv,
+                       meta.input_size, strategy, doc["config"], limit)
+            for kind, levels in grid.items() for lv in levels])
     rows, scores = [], []
     clean: dict[int, np.ndarray] = {}  # scores of the unaltered inputs, shared by every identity level
     t0 = time.time()

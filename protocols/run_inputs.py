@@ -1,13 +1,15 @@
 """What the engine feeds its windows: eval and training datasets from the caches (or streamed like the
 reference when a cache is switched off), plus the precision and memory format resolved for this machine.
 
-Switches (config `cache.*`): `eval_inputs` (decoded + degraded eval pixels), `train_inputs` (decoded +
-augmented training copies), `probe_features` (a probe's frozen-backbone features of both). With every switch
-off the run decodes, degrades/augments and runs the backbone again in every window, like the reference.
+Which stores a run keeps is decided first, from their estimated sizes (protocols/cache_plan.py): eval inputs
+(decoded + degraded eval pixels), training copies (decoded + augmented; cached, one window's at a time, or
+streamed), a probe's frozen-backbone features of both. With every store off the run decodes, degrades/augments
+and runs the backbone again in every window, like the reference. Every choice gives the same predictions.
 """
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,8 +23,10 @@ from benchmark.eval_cache import build_or_load_eval_inputs, eval_cache_key, eval
 from benchmark.images import crops_per_image
 from benchmark.reference_eval_cache import build_or_load_reference_inputs, reference_eval_key
 from benchmark.reference_train_augment import NAME as REFERENCE_AUGMENTATION
-from benchmark.train_cache import build_or_load_train_inputs, train_cache_key
+from benchmark.train_cache import build_or_load_train_inputs
+from protocols import faults
 from protocols.allocator import keep_large_allocations
+from protocols.cache_plan import CachePlan, human_bytes, plan_caches
 from protocols.cached_data import ArrayEval, ArrayTrainCopies, EvalStream
 from protocols.config import ConfigError, cache_switches
 from protocols.crop_data import (
@@ -30,12 +34,23 @@ from protocols.crop_data import (
     NativeMultiCropStream,
     ReferenceEvalStore,
     ReferenceEvalStream,
+    crop_rows,
     is_grouped,
 )
 from protocols.data import ReferenceTrainCopies, TrainCopies
 from protocols.feature_cache import cached_features
 from protocols.pipeline import InputPipeline, resolve_pipeline
+from protocols.resume import check_stop
 from protocols.speed import resolve_precision, resolve_train_cfg, uses_cuda
+
+_chunks_written = [0]
+
+
+def stop_between_chunks() -> None:
+    """Called after every store chunk written: stop here on a signal (preemption); crash here in resume tests."""
+    _chunks_written[0] += 1
+    faults.die_if("store_chunk", 0, _chunks_written[0])
+    check_stop("while building a cache store (its finished chunks are kept; run again to resume)")
 
 
 @dataclass
@@ -53,6 +68,7 @@ class RunInputs:
     eval_precision: str
     eval_key: dict
     describe: dict = field(default_factory=dict)
+    release_train: Callable[[], None] = lambda: None  # after a window's training: drop its per-window store
     pipeline: InputPipeline | None = None  # the resolved eval.pipeline / eval.input / eval.normalize
     fuse: Callable | None = None
     callbacks: Callable | None = None
@@ -90,16 +106,18 @@ def loader_workers(ds: Dataset, train_cfg: dict) -> int:
     return 0 if isinstance(ds, in_memory) else int(train_cfg["num_workers"])
 
 
-def eval_pixels(cfg: dict, bench, pipe: InputPipeline, cache_dir: Path, cached: bool, workers: int,
-                progress: bool) -> tuple[Dataset, dict]:
-    """The eval dataset of the run's input pipeline (cached or streamed) and its cache key for run.json.
+def eval_pixels(cfg: dict, bench, pipe: InputPipeline, cache_dir: Path | None, cached: bool, workers: int,
+                progress: bool, store_opts: dict | None = None) -> tuple[Dataset, dict]:
+    """The eval dataset of the run's input pipeline (cached or streamed, as the cache plan decided) and its cache key
+    for run.json (`cache_dir=None`: built in memory).
 
     Native single-crop: (uint8 3×S×S, position) items. Native five_crop and the reference pipeline: groups of
-    crops per position (`protocols.crop_data`), the reference's as float32 tensors restored bit for bit.
+    crops per position (`protocols.crop_data`), the reference's as float32 tensors restored bit for bit. The native
+    stores are chunked stores (benchmark/array_store.py); the reference's is its own (reference_eval_cache.py).
     """
-    m, plan = bench.manifest, bench.plan
+    m, ids = bench.manifest, bench.plan.sample_ids
     prof, base_seed = cfg["degradation"]["profile"], cfg["degradation"]["base_seed"]
-    args = (m, plan.sample_ids, prof, base_seed, pipe.size, pipe.input)
+    args = (m, ids, prof, base_seed, pipe.size, pipe.input)
     if pipe.pipeline == "reference":
         if cached:
             store, ekey = build_or_load_reference_inputs(*args, cache_dir, workers=workers, progress=progress)
@@ -112,10 +130,10 @@ def eval_pixels(cfg: dict, bench, pipe: InputPipeline, cache_dir: Path, cached: 
         return stream, ekey
     n_crops = crops_per_image(pipe.input)
     if cached:
-        arr, ekey = build_or_load_eval_inputs(*args, cache_dir, workers=workers, progress=progress)
-        if n_crops > 1:
-            flat = arr.reshape(len(arr) * n_crops, *arr.shape[2:])
-            return GroupedRows(flat, np.arange(len(arr) + 1, dtype=np.int64) * n_crops), ekey
+        arr, ekey = build_or_load_eval_inputs(*args, cache_dir, workers=workers, progress=progress,
+                                              **(store_opts or {}))
+        if n_crops > 1:  # the store's rows are the crops, a position's n_crops in order
+            return GroupedRows(arr, np.arange(len(ids) + 1, dtype=np.int64) * n_crops), ekey
         return ArrayEval(arr), ekey
     ekey = eval_cache_key(*args)
     ekey = ekey | {"digest": key_digest(ekey), "path": None, "hit": False}
@@ -129,16 +147,16 @@ def features_in(ds: Dataset) -> bool:
 
 
 def prepare_run_inputs(cfg: dict, bench, detector, cache_dir: Path, progress: bool, say: Callable[[str], None],
-                       world: int = 1) -> RunInputs:
+                       world: int = 1, plan: CachePlan | None = None) -> RunInputs:
     """Build or load every cache this run uses and return the datasets the windows read."""
-    inputs = _prepare(cfg, bench, detector, cache_dir, progress, say, world)
+    inputs = _prepare(cfg, bench, detector, cache_dir, progress, say, world, plan)
     if str(cfg["benchmark"].get("real_sampling") or "unique") == "weighted":
         inputs.weighted = bench.manifest
     return inputs
 
 
 def _prepare(cfg: dict, bench, detector, cache_dir: Path, progress: bool, say: Callable[[str], None],
-             world: int = 1) -> RunInputs:
+             world: int = 1, plan: CachePlan | None = None) -> RunInputs:
     video = getattr(detector.meta, "input_kind", "image") != "image" or any(s.kind != "image"
                                                                              for s in bench.manifest.samples)
     if video and (cfg.get("eval") or {}).get("pipeline") == "reference":
@@ -154,6 +172,7 @@ def _prepare(cfg: dict, bench, detector, cache_dir: Path, progress: bool, say: C
 
         return prepare_frame_inputs(cfg, bench, detector, cache_dir, progress, say)
     sw = cache_switches(cfg)
+    plan = plan or plan_caches(cfg, bench, detector, cache_dir, world)
     meta = detector.meta
     tc = resolve_train_cfg(cfg, detector)
     if tc["channels_last"]:
@@ -162,7 +181,11 @@ def _prepare(cfg: dict, bench, detector, cache_dir: Path, progress: bool, say: C
     pipe = resolve_pipeline(cfg, meta)
     workers = max(1, int(tc["num_workers"]))
     m = bench.manifest
-    eval_px, ekey = eval_pixels(cfg, bench, pipe, cache_dir, sw["eval_inputs"], workers, progress)
+    store_opts = {"verify": sw["verify"], "chunk_bytes": int(float(sw["chunk_mb"]) * (1 << 20)),
+                  "should_stop": stop_between_chunks}
+    say(plan.summary())
+    eval_px, ekey = eval_pixels(cfg, bench, pipe, cache_dir, plan.policy("eval_inputs") == "cached", workers,
+                                progress, store_opts)
     ekey["cached"] = sw["eval_inputs"]
 
     factor, seed = int(tc["augmentation_factor"]), int(cfg["seed"])
@@ -170,81 +193,92 @@ def _prepare(cfg: dict, bench, detector, cache_dir: Path, progress: bool, say: C
     targs = (factor, meta.input_size, seed, tc["augmentation"], meta.eval_resize)
     masks = bool(getattr(meta, "has_localization", False))  # training copies carry their aligned pixel targets
     reference_aug = tc["augmentation"] == REFERENCE_AUGMENTATION
+    tpolicy = plan.policy("train_inputs")
+    tspec = plan.stores["train_inputs"].spec
+    tkey = tspec.key | {"digest": tspec.digest, "path": None, "hit": False}
+    release: Callable[[], None] = lambda: None  # noqa: E731
+
+    def streamed(ids: list[int], window: int = 0) -> Dataset:
+        return TrainCopies(m, ids, factor, meta.input_size, seed, tc["augmentation"], meta.eval_resize, masks=masks)
+
     if reference_aug:
         if masks:
             raise ConfigError(f"train.augmentation {REFERENCE_AUGMENTATION} has no pixel-target variant; "
                               f"{meta.name} trains a localization head: choose light or baseline")
         aug_seed = int(tc.get("augmentation_base_seed", 4321))
         tkey = {"augmentation": REFERENCE_AUGMENTATION, "augmentation_base_seed": aug_seed, "digest": "streamed",
-                "path": None, "hit": False,
-                "not_cached": "copies are seeded by position in each window's training subset, which changes "
-                              "from window to window: they are streamed (decoded and augmented) in every window"}
+                "path": None, "hit": False, "not_cached": plan.stores["train_inputs"].reason}
 
         def train_px(ids: list[int], window: int = 0) -> Dataset:
             return ReferenceTrainCopies(m, ids, factor, meta.input_size, seed, window, aug_seed)
-    elif sw["train_inputs"]:
+    elif tpolicy == "cached":
         tarr, rows, tkey = build_or_load_train_inputs(m, union, *targs, cache_dir, workers=workers,
-                                                      progress=progress, with_masks=masks)
+                                                      progress=progress, with_masks=masks, **store_opts)
 
         def train_px(ids: list[int], window: int = 0) -> Dataset:
             return ArrayTrainCopies(tarr, rows, m, ids, factor, masks=masks)
-    else:
-        tkey = train_cache_key(m, union, *targs, with_masks=masks)
-        tkey = tkey | {"digest": key_digest(tkey), "path": None, "hit": False}
+    elif tpolicy == "per_window":
+        held: dict = {}
+
+        def release() -> None:
+            path = held.pop("path", None)
+            if path:
+                shutil.rmtree(path, ignore_errors=True)
 
         def train_px(ids: list[int], window: int = 0) -> Dataset:
-            return TrainCopies(m, ids, factor, meta.input_size, seed, tc["augmentation"], meta.eval_resize,
-                               masks=masks)
-    tkey["cached"] = sw["train_inputs"] and not reference_aug
-    caches = {"switches": sw, "eval_inputs": ekey, "train_inputs": tkey,
+            warr, wrows, wkey = build_or_load_train_inputs(m, ids, *targs, cache_dir, workers=workers,
+                                                           progress=progress, with_masks=masks, **store_opts)
+            if held.get("path") not in (None, wkey["path"]):
+                release()
+            held["path"] = wkey["path"]
+            held.setdefault("digests", []).append(wkey["digest"])
+            return ArrayTrainCopies(warr, wrows, m, ids, factor, masks=masks)
+    else:
+        train_px = streamed
+    tkey["cached"] = tpolicy == "cached" and not reference_aug
+    tkey["policy"] = tpolicy
+    caches = {"switches": sw, "plan": plan.to_dict(), "eval_inputs": ekey, "train_inputs": tkey,
               "runtime": {"malloc": keep_large_allocations(), "train_precision": tc["precision"],
                           "eval_precision": eval_precision,
                           "channels_last": tc["channels_last"]}}
+    tdesc = {"cached": f"cache {tkey['digest']}", "per_window": "one window's store at a time",
+             "stream": f"streamed by {int(tc['num_workers'])} worker(s)"}[tpolicy]
     crops = f" as {ekey['crops']} crops" if ekey.get("crops") is not None else ""
     say(f"inputs ready: eval {len(eval_px)}{crops} "
         f"({'cache ' + ekey['digest'] if sw['eval_inputs'] else 'streamed'}; {pipe.pipeline} pipeline, "
         f"{pipe.input}, {pipe.normalize} statistics), training copies of {len(union)} images × {factor} "
-        f"({'cache ' + tkey['digest'] if tkey['cached'] else 'streamed'}); precision train {tc['precision']}, "
-        f"eval {eval_precision}; channels-last {tc['channels_last']}")
-    plain = RunInputs(eval_px, train_px, tc, eval_precision, ekey, caches, pipe)
-    if not (sw["probe_features"] and detector.is_probe):
-        return plain
-    if masks:
-        caches["probe_features_skipped"] = ("localization detector: its decoder trains on the backbone's feature "
-                                            "pyramid, which the probe feature cache (pooled features) does not hold")
-        say(f"probe feature cache off: {caches['probe_features_skipped']}")
-        return plain
-    if world > 1:
-        say("probe feature cache off: it is built by a single process (this run has several)")
-        return plain
-    if is_grouped(eval_px) and eval_px.offsets is None:
-        caches["probe_features_skipped"] = ("five_crop of the reference pipeline with cache.eval_inputs off: the "
-                                            "crops per image are known only once the images are degraded")
-        say(f"probe feature cache off: {caches['probe_features_skipped']}")
+        f"({tdesc}); precision train {tc['precision']}, eval {eval_precision}; channels-last {tc['channels_last']}")
+    plain = RunInputs(eval_px, train_px, tc, eval_precision, ekey, caches, release, pipe)
+    if "eval_features" not in plan.stores:
+        skipped = plan.stores.get("probe_features")
+        if skipped is not None and sw["probe_features"]:
+            caches["probe_features_skipped"] = skipped.reason
+            say(f"probe feature cache off: {skipped.reason}")
         return plain
 
     accelerator = str(cfg.get("accelerator", "auto") or "auto")
     device = "cuda" if uses_cuda(cfg) else "cpu"
     bs = int(cfg["eval"]["batch_size"])
-    efeat, fkey_e = cached_features(cache_dir, detector, eval_px, ekey["digest"], tc, eval_precision, accelerator,
-                                    device, bs, progress, loader_workers(eval_px, tc))
+    fopts = {k: store_opts[k] for k in ("verify", "chunk_bytes", "should_stop")}
+    erows = crop_rows(eval_px) if is_grouped(eval_px) else eval_px  # one feature row per crop
+    efeat, fkey_e = cached_features(cache_dir, detector, erows, ekey["digest"], tc, eval_precision, accelerator,
+                                    device, bs, progress, loader_workers(erows, tc), **fopts)
     eval_feats = GroupedRows(efeat, eval_px.offsets, features_in=True) if is_grouped(eval_px) \
         else ArrayEval(efeat, features_in=True)
-    if reference_aug:  # training copies change every window: the backbone runs on them in every window
+    if "train_features" not in plan.stores:  # aigenbench-baseline: copies change every window
         caches |= {"eval_features": fkey_e}
-        say(f"probe features ready: eval {efeat.shape} (cache {fkey_e['digest']}); training copies are streamed "
-            f"({REFERENCE_AUGMENTATION}), so windows run the frozen backbone on them")
-        return RunInputs(eval_feats, train_px, tc, eval_precision, ekey, caches, pipe)
-    all_copies = train_px(union)
+        say(f"probe features ready: eval {tuple(efeat.shape)} (cache {fkey_e['digest']}); training copies are "
+            f"streamed ({REFERENCE_AUGMENTATION}), so windows run the frozen backbone on them")
+        return RunInputs(eval_feats, train_px, tc, eval_precision, ekey, caches, release, pipe)
+    all_copies = train_px(union) if tpolicy == "cached" else streamed(union)
     tfeat, fkey_t = cached_features(cache_dir, detector, all_copies, tkey["digest"], tc, tc["precision"],
-                                    accelerator, device, bs, progress,
-                                    loader_workers(all_copies, tc))
+                                    accelerator, device, bs, progress, loader_workers(all_copies, tc), **fopts)
     frows = {i: r * factor for r, i in enumerate(union)}
 
     def train_feats(ids: list[int], window: int = 0) -> Dataset:
         return ArrayTrainCopies(tfeat, frows, m, ids, factor, features_in=True)
 
     caches |= {"eval_features": fkey_e, "train_features": fkey_t}
-    say(f"probe features ready: eval {efeat.shape} (cache {fkey_e['digest']}), training copies {tfeat.shape} "
-        f"(cache {fkey_t['digest']}); windows train the head only")
-    return RunInputs(eval_feats, train_feats, tc, eval_precision, ekey, caches, pipe)
+    say(f"probe features ready: eval {tuple(efeat.shape)} (cache {fkey_e['digest']}), training copies "
+        f"{tuple(tfeat.shape)} (cache {fkey_t['digest']}, {human_bytes(fkey_t['bytes'])}); windows train the head only")
+    return RunInputs(eval_feats, train_feats, tc, eval_precision, ekey, caches, pipeline=pipe)

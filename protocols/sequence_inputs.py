@@ -49,6 +49,10 @@ class SegmentDataset(Dataset):
     def __len__(self) -> int:
         return int(self.video.size)
 
+    def items_per_sample(self) -> np.ndarray:
+        """Segments of each video, in video order (items come video after video; continual-learning strategies)."""
+        return np.bincount(self.video, minlength=len(self.ids)).astype(np.int64)
+
     def packed(self, i: int) -> torch.Tensor:
         v = int(self.video[i])
         return torch.from_numpy(pack_segment(self.frames[v], int(self.start[i]), self.length))

@@ -28,7 +28,8 @@ SETTINGS = ("partition", "account", "qos", "time", "nodes", "gpus_per_node", "cp
             "constraint", "signal_grace_seconds", "max_parallel", "extra_sbatch", "setup", "job_name", "log_dir")
 # `--array KEY=...` keys that are `genshift run` flags; any other key becomes `--set KEY=VALUE`.
 FLAG_KEYS = {"detector": "--detector", "seed": "--seed", "pretrained": "--pretrained", "dataset": "--dataset",
-             "preset": "--preset", "benchmark_type": "--benchmark-type", "benchmark-type": "--benchmark-type"}
+             "preset": "--preset", "benchmark_type": "--benchmark-type", "benchmark-type": "--benchmark-type",
+             "cl_strategy": "--cl-strategy", "cl-strategy": "--cl-strategy"}
 
 
 class SlurmError(RuntimeError):
@@ -102,9 +103,17 @@ def task_args(combo: dict[str, str]) -> list[str]:
     return out
 
 
-def render_script(run_args: list[str], combos: list[dict[str, str]], settings: dict, workdir: Path) -> str:
-    """The sbatch script: one array task per combination (or a single job), signal forwarding, requeue."""
+def render_script(run_args: list[str], combos: list[dict[str, str]], settings: dict, workdir: Path,
+                  command: str = "run", task_lists: list[list[str]] | None = None, after: str | None = None) -> str:
+    """The sbatch script: one array task per combination (or a single job), signal forwarding, requeue.
+
+    `command` is the genshift subcommand each task runs (`run`, `cache build`); `task_lists` gives each array
+    task's extra arguments directly (instead of `combos`); `after` makes the job wait for another job's success
+    (``--dependency=afterok:<after>``), e.g. runs of several detectors after the cache build they share.
+    """
     s = settings
+    if task_lists is not None:
+        combos = [{} for _ in task_lists]
     name = s.get("job_name") or "genshift"
     log_dir = Path(s.get("log_dir") or (workdir / "runs" / "slurm")).resolve()  # cmd_slurm sets <runs_dir>/slurm
     nodes = int(s.get("nodes") or 1)
@@ -113,7 +122,7 @@ def render_script(run_args: list[str], combos: list[dict[str, str]], settings: d
     lines = ["#!/bin/bash", f"#SBATCH --job-name={name}", "#SBATCH --requeue", "#SBATCH --open-mode=append",
              f"#SBATCH --signal=B:USR1@{int(s.get('signal_grace_seconds') or 120)}",
              f"#SBATCH --nodes={nodes}", f"#SBATCH --ntasks-per-node={procs}"]
-    array = len(combos) > 1 or bool(combos and combos[0])
+    array = len(combos) > 1 or bool(combos and combos[0]) or bool(task_lists)
     lines.append(f"#SBATCH --output={log_dir}/%x-{'%A_%a' if array else '%j'}.out")
     if array:
         throttle = f"%{int(s['max_parallel'])}" if s.get("max_parallel") else ""
@@ -124,8 +133,10 @@ def render_script(run_args: list[str], combos: list[dict[str, str]], settings: d
             lines.append(f"#SBATCH --{flag}={s[key]}")
     if gpus:
         lines.append(f"#SBATCH --gpus-per-node={gpus}")
+    if after:
+        lines.append(f"#SBATCH --dependency=afterok:{after}")
     lines += [f"#SBATCH {x}" for x in (s.get("extra_sbatch") or [])]
-    common = [sys.executable, "-m", "protocols", "run", *run_args, "--no-progress"]
+    common = [sys.executable, "-m", "protocols", *command.split(), *run_args, "--no-progress"]
     if gpus > 1 or nodes > 1:
         common += ["--set", f"devices={procs}", "--set", f"num_nodes={nodes}"]
     launcher = "srun --kill-on-bad-exit=1 " if procs * nodes > 1 else ""
@@ -140,7 +151,8 @@ def render_script(run_args: list[str], combos: list[dict[str, str]], settings: d
     if array:
         body.append('case "${SLURM_ARRAY_TASK_ID:-0}" in')
         for i, combo in enumerate(combos):
-            body.append(f"  {i}) TASK_ARGS=({shlex.join(task_args(combo))}) ;;")
+            args = task_lists[i] if task_lists is not None else task_args(combo)
+            body.append(f"  {i}) TASK_ARGS=({shlex.join(args)}) ;;")
         body += ['  *) echo "genshift: no combination for array task ${SLURM_ARRAY_TASK_ID}" >&2; exit 2 ;;', "esac"]
     body += [
         f"CMD=({shlex.join(common)} \"${{TASK_ARGS[@]}}\")",

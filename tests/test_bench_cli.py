@@ -52,3 +52,35 @@ def test_bench_whole_run_compares_identical_runs(tmp_path, cache_dir, capsys):
     assert runs["uncached"]["stores_found"] == [{}, {}]
     assert runs["cached_cold"]["stores_found"] == [{"eval_inputs": False, "train_inputs": False}] * 2
     assert runs["cached_warm"]["stores_found"] == [{"eval_inputs": True, "train_inputs": True}] * 2
+
+
+def test_bench_data_path_reports_rates_and_the_workers_a_forward_rate_needs(tmp_path, capsys):
+    out = tmp_path / "dp.json"
+    assert main(["bench", "--data-path", "--preset", "smoke", "--detector", "smallcnn_tune", "--sizes", "96,128",
+                 "--images", "2", "--rounds", "1", "--forward-rate", "500", "--json", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    assert doc["mode"] == "data-path" and set(doc["sizes"]) == {"96", "128"}
+    for row in doc["sizes"].values():
+        assert set(row) == {"decode", "train_copy", "eval_input"} and all(r["per_worker"] > 0 for r in row.values())
+        assert row["decode"]["per_worker"] > row["train_copy"]["per_worker"]  # a copy is a decode and more
+    slowest = min(r["train_copy"]["per_worker"] for r in doc["sizes"].values())
+    assert doc["slowest_train_copy_per_worker"] == slowest
+    assert doc["workers_needed"] == {"500.0": -(-500 // slowest)}
+    assert "needs" in capsys.readouterr().out
+
+
+def test_bench_scale_writes_a_release_dataset_and_times_each_stage(tmp_path, capsys):
+    out = tmp_path / "scale.json"
+    assert main(["bench", "--scale", "720", "--workdir", str(tmp_path / "w"), "--stages", "write,scan",
+                 "--json", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    assert list(doc["stages"]) == ["write", "scan"] and doc["rows"] == 720
+    for r in doc["stages"].values():
+        assert r["rc"] == 0 and r["seconds"] > 0 and r["peak_rss_mb"] > 50 and r["cpu_seconds"] > 0
+    assert "scan" in capsys.readouterr().out
+    scan_output = (tmp_path / "w" / "scale_bench.log").read_text().split("=== scan:", 1)[1].split("\n", 1)[1]
+    info = json.loads(scan_output)  # `genshift data info` of the dataset written: 36 generators, 80 / 20
+    assert info["train"]["reals"] == info["train"]["fakes"] == 288 and info["eval"]["reals"] == info["eval"]["fakes"] == 72
+    assert main(["bench", "--scale", "720", "--workdir", str(tmp_path / "w"), "--stages", "write",
+                 "--json", str(out)]) == 0
+    assert "skipped" in json.loads(out.read_text())["stages"]["write"]  # the dataset is reused

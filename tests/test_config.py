@@ -43,13 +43,25 @@ def test_hash_ignores_paths_and_diff_lists_keys():
 def test_cache_switches_validate_and_say_when_pixel_stores_are_built():
     from protocols.config import builds_pixel_caches, cache_switches
 
-    assert cache_switches({}) == {"eval_inputs": True, "train_inputs": True, "probe_features": True}
-    with pytest.raises(ValueError, match=r"cache\.eval_input: unknown cache switch; expected one of"):
+    assert cache_switches({}) == {"eval_inputs": True, "train_inputs": "auto", "probe_features": True,
+                                  "max_bytes": None, "verify": "sample", "chunk_mb": 64}
+    with pytest.raises(ValueError, match=r"cache\.eval_input: unknown cache setting; expected one of"):
         cache_switches({"cache": {"eval_input": False}})
-    with pytest.raises(ValueError, match=r"cache\.train_inputs: expected true or false, got 'no'"):
+    with pytest.raises(ValueError, match=r"cache\.train_inputs: 'no'; expected one of auto, cached, per_window"):
         cache_switches({"cache": {"train_inputs": "no"}})
+    assert cache_switches({"cache": {"train_inputs": True}})["train_inputs"] == "cached"
+    assert cache_switches({"cache": {"train_inputs": False}})["train_inputs"] == "stream"
+    for given, want in ((None, None), (1234, 1234), ("500MB", 500_000_000), ("1.5GiB", 1610612736), ("2 tb", 2e12)):
+        assert cache_switches({"cache": {"max_bytes": given}})["max_bytes"] == want
+    for bad in ("lots", "12 parsecs", -1, True):
+        with pytest.raises(ValueError, match=r"cache\.max_bytes: .*byte count"):
+            cache_switches({"cache": {"max_bytes": bad}})
+    with pytest.raises(ValueError, match=r"cache\.verify: 'always'; expected one of fast, sample, full"):
+        cache_switches({"cache": {"verify": "always"}})
     off = {"eval_inputs": False, "train_inputs": False}
     assert not builds_pixel_caches({"cache": off})
     assert not builds_pixel_caches({"cache": off | {"probe_features": True}})
+    assert not builds_pixel_caches({"cache": off | {"train_inputs": "stream"}})
+    assert builds_pixel_caches({"cache": off | {"train_inputs": "per_window"}})
     assert builds_pixel_caches({"cache": off | {"train_inputs": True}})
     assert builds_pixel_caches({"cache": off | {"eval_inputs": True}})

@@ -17,8 +17,8 @@ from protocols.rundir import RunDirError
 NPZ_KEYS = {
     "fused_scores", "fused_logits", "fused_labels", "fused_generator_ids", "fused_identifiers", "pairing",
     "generator_id_to_name", "windows_timeline", "window", "schema_version", "manifest_checksum",
-    "protocol_version", "benchmark_type", "run_identity", "config_hash", "eval_pipeline", "eval_input",
-    "eval_normalize", "input_size",
+    "protocol_version", "benchmark_type", "run_identity", "config_hash", "cl_strategy", "cl_strategy_params",
+    "eval_pipeline", "eval_input", "eval_normalize", "input_size",
 }
 
 

@@ -11,7 +11,7 @@ import pytest
 from leaderboard.crops import crop_frame, crop_summary, pipeline_of, validate_crop_arrays
 from protocols.config import ConfigError, resolve_config
 from protocols.engine import run_experiment
-from protocols.predictions import CROP_KEYS, fuse_crops
+from protocols.predictions import CROP_KEYS, SCHEMA_VERSION, fuse_crops
 
 
 def test_fusion_is_the_mean_of_sigmoid_scores_by_hand():
@@ -69,7 +69,7 @@ def test_five_crop_run_writes_crop_scores(five_crop_runs, name):
     assert info["eval_pipeline"]["input"] == "five_crop"
     for k in range(len(info["windows"])):
         z = _npz(run / f"window_{k}" / "predictions.npz")
-        assert set(CROP_KEYS) <= set(z) and int(z["schema_version"]) == 3
+        assert set(CROP_KEYS) <= set(z) and int(z["schema_version"]) == SCHEMA_VERSION
         validate_crop_arrays(z, name)
         idx = z["crop_to_image_index"]
         counts = np.bincount(idx, minlength=len(z["fused_scores"]))

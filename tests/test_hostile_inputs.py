@@ -26,6 +26,7 @@ import pytest
 from benchmark.testdata import make_image, png_bytes, write_folder_dataset
 from leaderboard.bench import fabricate_eval_set, fabricate_run
 from protocols.cli import main
+from protocols.predictions import SCHEMA_VERSION
 
 SMOKE = ["--preset", "smoke", "--no-progress", "--no-leaderboard", "--set", "benchmark.generators_per_window=12",
          "--set", "threads=1"]
@@ -258,7 +259,7 @@ def test_payload_in_genshift_npz_is_refused(tmp_path, marker, capsys):
 
 def test_payload_in_json_files_is_refused(tmp_path, marker, capsys):
     """run.json, checkpoint metadata and cache metadata are JSON: a pickle there is only unreadable JSON."""
-    from benchmark.array_store import load_store
+    from benchmark.array_store import Field, make_spec, open_store
     from benchmark.source_records import load_scan
     from protocols.rundir import RunDir, RunDirError
 
@@ -271,7 +272,9 @@ def test_payload_in_json_files_is_refused(tmp_path, marker, capsys):
     store = tmp_path / "cache" / "eval" / "x"
     store.mkdir(parents=True)
     (store / "meta.json").write_bytes(blob)
-    assert load_store(store, {"k": 1}) is None  # announced as corrupt and rebuilt, never trusted
+    spec = make_spec("eval", {"k": 1}, 4, {"x": Field("uint8", (3,))})
+    assert open_store(store, spec) is None  # announced as corrupt and rebuilt, never trusted
+    assert not store.exists()
     manifest = tmp_path / "cache" / "manifests" / "folder-x.json"
     manifest.parent.mkdir(parents=True)
     manifest.write_bytes(blob)
@@ -279,17 +282,30 @@ def test_payload_in_json_files_is_refused(tmp_path, marker, capsys):
     assert load_scan(manifest, tmp_path) is None
 
 
-def test_payload_in_cached_array_is_refused(tmp_path, marker):
-    """An array store whose data.npy is a pickled object array (with a matching meta.json) is never loaded."""
-    from benchmark.array_store import DATA, META, load_store
-    from benchmark.manifest import sha256_file
+def test_payload_in_cached_array_is_refused(tmp_path, marker, capsys):
+    """A store chunk replaced by a pickled object array (its record and meta.json rewritten to match) is refused
+    by the warm-start check and deleted; the reader never unpickles (it reads raw rows of the run's dtype)."""
+    import hashlib
+
+    from benchmark.array_store import CHUNKS, META, Field, StoreWriter, make_spec, open_store
 
     store = tmp_path / "cache" / "eval" / "x"
-    store.mkdir(parents=True)
-    np.save(store / DATA, _objects(Payload(marker)), allow_pickle=True)
-    (store / META).write_text(json.dumps({"key": {"k": 1}, "sha256": sha256_file(store / DATA),
-                                          "size": (store / DATA).stat().st_size, "shape": [1], "dtype": "object"}))
-    assert load_store(store, {"k": 1}) is None
+    spec = make_spec("eval", {"k": 1}, 4, {"x": Field("uint8", (3,))}, chunk_bytes=6)
+    w = StoreWriter(store, spec)
+    for c in range(spec.n_chunks):
+        a, b = spec.chunk_items(c)
+        w.write_chunk(c, {"x": np.full((b - a, 3), c, np.uint8)})
+    assert w.finalize() and open_store(store, spec, verify="full") is not None
+    planted = store / CHUNKS / "000000.x.npy"
+    np.save(planted, _objects(Payload(marker)), allow_pickle=True)
+    data = planted.read_bytes()
+    meta = json.loads((store / META).read_text())
+    meta["chunks"][0]["fields"]["x"].update(bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
+    (store / META).write_text(json.dumps(meta))
+    for verify in ("fast", "full"):
+        assert open_store(store, spec, verify=verify) is None
+    assert "does not start with its recorded header" in capsys.readouterr().err
+    assert not planted.exists()  # deleted: the next build rebuilds that chunk
 
 
 def test_payload_in_weights_checkpoint_and_train_state_is_refused(tmp_path, tiny, marker, capsys):
@@ -434,6 +450,10 @@ def test_schema_choices_match_their_owners():
 
     assert S.SEQUENCE_PROFILES == tuple(sorted(SEQUENCE_PROFILES)) and S.SEQUENCE_AGGREGATES == AGGREGATES
     assert S.REAL_SAMPLINGS == REAL_SAMPLINGS
+    from benchmark.array_store import VERIFY_MODES
+    from protocols.config import TRAIN_INPUT_POLICIES
+
+    assert S.CACHE_TRAIN_INPUTS == TRAIN_INPUT_POLICIES and S.CACHE_VERIFY_MODES == VERIFY_MODES
 
 
 def test_every_default_fits_the_schema_and_only_operational_keys_leave_the_hash():
@@ -497,7 +517,7 @@ def test_identical_runs_write_identical_predictions_with_their_identity(lr_run, 
     info, again = json.loads((run / "run.json").read_text()), json.loads((tmp_path / "again" / "run.json").read_text())
     with np.load(run / "window_1" / "predictions.npz") as z:
         assert str(z["run_identity"]) == info["run_identity"] == again["run_identity"]
-        assert str(z["config_hash"]) == info["config_hash"] and int(z["schema_version"]) == 3
+        assert str(z["config_hash"]) == info["config_hash"] and int(z["schema_version"]) == SCHEMA_VERSION
     assert info["run_id"] != again["run_id"]
 
 

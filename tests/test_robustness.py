@@ -136,13 +136,18 @@ def test_level_inputs_are_cached_and_damage_is_repaired(fake_run, capsys) -> Non
     cache = json.loads((run / "run.json").read_text())["config"]["cache_dir"]
     grid = {"none": (0,), "noise": (10.0,)}
     first = rb.robustness_grid(run, [1], grid, limit=12, progress=False)
-    entries = sorted((rb.Path(cache) / "robustness").glob("noise_10_*.npy"))
-    assert len(entries) == 1
-    entries[0].write_bytes(b"garbage")
+    stores = [d for d in (rb.Path(cache) / "robustness").iterdir()
+              if json.loads((d / "meta.json").read_text())["key"]["kind"] == "noise"]
+    assert len(stores) == 1
+    chunk = next((stores[0] / "chunks").glob("*.pixels.npy"))
+    chunk.write_bytes(b"garbage")
     again = rb.robustness_grid(run, [1], grid, limit=12, progress=False)
-    assert "damaged; rebuilding" in capsys.readouterr().err
+    assert "is damaged" in capsys.readouterr().err
     assert again == first == rb.robustness_grid(run, [1], grid, limit=12, progress=False, use_cache=False)
-    assert np.load(entries[0]).shape[:2] == (12, 1)
+    assert np.load(chunk).shape[:2] == (12, 1)
+    with pytest.raises(rb.RobustnessError, match=r"need .* free; nothing was built. Choices: --no-cache"):
+        rb.check_level_budget(rb.Path(cache) / "robustness", [rb.make_spec(
+            "robustness", {"huge": 1}, 10**9, {"pixels": rb.Field("uint8", (1, 3, 224, 224))})])
 
 
 def test_summary_monotone_verdict_follows_severity_not_row_order() -> None:
@@ -226,3 +231,23 @@ def test_default_detector_auroc_falls_monotonically_with_jpeg_and_blur(tmp_path,
     table = pd.read_csv(tmp_path / "lb" / "leaderboard_robustness.csv")
     assert (table.loc[table["degradation"].isin(["jpeg", "blur"]), "monotone_windows"] == len(windows)).all()
     assert "robustness grid: default" in (tmp_path / "lb" / "leaderboard.html").read_text()
+
+
+def test_grid_on_an_aigenbench_run_reads_images_through_the_image_store(tmp_path, capsys) -> None:
+    """A run on a release-format dataset (images are Arrow rows, `hf-row:` references, not files): the grid reads
+    them through the image store, and its mandatory cell reproduces the run's recorded AUROC."""
+    from benchmark.testdata import write_release_dataset
+    from protocols.cli import main
+
+    write_release_dataset(tmp_path / "release", train_fakes_per_generator=1, eval_fakes_per_generator=1)
+    run = tmp_path / "runs" / "agb"
+    assert main(["run", "--preset", "smoke", "--dataset", f"aigenbench:{tmp_path / 'release'}", "--detector",
+                 "smallcnn_tune", "--cache-dir", str(tmp_path / "cache"), "--runs-dir", str(tmp_path / "runs"),
+                 "--experiment", "agb", "--no-progress", "--no-leaderboard", "--set",
+                 "benchmark.generators_per_window=36", "--set", "threads=1"]) == 0
+    assert main(["robustness", str(run), "--degradation", "jpeg=90", "--degradation", "mandatory", "--no-progress",
+                 "--threads", "1"]) == 0
+    rows = list(csv.DictReader((run / "robustness.csv").open()))
+    assert [(r["degradation"], r["n"]) for r in rows] == [("none", "72"), ("jpeg", "72"), ("mandatory", "72")]
+    check = json.loads((run / "robustness.json").read_text())["mandatory_vs_recorded"]
+    assert check["0"]["agree"], check

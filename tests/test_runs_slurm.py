@@ -119,3 +119,41 @@ def test_preempted_task_is_requeued_and_resumes_to_identical_predictions(cluster
     info = json.loads((run / "run.json").read_text())
     assert [a.get("restart_count", "0") for a in info["attempts"]] == ["0", "1", "2"]
     assert all(a["job_id"] == job for a in info["attempts"])
+
+
+@pytest.mark.slow  # ~3 min on 2 cores: a check job, 2 shard tasks, then 2 runs
+def test_sharded_cache_build_then_runs_of_two_detectors_after_it_share_its_stores(cluster, tmp_path, cache_dir,
+                                                                                   small_reference):
+    """`genshift cache build --slurm --shards 2` (a data-check job, then an array of two shard tasks, each a range
+    of every store's chunks), then `genshift run --slurm --after <array> --array detector=...`: the runs wait for
+    the build (afterok), find every pixel store complete (hit) and predict exactly as local runs do."""
+    from benchmark.array_store import describe_stores
+    from benchmark.sources import load_source
+
+    load_source("synthetic:smoke", cache_dir, progress=False)
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "datasets").symlink_to(Path(cache_dir, "datasets").resolve())
+    env = cluster.env | {"HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
+    build = subprocess.run(
+        [sys.executable, "-m", "protocols", "cache", "build", *SMALL_RUN_FLAGS[:2], "--detector", "smallcnn_tune",
+         *SMALL_RUN_FLAGS[4:], "--set", "cache.chunk_mb=0.4", "--cache-dir", str(cache), "--slurm", "--shards", "2",
+         "--slurm-profile", "cpu", "--parsable"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert build.returncode == 0, build.stderr
+    array = build.stdout.strip()
+    runs = tmp_path / "runs"
+    job = submit(cluster, tmp_path, cache, "--after", array, "--array", "detector=smallcnn_tune,smallcnn_probe")
+    build_states = cluster.wait_jobs(array, 2, timeout=600)
+    logs = "".join(f"\n--- {p.name}\n{p.read_text()}" for p in sorted((cache / "slurm").glob("*.out")))
+    assert set(build_states.values()) == {"COMPLETED"}, (build_states, logs, cluster.daemon_logs())
+    assert "(shard 0/2)" in logs and "(shard 1/2)" in logs and "data checked and budget fits" in logs, logs
+    states = cluster.wait_jobs(job, 2, timeout=600)
+    assert set(states.values()) == {"COMPLETED"}, (states, _slurm_logs(runs), cluster.daemon_logs())
+    stores = describe_stores(cache)
+    pixel = [s for s in stores if s["kind"] in ("eval", "train_inputs")]
+    assert len(pixel) == 2 and all(s["complete"] and s["chunks"] > 2 for s in pixel), stores
+    for det in ("smallcnn_tune", "smallcnn_probe"):
+        run = runs / f"synthetic-smoke__{det}__cumulative__seed0"
+        caches = json.loads((run / "run.json").read_text())["caches"]
+        assert caches["eval_inputs"]["hit"] and caches["train_inputs"]["hit"], (det, caches)
+        assert same_predictions(run, small_reference(det, 0)), det

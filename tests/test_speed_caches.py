@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from benchmark.array_store import cached_array, describe_stores, store_dir
+from benchmark.array_store import ChunkedArray, Field, describe_stores, make_spec, store_dir
 from benchmark.eval_cache import build_or_load_eval_inputs, degraded_input, eval_jobs
 from benchmark.sources import load_source
+from benchmark.store_build import cached_store
 from benchmark.train_cache import build_or_load_train_inputs
 from protocols.cached_data import ArrayTrainCopies
 from protocols.config import resolve_config
@@ -19,32 +20,39 @@ from protocols.data import TrainCopies
 from protocols.engine import run_experiment
 
 
+def _row(i):
+    return np.full((6,), i, dtype=np.float32)
+
+
 def test_store_hit_then_corruption_and_key_change_rebuild(tmp_path, capsys):
     calls = []
 
-    def build():
-        calls.append(1)
-        return np.arange(24, dtype=np.float32).reshape(4, 6)
+    def build(i):
+        calls.append(i)
+        return _row(i)
+
+    def spec(key):
+        return make_spec("features", key, 4, {"features": Field("float32", (6,))}, chunk_bytes=48)  # 2 rows a chunk
 
     key = {"what": "x", "v": 1}
-    a, info = cached_array(tmp_path, "features", key, build)
-    assert not info["hit"] and len(calls) == 1 and isinstance(a, np.memmap)
-    b, info = cached_array(tmp_path, "features", key, build)
-    assert info["hit"] and len(calls) == 1 and np.array_equal(a, b)
-    data = store_dir(tmp_path, "features", key) / "data.npy"
-    raw = bytearray(data.read_bytes())
-    raw[-3] ^= 0xFF  # one flipped bit pattern in the payload, same size
-    data.write_bytes(bytes(raw))
-    c, info = cached_array(tmp_path, "features", key, build)
-    assert not info["hit"] and len(calls) == 2 and np.array_equal(c, build())
+    a, info = cached_store(tmp_path, spec(key), build, list(range(4)))
+    assert not info["hit"] and len(calls) == 4 and isinstance(a["features"], ChunkedArray)
+    b, info = cached_store(tmp_path, spec(key), build, list(range(4)))
+    assert info["hit"] and len(calls) == 4 and np.array_equal(a["features"][:], b["features"][:])
+    chunk = store_dir(tmp_path, "features", key) / "chunks" / "000001.features.npy"
+    raw = bytearray(chunk.read_bytes())
+    raw[-3] ^= 0xFF  # one flipped bit pattern in the payload, same size: found by hashing (full verification)
+    chunk.write_bytes(bytes(raw))
+    c, info = cached_store(tmp_path, spec(key), build, list(range(4)), verify="full")
+    assert not info["hit"] and calls[4:] == [2, 3] and np.array_equal(c["features"][:], np.stack([_row(i) for i in range(4)]))
     assert "does not match its sha256" in capsys.readouterr().err
-    data.write_bytes(data.read_bytes()[:-10])  # truncated
-    cached_array(tmp_path, "features", key, build)
-    assert len(calls) == 4 and "bytes, expected" in capsys.readouterr().err
-    cached_array(tmp_path, "features", {"what": "x", "v": 2}, build)  # another key: another store
-    assert len(calls) == 5 and len(describe_stores(tmp_path)) == 2
-    d, info = cached_array(None, "features", key, build)  # no cache dir: built in memory, nothing written
-    assert info["path"] is None and not isinstance(d, np.memmap) and len(calls) == 6
+    chunk.write_bytes(chunk.read_bytes()[:-10])  # truncated: found by the size check of every start
+    cached_store(tmp_path, spec(key), build, list(range(4)), verify="fast")
+    assert calls[6:] == [2, 3] and "bytes, expected" in capsys.readouterr().err
+    cached_store(tmp_path, spec({"what": "x", "v": 2}), build, list(range(4)))  # another key: another store
+    assert len(calls) == 12 and len(describe_stores(tmp_path)) == 2
+    d, info = cached_store(None, spec(key), build, list(range(4)))  # no cache dir: built in memory, nothing written
+    assert info["path"] is None and isinstance(d["features"], np.ndarray) and len(calls) == 16
 
 
 @pytest.fixture(scope="module")
@@ -66,8 +74,8 @@ def test_eval_cache_equals_streamed_pixels_and_is_keyed_by_input(smoke, tmp_path
     assert other["digest"] != key["digest"] and other["input_size"] == 48 and other["input_strategy"] == "resize"
     assert key["degradation"]["versions"]["opencv"] and key["manifest_checksum"] == smoke.checksum
     five, key5 = build_or_load_eval_inputs(*args, 64, "five_crop", tmp_path, workers=1, progress=False)
-    assert five.shape == (10, 5, 3, 64, 64) and key5["digest"] != key["digest"]
-    assert np.array_equal(five[3], degraded_input(*eval_jobs(*args, 64, "five_crop")[3]))
+    assert five.shape == (50, 3, 64, 64) and key5["digest"] != key["digest"]  # chunked store: a row per crop
+    assert np.array_equal(five[15:20], degraded_input(*eval_jobs(*args, 64, "five_crop")[3]))
     with pytest.raises(ValueError, match="unknown eval input strategy"):
         build_or_load_eval_inputs(*args, 64, "ten_crop", tmp_path, progress=False)
 
@@ -121,8 +129,10 @@ def test_cache_cli_info_and_clear(tmp_path, capsys):
 
     from protocols.cache_cli import register
 
-    cached_array(tmp_path, "eval", {"k": 1}, lambda: np.zeros((2, 3, 4, 4), np.uint8))
-    cached_array(tmp_path, "features", {"k": 2}, lambda: np.zeros((2, 8), np.float32))
+    cached_store(tmp_path, make_spec("eval", {"k": 1}, 2, {"pixels": Field("uint8", (3, 4, 4))}),
+                 lambda i: np.zeros((3, 4, 4), np.uint8), [0, 1])
+    cached_store(tmp_path, make_spec("features", {"k": 2}, 2, {"features": Field("float32", (8,))}),
+                 lambda i: np.zeros(8, np.float32), [0, 1])
     (tmp_path / "datasets").mkdir()
     parser = argparse.ArgumentParser()
     register(parser.add_subparsers(dest="command"))

@@ -15,6 +15,7 @@ import torch
 
 from benchmark.manifest import Sample
 from benchmark.windows_plan import BenchmarkType, class_weights, training_sets
+from protocols.predictions import SCHEMA_VERSION
 
 ROOT = Path(__file__).resolve().parent.parent
 FLAGS = ["--preset", "video", "--dataset", "synthetic-landmarks:smoke", "--no-progress", "--no-leaderboard",
@@ -56,7 +57,7 @@ def test_video_run_writes_segments_beside_videos(reference):
     assert "selected epochs (best validation accuracy): g1 epoch" in stdout
     with np.load(run / "window_1" / "predictions.npz", allow_pickle=False) as z:
         a = {k: z[k] for k in z.files}
-    assert int(a["schema_version"]) == 3 and str(a["sequence_profile"]) == "fixed"
+    assert int(a["schema_version"]) == SCHEMA_VERSION and str(a["sequence_profile"]) == "fixed"
     n = len(a["fused_scores"])
     assert a["segment_video"].min() == 0 and a["segment_video"].max() == n - 1
     for row in (0, n // 2, n - 1):  # profile fixed: the video score is the mean of its segments' scores

@@ -1,0 +1,145 @@
+"""What a run sets up before its first window, import-light (neither torch nor Lightning at import): the dataset
+and its benchmark (windows, training sets, eval plan), the data check, the detector, and the cache plan whose
+budget is checked before any image is decoded — from a remembered description of the detector before torch is
+even imported (protocols/detector_memo.py), then in full.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from benchmark.eval_plan import EvalPlan, make_eval_plan
+from benchmark.manifest import Manifest
+from benchmark.sources import SourceError, default_cache_dir, load_source
+from benchmark.timeline import generator_id_to_name, make_windows
+from benchmark.windows_plan import BenchmarkType, training_sets
+from protocols.config import world_size
+
+if TYPE_CHECKING:
+    from protocols.run_inputs import RunInputs
+
+
+@dataclass
+class Benchmark:
+    """Everything about the data that a run needs, derived once from the manifest and config."""
+
+    manifest: Manifest
+    windows: list[list[str]]
+    gen_names: list[str]
+    train_sets: list[list[int]]
+    plan: EvalPlan
+    benchmark_type: BenchmarkType
+    inputs: RunInputs | None = None  # set by _run_locked: cached/streamed datasets and resolved speed settings
+
+
+def checked_manifest(manifest: Manifest, cfg: dict, cache_dir: Path, progress: bool) -> Manifest:
+    """Refuse a dataset that fails `genshift data check`, or drop its bad images when told to.
+
+    The check decodes every image once and is cached per manifest checksum. With `data.skip_bad_images`
+    the listed images are left out; the skipped ids go into run.json and the manifest checksum changes.
+    """
+    dc = cfg["data"]
+    if not dc["check"]:
+        return manifest
+    from benchmark.datacheck import apply_skips, check_source, format_report
+    from protocols.sequence_inputs import sequence_check_args
+
+    report = check_source(manifest, cache_dir, min_side=int(dc["min_side"]),
+                          workers=int(cfg["train"]["num_workers"]) or 1, progress=progress,
+                          **sequence_check_args(cfg, manifest))
+    if report.ok:
+        return manifest
+    if not dc["skip_bad_images"]:
+        raise SourceError(
+            f"dataset {cfg['dataset']} fails the data check:\n{format_report(report)}\n"
+            "fix the listed images, or re-run with --set data.skip_bad_images=true to leave them out "
+            "(the skipped ids are recorded in run.json)"
+        )
+    return apply_skips(manifest, report)
+
+
+def benchmark_of(manifest: Manifest, cfg: dict) -> Benchmark:
+    """Windows, training sets and eval plan of a manifest under `cfg` (no image is read)."""
+    b = cfg["benchmark"]
+    windows = make_windows(manifest.timeline, b["generators_per_window"])
+    gen_names = generator_id_to_name(manifest.timeline)
+    btype = BenchmarkType.parse(str(b["type"]))
+    sets = training_sets(manifest.split("train"), windows, btype, b["real_sampling_seed"], b["replay_seed"],
+                         real_sampling=str(b.get("real_sampling") or "unique"))
+    plan = make_eval_plan(
+        manifest.split("eval"), gen_names, b["eval_balance_seed"], b["eval_shuffle_seed"], b["eval_pairing_seed"]
+    )
+    return Benchmark(manifest, windows, gen_names, sets, plan, btype)
+
+
+def prepare_benchmark(cfg: dict, progress: bool = True, manifest: Manifest | None = None) -> Benchmark:
+    """Load the dataset (unless given, as loaded by `prepare_run`), check it (`data.check`) and derive the
+    benchmark."""
+    cache_dir = Path(cfg["cache_dir"]).expanduser() if cfg.get("cache_dir") else default_cache_dir()
+    raw = manifest if manifest is not None else load_source(cfg["dataset"], cache_dir, progress=progress)
+    return benchmark_of(checked_manifest(raw, cfg, cache_dir, progress), cfg)
+
+
+def seed_generators(seed: int) -> None:
+    """Seed Python's, numpy's and torch's generators as Lightning's seed_everything does (without importing it)."""
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def create_run_detector(cfg: dict):
+    """(detector, factory init kwargs): the run's detector, created right after seeding every generator."""
+    from detectors import create_detector, init_seed_kwargs
+
+    seed = int(cfg["seed"])
+    seed_generators(seed)
+    kwargs = init_seed_kwargs(cfg["detector"], seed)
+    return create_detector(cfg["detector"], pretrained=cfg["pretrained"], **kwargs), kwargs
+
+
+def uses_image_stores(meta, manifest: Manifest) -> bool:
+    """Whether a run reads its inputs through the image stores (eval inputs, training copies, probe features):
+    an image detector (`meta`: its DetectorMeta or description) on a dataset of images. Landmark sequences and
+    frames sampled from videos are prepared by protocols/sequence_inputs.py and protocols/frame_inputs.py."""
+    return getattr(meta, "input_kind", "image") == "image" and all(s.kind == "image" for s in manifest.samples)
+
+
+@dataclass
+class Prepared:
+    """What `prepare_run` made before the run starts: the detector (and its init kwargs), the dataset as loaded
+    (before the data check) and the cache plan that fitted."""
+
+    detector: object
+    detector_kwargs: dict
+    manifest: Manifest
+    plan: object
+
+
+def prepare_run(cfg: dict, progress: bool = True, features: bool = True) -> Prepared:
+    """Load the dataset, create the detector and check that the run's caches fit (CacheBudgetError if not): all
+    before any image is decoded and before Lightning is imported. With a remembered description of the detector
+    the budget is checked before torch is imported too, so a run over its budget is refused within seconds."""
+    from protocols.cache_plan import plan_caches, refuse_over_budget
+    from protocols.detector_memo import recall_meta, remember_meta
+
+    cache_dir = Path(cfg["cache_dir"]).expanduser() if cfg.get("cache_dir") else default_cache_dir()
+    manifest = load_source(cfg["dataset"], cache_dir, progress=progress)
+    try:
+        unchecked = benchmark_of(manifest, cfg)
+    except ValueError:  # e.g. rows the data check will drop unbalance the eval split: planned after the check
+        unchecked = None
+    described = recall_meta(cfg, cache_dir)
+    if described is not None and unchecked is not None and uses_image_stores(described.meta, manifest):
+        refuse_over_budget(cfg, unchecked, described, cache_dir, world_size(cfg), features)
+    detector, kwargs = create_run_detector(cfg)
+    remember_meta(cfg, cache_dir, detector)
+    if unchecked is None or not uses_image_stores(detector.meta, manifest):  # the video track: its own caches
+        return Prepared(detector, kwargs, manifest, None)
+    plan = plan_caches(cfg, unchecked, detector, cache_dir, world_size(cfg), features=features)
+    return Prepared(detector, kwargs, manifest, plan)

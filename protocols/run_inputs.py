@@ -32,6 +32,7 @@ from protocols.config import ConfigError, cache_switches
 from protocols.crop_data import (
     GroupedRows,
     NativeMultiCropStream,
+    ReferenceCropRows,
     ReferenceEvalStore,
     ReferenceEvalStream,
     crop_rows,
@@ -102,7 +103,7 @@ class RunInputs:
 def loader_workers(ds: Dataset, train_cfg: dict) -> int:
     """DataLoader workers: none for in-memory arrays (workers would only add copies), the configured number for
     datasets that decode images."""
-    in_memory = (ArrayEval, ArrayTrainCopies, ReferenceEvalStore, GroupedRows)
+    in_memory = (ArrayEval, ArrayTrainCopies, ReferenceEvalStore, ReferenceCropRows, GroupedRows)
     return 0 if isinstance(ds, in_memory) else int(train_cfg["num_workers"])
 
 

@@ -49,14 +49,24 @@ def register(sub) -> argparse.ArgumentParser:
     p = dsub.add_parser("degrade", help="show the mandatory eval degradations on one image at one eval position",
                         description="Writes OUT.npy (float32 CHW, nominal [0, 1]: exactly what the detector's "
                                     "own resize/crop receives) and OUT.png (a preview), and prints the steps "
-                                    "that fired with their drawn parameters.")
+                                    "that fired with their drawn parameters. With --model-input: writes exactly "
+                                    "OUT, the model input float32 [n_crops, 3, S, S] of the reference pipeline "
+                                    "(torchvision v2 resize/crop on the chain's own output type, ToDtype, "
+                                    "Normalize), as AI-GenBench's evaluation feeds its model.")
     p.add_argument("image", help="an image file")
     p.add_argument("--position", type=_non_negative, required=True,
                    help="position in the shuffled eval set (seed 4321+P)")
     p.add_argument("--profile", default="aigenbench-v1",
                    help="aigenbench-v1 (default, faithful) | fixed, optionally +reencode<Q> (JPEG at quality Q first)")
     p.add_argument("--base-seed", type=_non_negative, default=4321)
-    p.add_argument("--out", required=True, help="output prefix: writes OUT.npy and OUT.png")
+    p.add_argument("--out", required=True,
+                   help="output prefix: writes OUT.npy and OUT.png; with --model-input the file OUT itself")
+    p.add_argument("--model-input", choices=("resize", "center_crop", "five_crop"),
+                   help="write the reference pipeline's model input instead: resize (both sides to S), "
+                        "center_crop, five_crop (4 corners + centre; one centre crop when a side is <= S)")
+    p.add_argument("--normalize", choices=("clip", "imagenet", "none"),
+                   help="with --model-input: normalisation statistics (default clip, the reference's)")
+    p.add_argument("--size", type=int, default=224, help="with --model-input: model input side S (default 224)")
     p.add_argument("--json", action="store_true", help="print the step records as JSON")
     data.set_defaults(handler=run_data)
     return data
@@ -129,6 +139,11 @@ def cmd_degrade(args) -> int:
         print(f"genshift: error: --base-seed + --position = {args.base_seed + args.position} must be below 2^31 "
               "(the reference's RNG limit)", file=sys.stderr)
         return 2
+    if args.model_input:
+        return _degrade_model_input(args)
+    if args.normalize:
+        print("genshift: error: --normalize applies to --model-input only", file=sys.stderr)
+        return 2
     img = load_rgb(args.image)
     out, records = degrade_float(img, args.position, args.profile, args.base_seed)
     prefix = Path(args.out)
@@ -154,6 +169,43 @@ def cmd_degrade(args) -> int:
         print(f"  {r['step']:<20} {'fired' if r['fired'] else '-':<6} {params}")
     print(f"output: float32 {tuple(out.shape)} (CHW), range [{out.min():.4f}, {out.max():.4f}] -> {npy}; "
           f"preview -> {png}")
+    return 0
+
+
+def _degrade_model_input(args) -> int:
+    """`data degrade --model-input`: the reference pipeline's model input written exactly to --out."""
+    import numpy as np
+
+    from benchmark.atomic import atomic_path
+    from benchmark.images import load_rgb
+    from benchmark.model_input import reference_model_input
+
+    if args.size < 1:
+        print(f"genshift: error: --size must be >= 1, got {args.size}", file=sys.stderr)
+        return 2
+    norm = args.normalize or "clip"
+    img = load_rgb(args.image)
+    x, records = reference_model_input(img, args.position, args.profile, args.base_seed, args.size, args.model_input,
+                                       norm)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out) as tmp, open(tmp, "wb") as f:
+        np.save(f, x)
+    chain_type = records[-1]["output_type"]
+    if args.json:
+        print(json.dumps({"input": args.image, "input_shape": list(img.shape), "position": args.position,
+                          "profile": args.profile, "seed": args.base_seed + args.position,
+                          "model_input": args.model_input, "normalize": norm, "size": args.size,
+                          "chain_output_type": chain_type, "output_shape": list(x.shape), "steps": records[:-1],
+                          "npy": str(out)}, indent=1))
+        return 0
+    print(f"{args.image}: {img.shape[1]}x{img.shape[0]}, eval position {args.position}, profile {args.profile}, "
+          f"seed {args.base_seed + args.position}")
+    for r in records[:-1]:
+        params = ", ".join(f"{k}={v}" for k, v in r.items() if k not in ("step", "fired"))
+        print(f"  {r['step']:<20} {'fired' if r['fired'] else '-':<6} {params}")
+    print(f"model input ({args.model_input} of the chain's {chain_type} output, normalised with {norm}): float32 "
+          f"{tuple(x.shape)}, range [{x.min():.4f}, {x.max():.4f}] -> {out}")
     return 0
 
 

@@ -131,6 +131,8 @@ class _Chain:
         self.py_rng = random.Random(seed)
         # uint8 HWC array, or float32 CHW tensor once a bilinear/bicubic RRC has run.
         self.img: np.ndarray | torch.Tensor = image
+        # The reference carries a PIL image from its LANCZOS random-resized crop on (a later JPEG keeps PIL).
+        self.pil_output = False
         self.records: list[dict[str, Any]] = []
 
     # -- helpers -------------------------------------------------------------------------------
@@ -241,6 +243,7 @@ class _Chain:
             pil = Image.fromarray(np.ascontiguousarray(image))
             out = TF.resized_crop(pil, top, left, box_h, box_w, [size, size], interpolation, antialias=True)
             self.img = np.asarray(out, dtype=np.uint8)
+            self.pil_output = True
         else:
             tensor = (
                 torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).to(torch.float32).div(255)
@@ -393,6 +396,30 @@ def degrade_float(
     return u8.astype(np.float32) / np.float32(255.0), chain.records
 
 
+def degrade_reference(
+    image: np.ndarray, position: int, profile: str = "aigenbench-v1", base_seed: int = DEFAULT_BASE_SEED
+) -> tuple[Image.Image | torch.Tensor, list[dict]]:
+    """The chain's output in the type the reference hands to the model's resize/crop (``make_val_crops``).
+
+    The reference mixes libraries and converts between them: after the Gaussian-noise step (albumentations,
+    NumPy in and out) every image is a float tensor ``to_tensor(u8)`` = u8/255; its LANCZOS random-resized crop
+    leaves a PIL image (a later JPEG keeps PIL); a bilinear/bicubic one leaves arbitrary floats. So the result
+    is a PIL RGB image (record ``output_type: pil``) or a float32 CHW tensor (``tensor``); a uint8 array never
+    reaches the crop. `benchmark.model_input` applies the reference's torchvision v2 resize/crop to it.
+    """
+    chain = _run_chain(image, position, profile, base_seed)
+    if isinstance(chain.img, torch.Tensor):
+        out: Image.Image | torch.Tensor = chain.img.to(torch.float32)
+    elif chain.pil_output:
+        out = Image.fromarray(np.ascontiguousarray(chain.img))
+    else:  # torchvision's to_tensor: the reference's numpy -> torch conversion (from_numpy, CHW, .div(255))
+        img = chain.img if chain.img.flags.writeable else chain.img.copy()  # torch wants writable memory
+        out = TF.to_tensor(np.ascontiguousarray(img))
+    chain.records.append({"step": "output", "fired": True,
+                          "output_type": "pil" if isinstance(out, Image.Image) else "tensor"})
+    return out, chain.records
+
+
 @functools.lru_cache(maxsize=1)
 def _library_versions() -> dict[str, str]:
     # albumentations' versions from the installed metadata: importing it only to read them costs ~1 s.
@@ -432,4 +459,4 @@ def degradation_key(profile: str, base_seed: int = DEFAULT_BASE_SEED) -> dict:
     }
 
 
-__all__ = ["PROFILES", "DEFAULT_BASE_SEED", "degrade", "degrade_float", "degradation_key"]
+__all__ = ["PROFILES", "DEFAULT_BASE_SEED", "degrade", "degrade_float", "degrade_reference", "degradation_key"]

@@ -1,7 +1,7 @@
 """Degraded eval inputs, built once per (manifest, eval order, degradation profile, libraries, input) and reused.
 
-Every window and every detector with the same input size and strategy reads the same uint8 rows (N×3×S×S, a
-chunked store read with pread: benchmark/array_store.py) instead of decoding and degrading the eval split again
+Every window and every detector with the same input size and strategy reads the same uint8 rows (N×3×S×S, or
+N·5×3×S×S for five_crop, a chunked store read with pread: benchmark/array_store.py) instead of decoding and degrading the eval split again
 (DESIGN §8). The key covers everything that changes the pixels; `degraded_input` is the one function that makes
 them, cached or not.
 """
@@ -16,7 +16,7 @@ import numpy as np
 
 from benchmark.array_store import DEFAULT_CHUNK_BYTES, StoreSpec, make_spec
 from benchmark.degradations import degradation_key, degrade
-from benchmark.images import SINGLE_CROP_STRATEGIES, adapt_to_input, to_chw
+from benchmark.images import SINGLE_CROP_STRATEGIES, adapt_to_input, crops_per_image, input_crops, to_chw
 from benchmark.imagestore import read_image
 from benchmark.manifest import Manifest
 from benchmark.progress import counted_progress
@@ -31,9 +31,7 @@ def eval_cache_key(
     manifest: Manifest, sample_ids: Sequence[int], profile: str, base_seed: int, size: int, strategy: str
 ) -> dict:
     """Everything that determines the cached pixels (decode/degradation library versions are in `degradation`)."""
-    if strategy not in SINGLE_CROP_STRATEGIES:
-        raise ValueError(f"eval input strategy {strategy!r}: the engine and its eval cache take one crop per image "
-                         f"({', '.join(SINGLE_CROP_STRATEGIES)}); multi-crop evaluation is not wired in yet")
+    crops_per_image(strategy)  # an unknown strategy is an error here, before any image is decoded
     ids_hash = hashlib.sha256(np.asarray(sample_ids, dtype=np.int64).tobytes()).hexdigest()
     return {
         "format": CACHE_FORMAT,
@@ -48,9 +46,12 @@ def eval_cache_key(
 def degraded_input(
     root: str, path: str, position: int, profile: str, base_seed: int, size: int, strategy: str
 ) -> np.ndarray:
-    """Decode one eval image, degrade it (seeded by its eval position), adapt it to the input: uint8 3×S×S."""
+    """Decode one eval image, degrade it (seeded by its eval position), adapt it to the input: uint8 3×S×S, or
+    n_crops×3×S×S for a multi-crop strategy (five_crop)."""
     img = read_image(root, path)
     out, _ = degrade(img, position, profile=profile, base_seed=base_seed)
+    if strategy not in SINGLE_CROP_STRATEGIES:
+        return np.ascontiguousarray(input_crops(out, size, strategy).transpose(0, 3, 1, 2))
     return to_chw(adapt_to_input(out, size, strategy))
 
 
@@ -69,9 +70,10 @@ def eval_jobs(
 
 def eval_store_spec(manifest: Manifest, sample_ids: Sequence[int], profile: str, base_seed: int, size: int,
                     strategy: str, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> StoreSpec:
-    """The eval store's layout: one uint8 3×S×S row per eval position (its size is known before any decode)."""
+    """The eval store's layout: one uint8 3×S×S row per eval position, or its 5 crops' rows for five_crop (its size
+    is known before any decode)."""
     key = eval_cache_key(manifest, sample_ids, profile, base_seed, size, strategy)
-    return make_spec("eval", key, len(sample_ids), eval_fields(size), chunk_bytes)
+    return make_spec("eval", key, len(sample_ids), eval_fields(size, crops_per_image(strategy)), chunk_bytes)
 
 
 def build_or_load_eval_inputs(
@@ -90,7 +92,8 @@ def build_or_load_eval_inputs(
     shard: tuple[int, int] | None = None,
     should_stop: Callable[[], None] | None = None,
 ):
-    """Return (uint8 rows N×3×S×S in position order, cache key incl. 'digest', 'path', 'hit', 'bytes').
+    """Return (uint8 rows N×3×S×S in position order — N·5 rows for five_crop, a position's crops in order —, cache
+    key incl. 'digest', 'path', 'hit', 'bytes').
 
     The rows are a ChunkedArray of the store under `cache_dir` (built chunk by chunk, resumed after a kill), or
     an in-memory array when `cache_dir` is None (nothing written). With `shard` (i, n) only that shard's chunks

@@ -7,9 +7,16 @@ from __future__ import annotations
 from benchmark.array_store import Field
 
 
-def eval_fields(size: int) -> dict[str, Field]:
-    """Eval inputs: one uint8 3×S×S row per eval position."""
-    return {"pixels": Field("uint8", (3, int(size), int(size)))}
+def eval_fields(size: int, n_crops: int = 1) -> dict[str, Field]:
+    """Eval inputs: `n_crops` uint8 3×S×S rows per eval position (1, or 5 for five_crop: the position's crops in
+    order, so the rows of the store are the crops themselves)."""
+    return {"pixels": Field("uint8", (3, int(size), int(size)), rows_per_item=int(n_crops))}
+
+
+def reference_eval_fields(size: int, max_crops: int = 1) -> dict[str, Field]:
+    """The reference pipeline's eval crops (benchmark/reference_eval_cache.py, its own format): up to `max_crops`
+    crops per position, each uint8 or float32 3×S×S; sized here as all float32 (the upper bound)."""
+    return {"crops": Field("float32", (3, int(size), int(size)), rows_per_item=None, max_rows=int(max_crops))}
 
 
 def train_fields(size: int, factor: int, with_masks: bool = False) -> dict[str, Field]:

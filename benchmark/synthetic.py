@@ -69,6 +69,7 @@ SYNTHETIC_PRESETS: dict[str, SyntheticPreset] = {
     "smoke": SyntheticPreset(train_fakes=6, eval_fakes=4),
     "formats": SyntheticPreset(train_fakes=56, eval_fakes=32, formats=AIGENBENCH_LIKE),
     "formats-smoke": SyntheticPreset(train_fakes=6, eval_fakes=4, formats=AIGENBENCH_LIKE),
+    "tiny": SyntheticPreset(train_fakes=1, eval_fakes=1),  # one fake per generator: smoke runs of large backbones
 }
 _FORMAT_DOMAIN = 0x0F0E_4A7C  # the format draws' own seed sequences: they never shift an image's pixels
 _EXTENSIONS = {"png": "png", "jpeg": "jpg", "webp": "webp"}

@@ -12,7 +12,8 @@ import multiprocessing.context
 
 # Where the pool's job functions live, then what the degradation jobs import lazily (albumentations, ~0.5 s
 # in each worker otherwise); benchmark.eval_cache first: it turns off albumentations' update check.
-WORKER_MODULES = ["benchmark.eval_cache", "benchmark.train_cache", "benchmark.store_build", "albumentations"]
+WORKER_MODULES = ["benchmark.eval_cache", "benchmark.train_cache", "benchmark.store_build", "benchmark.reference_eval_cache",
+                  "albumentations"]
 
 
 def worker_context() -> multiprocessing.context.BaseContext:

@@ -43,6 +43,8 @@ class DetectorMeta:
     eval_resize: str
     # True when the detector also returns a per-pixel map (forward_with_map); absent in older metadata = False.
     has_localization: bool = False
+    # "l2": backbone features are L2-normalised before the head (AI-GenBench's open_clip models); else "none".
+    feature_norm: str = "none"
     # "image" or "landmarks" (a SequenceDetector; input_size is then its segment length in frames).
     input_kind: str = "image"
 
@@ -121,6 +123,8 @@ class Detector(nn.Module):
         else:
             feats = self.backbone(x)
         feats = feats.flatten(1)
+        if self.meta.feature_norm == "l2":  # encode_image(x, normalize=True), as the reference's open_clip models
+            feats = torch.nn.functional.normalize(feats, dim=-1)
         if feats.shape[1] != self.meta.feature_dim:
             raise RuntimeError(
                 f"{self.meta.name}: backbone produced {feats.shape[1]} features, meta says {self.meta.feature_dim}"

@@ -20,7 +20,24 @@ for _k, _size in _DINOV2_SIZES.items():
     DINOV2_TIMM_ARCH[f"dinov2_vit{_k}14"] = f"vit_{_size}_patch14_dinov2"
     DINOV2_TIMM_ARCH[f"dinov2_vit{_k}14_reg"] = f"vit_{_size}_patch14_reg4_dinov2"
 
+# AI-GenBench's own open_clip model names (algorithms/models/openclip_models.py, dict_pretrain) -> (architecture,
+# open_clip pretrained tag); its hub repositories are those tags' (e.g. laion/CLIP-ViT-L-14-CommonPool.XL-s13B-b90K).
+# Its RN50_* (OpenAI CLIP) and dinov2_vitl14_* names are genshift's own names already.
+REFERENCE_OPENCLIP: dict[str, tuple[str, str]] = {
+    "clipL14openai": ("ViT-L-14", "openai"),
+    "clipL14laion400m": ("ViT-L-14", "laion400m_e32"),
+    "clipL14laion2B": ("ViT-L-14", "laion2b_s32b_b82k"),
+    "clipL14datacomp": ("ViT-L-14", "datacomp_xl_s13b_b90k"),
+    "clipL14commonpool": ("ViT-L-14", "commonpool_xl_s13b_b90k"),
+    "clipaL14datacomp": ("ViT-L-14-CLIPA", "datacomp1b"),
+    "cocaL14laion2B": ("coca_ViT-L-14", "laion2b_s13b_b90k"),
+    "clipg14laion2B": ("ViT-g-14", "laion2b_s34b_b88k"),
+    "eva2L14merged2b": ("EVA02-L-14", "merged2b_s4b_b131k"),
+    "clipB16laion2B": ("ViT-B-16", "laion2b_s34b_b88k"),
+}
+
 _OPENCLIP = ("detectors.openclip_models:make_openclip", "open_clip")
+_REFERENCE_OPENCLIP = ("detectors.openclip_models:make_reference_openclip", "open_clip")
 _DINOV2 = ("detectors.dinov2_models:make_dinov2", "dinov2")
 _TORCHVISION = ("detectors.torchvision_models:make_torchvision", "torchvision")
 
@@ -30,6 +47,7 @@ BUILTINS: dict[str, tuple[str, str]] = {
     "smallseg": ("detectors.segmentation:make_smallseg", "smallseg"),
     "timmseg:*": ("detectors.segmentation:make_timmseg", "timmseg"),
     **{arch: _OPENCLIP for arch in OPENAI_MODELS},
+    **{name: _REFERENCE_OPENCLIP for name in REFERENCE_OPENCLIP},
     "openclip:*": _OPENCLIP,
     "timm:*": ("detectors.timm_models:make_timm", "timm"),
     **{name: _DINOV2 for name in DINOV2_TIMM_ARCH},

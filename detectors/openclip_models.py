@@ -189,3 +189,23 @@ def make_openclip(name: str, pretrained: str = "default", **kwargs) -> Detector:
         mode=mode, input_size=size, mean=mean, std=std, feature_dim=int(visual.output_dim),
         pretrained=source.describe(), eval_resize="resize_center_crop",
     )
+
+
+def make_reference_openclip(name: str, pretrained: str = "default", **kwargs) -> Detector:
+    """AI-GenBench's open_clip names (``clipL14commonpool_tune``, ``clipL14openai_probe``, ...; builtins
+    REFERENCE_OPENCLIP): the same architecture and pretrained tag as the reference, and its head: the image embedding
+    L2-normalised (``encode_image(x, normalize=True)``) into a linear layer whose weight starts as N(0, 0.02)."""
+    import torch
+
+    from .builtins import REFERENCE_OPENCLIP
+
+    base, mode = split_mode(name)
+    if base not in REFERENCE_OPENCLIP:
+        raise UnknownDetectorError(f"unknown detector {name!r}: not one of AI-GenBench's open_clip names "
+                                   f"{sorted(REFERENCE_OPENCLIP)}", name, closest_names(base, list(REFERENCE_OPENCLIP)))
+    arch, tag = REFERENCE_OPENCLIP[base]
+    det = make_openclip(f"{PREFIX}{arch}@{tag}_{mode}", pretrained=pretrained, **kwargs)
+    det.meta.name, det.meta.feature_norm = name, "l2"
+    with torch.no_grad():
+        torch.nn.init.normal_(det.head.weight, 0.0, 0.02)
+    return det

@@ -88,6 +88,10 @@ def load_window_npz(path: str | Path) -> dict[str, np.ndarray]:
         raise ValueError(f"{path}: missing required keys {missing}; present: {sorted(keys)}")
     out = read_npz(path)  # plain arrays only: a key holding a pickle is refused, never loaded
     validate_eval_arrays(out, str(path))
+    if "crop_to_image_index" in out or "crop_scores" in out:
+        from leaderboard.crops import validate_crop_arrays
+
+        validate_crop_arrays(out, str(path))
     if "window" in out and np.asarray(out["window"]).shape != ():
         raise ValueError(
             f"{path}: key 'window' must be a scalar, got shape {np.asarray(out['window']).shape}"

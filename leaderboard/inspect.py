@@ -14,19 +14,23 @@ import numpy as np
 import pandas as pd
 
 from leaderboard.continual import load_window_npz, window_table
+from leaderboard.crops import crop_counts, crop_section, has_crops, pipeline_of
 from leaderboard.groups import GENERATOR_PREFIX, NAMED_GROUPS, WINDOW_PREFIX, all_groups, window_generator_ids
 from leaderboard.metrics import COUNT_NAMES, METRIC_NAMES
 from leaderboard.reference import load_reference_npz, to_genshift_arrays
 from leaderboard.safe_npz import npz_keys
 
-SAMPLE_COLUMNS = ("identifier", "label", "generator_id", "generator", "paired_generator", "window", "score", "logit")
+SAMPLE_COLUMNS = ("identifier", "label", "generator_id", "generator", "paired_generator", "window", "score", "logit",
+                  "n_crops")
 
 
 def load_predictions(path: str | Path, window: int | None = None) -> dict[str, np.ndarray]:
     """Arrays of a genshift predictions.npz, or of a reference file mapped to genshift keys."""
     path = Path(path)
     keys = set(npz_keys(path))  # a missing, empty or non-zip file is refused here in plain words
-    if "crop_scores" in keys or "crop_multiclass_predictions" in keys or "fused_identifiers" not in keys:
+    genshift = "schema_version" in keys and "fused_identifiers" in keys  # crop arrays too since schema 4
+    if not genshift and ("crop_scores" in keys or "crop_multiclass_predictions" in keys
+                         or "fused_identifiers" not in keys):
         if window is None:
             m = re.fullmatch(r"window_(\d+)", path.parent.name)
             window = int(m.group(1)) if m else None
@@ -73,6 +77,7 @@ def sample_frame(path_or_arrays: str | Path | dict, window: int | None = None) -
             "window": stratum,
             "score": np.asarray(arrays["fused_scores"]).astype(np.float64),
             "logit": np.asarray(logits).astype(np.float64) if logits is not None else np.nan,
+            "n_crops": crop_counts(arrays),
             **formats,
         },
         columns=[*SAMPLE_COLUMNS, *formats],
@@ -162,6 +167,12 @@ def report(path: str | Path, window: int | None = None, top: int = 10,
     ]
     if "n_unpaired_reals_dropped" in arrays:
         parts.append(f"AI-GenBench file: {int(arrays['n_unpaired_reals_dropped'])} unpaired real(s) dropped")
+    else:
+        pipe = pipeline_of(arrays)
+        size = f", {pipe['size']} px" if pipe["size"] else ""
+        parts.append(f"input pipeline: {pipe['pipeline']}, {pipe['input']}, {pipe['normalize']} statistics{size}")
+    if has_crops(arrays):
+        parts.append(crop_section(arrays))
     parts += [
         "per window (fakes of its generators + their paired reals):\n" + _fmt_frame(counts.reset_index()),
         "groups:\n" + _fmt_frame(named),

@@ -27,6 +27,7 @@ from leaderboard import bootstrap as B
 from leaderboard import pooling as P
 from leaderboard import variants as V
 from leaderboard.continual import AGGREGATES
+from leaderboard.crops import crop_counts
 from leaderboard.operating import threshold_sources
 from leaderboard.runs import LeaderboardError, RunRecord, partition, read_run
 
@@ -309,6 +310,8 @@ def _row(c: Configuration) -> dict:
     sources = {s for r in c.records for s in threshold_sources(r.windows)}
     row["past_threshold_source"] = "—" if c.is_full else (sources.pop() if len(sources) == 1 else "mixed")
     row["selected"] = selection_text(c.records)
+    row["eval_input"] = V.field_value("eval.input", first.info, first.windows[0])  # resize | center_crop | five_crop …
+    row["crops_per_image"] = float(np.mean([crop_counts(r.windows[0]).mean() for r in c.records]))
     row["params"] = det.get("n_params")
     row["trainable_params"] = det.get("n_trainable")
     row["flops"] = det.get("flops")

@@ -93,7 +93,8 @@ def _predict(detector, ds, train_cfg: dict, precision: str, batch_size: int, wor
     from protocols.module import DetectorModule
     from protocols.scoring import predict_in_process
 
-    loader = DataLoader(ds, batch_sampler=EvalBatches(len(ds), batch_size), num_workers=workers)
+    loader = DataLoader(ds, batch_sampler=EvalBatches(len(ds), batch_size), num_workers=workers,
+                        collate_fn=getattr(ds, "collate", None) or getattr(getattr(ds, "dataset", None), "collate", None))
     out = predict_in_process(DetectorModule(detector, train_cfg, 1, features_in=features), loader, precision, device)
     return np.concatenate([o[0].cpu().numpy() for o in out])
 
@@ -115,19 +116,27 @@ def _fit(detector, ds, train_cfg: dict, features: bool, workers: int) -> None:
 
 def bench_stages(args) -> dict:
     """Every stage on the same `--images` eval images (and as many training copies)."""
+    from types import SimpleNamespace
+
     import torch
+    from torch.utils.data import Subset, default_collate
 
     from benchmark.degradations import degrade
-    from benchmark.eval_cache import build_or_load_eval_inputs, eval_jobs
+    from benchmark.eval_cache import eval_jobs
     from benchmark.imagestore import read_image
+    from benchmark.reference_train_augment import NAME as REFERENCE_AUGMENTATION
     from benchmark.train_cache import build_or_load_train_inputs
     from benchmark.worker_server import wait_for_worker_server
     from detectors import create_detector, init_seed_kwargs
     from leaderboard.bench import bench_leaderboard
-    from protocols.cached_data import ArrayEval, ArrayTrainCopies, EvalStream
-    from protocols.data import TrainCopies
+    from protocols.cached_data import ArrayEval, ArrayTrainCopies
+    from protocols.crop_data import GroupedRows, crop_rows, is_grouped
+    from protocols.data import ReferenceTrainCopies, TrainCopies
     from protocols.engine import prepare_benchmark
     from protocols.feature_cache import extract_features
+    from protocols.module import DetectorModule
+    from protocols.pipeline import resolve_pipeline
+    from protocols.run_inputs import eval_pixels
     from protocols.scoring import eval_device
     from protocols.speed import resolve_precision, resolve_train_cfg
 
@@ -149,24 +158,26 @@ def bench_stages(args) -> dict:
     # By default the whole eval split: the acceptance compares "evaluation of a window" with the forward.
     n = min(args.images or len(bench.plan.sample_ids), len(bench.plan.sample_ids))
     ids = bench.plan.sample_ids[:n]
-    strategy = cfg["eval"]["input"] or meta.eval_resize
+    pipe = resolve_pipeline(cfg, meta)  # eval.pipeline / eval.input / eval.normalize, as a run resolves them
+    strategy = pipe.input
     prof, bseed = cfg["degradation"]["profile"], cfg["degradation"]["base_seed"]
     jobs = eval_jobs(bench.manifest, ids, prof, bseed, meta.input_size, strategy)
     bs, workers = int(cfg["eval"]["batch_size"]), int(tc["num_workers"])
     res: dict[str, dict] = {}
+    subset = SimpleNamespace(manifest=bench.manifest, plan=SimpleNamespace(sample_ids=ids))
 
     imgs: list = []
     res["decode"] = _timed(lambda: imgs.extend(read_image(j[0], j[1]) for j in jobs), n)
     res["degrade"] = _timed(lambda: [degrade(im, j[2], prof, bseed) for im, j in zip(imgs, jobs, strict=True)], n)
-    arr_box: list = []
-    res["build_eval_cache"] = _timed(lambda: arr_box.append(build_or_load_eval_inputs(
-        bench.manifest, ids, prof, bseed, meta.input_size, strategy, None, max(1, workers), False)[0]), n)
-    arr = arr_box[0]
-    mean = torch.tensor(meta.mean).view(1, 3, 1, 1) * 255.0
-    std = torch.tensor(meta.std).view(1, 3, 1, 1) * 255.0
-    x = (torch.from_numpy(np.array(arr)).float() - mean) / std
-    if tc["channels_last"]:
-        x = x.contiguous(memory_format=torch.channels_last)
+    ds_box: list = []
+    res["build_eval_cache"] = _timed(lambda: ds_box.append(eval_pixels(cfg, subset, pipe, None, True, max(1, workers),
+                                                                       False)[0]), n)
+    eval_ds = ds_box[0]
+    stream_ds = eval_pixels(cfg, subset, pipe, None, False, workers, False)[0]
+    # The pure forward's input: every crop of the n images, normalised as the scoring loop normalises them.
+    batch = (getattr(eval_ds, "collate", None) or default_collate)(eval_ds.__getitems__(list(range(n))))
+    n_crops = len(batch[0])
+    x = DetectorModule(detector, tc, 1).normalise(batch[0])
     dev = eval_device(cfg)  # where the engine scores
     detector.eval()
     x = x.to(dev)
@@ -175,45 +186,52 @@ def bench_stages(args) -> dict:
     def forward() -> None:
         detector.to(dev)  # the scoring loop hands the model back on the CPU, as Lightning does (no-op on a CPU)
         with torch.no_grad(), torch.autocast(dev.type, dtype=dtype, enabled=eprec == "bf16-mixed"):
-            for i in range(0, n, bs):
-                detector(x[i:i + bs])
+            for i in range(0, n_crops, bs * n_crops // n):  # the scoring loop's batches: bs images' crops
+                detector(x[i:i + bs * n_crops // n])
         if dev.type == "cuda":
             torch.cuda.synchronize()
 
     forward()  # warm-up (oneDNN primitive creation)
-    _predict(detector, ArrayEval(arr[: min(n, bs)]), tc, eprec, bs, 0, False, dev)  # warm-up of the scoring path
+    _predict(detector, Subset(eval_ds, list(range(min(n, bs)))), tc, eprec, bs, 0, False, dev)  # warm-up
     out: dict = {}
     # The pair that the "eval from the cache ≤ 1.2× the forward" target compares: each takes a fraction of a
     # second for a small model, so they are timed in adjacent pairs of calls (idempotent: the first outputs
     # are kept) and compared round by round.
-    t_fwd, t_eval = _paired(forward, lambda: out.setdefault("c", _predict(detector, ArrayEval(arr), tc, eprec, bs,
+    t_fwd, t_eval = _paired(forward, lambda: out.setdefault("c", _predict(detector, eval_ds, tc, eprec, bs,
                                                                           0, False, dev)), args.rounds)
     res["model_forward"] = _timing(t_fwd, n)
     res["eval_cached"] = _timing(t_eval, n)
     paired = _ratio_summary(t_eval, t_fwd)
-    res["eval_uncached"] = _timed(lambda: out.setdefault("u", _predict(detector, EvalStream(jobs), tc, eprec, bs,
+    res["eval_uncached"] = _timed(lambda: out.setdefault("u", _predict(detector, stream_ds, tc, eprec, bs,
                                                                            workers, False, dev)), n)
     identical = bool(np.array_equal(out["c"], out["u"]))
     if detector.is_probe:
         feats: list = []
         res["probe_features"] = _timed(lambda: feats.append(extract_features(
-            detector, ArrayEval(arr), tc, eprec, "auto", bs, False)), n)
+            detector, crop_rows(eval_ds) if is_grouped(eval_ds) else eval_ds, tc, eprec, "auto", bs, False)), n)
+        fds = GroupedRows(feats[0], eval_ds.offsets, features_in=True) if is_grouped(eval_ds) \
+            else ArrayEval(feats[0], features_in=True)
         res["eval_from_features"] = _timed(lambda: out.setdefault("f", _predict(
-            detector, ArrayEval(feats[0], features_in=True), tc, eprec, bs, 0, True, dev)), n)
+            detector, fds, tc, eprec, bs, 0, True, dev)), n)
         identical = identical and bool(np.array_equal(out["c"], out["f"]))
 
     train_ids = sorted(bench.train_sets[0])[: max(1, n // int(tc["augmentation_factor"]))]
     targs = (int(tc["augmentation_factor"]), meta.input_size, int(cfg["seed"]), tc["augmentation"],
              meta.eval_resize)
-    tarr, rows, _ = build_or_load_train_inputs(bench.manifest, train_ids, *targs, None, max(1, workers), False)
     n_copies = len(train_ids) * targs[0]
     detector.train()
     state = {k: v.clone() for k, v in detector.trainable_state_dict().items()}
-    res["train_cached"] = _timed(lambda: _fit(detector, ArrayTrainCopies(tarr, rows, bench.manifest, train_ids,
-                                                                         targs[0]), tc, False, 0), n_copies)
-    detector.load_trainable_state_dict(state)
-    res["train_uncached"] = _timed(lambda: _fit(detector, TrainCopies(bench.manifest, train_ids, *targs), tc, False,
-                                                workers), n_copies)
+    if tc["augmentation"] == REFERENCE_AUGMENTATION:  # streamed in every window: there is no cached variant
+        res["train_uncached"] = _timed(lambda: _fit(detector, ReferenceTrainCopies(
+            bench.manifest, train_ids, targs[0], meta.input_size, int(cfg["seed"]), 0,
+            int(tc.get("augmentation_base_seed", 4321))), tc, False, workers), n_copies)
+    else:
+        tarr, rows, _ = build_or_load_train_inputs(bench.manifest, train_ids, *targs, None, max(1, workers), False)
+        res["train_cached"] = _timed(lambda: _fit(detector, ArrayTrainCopies(tarr, rows, bench.manifest, train_ids,
+                                                                             targs[0]), tc, False, 0), n_copies)
+        detector.load_trainable_state_dict(state)
+        res["train_uncached"] = _timed(lambda: _fit(detector, TrainCopies(bench.manifest, train_ids, *targs), tc,
+                                                    False, workers), n_copies)
     detector.load_trainable_state_dict(state)
     lb = {}
     res["leaderboard"] = _timed(lambda: lb.update(bench_leaderboard(args.lb_runs, len(bench.windows), n, 0)),
@@ -224,7 +242,8 @@ def bench_stages(args) -> dict:
     for r in res.values():
         r["speedup_vs_uncached_eval"] = round(r["images_per_s"] / max(ref, 1e-12), 2)
         r["cost_vs_model_forward"] = round(fwd / max(r["images_per_s"], 1e-12), 2)
-    return {"mode": "stages", "detector": meta.name, "dataset": cfg["dataset"], "images": n,
+    return {"mode": "stages", "detector": meta.name, "dataset": cfg["dataset"], "images": n, "crops": n_crops,
+            "input_size": meta.input_size, "pipeline": pipe.to_dict(),
             "train_copies": n_copies, "precision": {"train": tc["precision"], "eval": eprec},
             "channels_last": tc["channels_last"], "workers": workers, "threads": torch.get_num_threads(),
             "cached_equals_uncached": identical, "eval_cached_vs_forward_paired": paired, "stages": res,
@@ -293,9 +312,13 @@ def bench_whole_run(args) -> dict:
 
 def _print(doc: dict) -> None:
     if doc["mode"] == "stages":
+        pipe = doc.get("pipeline") or {}
         print(f"genshift bench: {doc['detector']} on {doc['images']} eval images / {doc['train_copies']} training "
               f"copies of {doc['dataset']} (precision {doc['precision']}, channels-last {doc['channels_last']}, "
               f"{doc['workers']} workers, {doc['threads']} threads)")
+        if pipe:
+            print(f"input pipeline: {pipe['pipeline']}, {pipe['input']} at {pipe['size']} px, {pipe['normalize']} "
+                  f"statistics; {doc['crops']} crops scored")
         print(f"{'stage':<20} {'images/s':>10} {'seconds':>9} {'× faster than uncached eval':>28} "
               f"{'cost / model forward':>21}")
         for name, r in doc["stages"].items():

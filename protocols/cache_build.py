@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from benchmark.array_store import REFERENCE_KIND
 from benchmark.sources import default_cache_dir
 from protocols.cache_plan import CachePlan, eval_strategy, human_bytes, plan_caches
 
@@ -79,7 +80,19 @@ def _build_pixels(cfg: dict, bench, detector, cache_dir: Path, plan: CachePlan, 
     workers = max(1, int(cfg["train"]["num_workers"]))
     done = {}
     part = f" (shard {shard[0]}/{shard[1]})" if shard else ""
-    if plan.policy("eval_inputs") == "cached":
+    if plan.policy("eval_inputs") == "cached" and plan.stores["eval_inputs"].spec.kind == REFERENCE_KIND:
+        if shard is None or shard[0] == 0:  # its own format, built whole: by the first shard
+            from benchmark.reference_eval_cache import build_or_load_reference_inputs
+
+            deg = cfg["degradation"]
+            _, key = build_or_load_reference_inputs(bench.manifest, bench.plan.sample_ids, deg["profile"],
+                                                    deg["base_seed"], meta.input_size, eval_strategy(cfg, meta),
+                                                    cache_dir, workers, progress)
+            done["eval_inputs"] = {"digest": key["digest"], "path": key["path"], "complete": True, "hit": key["hit"]}
+            say(f"eval inputs (reference pipeline): store {key['digest']} complete, {key['crops']} crops")
+        else:
+            say("eval inputs (reference pipeline): built whole by shard 0")
+    elif plan.policy("eval_inputs") == "cached":
         deg = cfg["degradation"]
         arr, key = build_or_load_eval_inputs(bench.manifest, bench.plan.sample_ids, deg["profile"], deg["base_seed"],
                                              meta.input_size, eval_strategy(cfg, meta), cache_dir, workers,

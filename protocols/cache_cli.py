@@ -1,5 +1,5 @@
 """`genshift cache info|verify|clear|build`: list, check, delete or prepare the computed caches (eval inputs,
-training copies, probe features, robustness levels).
+the reference pipeline's eval crops, training copies, probe features, robustness levels).
 
 The dataset cache (`datasets/`) is left alone: `clear` only removes stores that genshift can rebuild from it.
 `build` prepares the stores of a run configuration ahead of the run, here or as SLURM jobs (protocols/cache_build.py).
@@ -9,10 +9,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 from pathlib import Path
 
-from benchmark.array_store import META, cache_kinds, clear_stores, describe_stores, verify_chunks
+from benchmark.array_store import (
+    META,
+    REFERENCE_KIND,
+    cache_kinds,
+    clear_stores,
+    describe_stores,
+    verify_chunks,
+)
 
 
 def _cache_dir(args) -> Path:
@@ -71,7 +79,12 @@ def cmd_verify(args: argparse.Namespace) -> int:
                   "finished by the next build")
             continue
         try:
-            problems = verify_chunks(Path(s["path"]), json.loads((Path(s["path"]) / META).read_text()), "full")
+            if s["kind"] == REFERENCE_KIND:  # its own format: every file against its recorded size and sha256
+                from benchmark.reference_eval_cache import reference_store_problems
+
+                problems = reference_store_problems(Path(s["path"]))
+            else:
+                problems = verify_chunks(Path(s["path"]), json.loads((Path(s["path"]) / META).read_text()), "full")
         except (OSError, KeyError, TypeError, ValueError, AttributeError) as e:  # a damaged or planted meta.json
             problems = [f"its {META} is unreadable or malformed ({type(e).__name__}): the next build re-checks "
                         "every chunk"]
@@ -82,7 +95,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
         bad += 1
         print(f"  {s['kind']:<13} {s['digest']}  DAMAGED: {'; '.join(problems[:3])}"
               + (f"; … ({len(problems)} problems)" if len(problems) > 3 else ""))
-        if args.repair:
+        if args.repair and s["kind"] == REFERENCE_KIND:
+            shutil.rmtree(s["path"], ignore_errors=True)
+            print("    store removed: the next run or `genshift cache build` rebuilds it")
+        elif args.repair:
             from benchmark.array_store import CHUNKS, _bad_chunks, _chunk_name
 
             for c in _bad_chunks(problems):

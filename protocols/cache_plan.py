@@ -7,6 +7,11 @@ input alone (benchmark/array_store.py: StoreSpec.estimate_bytes). The run's stor
 (all of them, including those already built) and the free disk of the cache directory (what is still to be
 written). `auto` keeps the training copies cached when they fit, else builds one window's copies at a time when
 that is smaller and fits, else streams them (decoded and augmented by DataLoader workers, the same copies).
+
+With `eval.pipeline: reference` the eval inputs are the reference's own store (`eval_reference/`, index + uint8
+and float32 row files: benchmark/reference_eval_cache.py), counted here like any store: by its upper bound (every
+crop float32) until it is built, then by its size on disk. `train.augmentation: aigenbench-baseline` copies are
+always streamed (a probe then caches its eval features only).
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from benchmark.array_store import StoreSpec, make_spec, store_dir, store_progress
+from benchmark.array_store import REFERENCE_KIND, StoreSpec, make_spec, store_dir, store_progress
 from protocols.config import ConfigError, cache_switches
 
 
@@ -105,35 +110,70 @@ def free_disk(path: Path) -> int:
 
 
 def _present(cache_dir: Path, spec: StoreSpec) -> int:
+    if spec.kind == REFERENCE_KIND:  # its own format (benchmark/reference_eval_cache.py): complete or absent
+        from benchmark.reference_eval_cache import stored_bytes
+
+        return stored_bytes(cache_dir, spec.key)
     return store_progress(store_dir(cache_dir, spec.kind, spec.key), spec)[1]
 
 
+def eval_pipeline(cfg: dict) -> str:
+    """`eval.pipeline` (native | reference; checked by protocols/pipeline.py before any work)."""
+    return (cfg.get("eval") or {}).get("pipeline") or "native"
+
+
 def eval_strategy(cfg: dict, meta) -> str:
-    return cfg["eval"]["input"] or meta.eval_resize
+    """The eval input (protocols.pipeline.resolve_pipeline's, without its imports): `eval.input`, else the
+    reference pipeline's resize or the detector's own."""
+    return cfg["eval"]["input"] or ("resize" if eval_pipeline(cfg) == "reference" else meta.eval_resize)
+
+
+def eval_crops(cfg: dict, meta) -> int:
+    """Crops per eval image (benchmark.images.crops_per_image, without its imports): 5 for five_crop, else 1; for
+    the reference pipeline an upper bound (its FiveCrop falls back to one centre crop on small images)."""
+    return 5 if eval_strategy(cfg, meta) == "five_crop" else 1
+
+
+def reference_training(cfg: dict) -> bool:
+    """Training copies of `train.augmentation: aigenbench-baseline`: seeded by position in each window's subset,
+    so they are streamed in every window, never stored (benchmark/reference_train_augment.py)."""
+    return cfg["train"]["augmentation"] == "aigenbench-baseline"
 
 
 def pixel_specs(cfg: dict, bench, meta, chunk_bytes: int,
                 keyed: bool = True) -> tuple[StoreSpec, StoreSpec, list[StoreSpec]]:
     """(eval store, training-copy store of the union of every window's images, one store per window).
 
+    The eval store is the native pipeline's chunked store (kind `eval`), or the reference pipeline's own store
+    (kind `eval_reference`, sized as if every crop were float32: the upper bound).
     `keyed=False`: the layouts only, with empty keys (sizes need no key; keys need the image libraries)."""
+    from benchmark.store_layouts import eval_fields, reference_eval_fields, train_fields
+
     m = bench.manifest
     masks = bool(getattr(meta, "has_localization", False))
     factor, size = int(cfg["train"]["augmentation_factor"]), int(meta.input_size)
     union = sorted({int(i) for ids in bench.train_sets for i in ids})
+    n_eval, n_crops, strategy = len(bench.plan.sample_ids), eval_crops(cfg, meta), eval_strategy(cfg, meta)
+    reference = eval_pipeline(cfg) == "reference"
+    efields = reference_eval_fields(size, n_crops) if reference else eval_fields(size, n_crops)
+    ekind = REFERENCE_KIND if reference else "eval"
     if not keyed:
-        from benchmark.store_layouts import eval_fields, train_fields
-
         tfields = train_fields(size, factor, masks)
-        return (make_spec("eval", {}, len(bench.plan.sample_ids), eval_fields(size), chunk_bytes),
+        return (make_spec(ekind, {}, n_eval, efields, chunk_bytes),
                 make_spec("train_inputs", {}, len(union), tfields, chunk_bytes),
                 [make_spec("train_inputs", {}, len(set(ids)), tfields, chunk_bytes) for ids in bench.train_sets])
     from benchmark.eval_cache import eval_store_spec
     from benchmark.train_cache import train_store_spec
 
     deg = cfg["degradation"]
-    espec = eval_store_spec(m, bench.plan.sample_ids, deg["profile"], deg["base_seed"], size,
-                            eval_strategy(cfg, meta), chunk_bytes)
+    if reference:
+        from benchmark.reference_eval_cache import reference_eval_key
+
+        ekey = reference_eval_key(m, bench.plan.sample_ids, deg["profile"], deg["base_seed"], size, strategy)
+        espec = make_spec(ekind, ekey, n_eval, efields, chunk_bytes)
+    else:
+        espec = eval_store_spec(m, bench.plan.sample_ids, deg["profile"], deg["base_seed"], size, strategy,
+                                chunk_bytes)
     targs = (factor, size, int(cfg["seed"]), cfg["train"]["augmentation"], meta.eval_resize)
     tspec = train_store_spec(m, union, *targs, with_masks=masks, chunk_bytes=chunk_bytes)
     windows = [train_store_spec(m, ids, *targs, with_masks=masks, chunk_bytes=chunk_bytes)
@@ -156,10 +196,14 @@ def feature_specs(cfg: dict, detector, espec: StoreSpec, tspec: StoreSpec, chunk
                 "feature cache (pooled features) does not hold")
     if world > 1:
         return "built by a single process (this run has several)"
+    if espec.kind == REFERENCE_KIND and eval_crops(cfg, meta) > 1 and not cache_switches(cfg)["eval_inputs"]:
+        return ("five_crop of the reference pipeline with cache.eval_inputs off: the crops per image are known only "
+                "once the images are degraded")
     bs = int(cfg["eval"]["batch_size"])
     n_train = tspec.n_items * int(cfg["train"]["augmentation_factor"])
+    n_eval = espec.n_items * eval_crops(cfg, meta)  # one feature row per crop (reference five_crop: at most)
     if not keyed:
-        return (feature_store_spec({}, espec.n_items, meta.feature_dim, bs, chunk_bytes),
+        return (feature_store_spec({}, n_eval, meta.feature_dim, bs, chunk_bytes),
                 feature_store_spec({}, n_train, meta.feature_dim, bs, chunk_bytes))
     from protocols.feature_keys import feature_key
     from protocols.speed import resolve_precision, resolve_train_cfg, uses_cuda
@@ -167,9 +211,10 @@ def feature_specs(cfg: dict, detector, espec: StoreSpec, tspec: StoreSpec, chunk
     tc = resolve_train_cfg(cfg, detector)
     device = "cuda" if uses_cuda(cfg) else "cpu"
     eprec = resolve_precision(cfg["eval"]["precision"], cfg, "eval.precision")
-    ek = feature_key(detector, espec.digest, eprec, bool(tc["channels_last"]), device)
-    tk = feature_key(detector, tspec.digest, tc["precision"], bool(tc["channels_last"]), device)
-    return (feature_store_spec(ek, espec.n_items, meta.feature_dim, bs, chunk_bytes),
+    norm = tc.get("normalize")
+    ek = feature_key(detector, espec.digest, eprec, bool(tc["channels_last"]), device, norm)
+    tk = feature_key(detector, tspec.digest, tc["precision"], bool(tc["channels_last"]), device, norm)
+    return (feature_store_spec(ek, n_eval, meta.feature_dim, bs, chunk_bytes),
             feature_store_spec(tk, n_train, meta.feature_dim, bs, chunk_bytes))
 
 
@@ -214,9 +259,14 @@ def _plan(cfg: dict, bench, detector, cache_dir: Path, world: int, features: boo
         trial = CachePlan(fixed | {"train_inputs": candidate}, sw, cache_dir, free)
         return (sw["max_bytes"] is None or trial.total <= sw["max_bytes"]) and (not keyed or trial.to_write <= free)
 
-    train = _choose_train_inputs(sw["train_inputs"], options, fits, per_window_useful, features_planned,
-                                 f"cache.max_bytes {human_bytes(sw['max_bytes'])}, free disk {human_bytes(free)}",
-                                 int(cfg["train"]["num_workers"]))
+    if reference_training(cfg):
+        train = options["stream"]
+        train.reason = ("aigenbench-baseline: copies are seeded by position in each window's training subset, which "
+                        "changes from window to window: streamed (decoded and augmented) in every window")
+    else:
+        train = _choose_train_inputs(sw["train_inputs"], options, fits, per_window_useful, features_planned,
+                                     f"cache.max_bytes {human_bytes(sw['max_bytes'])}, free disk "
+                                     f"{human_bytes(free)}", int(cfg["train"]["num_workers"]))
     if train is None or not fits(train):
         refused = CachePlan(fixed | {"train_inputs": train or options["stream"]}, sw, cache_dir, free,
                             presence_known=keyed)
@@ -228,8 +278,10 @@ def _plan(cfg: dict, bench, detector, cache_dir: Path, world: int, features: boo
 
 def _eval_inputs_plan(sw: dict, espec: StoreSpec, present: Callable[[StoreSpec], int]) -> StorePlan:
     if sw["eval_inputs"]:
-        return StorePlan("eval_inputs", "cached", "cache.eval_inputs is true", espec, espec.estimate_bytes(),
-                         present(espec))
+        here = present(espec)
+        # the reference store is complete or absent: once built, its own size stands for the upper bound
+        nbytes = here if espec.kind == REFERENCE_KIND and here else espec.estimate_bytes()
+        return StorePlan("eval_inputs", "cached", "cache.eval_inputs is true", espec, nbytes, here)
     return StorePlan("eval_inputs", "stream", "cache.eval_inputs is false: decoded and degraded again in every window",
                      espec)
 
@@ -244,6 +296,11 @@ def _feature_plans(cfg: dict, sw: dict, detector, espec: StoreSpec, tspec: Store
         why = "cache.probe_features is false"
     else:
         specs = feature_specs(cfg, detector, espec, tspec, chunk, world, keyed)
+        if isinstance(specs, tuple) and reference_training(cfg):  # copies change every window: eval features only
+            reason = ("probe: eval features cached; aigenbench-baseline copies are streamed, so windows run the "
+                      "frozen backbone on them")
+            return {"eval_features": StorePlan("eval_features", "cached", reason, specs[0],
+                                               specs[0].estimate_bytes(), present(specs[0]))}
         if isinstance(specs, tuple):
             reason = "probe: windows train the head on the frozen backbone's features"
             return {name: StorePlan(name, "cached", reason, spec, spec.estimate_bytes(), present(spec))

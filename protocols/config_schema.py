@@ -24,8 +24,10 @@ PRECISIONS = ("auto", "32-true", "bf16-mixed", "16-mixed")
 # Values owned by other modules (kept literal here so that validating a config imports no heavy module; a test
 # checks that they equal the owners' constants).
 DEGRADATION_PROFILES = ("aigenbench-v1", "fixed")
-TRAIN_AUGMENTATIONS = ("none", "light", "baseline")
+TRAIN_AUGMENTATIONS = ("none", "light", "baseline", "aigenbench-baseline")
 EVAL_INPUTS = ("center_crop", "resize_center_crop", "resize", "five_crop")
+EVAL_PIPELINES = ("native", "reference")
+EVAL_NORMALIZATIONS = ("clip", "backbone")
 LOGGERS = ("csv", "tensorboard", "wandb")
 SEQUENCE_PROFILES = ("fixed", "lrnet-v1")
 SEQUENCE_AGGREGATES = ("vote", "mean", "max")
@@ -203,7 +205,10 @@ SCHEMA: dict[str, Key] = {
     "train.epochs": Key(int, min=1),
     "train.augmentation_factor": Key(int, min=1),
     "train.augmentation": Key(str, choices=TRAIN_AUGMENTATIONS),
+    "train.augmentation_base_seed": Key(int, min=0, max=2**31 - 1),
     "train.batch_size": Key(int, min=1),
+    "train.accumulate_grad_batches": Key(int, min=1),
+    "train.drop_last": Key(bool),
     "train.optimizer": Key(str, choices=("sgd", "adam", "adamw")),
     "train.lr": Key(float, above=0),
     "train.momentum": Key(float, min=0, max=1),
@@ -228,7 +233,9 @@ SCHEMA: dict[str, Key] = {
     "sequence.frames_every": Key(int, nullable=True, min=1),
     "sequence.frames_count": Key(int, min=1),
     "eval.batch_size": Key(int, min=1, operational=True),
+    "eval.pipeline": Key(str, choices=EVAL_PIPELINES),
     "eval.input": Key(str, nullable=True, choices=EVAL_INPUTS),
+    "eval.normalize": Key(str, nullable=True, choices=EVAL_NORMALIZATIONS),
     "eval.precision": Key(str, choices=PRECISIONS),
     "eval.score_initial": Key(bool, operational=True),  # window_init/ only: no window's predictions change
     "eval.threshold": Key(str, check=_threshold_problem, help="eer, fpr:<x> (0 <= x < 1), youden or a number in [0, 1]"),

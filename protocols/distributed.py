@@ -46,17 +46,18 @@ class TrainBatches(Sampler[list[int]]):
 
     Epoch e's order is the e-th `torch.randperm(n, generator)` of a generator seeded with `seed` — what
     `BatchSampler(RandomSampler(generator=...))` yields — cut into consecutive batches of `batch_size`
-    (the last one of an epoch may be short). Each global batch is split into `world` contiguous parts.
+    (the last one of an epoch may be short; with `drop_last` it is dropped, as the reference's loader does).
+    Each global batch is split into `world` contiguous parts.
     ``extend(i, batch)``: a continual-learning strategy's items appended to global batch i before the split
     (protocols/strategies; indices past `n` point into its part of the dataset).
     """
 
     def __init__(self, n: int, batch_size: int, epochs: int, seed: int, start: int = 0,
-                 extend: Callable[[int, list[int]], list[int]] | None = None):
+                 extend: Callable[[int, list[int]], list[int]] | None = None, drop_last: bool = False):
         if n < 1 or batch_size < 1 or epochs < 1:
             raise ValueError(f"TrainBatches: n={n}, batch_size={batch_size}, epochs={epochs} must all be >= 1")
         self.n, self.batch_size, self.epochs, self.seed = n, batch_size, epochs, seed
-        self.per_epoch = math.ceil(n / batch_size)
+        self.per_epoch = n // batch_size if drop_last else math.ceil(n / batch_size)
         if not 0 <= start <= self.total:
             raise ValueError(f"TrainBatches: start batch {start} outside 0..{self.total}")
         self.start = start
@@ -113,6 +114,19 @@ def gather_predictions(outputs: list, n: int) -> tuple[np.ndarray, np.ndarray]:
 
     Every position 0..n-1 must come back exactly once; anything else is an error, never padded or averaged.
     """
+    logits, pos = gather_crop_predictions(outputs, n)
+    if len(pos) != n:
+        raise RuntimeError(f"evaluation returned {len(pos)} predictions for {n} images ({len(pos) - n} duplicated; "
+                           "images scored as several crops are gathered by gather_crop_predictions)")
+    return logits, pos
+
+
+def gather_crop_predictions(outputs: list, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Crop logits and their positions, in position order (a position's crops in scoring order), from every rank.
+
+    A position may come back several times (its crops: five_crop), all from one batch; every position 0..n-1 must
+    come back at least once. Nothing is padded or averaged here (the fusion is `protocols.predictions`').
+    """
     logits = torch.cat([o[0] for o in outputs]).float().cpu() if outputs else torch.empty(0)
     pos = torch.cat([o[1] for o in outputs]).long().cpu() if outputs else torch.empty(0, dtype=torch.long)
     _, world = rank_world()
@@ -125,8 +139,8 @@ def gather_predictions(outputs: list, n: int) -> tuple[np.ndarray, np.ndarray]:
         all_logits, all_pos = logits.numpy(), pos.numpy()
     order = np.argsort(all_pos, kind="stable")
     all_pos, all_logits = all_pos[order], all_logits[order]
-    if not np.array_equal(all_pos, np.arange(n)):
+    if not np.array_equal(np.unique(all_pos), np.arange(n)):
         missing = np.setdiff1d(np.arange(n), all_pos)
-        raise RuntimeError(f"evaluation returned {len(all_pos)} predictions for {n} images "
-                           f"({len(missing)} missing, {len(all_pos) - len(np.unique(all_pos))} duplicated)")
+        raise RuntimeError(f"evaluation returned predictions for {len(np.unique(all_pos))} of {n} images "
+                           f"({len(missing)} missing)")
     return all_logits.astype(np.float32), all_pos

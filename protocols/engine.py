@@ -30,10 +30,18 @@ from protocols.allocator import keep_large_allocations
 from protocols.checkpoints import complete_checkpoint, load_checkpoint, save_checkpoint
 from protocols.config import PROTOCOL_VERSION, ConfigError, builds_pixel_caches, config_hash, validate_config
 from protocols.config_schema import safe_name_problem
-from protocols.distributed import EvalBatches, TrainBatches, gather_predictions, launch_rank, world_size
+from protocols.distributed import (
+    EvalBatches,
+    TrainBatches,
+    gather_crop_predictions,
+    gather_predictions,
+    launch_rank,
+    world_size,
+)
 from protocols.localization import localization_line, score_window_localization
 from protocols.loggers import log_window_metrics, make_loggers, step_offsets
 from protocols.module import DetectorModule
+from protocols.pipeline import check_pipeline_config
 from protocols.predictions import (
     SCHEMA_VERSION,
     source_format_arrays,
@@ -182,7 +190,7 @@ def _sync_batchnorm(cfg: dict, world: int) -> bool:
 
 
 def _trainer(cfg: dict, precision: str, progress: bool, loggers: list | bool, n_batches: int = 10,
-             callbacks: list | None = None) -> L.Trainer:
+             callbacks: list | None = None, accumulate: int = 1) -> L.Trainer:
     world = world_size(cfg)
     strategy = cfg.get("strategy", "auto") or "auto"
     return L.Trainer(
@@ -197,6 +205,7 @@ def _trainer(cfg: dict, precision: str, progress: bool, loggers: list | bool, n_
         max_epochs=1,  # the window's batch sampler already holds all `train.epochs` epochs back to back
         precision=precision,
         gradient_clip_val=cfg["train"]["grad_clip"],
+        accumulate_grad_batches=accumulate,
         logger=loggers,
         enable_checkpointing=False,
         enable_model_summary=False,
@@ -217,6 +226,7 @@ def run_experiment(cfg: dict, force_new: bool = False, progress: bool = True,
     t0 = time.time()
     cfg = with_resolved_strategy(cfg)  # cl_strategy with every parameter (a bare name given in Python included)
     validate_config(cfg)  # typed and checked before any directory, dataset or model is touched
+    check_pipeline_config(cfg)  # a wrong eval.pipeline/input/normalize combination fails as early
     _quiet_lightning()
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg["threads"]))
@@ -317,6 +327,7 @@ def _run_locked(cfg: dict, bench: Benchmark, rd: RunDir, t0: float, progress: bo
                 "seeds": {"seed": seed, **{k: v for k, v in cfg["benchmark"].items() if k.endswith("seed")},
                           "degradation_base_seed": cfg["degradation"]["base_seed"]},
                 "detector": meta.to_dict() | {"eval_input": strategy},
+                "eval_pipeline": inputs.pipeline.to_dict() if inputs.pipeline is not None else None,
                 "eval_cache_key": cache_key,
                 "caches": inputs.describe,
                 "validation": ctx.validation.describe(),
@@ -359,7 +370,7 @@ def _train_window(cfg, bench: Benchmark, detector, rd: RunDir, k: int, t0: float
     ids = bench.train_sets[k]
     wdir = rd.window(k)
     identity = ctx.identity(k) | {"manifest_checksum": bench.manifest.checksum, "detector_name": meta.name}
-    ds = bench.inputs.train_dataset(ids)  # cached pixels or probe features, or decoded + augmented on the fly
+    ds = bench.inputs.train_dataset(ids, k)  # cached pixels or probe features, or decoded + augmented on the fly
     window = ctx.strategy.window(k, len(bench.train_sets), detector, ids, ds, bench.inputs.train_dataset,
                                  int(tc["augmentation_factor"]), int(tc["batch_size"]))
     if complete_checkpoint(wdir, identity):
@@ -376,9 +387,12 @@ def _train_window(cfg, bench: Benchmark, detector, rd: RunDir, k: int, t0: float
     train_ds, extend = ctx.strategy.before_training(window)  # the strategy may add a memory to every batch
     # The global batch order is fixed per (seed, window) (a seeded randperm per epoch), so a resumed run
     # continues the same sequence from the first batch not yet done.
+    accumulate = accumulation(tc)
     sampler = TrainBatches(len(ds), int(tc["batch_size"]), int(tc["epochs"]), int(cfg["seed"]) * 1_000_003 + k,
-                           extend=extend)
+                           extend=extend, drop_last=bool(tc.get("drop_last", False)))
     state_identity = identity | {"n_copies": len(ds), "batch_size": sampler.batch_size, "batches": sampler.total}
+    if accumulate > 1:
+        state_identity["accumulate_grad_batches"] = accumulate
     state = load_train_state(wdir / TRAIN_STATE, state_identity) if ctx.writer else \
         load_train_state(wdir / TRAIN_STATE, None)
     sampler.start = state["batches_done"] if state else 0
@@ -391,7 +405,7 @@ def _train_window(cfg, bench: Benchmark, detector, rd: RunDir, k: int, t0: float
     loader = DataLoader(train_ds, batch_sampler=sampler, num_workers=bench.inputs.workers(ds),
                         generator=torch.Generator().manual_seed(int(cfg["seed"]) * 1_000_003 + k),
                         persistent_workers=False, pin_memory=torch.cuda.is_available())
-    total_steps = sampler.total
+    total_steps = -(-sampler.total // accumulate)  # optimizer steps: one per `accumulate` batches (and the last)
     torch.manual_seed(int(cfg["seed"]) * 7919 + k)
     module = DetectorModule(detector, tc, total_steps, features_in=features_in(ds),
                             strategy=ctx.strategy.step_strategy, window=k)
@@ -401,11 +415,11 @@ def _train_window(cfg, bench: Benchmark, detector, rd: RunDir, k: int, t0: float
     saver = WindowCheckpointer(wdir / TRAIN_STATE, state_identity, int(tc.get("checkpoint_every_n_steps") or 0),
                                sampler.start, sampler.total, state, ctx.writer,
                                extra_state=lambda: ((strategy_state() if strategy_state else {})
-                                                    | {"selection": selection.state_dict()}))
+                                                    | {"selection": selection.state_dict()}), accumulate=accumulate)
     extra_callbacks = bench.inputs.window_callbacks(k, ids, sampler)  # class weights, the video track's selection;
     # before the saver
     trainer = _trainer(cfg, tc["precision"], progress, ctx.loggers or False, len(loader),
-                       callbacks=[*extra_callbacks, *selection.callbacks, saver])
+                       callbacks=[*extra_callbacks, *selection.callbacks, saver], accumulate=accumulate)
     started = time.time()
     if len(sampler) and not selection.stopped:  # a resumed window that early stopping ended trains no further
         trainer.fit(module, train_dataloaders=loader)
@@ -436,12 +450,21 @@ def _train_window(cfg, bench: Benchmark, detector, rd: RunDir, k: int, t0: float
     return metrics
 
 
+def accumulation(train_cfg: dict) -> int:
+    """`train.accumulate_grad_batches`: batches whose gradients add up before each optimizer step (>= 1)."""
+    a = train_cfg.get("accumulate_grad_batches", 1) or 1
+    if isinstance(a, bool) or not isinstance(a, int) or a < 1:
+        raise ValueError(f"train.accumulate_grad_batches: expected an integer >= 1, got {a!r}")
+    return a
+
+
 def _eval_logits(cfg, inputs: RunInputs, detector, progress: bool, label: str, fault_window: int):
-    """The eval split's logits (one per eval item, in position order) from `detector` as it is now."""
+    """(logits, crop positions) of the eval split from `detector` as it is now: one logit per eval item in position
+    order (positions None), or one per crop with each crop's eval position (five_crop; fused by write_predictions)."""
     # Whole batches are dealt to ranks (no padded duplicates); every (position, logit) is gathered once.
     ds = inputs.eval_dataset()  # cached pixels or probe features, or decoded + degraded on the fly
     loader = DataLoader(ds, batch_sampler=EvalBatches(len(ds), int(cfg["eval"]["batch_size"])),
-                        num_workers=inputs.workers(ds),
+                        num_workers=inputs.workers(ds), collate_fn=getattr(ds, "collate", None),
                         pin_memory=torch.cuda.is_available() and inputs.workers(ds) > 0)
     module = DetectorModule(detector, inputs.train_cfg, 1, features_in=features_in(ds))
     module.fault_window = fault_window
@@ -449,8 +472,10 @@ def _eval_logits(cfg, inputs: RunInputs, detector, progress: bool, label: str, f
         outputs = predict_in_process(module, loader, inputs.eval_precision, eval_device(cfg), progress, label)
     else:
         outputs = _trainer(cfg, inputs.eval_precision, progress, False).predict(module, dataloaders=loader)
+    if inputs.pipeline is not None and inputs.pipeline.multi_crop:  # one row per crop
+        return gather_crop_predictions(outputs, len(inputs))
     logits, _ = gather_predictions(outputs, len(inputs))
-    return logits
+    return logits, None
 
 
 def _wants_initial(cfg, bench: Benchmark, rd: RunDir) -> bool:
@@ -488,7 +513,7 @@ def _score_initial(cfg, bench: Benchmark, detector, inputs: RunInputs, rd: RunDi
     only inside `_train_window`); no random stream is consumed, so window 0's predictions are unchanged."""
     started = time.time()
     with _rng_untouched():
-        logits = _eval_logits(cfg, inputs, detector, progress, "scoring the untrained model", -1)
+        logits, positions = _eval_logits(cfg, inputs, detector, progress, "scoring the untrained model", -1)
     if not ctx.writer:
         return
     scores, extra = None, None
@@ -497,7 +522,8 @@ def _score_initial(cfg, bench: Benchmark, detector, inputs: RunInputs, rd: RunDi
     path = write_initial_predictions(
         rd.path, logits, bench.plan, bench.gen_names, bench.windows, bench.manifest.checksum,
         str(bench.benchmark_type), run_identity=ctx.run_identity, config_hash=ctx.config_hash, scores=scores,
-        extra=extra, cl_strategy=ctx.strategy.describe, fields=ctx.fields, rows=ctx.rows,
+        extra=extra, crop_positions=positions, pipeline=inputs.pipeline.to_dict() if inputs.pipeline is not None
+        else None, cl_strategy=ctx.strategy.describe, fields=ctx.fields, rows=ctx.rows,
     )
     from leaderboard.continual import initial_table, load_window_npz
 
@@ -511,7 +537,8 @@ def _score_window(cfg, bench: Benchmark, detector, inputs: RunInputs, rd: RunDir
                   progress: bool, train_metrics: dict, ctx: RunContext) -> None:
     wdir = rd.window(k)
     started = time.time()
-    logits = _eval_logits(cfg, inputs, detector, progress, f"scoring window {k + 1}/{len(bench.train_sets)}", k)
+    logits, positions = _eval_logits(cfg, inputs, detector, progress, f"scoring window {k + 1}/{len(bench.train_sets)}",
+                                     k)
     if not ctx.writer:
         return
     scores, extra = None, None
@@ -523,6 +550,7 @@ def _score_window(cfg, bench: Benchmark, detector, inputs: RunInputs, rd: RunDir
         wdir / "predictions.npz", logits, bench.plan, bench.gen_names, bench.windows, k,
         manifest_checksum=bench.manifest.checksum, benchmark_type=str(bench.benchmark_type),
         run_identity=ctx.run_identity, config_hash=ctx.config_hash, scores=scores, extra=extra,
+        crop_positions=positions, pipeline=inputs.pipeline.to_dict() if inputs.pipeline is not None else None,
         cl_strategy=ctx.strategy.describe, fields=ctx.fields, rows=ctx.rows,
     )
     summary = window_summary(wdir / "predictions.npz")

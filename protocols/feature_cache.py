@@ -57,6 +57,7 @@ def _predict_rows(detector, dataset: Dataset, train_cfg: dict, precision: str, a
     if not detector.is_probe:
         raise ValueError(f"{detector.meta.name}: features are cached only for probe detectors (frozen backbone)")
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
+                        collate_fn=getattr(dataset, "collate", None),
                         pin_memory=torch.cuda.is_available() and workers > 0)
     trainer = L.Trainer(accelerator=accelerator, devices=1, precision=precision, logger=False,
                         enable_checkpointing=False, enable_model_summary=False, enable_progress_bar=progress,
@@ -86,7 +87,8 @@ def cached_features(
     chunk_bytes: int = DEFAULT_CHUNK_BYTES, should_stop: Callable[[], None] | None = None,
 ):
     """Load or compute-and-store the features of `dataset` (identified by `inputs_digest`): (rows, key info)."""
-    key = feature_key(detector, inputs_digest, precision, bool(train_cfg.get("channels_last")), device)
+    key = feature_key(detector, inputs_digest, precision, bool(train_cfg.get("channels_last")), device,
+                      train_cfg.get("normalize"))
     spec = feature_store_spec(key, len(dataset), detector.meta.feature_dim, batch_size, chunk_bytes)
     info = key | {"digest": spec.digest, "path": None, "hit": False}
     args = (detector, train_cfg, precision, accelerator, batch_size, progress)

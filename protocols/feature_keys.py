@@ -28,17 +28,23 @@ def backbone_fingerprint(detector: torch.nn.Module) -> str:
     return h.hexdigest()
 
 
-def feature_key(detector, inputs_digest: str, precision: str, channels_last: bool, device: str) -> dict:
-    """Everything that determines a probe's cached features."""
+def feature_key(detector, inputs_digest: str, precision: str, channels_last: bool, device: str,
+                normalize: dict | None = None) -> dict:
+    """Everything that determines a probe's cached features. `normalize` (the resolved eval.normalize statistics,
+    train_cfg["normalize"]) enters the key only when it differs from the backbone's own mean/std."""
     import torch
 
     meta = detector.meta
-    return {
+    key = {
         "format": FEATURE_CACHE_FORMAT, "detector": meta.name, "pretrained": meta.pretrained,
         "backbone_sha256": backbone_fingerprint(detector), "feature_dim": meta.feature_dim,
         "inputs": inputs_digest, "precision": precision, "channels_last": bool(channels_last),
         "device": device, "torch": torch.__version__,
     }
+    norm = normalize or {}
+    if norm and (list(norm["mean"]) != list(meta.mean) or list(norm["std"]) != list(meta.std)):
+        key["normalize"] = {"mean": list(norm["mean"]), "std": list(norm["std"])}  # not the backbone's own
+    return key
 
 
 def feature_store_spec(key: dict, n_rows: int, feature_dim: int, batch_size: int,

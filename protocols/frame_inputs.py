@@ -144,7 +144,7 @@ def prepare_frame_inputs(cfg: dict, bench, detector, cache_dir: Path, progress: 
         raise ValueError(f"{len(tproblems)} training video(s) cannot be decoded: " + "; ".join(tproblems[:5]))
     first = {sid: r for r, sid in enumerate(union)}
 
-    def make_train(ids: list[int]) -> Dataset:
+    def make_train(ids: list[int], window: int = 0) -> Dataset:  # every window alike
         per_video = [np.flatnonzero(trows == first[int(i)]) for i in ids]
         picks = np.concatenate(per_video) if ids else np.zeros(0, int)
         return FrameArray(tarr[picks], np.asarray([int(trows[p]) for p in picks]),

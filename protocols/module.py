@@ -13,7 +13,9 @@ from protocols import faults
 
 
 class DetectorModule(L.LightningModule):
-    """Wraps a detector: uint8 batches are normalised with the detector's own mean/std on the fly.
+    """Wraps a detector: batches are normalised on the fly with the run's input statistics (``train_cfg['normalize']``,
+    from `eval.normalize`; default the detector's own mean/std). uint8 batches are pixels, float batches are the
+    reference pipeline's [0, 1] tensors, normalised as torchvision's Normalize does.
 
     A fresh optimizer and LR schedule are made per window (a new module per window), while the
     detector object — hence its weights — carries over.
@@ -32,8 +34,15 @@ class DetectorModule(L.LightningModule):
         self.train_cfg = dict(train_cfg)
         self.total_steps = max(1, int(total_steps))
         meta = detector.meta
-        self.register_buffer("mean", torch.tensor(meta.mean).view(1, 3, 1, 1) * 255.0, persistent=False)
-        self.register_buffer("std", torch.tensor(meta.std).view(1, 3, 1, 1) * 255.0, persistent=False)
+        norm = self.train_cfg.get("normalize") or {}
+        mean, std = norm.get("mean", meta.mean), norm.get("std", meta.std)
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1) * 255.0, persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1) * 255.0, persistent=False)
+        # torchvision v2 Normalize's operands: float32 (C, 1, 1) statistics, x.sub(mean).div_(std)
+        self.register_buffer("mean_unit", torch.as_tensor(list(mean), dtype=torch.float32).view(-1, 1, 1),
+                             persistent=False)
+        self.register_buffer("std_unit", torch.as_tensor(list(std), dtype=torch.float32).view(-1, 1, 1),
+                             persistent=False)
         self.channels_last = bool(self.train_cfg.get("channels_last", False))
         # Sequence detectors (the video track) take float segments as they come: no image normalisation.
         self.raw_inputs = getattr(meta, "input_kind", "image") != "image"
@@ -42,9 +51,13 @@ class DetectorModule(L.LightningModule):
         self.fault_window = -1  # window being scored, for protocols.faults' crash injection
 
     def normalise(self, x: torch.Tensor) -> torch.Tensor:
-        """uint8 pixels -> normalised float. The arithmetic runs on the batch's own contiguous layout and only the
-        result changes layout: per-channel broadcasting over a channels-last tensor is ~7× slower on CPU."""
-        x = x.float().sub_(self.mean).div_(self.std)
+        """uint8 pixels or float [0, 1] tensors -> normalised float. The arithmetic runs on the batch's own contiguous
+        layout and only the result changes layout: per-channel broadcasting over a channels-last tensor is ~7×
+        slower on CPU. Float input takes torchvision's exact operations (the reference pipeline's bits)."""
+        if x.is_floating_point():
+            x = x.to(torch.float32).sub(self.mean_unit).div_(self.std_unit)
+        else:
+            x = x.float().sub_(self.mean).div_(self.std)
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
     def logits(self, x: torch.Tensor, detector: torch.nn.Module | None = None) -> torch.Tensor:

@@ -112,8 +112,11 @@ def cmd_predict(args) -> int:
     for p in problems:
         if p.id is not None:
             reasons.setdefault((p.split, p.id), []).append(f"{p.kind}: {p.message}")
-    items, fuse, item_keys, label = _items(args, detector, m, rows, profile, cache_dir, reasons)
-    module = DetectorModule(detector, {"channels_last": False}, 1)
+    pipe = _run_pipeline(args, detector)
+    items, fuse, item_keys, label = _items(args, detector, m, rows, profile, cache_dir, reasons, pipe)
+    norm = {} if pipe is None else {"normalize": {"name": pipe.normalize, "mean": list(pipe.mean),
+                                                  "std": list(pipe.std)}}
+    module = DetectorModule(detector, {"channels_last": False, **norm}, 1)
     loader = DataLoader(items, batch_sampler=EvalBatches(len(items), int(args.batch_size)), num_workers=0)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     outputs = predict_in_process(module, loader, "32-true", device, not args.no_progress, "predicting") \
@@ -194,6 +197,18 @@ def mask_threshold(given: float | None, checkpoint: Path | None) -> tuple[float,
     return 0.5, "fixed 0.5: no validation pixel threshold"
 
 
+def _run_pipeline(args, detector):
+    """The input pipeline a checkpoint's run scored with (protocols.pipeline; its statistics and, for images, its
+    resize/crop), so a checkpoint is scored on the inputs it was trained for; None for --detector (its own)."""
+    if args.checkpoint is None or getattr(detector.meta, "input_kind", "image") != "image":
+        return None
+    from detectors.checkpoint import read_checkpoint_meta
+    from protocols.pipeline import resolve_pipeline
+
+    cfg = read_checkpoint_meta(args.checkpoint).get("config")
+    return resolve_pipeline(cfg, detector.meta) if isinstance(cfg, dict) else None
+
+
 def _count_items(extra: dict, n: int) -> np.ndarray:
     for key in ("segment_video", "frame_video", "item_row"):
         if key in extra:
@@ -201,8 +216,11 @@ def _count_items(extra: dict, n: int) -> np.ndarray:
     return np.ones(n, dtype=np.int64)
 
 
-def _items(args, detector, m, rows, profile, cache_dir: Path, reasons: dict):
-    """(dataset of items, fuse(item logits) -> (scores, logits, extra), what an item is, profile label)."""
+def _items(args, detector, m, rows, profile, cache_dir: Path, reasons: dict, pipe=None):
+    """(dataset of items, fuse(item logits) -> (scores, logits, extra), what an item is, profile label).
+
+    `pipe`: a checkpoint run's input pipeline. Images then take its input strategy; under the reference pipeline
+    they are cut as the reference cuts them (torchvision v2 on the decoded PIL image, float [0, 1] crops)."""
     from benchmark.sequences import SequenceError, fuse_scores, score_to_logit
 
     if profile is not None:
@@ -225,6 +243,11 @@ def _items(args, detector, m, rows, profile, cache_dir: Path, reasons: dict):
     if all(s.kind == "video" for s in rows):
         from protocols.frame_inputs import FrameArray, decode_frames, frame_fusion
 
+        if pipe is not None and pipe.pipeline == "reference":
+            print(f"genshift: note: the run scored images with the reference pipeline (defined for images); video "
+                  f"frames are cut with {meta.name}'s own resize and normalised with the run's {pipe.normalize} "
+                  "statistics", file=sys.stderr)
+
         sampling = {"every": args.frames_every} if args.frames_every else {"count": args.frames_count or 8}
         arr, frows, fidx, problems = decode_frames(m, rows, meta.input_size, meta.eval_resize, sampling,
                                                    not args.no_progress)
@@ -238,6 +261,8 @@ def _items(args, detector, m, rows, profile, cache_dir: Path, reasons: dict):
     from benchmark.images import input_crops, to_chw
     from benchmark.imagestore import read_image
 
+    strategy = pipe.input if pipe is not None else meta.eval_resize
+    reference = pipe is not None and pipe.pipeline == "reference"
     crops, item_row = [], []
     for r, s in enumerate(rows):
         try:
@@ -245,10 +270,19 @@ def _items(args, detector, m, rows, profile, cache_dir: Path, reasons: dict):
         except Exception as e:  # noqa: BLE001 - an unreadable image is a NaN row with its reason
             reasons.setdefault((s.split, s.id), []).append(f"unreadable: {e}")
             continue
-        for c in input_crops(img, meta.input_size, meta.eval_resize):
-            crops.append(to_chw(c))
-            item_row.append(r)
-    arr = np.stack(crops) if crops else np.zeros((0, 3, meta.input_size, meta.input_size), np.uint8)
+        if reference:
+            from PIL import Image
+
+            from benchmark.model_input import reference_crops, to_float
+
+            cut = [to_float(c, meta.input_size).numpy()
+                   for c in reference_crops(Image.fromarray(img), meta.input_size, strategy)]
+        else:
+            cut = [to_chw(c) for c in input_crops(img, meta.input_size, strategy)]
+        crops += cut
+        item_row += [r] * len(cut)
+    dtype = np.float32 if reference else np.uint8
+    arr = np.stack(crops) if crops else np.zeros((0, 3, meta.input_size, meta.input_size), dtype)
     rows_arr = np.asarray(item_row, dtype=np.int64)
 
     def fuse(logits):
@@ -259,7 +293,7 @@ def _items(args, detector, m, rows, profile, cache_dir: Path, reasons: dict):
 
     from protocols.frame_inputs import FrameArray
 
-    return FrameArray(arr, rows_arr), fuse, "images", meta.eval_resize
+    return FrameArray(arr, rows_arr), fuse, "images", f"{pipe.pipeline} {strategy}" if pipe is not None else strategy
 
 
 def _write(out: Path, arrays: dict, rows, scores, n_items, reasons: dict, label: str) -> None:

@@ -145,10 +145,15 @@ class WindowCheckpointer(L.Callback):
     """Restores a saved train state at the start of fit; saves every `every_n` batches and on a stop request."""
 
     def __init__(self, path: Path, identity: dict, every_n: int, start: int, total: int,
-                 resume: dict | None, writer: bool, extra_state: Callable[[], dict] | None = None):
+                 resume: dict | None, writer: bool, extra_state: Callable[[], dict] | None = None,
+                 accumulate: int = 1):
         self.path, self.identity, self.every_n = Path(path), identity, int(every_n or 0)
         self.extra_state = extra_state  # more to save with each state (the strategy's, the selection's), read when saving
         self.start, self.total, self.resume, self.writer = start, total, resume, writer
+        # With gradient accumulation a state is exact only between optimizer steps (no gradient half summed):
+        # states are saved, and a stop request honoured, at multiples of `accumulate` batches only.
+        self.accumulate = max(1, int(accumulate))
+        self._stop_pending = False
         self.done = start
         self.loss_sum = resume["loss_sum"] if resume else 0.0
         self.loss_count = resume["loss_count"] if resume else 0
@@ -172,8 +177,11 @@ class WindowCheckpointer(L.Callback):
             trainer.lr_scheduler_configs[0].scheduler.load_state_dict(self.resume["scheduler"])
         _set_rng_state(self.resume["rng"])
 
+    def _at_step_boundary(self) -> bool:
+        return self.done % self.accumulate == 0 or self.done >= self.total
+
     def _save(self, trainer, pl_module) -> None:
-        if self._saved_at == self.done or not self.writer:
+        if self._saved_at == self.done or not self.writer or not self._at_step_boundary():
             return
         sched = trainer.lr_scheduler_configs[0].scheduler if trainer.lr_scheduler_configs else None
         save_train_state(self.path, self.identity, self.done, pl_module.detector, trainer.optimizers[0], sched,
@@ -194,6 +202,10 @@ class WindowCheckpointer(L.Callback):
             dist.all_reduce(flag, op=dist.ReduceOp.MAX)
             stop = bool(flag.item())
         if self.done >= self.total:
+            return
+        stop = stop or self._stop_pending
+        if stop and not self._at_step_boundary():  # finish the accumulation group first
+            self._stop_pending = True
             return
         if stop:
             self.interrupted = True

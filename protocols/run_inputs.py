@@ -14,18 +14,33 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from benchmark.eval_cache import build_or_load_eval_inputs, eval_jobs
+from benchmark.array_store import key_digest
+from benchmark.eval_cache import build_or_load_eval_inputs, eval_cache_key, eval_jobs
+from benchmark.images import crops_per_image
+from benchmark.reference_eval_cache import build_or_load_reference_inputs, reference_eval_key
+from benchmark.reference_train_augment import NAME as REFERENCE_AUGMENTATION
 from benchmark.train_cache import build_or_load_train_inputs
 from protocols import faults
 from protocols.allocator import keep_large_allocations
-from protocols.cache_plan import CachePlan, eval_strategy, human_bytes, plan_caches
+from protocols.cache_plan import CachePlan, human_bytes, plan_caches
 from protocols.cached_data import ArrayEval, ArrayTrainCopies, EvalStream
-from protocols.config import cache_switches
-from protocols.data import TrainCopies
+from protocols.config import ConfigError, cache_switches
+from protocols.crop_data import (
+    GroupedRows,
+    NativeMultiCropStream,
+    ReferenceCropRows,
+    ReferenceEvalStore,
+    ReferenceEvalStream,
+    crop_rows,
+    is_grouped,
+)
+from protocols.data import ReferenceTrainCopies, TrainCopies
 from protocols.feature_cache import cached_features
+from protocols.pipeline import InputPipeline, resolve_pipeline
 from protocols.resume import check_stop
 from protocols.speed import resolve_precision, resolve_train_cfg, uses_cuda
 
@@ -49,12 +64,13 @@ class RunInputs:
     """
 
     eval_ds: Dataset
-    make_train: Callable[[list[int]], Dataset]
+    make_train: Callable[..., Dataset]  # (ids, window) -> training copies
     train_cfg: dict
     eval_precision: str
     eval_key: dict
     describe: dict = field(default_factory=dict)
     release_train: Callable[[], None] = lambda: None  # after a window's training: drop its per-window store
+    pipeline: InputPipeline | None = None  # the resolved eval.pipeline / eval.input / eval.normalize
     fuse: Callable | None = None
     callbacks: Callable | None = None
 
@@ -76,8 +92,9 @@ class RunInputs:
     def eval_dataset(self) -> Dataset:
         return self.eval_ds
 
-    def train_dataset(self, ids: list[int]) -> Dataset:
-        return self.make_train(ids)
+    def train_dataset(self, ids: list[int], window: int = 0) -> Dataset:
+        """Training copies of window `window`'s subset `ids` (in the subset's order)."""
+        return self.make_train(ids, window)
 
     def workers(self, ds: Dataset) -> int:
         return loader_workers(ds, self.train_cfg)
@@ -86,7 +103,43 @@ class RunInputs:
 def loader_workers(ds: Dataset, train_cfg: dict) -> int:
     """DataLoader workers: none for in-memory arrays (workers would only add copies), the configured number for
     datasets that decode images."""
-    return 0 if isinstance(ds, (ArrayEval, ArrayTrainCopies)) else int(train_cfg["num_workers"])
+    in_memory = (ArrayEval, ArrayTrainCopies, ReferenceEvalStore, ReferenceCropRows, GroupedRows)
+    return 0 if isinstance(ds, in_memory) else int(train_cfg["num_workers"])
+
+
+def eval_pixels(cfg: dict, bench, pipe: InputPipeline, cache_dir: Path | None, cached: bool, workers: int,
+                progress: bool, store_opts: dict | None = None) -> tuple[Dataset, dict]:
+    """The eval dataset of the run's input pipeline (cached or streamed, as the cache plan decided) and its cache key
+    for run.json (`cache_dir=None`: built in memory).
+
+    Native single-crop: (uint8 3×S×S, position) items. Native five_crop and the reference pipeline: groups of
+    crops per position (`protocols.crop_data`), the reference's as float32 tensors restored bit for bit. The native
+    stores are chunked stores (benchmark/array_store.py); the reference's is its own (reference_eval_cache.py).
+    """
+    m, ids = bench.manifest, bench.plan.sample_ids
+    prof, base_seed = cfg["degradation"]["profile"], cfg["degradation"]["base_seed"]
+    args = (m, ids, prof, base_seed, pipe.size, pipe.input)
+    if pipe.pipeline == "reference":
+        if cached:
+            store, ekey = build_or_load_reference_inputs(*args, cache_dir, workers=workers, progress=progress)
+            return ReferenceEvalStore(store), ekey
+        ekey = reference_eval_key(*args)
+        ekey = ekey | {"digest": key_digest(ekey), "path": None, "hit": False}
+        stream = ReferenceEvalStream(eval_jobs(*args))
+        if not pipe.multi_crop:  # one crop per position, known without computing it
+            stream.offsets = np.arange(len(stream) + 1, dtype=np.int64)
+        return stream, ekey
+    n_crops = crops_per_image(pipe.input)
+    if cached:
+        arr, ekey = build_or_load_eval_inputs(*args, cache_dir, workers=workers, progress=progress,
+                                              **(store_opts or {}))
+        if n_crops > 1:  # the store's rows are the crops, a position's n_crops in order
+            return GroupedRows(arr, np.arange(len(ids) + 1, dtype=np.int64) * n_crops), ekey
+        return ArrayEval(arr), ekey
+    ekey = eval_cache_key(*args)
+    ekey = ekey | {"digest": key_digest(ekey), "path": None, "hit": False}
+    jobs = eval_jobs(*args)
+    return (NativeMultiCropStream(jobs, n_crops) if n_crops > 1 else EvalStream(jobs)), ekey
 
 
 def features_in(ds: Dataset) -> bool:
@@ -105,6 +158,12 @@ def prepare_run_inputs(cfg: dict, bench, detector, cache_dir: Path, progress: bo
 
 def _prepare(cfg: dict, bench, detector, cache_dir: Path, progress: bool, say: Callable[[str], None],
              world: int = 1, plan: CachePlan | None = None) -> RunInputs:
+    video = getattr(detector.meta, "input_kind", "image") != "image" or any(s.kind != "image"
+                                                                             for s in bench.manifest.samples)
+    if video and (cfg.get("eval") or {}).get("pipeline") == "reference":
+        raise ConfigError("eval.pipeline: reference is AI-GenBench's model input for image datasets; this run reads "
+                          "videos or landmark sequences (the video track's inputs are its own): use "
+                          "eval.pipeline=native")
     if getattr(detector.meta, "input_kind", "image") == "format":  # the format-only baseline: no pixels
         from protocols.format_inputs import prepare_format_inputs
 
@@ -124,40 +183,44 @@ def _prepare(cfg: dict, bench, detector, cache_dir: Path, progress: bool, say: C
     if tc["channels_last"]:
         detector.to(memory_format=torch.channels_last)
     eval_precision = resolve_precision(cfg["eval"]["precision"], cfg, "eval.precision")
-    strategy = eval_strategy(cfg, meta)
+    pipe = resolve_pipeline(cfg, meta)
     workers = max(1, int(tc["num_workers"]))
-    m, ids = bench.manifest, bench.plan.sample_ids
-    prof, base_seed = cfg["degradation"]["profile"], cfg["degradation"]["base_seed"]
+    m = bench.manifest
     store_opts = {"verify": sw["verify"], "chunk_bytes": int(float(sw["chunk_mb"]) * (1 << 20)),
                   "should_stop": stop_between_chunks}
     say(plan.summary())
-    espec = plan.stores["eval_inputs"].spec
-    if plan.policy("eval_inputs") == "cached":
-        arr, ekey = build_or_load_eval_inputs(m, ids, prof, base_seed, meta.input_size, strategy, cache_dir,
-                                              workers=workers, progress=progress, **store_opts)
-        eval_px: Dataset = ArrayEval(arr)
-    else:
-        ekey = espec.key | {"digest": espec.digest, "path": None, "hit": False}
-        eval_px = EvalStream(eval_jobs(m, ids, prof, base_seed, meta.input_size, strategy))
+    eval_px, ekey = eval_pixels(cfg, bench, pipe, cache_dir, plan.policy("eval_inputs") == "cached", workers,
+                                progress, store_opts)
     ekey["cached"] = sw["eval_inputs"]
 
     factor, seed = int(tc["augmentation_factor"]), int(cfg["seed"])
     union = sorted({int(i) for ids in bench.train_sets for i in ids})
     targs = (factor, meta.input_size, seed, tc["augmentation"], meta.eval_resize)
     masks = bool(getattr(meta, "has_localization", False))  # training copies carry their aligned pixel targets
+    reference_aug = tc["augmentation"] == REFERENCE_AUGMENTATION
     tpolicy = plan.policy("train_inputs")
     tspec = plan.stores["train_inputs"].spec
     tkey = tspec.key | {"digest": tspec.digest, "path": None, "hit": False}
     release: Callable[[], None] = lambda: None  # noqa: E731
 
-    def streamed(ids: list[int]) -> Dataset:
+    def streamed(ids: list[int], window: int = 0) -> Dataset:
         return TrainCopies(m, ids, factor, meta.input_size, seed, tc["augmentation"], meta.eval_resize, masks=masks)
 
-    if tpolicy == "cached":
+    if reference_aug:
+        if masks:
+            raise ConfigError(f"train.augmentation {REFERENCE_AUGMENTATION} has no pixel-target variant; "
+                              f"{meta.name} trains a localization head: choose light or baseline")
+        aug_seed = int(tc.get("augmentation_base_seed", 4321))
+        tkey = {"augmentation": REFERENCE_AUGMENTATION, "augmentation_base_seed": aug_seed, "digest": "streamed",
+                "path": None, "hit": False, "not_cached": plan.stores["train_inputs"].reason}
+
+        def train_px(ids: list[int], window: int = 0) -> Dataset:
+            return ReferenceTrainCopies(m, ids, factor, meta.input_size, seed, window, aug_seed)
+    elif tpolicy == "cached":
         tarr, rows, tkey = build_or_load_train_inputs(m, union, *targs, cache_dir, workers=workers,
                                                       progress=progress, with_masks=masks, **store_opts)
 
-        def train_px(ids: list[int]) -> Dataset:
+        def train_px(ids: list[int], window: int = 0) -> Dataset:
             return ArrayTrainCopies(tarr, rows, m, ids, factor, masks=masks)
     elif tpolicy == "per_window":
         held: dict = {}
@@ -167,7 +230,7 @@ def _prepare(cfg: dict, bench, detector, cache_dir: Path, progress: bool, say: C
             if path:
                 shutil.rmtree(path, ignore_errors=True)
 
-        def train_px(ids: list[int]) -> Dataset:
+        def train_px(ids: list[int], window: int = 0) -> Dataset:
             warr, wrows, wkey = build_or_load_train_inputs(m, ids, *targs, cache_dir, workers=workers,
                                                            progress=progress, with_masks=masks, **store_opts)
             if held.get("path") not in (None, wkey["path"]):
@@ -177,7 +240,7 @@ def _prepare(cfg: dict, bench, detector, cache_dir: Path, progress: bool, say: C
             return ArrayTrainCopies(warr, wrows, m, ids, factor, masks=masks)
     else:
         train_px = streamed
-    tkey["cached"] = tpolicy == "cached"
+    tkey["cached"] = tpolicy == "cached" and not reference_aug
     tkey["policy"] = tpolicy
     caches = {"switches": sw, "plan": plan.to_dict(), "eval_inputs": ekey, "train_inputs": tkey,
               "runtime": {"malloc": keep_large_allocations(), "train_precision": tc["precision"],
@@ -185,31 +248,42 @@ def _prepare(cfg: dict, bench, detector, cache_dir: Path, progress: bool, say: C
                           "channels_last": tc["channels_last"]}}
     tdesc = {"cached": f"cache {tkey['digest']}", "per_window": "one window's store at a time",
              "stream": f"streamed by {int(tc['num_workers'])} worker(s)"}[tpolicy]
-    say(f"inputs ready: eval {len(eval_px)} ({'cache ' + ekey['digest'] if sw['eval_inputs'] else 'streamed'}), "
-        f"training copies of {len(union)} images × {factor} ({tdesc}); precision train {tc['precision']}, "
-        f"eval {eval_precision}; channels-last {tc['channels_last']}")
-    if "train_features" not in plan.stores:
+    crops = f" as {ekey['crops']} crops" if ekey.get("crops") is not None else ""
+    say(f"inputs ready: eval {len(eval_px)}{crops} "
+        f"({'cache ' + ekey['digest'] if sw['eval_inputs'] else 'streamed'}; {pipe.pipeline} pipeline, "
+        f"{pipe.input}, {pipe.normalize} statistics), training copies of {len(union)} images × {factor} "
+        f"({tdesc}); precision train {tc['precision']}, eval {eval_precision}; channels-last {tc['channels_last']}")
+    plain = RunInputs(eval_px, train_px, tc, eval_precision, ekey, caches, release, pipe)
+    if "eval_features" not in plan.stores:
         skipped = plan.stores.get("probe_features")
         if skipped is not None and sw["probe_features"]:
             caches["probe_features_skipped"] = skipped.reason
             say(f"probe feature cache off: {skipped.reason}")
-        return RunInputs(eval_px, train_px, tc, eval_precision, ekey, caches, release)
+        return plain
 
     accelerator = str(cfg.get("accelerator", "auto") or "auto")
     device = "cuda" if uses_cuda(cfg) else "cpu"
     bs = int(cfg["eval"]["batch_size"])
     fopts = {k: store_opts[k] for k in ("verify", "chunk_bytes", "should_stop")}
-    efeat, fkey_e = cached_features(cache_dir, detector, eval_px, ekey["digest"], tc, eval_precision, accelerator,
-                                    device, bs, progress, loader_workers(eval_px, tc), **fopts)
+    erows = crop_rows(eval_px) if is_grouped(eval_px) else eval_px  # one feature row per crop
+    efeat, fkey_e = cached_features(cache_dir, detector, erows, ekey["digest"], tc, eval_precision, accelerator,
+                                    device, bs, progress, loader_workers(erows, tc), **fopts)
+    eval_feats = GroupedRows(efeat, eval_px.offsets, features_in=True) if is_grouped(eval_px) \
+        else ArrayEval(efeat, features_in=True)
+    if "train_features" not in plan.stores:  # aigenbench-baseline: copies change every window
+        caches |= {"eval_features": fkey_e}
+        say(f"probe features ready: eval {tuple(efeat.shape)} (cache {fkey_e['digest']}); training copies are "
+            f"streamed ({REFERENCE_AUGMENTATION}), so windows run the frozen backbone on them")
+        return RunInputs(eval_feats, train_px, tc, eval_precision, ekey, caches, release, pipe)
     all_copies = train_px(union) if tpolicy == "cached" else streamed(union)
     tfeat, fkey_t = cached_features(cache_dir, detector, all_copies, tkey["digest"], tc, tc["precision"],
                                     accelerator, device, bs, progress, loader_workers(all_copies, tc), **fopts)
     frows = {i: r * factor for r, i in enumerate(union)}
 
-    def train_feats(ids: list[int]) -> Dataset:
+    def train_feats(ids: list[int], window: int = 0) -> Dataset:
         return ArrayTrainCopies(tfeat, frows, m, ids, factor, features_in=True)
 
     caches |= {"eval_features": fkey_e, "train_features": fkey_t}
     say(f"probe features ready: eval {tuple(efeat.shape)} (cache {fkey_e['digest']}), training copies "
         f"{tuple(tfeat.shape)} (cache {fkey_t['digest']}, {human_bytes(fkey_t['bytes'])}); windows train the head only")
-    return RunInputs(ArrayEval(efeat, features_in=True), train_feats, tc, eval_precision, ekey, caches)
+    return RunInputs(eval_feats, train_feats, tc, eval_precision, ekey, caches, pipeline=pipe)

@@ -158,7 +158,7 @@ def prepare_sequence_inputs(cfg: dict, bench, detector, cache_dir: Path, progres
                              [s.id for s in eval_samples], profile, train=False)
     train_by_id = _by_id(m, "train")
 
-    def make_train(ids: list[int]) -> Dataset:
+    def make_train(ids: list[int], window: int = 0) -> Dataset:  # every window alike
         samples = [train_by_id[int(i)] for i in ids]
         return SegmentDataset([seqs[("train", s.id)] for s in samples], [s.label for s in samples],
                               [s.id for s in samples], profile, train=True)

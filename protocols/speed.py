@@ -52,8 +52,14 @@ def resolve_channels_last(value, model: nn.Module, key: str = "train.channels_la
 
 
 def resolve_train_cfg(cfg: dict, model: nn.Module) -> dict:
-    """A copy of cfg['train'] with precision and channels_last resolved for this machine and model."""
+    """A copy of cfg['train'] with precision and channels_last resolved for this machine and model, and the
+    input statistics (`eval.normalize`, protocols/pipeline.py) every DetectorModule normalises with."""
+    from protocols.pipeline import resolve_pipeline
+
     tc = dict(cfg["train"])
     tc["precision"] = resolve_precision(tc["precision"], cfg, "train.precision")
     tc["channels_last"] = resolve_channels_last(tc.get("channels_last", False), model)
+    if getattr(model.meta, "input_kind", "image") == "image":  # sequence detectors take their inputs unnormalised
+        pipe = resolve_pipeline(cfg, model.meta)
+        tc["normalize"] = {"name": pipe.normalize, "mean": list(pipe.mean), "std": list(pipe.std)}
     return tc

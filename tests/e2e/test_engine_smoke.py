@@ -21,7 +21,7 @@ NPZ_KEYS = {
     # the variant fields by config name (protocols.predictions.variant_fields) and the rows' source formats
     "eval_split", "degradation_profile", "degradation_base_seed", "detector", "cl_strategy", "cl_strategy_params",
     "train_selection",
-    "eval_pipeline", "eval_normalize", "fused_source_format", "fused_jpeg_quality",
+    "eval_pipeline", "eval_input", "eval_normalize", "input_size", "fused_source_format", "fused_jpeg_quality",
     "threshold", "threshold_rule", "threshold_source", "threshold_reason",  # validation_* only with a validation split
     "selection_policy", "selection_step", "selection_epoch", "selection_val_auroc", "selection_reason",
     "selection_averaged_epochs",

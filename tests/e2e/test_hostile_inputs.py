@@ -434,12 +434,15 @@ def test_schema_choices_match_their_owners():
     """The schema keeps other modules' value lists literally (validation imports nothing heavy): they agree."""
     from benchmark.degradations import PROFILES
     from benchmark.images import EVAL_INPUT_STRATEGIES
+    from benchmark.reference_train_augment import NAME as REFERENCE_AUGMENTATION
     from benchmark.train_augment import TRAIN_AUGMENTATIONS
     from protocols import config_schema as S
     from protocols.loggers import KNOWN
+    from protocols.pipeline import NORMALIZE_CHOICES, PIPELINES
     from protocols.speed import PRECISIONS
 
-    assert S.DEGRADATION_PROFILES == PROFILES and S.TRAIN_AUGMENTATIONS == TRAIN_AUGMENTATIONS
+    assert S.DEGRADATION_PROFILES == PROFILES and S.TRAIN_AUGMENTATIONS == (*TRAIN_AUGMENTATIONS, REFERENCE_AUGMENTATION)
+    assert S.EVAL_PIPELINES == PIPELINES and S.EVAL_NORMALIZATIONS == NORMALIZE_CHOICES
     assert S.EVAL_INPUTS == EVAL_INPUT_STRATEGIES and S.LOGGERS == KNOWN and S.PRECISIONS == PRECISIONS
     from benchmark.sequences import AGGREGATES
     from benchmark.sequences import PROFILES as SEQUENCE_PROFILES
@@ -514,7 +517,7 @@ def test_identical_runs_write_identical_predictions_with_their_identity(lr_run, 
     info, again = json.loads((run / "run.json").read_text()), json.loads((tmp_path / "again" / "run.json").read_text())
     with np.load(run / "window_1" / "predictions.npz") as z:
         assert str(z["run_identity"]) == info["run_identity"] == again["run_identity"]
-        assert str(z["config_hash"]) == info["config_hash"] and int(z["schema_version"]) == SCHEMA_VERSION >= 2
+        assert str(z["config_hash"]) == info["config_hash"] and int(z["schema_version"]) == SCHEMA_VERSION
     assert info["run_id"] != again["run_id"]
 
 

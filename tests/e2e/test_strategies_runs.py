@@ -20,6 +20,7 @@ from helpers import (
 )
 from test_runs_resume import assert_same_predictions, run_cli
 
+from protocols.predictions import SCHEMA_VERSION
 from protocols.resume import TRAIN_STATE
 from protocols.strategies import registry as sreg
 from protocols.strategies.hooks import STATE_FILE
@@ -82,7 +83,7 @@ def test_sigkill_inside_a_window_of_a_strategy_run_resumes_to_identical_predicti
     info = json.loads((runs / "exp" / "run.json").read_text())
     assert info["cl_strategy"]["name"] == name and info["config"]["cl_strategy"] == info["cl_strategy"]
     z = load(runs / "exp", 1)
-    assert str(z["cl_strategy"]) == name and int(z["schema_version"]) == 3
+    assert str(z["cl_strategy"]) == name and int(z["schema_version"]) == SCHEMA_VERSION
     assert json.loads(str(z["cl_strategy_params"])) == {k: v for k, v in info["cl_strategy"].items() if k != "name"}
     if name == "replay":  # window 1 trained on its own images plus 40 memory images of window 0
         doc = torch.load(runs / "exp" / "window_0" / STATE_FILE, weights_only=True)

@@ -57,7 +57,7 @@ def test_video_run_writes_segments_beside_videos(reference):
     assert "selected epochs (best validation accuracy): g1 epoch" in stdout
     with np.load(run / "window_1" / "predictions.npz", allow_pickle=False) as z:
         a = {k: z[k] for k in z.files}
-    assert int(a["schema_version"]) == SCHEMA_VERSION >= 2 and str(a["sequence_profile"]) == "fixed"
+    assert int(a["schema_version"]) == SCHEMA_VERSION and str(a["sequence_profile"]) == "fixed"
     n = len(a["fused_scores"])
     assert a["segment_video"].min() == 0 and a["segment_video"].max() == n - 1
     for row in (0, n // 2, n - 1):  # profile fixed: the video score is the mean of its segments' scores
@@ -192,3 +192,13 @@ def test_image_detector_on_video_frames_through_the_windows(tmp_path, cache_dir)
     assert len(a["fused_scores"]) == 8 and np.bincount(a["frame_video"]).tolist() == [3] * 8
     for r in range(8):
         assert a["fused_scores"][r] == pytest.approx(a["frame_scores"][a["frame_video"] == r].mean(), abs=1e-6)
+
+
+def test_reference_pipeline_is_refused_on_videos(tmp_path, cache_dir, capsys):
+    """AI-GenBench's model input is defined for image datasets: a video run asking for it fails in one line."""
+    from protocols.cli import main
+
+    code = main(["run", *FLAGS, "--runs-dir", str(tmp_path / "runs"), "--cache-dir", str(cache_dir), "--experiment",
+                 "refpipe", "--set", "eval.pipeline=reference"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and err[-1].startswith("genshift: error: eval.pipeline: reference is AI-GenBench's model input")

@@ -227,3 +227,43 @@ def test_cache_cli_verify_finds_damage_and_repair_lets_the_next_build_fix_it(tmp
     assert "(incomplete: 3/4 chunks" in capsys.readouterr().out
     assert main(build) == 0 and main(["cache", "verify", "--cache-dir", str(cache)]) == 0
     assert capsys.readouterr().out.count(" ok (") == 2
+
+
+def test_reference_and_five_crop_eval_stores_are_planned_counted_and_listed(tmp_path, cache_dir):
+    """The native five_crop store is a chunked `eval` store of one row per crop; the reference pipeline's own store
+    (`eval_reference/`) counts at its upper bound until built, then at its size on disk, and `genshift cache`
+    lists, verifies and clears it; aigenbench-baseline copies are always streamed."""
+    from benchmark.reference_eval_cache import build_or_load_reference_inputs
+    from protocols.cache_cli import cmd_clear, cmd_info, cmd_verify
+
+    cache = _fresh_cache(tmp_path, cache_dir)
+    cfg = _cfg(cache)
+    det, _ = create_run_detector(cfg)
+    bench = prepare_benchmark(cfg, False)
+    n = len(bench.plan.sample_ids)
+    single = plan_caches(cfg, bench, det, cache).stores["eval_inputs"]
+    cfg["eval"]["input"] = "five_crop"
+    five = plan_caches(cfg, bench, det, cache).stores["eval_inputs"]
+    assert five.spec.kind == "eval" and five.bytes - 128 * five.spec.n_chunks == 5 * n * 3 * 56 * 56
+    assert single.spec.digest != five.spec.digest
+    cfg["eval"] |= {"pipeline": "reference", "input": "center_crop"}
+    cfg["train"]["augmentation"] = "aigenbench-baseline"
+    plan = plan_caches(cfg, bench, det, cache)
+    ref = plan.stores["eval_inputs"]
+    assert ref.spec.kind == "eval_reference" and ref.present == 0
+    assert ref.bytes >= n * 3 * 56 * 56 * 4 and plan.stores["train_inputs"].policy == "stream"
+    with pytest.raises(CacheBudgetError):
+        plan_caches(cfg | {"cache": cfg["cache"] | {"max_bytes": ref.bytes - 1}}, bench, det, cache)
+    deg = cfg["degradation"]
+    _, key = build_or_load_reference_inputs(bench.manifest, bench.plan.sample_ids, deg["profile"], deg["base_seed"],
+                                            56, "center_crop", cache, workers=1, progress=False)
+    built = plan_caches(cfg, bench, det, cache).stores["eval_inputs"]
+    on_disk = sum(f.stat().st_size for f in Path(key["path"]).iterdir())
+    assert built.present == built.bytes == on_disk <= ref.bytes
+    args = type("A", (), {"cache_dir": str(cache), "kind": ["eval_reference"], "json": None, "repair": False})()
+    stores = describe_stores(cache)
+    assert [(s["kind"], s["complete"]) for s in stores] == [("eval_reference", True)]
+    assert cmd_info(args) == 0 and cmd_verify(args) == 0
+    (Path(key["path"]) / "u8.raw").write_bytes(b"planted")
+    assert cmd_verify(args) == 1
+    assert cmd_clear(args) == 0 and describe_stores(cache) == []

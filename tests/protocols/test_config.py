@@ -15,7 +15,8 @@ def test_layers_and_overrides():
     assert smoke["train"]["lr"] == 0.5 and smoke["loggers"] == ["csv", "tensorboard"]
     ref = resolve_config("aigenbench")
     assert (ref["train"]["optimizer"], ref["train"]["lr"], ref["train"]["momentum"]) == ("sgd", 0.001, 0.9)
-    assert (ref["train"]["weight_decay"], ref["train"]["grad_clip"], ref["train"]["batch_size"]) == (1e-4, 1.0, 512)
+    assert (ref["train"]["weight_decay"], ref["train"]["grad_clip"]) == (1e-4, 1.0)
+    assert ref["train"]["batch_size"] * ref["train"]["accumulate_grad_batches"] == 512  # copies per optimizer step
 
 
 def test_unknown_key_names_the_source_and_suggests(tmp_path):

@@ -73,8 +73,11 @@ def test_eval_cache_equals_streamed_pixels_and_is_keyed_by_input(smoke, tmp_path
     _, other = build_or_load_eval_inputs(*args, 48, "resize", tmp_path, workers=1, progress=False)
     assert other["digest"] != key["digest"] and other["input_size"] == 48 and other["input_strategy"] == "resize"
     assert key["degradation"]["versions"]["opencv"] and key["manifest_checksum"] == smoke.checksum
-    with pytest.raises(ValueError, match="one crop per image"):
-        build_or_load_eval_inputs(*args, 64, "five_crop", tmp_path, progress=False)
+    five, key5 = build_or_load_eval_inputs(*args, 64, "five_crop", tmp_path, workers=1, progress=False)
+    assert five.shape == (50, 3, 64, 64) and key5["digest"] != key["digest"]  # chunked store: a row per crop
+    assert np.array_equal(five[15:20], degraded_input(*eval_jobs(*args, 64, "five_crop")[3]))
+    with pytest.raises(ValueError, match="unknown eval input strategy"):
+        build_or_load_eval_inputs(*args, 64, "ten_crop", tmp_path, progress=False)
 
 
 def test_train_cache_rows_equal_streamed_copies(smoke, tmp_path):

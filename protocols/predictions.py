@@ -7,7 +7,9 @@ Keys by version (readers accept every older file: a key a file lacks takes the l
 3. every variant field by its config name with dots as underscores (`eval_split`, `degradation_profile`,
    `degradation_base_seed`, `detector`, `cl_strategy`, `train_selection`, `eval_pipeline`, `eval_normalize`,
    besides `manifest_checksum`, `protocol_version`, `benchmark_type`); per-row source formats of image datasets
-   (`fused_source_format`: jpeg | png | webp | other, `fused_jpeg_quality`: estimated quality, -1 if not JPEG).
+   (`fused_source_format`: jpeg | png | webp | other, `fused_jpeg_quality`: estimated quality, -1 if not JPEG);
+4. the whole input pipeline (`eval_input`, `input_size` besides `eval_pipeline`, `eval_normalize`) and, for images
+   scored as several crops, the crop-level arrays (`crop_*`).
 """
 
 from __future__ import annotations

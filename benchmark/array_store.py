@@ -38,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmark.atomic import atomic_write_text
+from common.atomic import atomic_write_text
 
 STORE_FORMAT = 2
 LAYOUT, META, CHUNKS = "layout.json", "meta.json", "chunks"

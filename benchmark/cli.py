@@ -126,10 +126,10 @@ def cmd_degrade(args) -> int:
     import numpy as np
     from PIL import Image
 
-    from benchmark.atomic import atomic_path
     from benchmark.degradations import degrade_float
     from benchmark.formats import profile_problem
     from benchmark.images import load_rgb
+    from common.atomic import atomic_path
 
     problem = profile_problem(args.profile)
     if problem:
@@ -176,9 +176,9 @@ def _degrade_model_input(args) -> int:
     """`data degrade --model-input`: the reference pipeline's model input written exactly to --out."""
     import numpy as np
 
-    from benchmark.atomic import atomic_path
     from benchmark.images import load_rgb
     from benchmark.model_input import reference_model_input
+    from common.atomic import atomic_path
 
     if args.size < 1:
         print(f"genshift: error: --size must be >= 1, got {args.size}", file=sys.stderr)

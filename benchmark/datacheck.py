@@ -27,10 +27,10 @@ from pathlib import Path
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from benchmark.atomic import atomic_write_text
 from benchmark.imagestore import describe, read_bytes
 from benchmark.manifest import Manifest
 from benchmark.source_records import Problem, restrict_timeline
+from common.atomic import atomic_write_text
 
 CHECK_VERSION = 3  # 2: label_conflict, content_sha256; 3: val split duplicates against eval and train
 DEFAULT_MIN_SIDE = 64

@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from benchmark.atomic import atomic_write_text
+from common.atomic import atomic_write_text
 
 MANIFEST_SCHEMA = 1
 # `val`: an optional validation split (LRNet's layout has one); only selection reads it, never the windows'

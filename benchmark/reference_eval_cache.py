@@ -33,12 +33,12 @@ import numpy as np
 import torch
 
 from benchmark.array_store import key_digest
-from benchmark.atomic import atomic_path, atomic_write_text
 from benchmark.degradations import degradation_key
 from benchmark.eval_cache import run_parallel
 from benchmark.imagestore import read_image
 from benchmark.manifest import Manifest, sha256_file
 from benchmark.model_input import F32, check_strategy, decode_crops, encoded_model_input
+from common.atomic import atomic_path, atomic_write_text
 
 KIND = "eval_reference"
 CACHE_FORMAT = 1  # bump when decode -> chain -> reference crops -> encoding changes beyond library versions

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmark.atomic import atomic_path
 from benchmark.imagestore import read_bytes
 from benchmark.manifest import Manifest, Sample
 from benchmark.sequences import LANDMARK_WIDTH, landmarks_from_bytes
+from common.atomic import atomic_path
 
 STORE_VERSION = 1
 

@@ -13,9 +13,9 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from benchmark.atomic import atomic_write_text
 from benchmark.formats import fill_formats
 from benchmark.manifest import Manifest, ManifestError, Sample
+from common.atomic import atomic_write_text
 
 SCAN_FORMAT = 1  # bump when a source's records change for the same input
 

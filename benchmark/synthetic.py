@@ -24,11 +24,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from benchmark.atomic import atomic_write_bytes
 from benchmark.formats import FORMATS_VERSION, fill_formats
 from benchmark.manifest import Manifest, ManifestError, Sample, sha256_file
 from benchmark.synthetic_artifacts import FAMILY_GAIN, GENERATORS, GeneratorSpec, apply_generator
 from benchmark.synthetic_content import add_sensor_noise, draw_size, render_content, to_uint8
+from common.atomic import atomic_write_bytes
 
 # Bump whenever content, artifacts, layout or encoding change: the cache directory name includes it.
 VERSION = 1

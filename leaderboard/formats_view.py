@@ -200,7 +200,7 @@ def write_leaderboard_section(lb, out_dir: Path) -> tuple[str, str]:
         return "", ""
     import html as _html
 
-    from benchmark.atomic import atomic_write_text
+    from common.atomic import atomic_write_text
     from leaderboard.report import html_table
 
     frames = [window_rows(r.name, r.windows) for r in lb.records]

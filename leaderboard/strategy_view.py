@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from benchmark.atomic import atomic_write_bytes, atomic_write_text
+from common.atomic import atomic_write_bytes, atomic_write_text
 
 TABLE_FILE = "strategies.csv"
 PLOT_FILE = "strategies.png"

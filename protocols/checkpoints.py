@@ -8,8 +8,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from benchmark.atomic import atomic_path, atomic_write_json
 from benchmark.manifest import sha256_file
+from common.atomic import atomic_path, atomic_write_json
 from detectors.checkpoint import CheckpointError
 
 WEIGHTS = "checkpoint.safetensors"

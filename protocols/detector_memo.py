@@ -16,7 +16,7 @@ from importlib import metadata
 from pathlib import Path
 from types import SimpleNamespace
 
-from benchmark.atomic import atomic_write_text
+from common.atomic import atomic_write_text
 
 MEMO_DIR = "detectors"
 MEMO_FORMAT = 1

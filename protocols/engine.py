@@ -21,9 +21,9 @@ import torch
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch.utils.data import DataLoader
 
-from benchmark.atomic import atomic_write_json, atomic_write_text
 from benchmark.sources import default_cache_dir
 from benchmark.worker_server import start_worker_server
+from common.atomic import atomic_write_json, atomic_write_text
 from detectors import count_flops
 from protocols import faults
 from protocols.allocator import keep_large_allocations

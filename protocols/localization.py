@@ -21,12 +21,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmark.atomic import atomic_write_bytes
 from benchmark.eval_plan import EvalPlan
 from benchmark.images import adapt_to_input
 from benchmark.imagestore import read_image
 from benchmark.manifest import Manifest
 from benchmark.masks import adapt_mask_to_input, load_mask
+from common.atomic import atomic_write_bytes
 from leaderboard.localization_view import FILE_NAME, read_localization, window_localization
 
 SCHEMA_VERSION = 1

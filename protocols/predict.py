@@ -297,7 +297,7 @@ def _items(args, detector, m, rows, profile, cache_dir: Path, reasons: dict, pip
 
 
 def _write(out: Path, arrays: dict, rows, scores, n_items, reasons: dict, label: str) -> None:
-    from benchmark.atomic import atomic_path, atomic_write_text
+    from common.atomic import atomic_path, atomic_write_text
 
     out.mkdir(parents=True, exist_ok=True)
     with atomic_path(out / "predictions.npz") as tmp, open(tmp, "wb") as f:

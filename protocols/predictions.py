@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from benchmark.atomic import atomic_path
 from benchmark.eval_plan import EvalPlan
+from common.atomic import atomic_path
 from leaderboard.crops import CROP_KEYS  # noqa: F401  (the crop arrays' names; readers share them)
 from protocols import faults
 from protocols.config import PROTOCOL_VERSION

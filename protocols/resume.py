@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from benchmark.atomic import atomic_path
+from common.atomic import atomic_path
 from protocols import faults
 
 TRAIN_STATE = "train_state.pt"

@@ -38,7 +38,6 @@ import torch
 from PIL import Image
 
 from benchmark.array_store import Field, make_spec
-from benchmark.atomic import atomic_path, atomic_write_bytes, atomic_write_text
 from benchmark.degradations import degrade
 from benchmark.eval_plan import EvalPlan, make_eval_plan
 from benchmark.images import crops_per_image, input_crops
@@ -46,6 +45,7 @@ from benchmark.imagestore import read_image
 from benchmark.manifest import Manifest
 from benchmark.sources import default_cache_dir, load_source
 from benchmark.timeline import generator_id_to_name
+from common.atomic import atomic_path, atomic_write_bytes, atomic_write_text
 from leaderboard.metrics import roc_auc
 from leaderboard.robustness_view import (
     GRADED,

@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from benchmark.atomic import atomic_write_json
+from common.atomic import atomic_write_json
 from protocols.config import config_diff, config_hash, without_keys
 
 

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmark.atomic import atomic_write_text
 from benchmark.validation_split import (
     ValidationSplit,
     validation_rows,
 )
+from common.atomic import atomic_write_text
 from protocols.scoring_sets import ScoringSet, build_scoring_set, input_kind, score_in_process
 
 IDS_FILE = "validation_ids.csv"

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
-from benchmark.atomic import atomic_path
+from common.atomic import atomic_path
 from protocols import faults
 from protocols.strategies.base import BatchExtension, Strategy, TrainStep, WindowContext
 from protocols.strategies.registry import create_strategy

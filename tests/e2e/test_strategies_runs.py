@@ -237,7 +237,7 @@ def test_strategies_train_a_sequence_detector_on_video_segments(tmp_path, cache_
 
 def test_der_plus_plus_stores_the_logits_of_every_frame_of_a_memory_video(tmp_path, cache_dir):
     """An image detector on video frames: each memory video keeps one stored logit per training frame."""
-    from test_video_sources import _video
+    from helpers import write_video as _video
 
     from protocols.cli import main
 

@@ -73,7 +73,7 @@ def prepare_format_inputs(cfg: dict, bench, detector, say: Callable[[str], None]
     train_by_id = {s.id: s for s in m.split("train")}
     factor = int(cfg["train"]["augmentation_factor"])
 
-    def make_train(ids: list[int]) -> Dataset:
+    def make_train(ids: list[int], window: int = 0) -> Dataset:  # window: the same copies in every window
         samples = [train_by_id[int(i)] for i in ids]
         feats = format_features(_formats(samples, "training"))
         return FormatFeatures(feats, [s.label for s in samples], [s.id for s in samples], factor)

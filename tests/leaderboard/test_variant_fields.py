@@ -9,7 +9,7 @@ import pytest
 from benchmark.eval_plan import EvalPlan
 from leaderboard.variants import VARIANT_FIELDS, field_value, run_fields
 from protocols.config import resolve_config
-from protocols.predictions import variant_arrays, variant_fields, write_predictions
+from protocols.predictions import SCHEMA_VERSION, variant_arrays, variant_fields, write_predictions
 
 
 def _plan(n: int = 4) -> EvalPlan:
@@ -47,7 +47,7 @@ def test_write_predictions_records_fields_and_refuses_contradictions(tmp_path):
     write_predictions(tmp_path / "p.npz", np.zeros(4, np.float32), manifest_checksum="a" * 64, fields=fields,
                       rows=rows, **common)
     with np.load(tmp_path / "p.npz") as z:
-        assert int(z["schema_version"]) == 3 and str(z["degradation_profile"]) == "aigenbench-v1"
+        assert int(z["schema_version"]) == SCHEMA_VERSION and str(z["degradation_profile"]) == "aigenbench-v1"
         assert z["fused_source_format"].tolist() == ["jpeg", "png", "png", "webp"]
     with pytest.raises(ValueError, match="manifest_checksum"):
         write_predictions(tmp_path / "q.npz", np.zeros(4, np.float32), manifest_checksum="b" * 64, fields=fields,

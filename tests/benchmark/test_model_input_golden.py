@@ -19,8 +19,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import TEST_DATA
 
-GOLDEN_PATH = Path(__file__).parent / "data" / "model_input_golden.npz"
+GOLDEN_PATH = TEST_DATA / "model_input_golden.npz"
 # (height, width): small (padded by centre crop), a grey image, large ones cropped to 1080, and sides at the
 # five-crop fallback's edge (<= 224 falls back to one centre crop, 225 does not).
 GOLDEN_IMAGE_SIZES = [(48, 64), (257, 300), (720, 1280), (1200, 900), (1350, 1500), (1081, 1081), (200, 640),

@@ -177,6 +177,8 @@ def make_openclip(name: str, pretrained: str = "default", **kwargs) -> Detector:
     with _quiet_random_init_warning(active=source.kind != "none"):  # we load the weights ourselves right after
         model = open_clip.create_model(arch, pretrained=None, **kwargs)
     visual = model.visual
+    if getattr(visual, "output_tokens", False):  # CoCa's tower also returns its tokens: keep encode_image's pooled one
+        visual.output_tokens = False
     pp = dict(getattr(visual, "preprocess_cfg", {}) or {})
     mean = cfg.get("mean", pp.get("mean", open_clip.OPENAI_DATASET_MEAN))
     std = cfg.get("std", pp.get("std", open_clip.OPENAI_DATASET_STD))
@@ -186,9 +188,18 @@ def make_openclip(name: str, pretrained: str = "default", **kwargs) -> Detector:
     size = int(size[0] if isinstance(size, (tuple, list)) else size)
     return Detector(
         visual, name=name, family="open_clip", backbone_name=arch if name_tag is None else f"{arch}@{name_tag}",
-        mode=mode, input_size=size, mean=mean, std=std, feature_dim=int(visual.output_dim),
+        mode=mode, input_size=size, mean=mean, std=std, feature_dim=_embed_dim(visual, arch),
         pretrained=source.describe(), eval_resize="resize_center_crop",
     )
+
+
+def _embed_dim(visual, arch: str) -> int:
+    """The image tower's output width: its `output_dim`, or (towers built from timm, e.g. EVA02) the model's
+    `embed_dim` from open_clip's config."""
+    import open_clip
+
+    dim = getattr(visual, "output_dim", None)
+    return int(dim if dim is not None else open_clip.get_model_config(arch)["embed_dim"])
 
 
 def make_reference_openclip(name: str, pretrained: str = "default", **kwargs) -> Detector:

@@ -50,12 +50,18 @@ def plugin_names(name: str) -> dict[str, str]:
 def write_plugin(name: str, parent: str | Path = ".", force: bool = False) -> Path:
     """Write the plugin package for ``name`` under ``parent``; returns its directory."""
     check_plugin_name(name)
-    subs = plugin_names(name)
+    return write_package(TEMPLATE_DIR, FILES, plugin_names(name), parent, force)
+
+
+def write_package(template_dir: Path, files: dict[str, str], subs: dict[str, str], parent: str | Path,
+                  force: bool, error: type[Exception] = ScaffoldError) -> Path:
+    """Render `files` (template name -> path inside the package, both with $-substitutions) from `template_dir`
+    into `parent`/<subs["dist"]>; refuses (`error`) a non-empty target unless `force`. Returns the directory."""
     root = Path(parent) / subs["dist"]
     if root.exists() and any(root.iterdir()) and not force:
-        raise ScaffoldError(f"{root} exists and is not empty; remove it, choose another --dir, or pass --force")
-    for tmpl, rel in FILES.items():
-        text = Template((TEMPLATE_DIR / tmpl).read_text()).substitute(subs)
+        raise error(f"{root} exists and is not empty; remove it, choose another --dir, or pass --force")
+    for tmpl, rel in files.items():
+        text = Template((template_dir / tmpl).read_text()).substitute(subs)
         path = root / Template(rel).substitute(subs)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from string import Template
 
+from detectors.scaffold import write_package
 from protocols.config import ConfigError
 
 from .registry import ENTRY_POINT_GROUP, list_strategies
@@ -46,13 +46,4 @@ def write_plugin(name: str, parent: str | Path = ".", force: bool = False) -> Pa
                             "and '-'")
     if name in list_strategies():
         raise ScaffoldError(f"strategy {name!r} is already registered; choose another name")
-    subs = plugin_names(name)
-    root = Path(parent) / subs["dist"]
-    if root.exists() and any(root.iterdir()) and not force:
-        raise ScaffoldError(f"{root} exists and is not empty; remove it, choose another --dir, or pass --force")
-    for tmpl, rel in FILES.items():
-        text = Template((TEMPLATE_DIR / tmpl).read_text()).substitute(subs)
-        path = root / Template(rel).substitute(subs)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-    return root
+    return write_package(TEMPLATE_DIR, FILES, plugin_names(name), parent, force, error=ScaffoldError)

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from benchmark.imagestore import describe, read_bytes
+from benchmark.imagestore import describe, read_checked
 from benchmark.manifest import Manifest
 from benchmark.source_records import Problem, restrict_timeline
 from common.atomic import atomic_write_text
@@ -104,15 +104,9 @@ def _check_image(job: tuple[str, str, str, int]) -> tuple[str, list[tuple[str, s
     """Read and decode one image: (sha256 of its bytes, [(kind, severity, message), ...])."""
     root, path, expected_sha, min_side = job
     where = describe(root, path)
-    try:
-        data = read_bytes(root, path)
-    except Exception as e:  # noqa: BLE001 - every read failure is reported, none stops the check
-        return "", [("unreadable", "error", f"{where}: cannot read: {e}")]
-    sha = hashlib.sha256(data).hexdigest()
-    found: list[tuple[str, str, str]] = []
-    if expected_sha and sha != expected_sha:
-        found.append(("changed", "error", f"{where}: bytes changed since the manifest was built "
-                                          "(sha256 mismatch); rebuild the manifest (clear its cache)"))
+    data, sha, found = read_checked(root, path, expected_sha)
+    if data is None:
+        return sha, found
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)

@@ -8,6 +8,7 @@ and process-pool workers included), so no image is held in memory beyond the one
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import threading
@@ -149,6 +150,22 @@ def describe(root: Path | str, path: str) -> str:
         return f"{root} [{split} row {row}]"
     p = Path(path)
     return str(p if p.is_absolute() else Path(root) / p)
+
+
+def read_checked(root: Path | str, path: str, expected_sha: str) -> tuple[bytes | None, str, list[tuple[str, str, str]]]:
+    """`genshift data check`'s first step for any sample file: (bytes or None, their sha256 or "", problems as
+    (kind, severity, message)): `unreadable` when it cannot be read, `changed` when its bytes no longer match
+    the manifest's sha256."""
+    where = describe(root, path)
+    try:
+        data = read_bytes(root, path)
+    except Exception as e:  # noqa: BLE001 - every read failure is reported, none stops the check
+        return None, "", [("unreadable", "error", f"{where}: cannot read: {e}")]
+    sha = hashlib.sha256(data).hexdigest()
+    if expected_sha and sha != expected_sha:
+        return data, sha, [("changed", "error", f"{where}: bytes changed since the manifest was built "
+                                                "(sha256 mismatch); rebuild the manifest (clear its cache)")]
+    return data, sha, []
 
 
 def forget_open_datasets() -> None:

@@ -10,9 +10,7 @@ against predictions). Duplicates (same bytes) are found by the caller from the r
 
 from __future__ import annotations
 
-import hashlib
-
-from benchmark.imagestore import describe, read_bytes
+from benchmark.imagestore import describe, read_checked
 from benchmark.sequences import PROFILES, SequenceError, landmarks_from_bytes, segment_starts
 
 
@@ -20,15 +18,9 @@ def check_sequence_file(kind: str, root: str, path: str, expected_sha: str, fram
                         profile: str, backend: str = "pyav") -> tuple[str, list[tuple[str, str, str]]]:
     """(sha256 of the file, [(kind, severity, message), ...]) for one landmark file or video."""
     where = describe(root, path)
-    try:
-        data = read_bytes(root, path)
-    except Exception as e:  # noqa: BLE001 - every read failure is reported, none stops the check
-        return "", [("unreadable", "error", f"{where}: cannot read: {e}")]
-    sha = hashlib.sha256(data).hexdigest()
-    found: list[tuple[str, str, str]] = []
-    if expected_sha and sha != expected_sha:
-        found.append(("changed", "error", f"{where}: bytes changed since the manifest was built (sha256 mismatch); "
-                                          "rebuild the manifest (clear its cache)"))
+    data, sha, found = read_checked(root, path, expected_sha)
+    if data is None:
+        return sha, found
     if kind == "landmarks":
         try:
             n = landmarks_from_bytes(data, where).shape[0]

@@ -16,7 +16,6 @@ is an `outside_root` error naming the link and its target, and is never read (no
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
 import hashlib
 import os
@@ -34,6 +33,7 @@ from benchmark.source_records import (
     cache_key,
     cache_path,
     load_scan,
+    read_csv_rows,
     restrict_timeline,
     save_scan,
 )
@@ -261,30 +261,10 @@ def scan_csv(file: Path, timeline: dict[str, dt.date] | None, timeline_src: str,
     root = Path(root).expanduser().resolve() if root is not None else file.parent
     if not root.is_dir():
         raise FileNotFoundError(f"csv:{file}: dataset root {root} is not a directory")
-    try:
-        text = file.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as e:
-        raise ValueError(f"csv:{file}: not UTF-8 text ({e.reason} at byte {e.start})") from e
-    reader = csv.DictReader(text.splitlines())
-    header = [h.strip() for h in (reader.fieldnames or [])]
-    missing = [c for c in CSV_COLUMNS if c not in header]
-    if missing:
-        raise ValueError(f"csv:{file}: header must have columns {', '.join(CSV_COLUMNS)}[,mask]; missing {missing} "
-                         f"(header: {header})")
+    text, records, problems = read_csv_rows(file, f"csv:{file}", CSV_COLUMNS, "[,mask]")
     rows: list[_Row] = []
-    problems: list[Problem] = []
     next_id = {"train": 0, "eval": 0}
-    try:
-        records = list(reader)
-    except csv.Error as e:
-        raise ValueError(f"csv:{file}: line {reader.line_num}: not a readable CSV row ({e})") from e
-    for n, raw in enumerate(records, start=1):
-        where = f"{file.name} row {n} (line {n + 1})"
-        if None in raw:  # more fields than the header names
-            problems.append(Problem("bad_row", "error", f"{where}: {len(header) + len(raw[None])} fields, the header "
-                                    f"names {len(header)}"))
-            continue
-        rec = {(k or "").strip(): (v or "").strip() for k, v in raw.items()}
+    for where, rec in records:
         split = SPLIT_ALIASES.get(rec["split"].lower())
         if split is None:
             problems.append(Problem("bad_split", "error", f"{where}: split {rec['split']!r} is not train, eval "

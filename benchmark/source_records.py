@@ -7,9 +7,11 @@ Built manifests are cached under the cache dir, keyed by what determines them, s
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -47,6 +49,38 @@ class ScanResult:
     @property
     def errors(self) -> list[Problem]:
         return [p for p in self.problems if p.severity == "error"]
+
+
+def read_csv_rows(file: Path, spec: str, columns: Sequence[str], optional: str
+                  ) -> tuple[str, list[tuple[str, dict[str, str]]], list[Problem]]:
+    """A user's CSV source: (its text, [(where, record with stripped keys and values)], problems). Refuses
+    (ValueError, one line naming `spec`) text that is not UTF-8, a header without `columns` (`optional` names the
+    optional ones in the message) and an unreadable CSV; a row with more fields than the header is a `bad_row`
+    problem and left out."""
+    try:
+        text = file.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{spec}: not UTF-8 text ({e.reason} at byte {e.start})") from e
+    reader = csv.DictReader(text.splitlines())
+    header = [h.strip() for h in (reader.fieldnames or [])]
+    missing = [c for c in columns if c not in header]
+    if missing:
+        raise ValueError(f"{spec}: header must have columns {', '.join(columns)}{optional}; missing {missing} "
+                         f"(header: {header})")
+    try:
+        records = list(reader)
+    except csv.Error as e:
+        raise ValueError(f"{spec}: line {reader.line_num}: not a readable CSV row ({e})") from e
+    rows: list[tuple[str, dict[str, str]]] = []
+    problems: list[Problem] = []
+    for n, raw in enumerate(records, start=1):
+        where = f"{file.name} row {n} (line {n + 1})"
+        if None in raw:  # more fields than the header names
+            problems.append(Problem("bad_row", "error", f"{where}: {len(header) + len(raw[None])} fields, the header "
+                                    f"names {len(header)}"))
+            continue
+        rows.append((where, {(k or "").strip(): (v or "").strip() for k, v in raw.items()}))
+    return text, rows, problems
 
 
 def restrict_timeline(

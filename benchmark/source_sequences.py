@@ -22,7 +22,6 @@ only; with one, an undated method is an error naming it.
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
 import hashlib
 from dataclasses import dataclass
@@ -30,7 +29,15 @@ from pathlib import Path
 
 from benchmark.manifest import Manifest, Sample, sha256_file
 from benchmark.sequences import count_frames
-from benchmark.source_records import Problem, ScanResult, cache_key, cache_path, load_scan, save_scan
+from benchmark.source_records import (
+    Problem,
+    ScanResult,
+    cache_key,
+    cache_path,
+    load_scan,
+    read_csv_rows,
+    save_scan,
+)
 from benchmark.video_frames import VIDEO_EXTENSIONS, VideoReadError
 from benchmark.video_frames import count_frames as count_video_frames
 
@@ -191,18 +198,9 @@ def scan_sequence_csv(kind: str, file: Path, timeline: dict[str, dt.date] | None
     if not file.is_file():
         raise FileNotFoundError(f"{kind}:{file}: no such file")
     root = file.parent
-    text = file.read_text(encoding="utf-8-sig")
-    reader = csv.DictReader(text.splitlines())
-    header = [h.strip() for h in (reader.fieldnames or [])]
-    missing = [c for c in CSV_COLUMNS if c not in header]
-    if missing:
-        raise ValueError(f"{kind}:{file}: header must have columns {', '.join(CSV_COLUMNS)}[,video]; missing "
-                         f"{missing} (header: {header})")
+    text, records, problems = read_csv_rows(file, f"{kind}:{file}", CSV_COLUMNS, "[,video]")
     rows: list[_Row] = []
-    problems: list[Problem] = []
-    for n, raw in enumerate(reader, start=1):
-        rec = {(k or "").strip(): (v or "").strip() for k, v in raw.items()}
-        where = f"{file.name} row {n} (line {n + 1})"
+    for where, rec in records:
         split = SPLIT_NAMES.get(rec["split"].lower())
         if split is None:
             problems.append(Problem("bad_split", "error", f"{where}: split {rec['split']!r} is not train, val, test "

@@ -117,6 +117,17 @@ def test_landmarks_csv_form_and_undated_methods(tmp_path):
     assert not ok.errors and {s.generator for s in ok.manifest.samples} == {"", "DF", "Mystery"}
 
 
+def test_landmarks_csv_with_a_row_of_too_many_fields_names_it(tmp_path):
+    """A row with more fields than the header is a bad_row problem (the same rule as the csv: image source)."""
+    root = _layout(tmp_path / "lm")
+    rows = ["path,label,method,compression,split", "Origin/raw/train/000.txt,0,Origin,raw,train",
+            "DF/raw/train/000_100.txt,1,DF,raw,train,extra"]
+    (root / "list.csv").write_text("\n".join(rows) + "\n")
+    scan = scan_source(f"landmarks:{root / 'list.csv'}", tmp_path / "cache", progress=False, need_timeline=False)
+    assert [(p.kind, p.message) for p in scan.errors] == [("bad_row", "list.csv row 2 (line 3): 6 fields, the header "
+                                                                      "names 5")]
+
+
 def test_data_check_names_every_sequence_problem(tmp_path):
     root = tmp_path / "lm"
     good = root / "DF" / "raw" / "train"

@@ -66,3 +66,16 @@ def error_line(e: yaml.YAMLError) -> str:
 def load_file(path: Path | str) -> Any:
     """Parse a YAML file strictly; OSError and yaml.YAMLError are left to the caller, who names the file's role."""
     return load_text(Path(path).read_text(encoding="utf-8"))
+
+
+def read_file(path: Path | str, role: str, error: type[Exception]) -> Any:
+    """`load_file` with every failure (unreadable, not UTF-8, bad YAML) raised as one `error` line naming the
+    file's role and path: "cannot read <role> <path>: <why>"."""
+    try:
+        return load_file(path)
+    except OSError as e:
+        raise error(f"cannot read {role} {path}: {e.strerror or e}") from e
+    except UnicodeDecodeError as e:
+        raise error(f"cannot read {role} {path}: not UTF-8 text ({e.reason} at byte {e.start})") from e
+    except yaml.YAMLError as e:
+        raise error(f"cannot read {role} {path}: {error_line(e)}") from e

@@ -6,8 +6,6 @@ import datetime as dt
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import yaml
-
 from benchmark import strict_yaml
 
 
@@ -59,14 +57,7 @@ def parse_date(value: object, where: str) -> dt.date:
 def load_timeline_yaml(path: Path | str) -> dict[str, dt.date]:
     """Read a timeline YAML: a mapping `generator name: YYYY-MM-DD`."""
     path = Path(path)
-    try:
-        doc = strict_yaml.load_file(path)  # a generator listed twice is refused, not silently re-dated
-    except OSError as e:
-        raise TimelineError(f"cannot read timeline {path}: {e.strerror or e}") from e
-    except UnicodeDecodeError as e:
-        raise TimelineError(f"cannot read timeline {path}: not UTF-8 text ({e.reason} at byte {e.start})") from e
-    except yaml.YAMLError as e:
-        raise TimelineError(f"cannot read timeline {path}: {strict_yaml.error_line(e)}") from e
+    doc = strict_yaml.read_file(path, "timeline", TimelineError)  # a generator listed twice is refused
     if isinstance(doc, dict) and "generators" in doc and isinstance(doc["generators"], dict):
         doc = doc["generators"]
     if not isinstance(doc, dict) or not doc:

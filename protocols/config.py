@@ -27,14 +27,7 @@ PROTOCOL_VERSION = "genshift-1"
 
 def _read_yaml(path: Path) -> dict:
     """A config layer: strict YAML (no `!!python` tags, no duplicated keys), a mapping at the top."""
-    try:
-        doc = strict_yaml.load_file(path) or {}
-    except OSError as e:
-        raise ConfigError(f"cannot read config {path}: {e.strerror or e}") from e
-    except UnicodeDecodeError as e:
-        raise ConfigError(f"cannot read config {path}: not UTF-8 text ({e.reason} at byte {e.start})") from e
-    except yaml.YAMLError as e:
-        raise ConfigError(f"cannot read config {path}: {strict_yaml.error_line(e)}") from e
+    doc = strict_yaml.read_file(path, "config", ConfigError) or {}
     if not isinstance(doc, dict):
         raise ConfigError(f"{path}: top level must be a mapping, got {type(doc).__name__}")
     return doc

@@ -17,8 +17,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import yaml
-
 from benchmark import strict_yaml
 from protocols.config import CONFIG_DIR, ConfigError
 from protocols.resume import EXIT_PREEMPTED
@@ -49,12 +47,7 @@ def available_profiles() -> list[str]:
 
 def _read_profile(path: Path) -> dict:
     """A SLURM profile: strict YAML (no `!!python` tags, no duplicated keys), a mapping."""
-    try:
-        doc = strict_yaml.load_file(path) or {}
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"cannot read SLURM profile {path}: {e}") from e
-    except yaml.YAMLError as e:
-        raise ConfigError(f"cannot read SLURM profile {path}: {strict_yaml.error_line(e)}") from e
+    doc = strict_yaml.read_file(path, "SLURM profile", ConfigError) or {}
     if not isinstance(doc, dict):
         raise ConfigError(f"{path}: a SLURM profile must be a mapping of settings, got {type(doc).__name__}")
     return doc

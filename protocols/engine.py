@@ -505,6 +505,22 @@ def _rng_untouched():
             np.random.set_state(npy)
 
 
+def _fused(inputs: RunInputs, logits):
+    """(scores, logits, extra): sequence items (segments, frames) fused into one score per video, the items kept in
+    `extra`; (None, logits, None) for image runs."""
+    if inputs.fuse is None:
+        return None, logits, None
+    return inputs.fuse(logits)
+
+
+def _run_record(bench: Benchmark, inputs: RunInputs, ctx: RunContext) -> dict:
+    """What every predictions.npz of the run records besides its scores (the window's and the untrained model's)."""
+    return {"manifest_checksum": bench.manifest.checksum, "benchmark_type": str(bench.benchmark_type),
+            "run_identity": ctx.run_identity, "config_hash": ctx.config_hash,
+            "pipeline": inputs.pipeline.to_dict() if inputs.pipeline is not None else None,
+            "cl_strategy": ctx.strategy.describe, "fields": ctx.fields, "rows": ctx.rows}
+
+
 def _score_initial(cfg, bench: Benchmark, detector, inputs: RunInputs, rd: RunDir, t0: float, progress: bool,
                    ctx: RunContext) -> None:
     """Score the model before any training once: window_init/predictions.npz, FWT's b_j (leaderboard.initial).
@@ -516,15 +532,9 @@ def _score_initial(cfg, bench: Benchmark, detector, inputs: RunInputs, rd: RunDi
         logits, positions = _eval_logits(cfg, inputs, detector, progress, "scoring the untrained model", -1)
     if not ctx.writer:
         return
-    scores, extra = None, None
-    if inputs.fuse is not None:
-        scores, logits, extra = inputs.fuse(logits)
-    path = write_initial_predictions(
-        rd.path, logits, bench.plan, bench.gen_names, bench.windows, bench.manifest.checksum,
-        str(bench.benchmark_type), run_identity=ctx.run_identity, config_hash=ctx.config_hash, scores=scores,
-        extra=extra, crop_positions=positions, pipeline=inputs.pipeline.to_dict() if inputs.pipeline is not None
-        else None, cl_strategy=ctx.strategy.describe, fields=ctx.fields, rows=ctx.rows,
-    )
+    scores, logits, extra = _fused(inputs, logits)
+    path = write_initial_predictions(rd.path, logits, bench.plan, bench.gen_names, bench.windows, scores=scores,
+                                     extra=extra, crop_positions=positions, **_run_record(bench, inputs, ctx))
     from leaderboard.continual import initial_table, load_window_npz
 
     table = initial_table(load_window_npz(path))
@@ -541,18 +551,10 @@ def _score_window(cfg, bench: Benchmark, detector, inputs: RunInputs, rd: RunDir
                                      k)
     if not ctx.writer:
         return
-    scores, extra = None, None
-    if inputs.fuse is not None:  # sequence items (segments, frames) -> one score per video, items kept
-        scores, logits, extra = inputs.fuse(logits)
+    scores, logits, extra = _fused(inputs, logits)
     held_out, held_out_summary = _validation_arrays(cfg, k, train_metrics, ctx)
-    extra = (extra or {}) | held_out
-    write_predictions(
-        wdir / "predictions.npz", logits, bench.plan, bench.gen_names, bench.windows, k,
-        manifest_checksum=bench.manifest.checksum, benchmark_type=str(bench.benchmark_type),
-        run_identity=ctx.run_identity, config_hash=ctx.config_hash, scores=scores, extra=extra,
-        crop_positions=positions, pipeline=inputs.pipeline.to_dict() if inputs.pipeline is not None else None,
-        cl_strategy=ctx.strategy.describe, fields=ctx.fields, rows=ctx.rows,
-    )
+    write_predictions(wdir / "predictions.npz", logits, bench.plan, bench.gen_names, bench.windows, k, scores=scores,
+                      extra=(extra or {}) | held_out, crop_positions=positions, **_run_record(bench, inputs, ctx))
     summary = window_summary(wdir / "predictions.npz")
     metrics = train_metrics | {"eval": summary | {"seconds": round(time.time() - started, 2)}} | held_out_summary
     loc = score_window_localization(detector, bench.manifest, bench.plan, wdir, summary["auroc"]["all"],

@@ -460,10 +460,13 @@ def validate(cfg: dict, defaults: Mapping, sources: Mapping[str, str] | None = N
         if spec.choices and isinstance(value, str):
             close = difflib.get_close_matches(value, [str(c) for c in spec.choices], n=1)
             hint = f"; did you mean {close[0]}?" if close else ""
+        elif spec.items and isinstance(value, list):
+            close = [c for v in value if v not in spec.items for c in difflib.get_close_matches(str(v), spec.items, 1)]
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
         if problem in ("wrong type", "out of range", "not allowed"):
             detail = f"expected {_allowed(spec, typ)}{hint}"
         elif problem.startswith("unknown item"):
-            detail = f"{problem}; expected {_allowed(spec, typ)}"
+            detail = f"{problem}; expected {_allowed(spec, typ)}{hint}"
         else:  # a check's own words: what is wrong and what is expected
             detail = problem
         raise ConfigError(f"config key {dotted} = {_show_value(value)}{where}: {detail}")

@@ -89,14 +89,13 @@ from PIL import Image
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
 
-from benchmark.formats import DegradationProfile, parse_profile
+from benchmark.formats import DEFAULT_BASE_SEED, DegradationProfile, parse_profile
 
 # albumentations asks PyPI for a newer version on import (2 s timeout): in every cache worker, on every
 # offline compute node. The harness never wants that; a user's explicit setting is kept.
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 PROFILES = tuple(DegradationProfile)
-DEFAULT_BASE_SEED = 4321
 DEGRADATIONS_VERSION = 1  # bump when the chain's code changes the pixels
 
 MAX_SIDE = 1080
@@ -364,7 +363,7 @@ def _run_chain(image: np.ndarray, position: int, profile: str, base_seed: int) -
 
 
 def degrade(
-    image: np.ndarray, position: int, profile: str = "aigenbench-v1", base_seed: int = DEFAULT_BASE_SEED
+    image: np.ndarray, position: int, profile: str = DegradationProfile.AIGENBENCH_V1.value, base_seed: int = DEFAULT_BASE_SEED
 ) -> tuple[np.ndarray, list[dict]]:
     """Apply the mandatory eval degradations to a uint8 HWC RGB image; return (image, step records)."""
     chain = _run_chain(image, position, profile, base_seed)
@@ -375,7 +374,7 @@ def degrade(
 
 
 def degrade_float(
-    image: np.ndarray, position: int, profile: str = "aigenbench-v1", base_seed: int = DEFAULT_BASE_SEED
+    image: np.ndarray, position: int, profile: str = DegradationProfile.AIGENBENCH_V1.value, base_seed: int = DEFAULT_BASE_SEED
 ) -> tuple[np.ndarray, list[dict]]:
     """What the reference hands to the detector's resize/crop: float32 CHW, nominally in [0, 1].
 
@@ -394,7 +393,7 @@ def degrade_float(
 
 
 def degrade_reference(
-    image: np.ndarray, position: int, profile: str = "aigenbench-v1", base_seed: int = DEFAULT_BASE_SEED
+    image: np.ndarray, position: int, profile: str = DegradationProfile.AIGENBENCH_V1.value, base_seed: int = DEFAULT_BASE_SEED
 ) -> tuple[Image.Image | torch.Tensor, list[dict]]:
     """The chain's output in the type the reference hands to the model's resize/crop (``make_val_crops``).
 

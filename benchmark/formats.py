@@ -244,6 +244,7 @@ class DegradationProfile(StrEnum):
         return self is DegradationProfile.AIGENBENCH_V1
 
 
+DEFAULT_BASE_SEED = 4321  # eval image at position p is degraded with seed 4321 + p (the reference's; base.yaml agrees)
 REENCODE = "+reencode"
 _PROFILE = re.compile(r"(?P<base>[A-Za-z0-9_.-]+?)(?:\+reencode(?P<quality>\d{1,3}))?")
 BASE_PROFILES = tuple(DegradationProfile)  # strings: a member equals its value

@@ -200,3 +200,20 @@ def test_cli_typo_fails_before_the_dataset_is_touched(tmp_path):
     assert "nonexistent" not in lines[0]  # the dataset was never looked at
     assert not (tmp_path / "runs").exists() and not (tmp_path / "cache").exists()
     assert wall < 20  # interpreter start-up included, on a loaded shared machine; the check itself is < 1 s
+
+
+def test_library_defaults_agree_with_base_yaml():
+    """Functions callable outside a run keep a default for their seed or limit: each is the base.yaml default."""
+    import inspect
+
+    from benchmark import reference_train_augment
+    from benchmark.datacheck import DEFAULT_MIN_SIDE
+    from benchmark.formats import DEFAULT_BASE_SEED
+    from benchmark.windows_plan import own_window_sets
+
+    base = _read_yaml(CONFIG_DIR / "base.yaml")
+    assert base["degradation"]["base_seed"] == DEFAULT_BASE_SEED
+    assert base["degradation"]["profile"] == DegradationProfile.AIGENBENCH_V1
+    assert base["train"]["augmentation_base_seed"] == reference_train_augment.DEFAULT_BASE_SEED
+    assert base["data"]["min_side"] == DEFAULT_MIN_SIDE
+    assert base["benchmark"]["real_sampling_seed"] == inspect.signature(own_window_sets).parameters["real_seed"].default

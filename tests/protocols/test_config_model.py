@@ -217,3 +217,31 @@ def test_library_defaults_agree_with_base_yaml():
     assert base["train"]["augmentation_base_seed"] == reference_train_augment.DEFAULT_BASE_SEED
     assert base["data"]["min_side"] == DEFAULT_MIN_SIDE
     assert base["benchmark"]["real_sampling_seed"] == inspect.signature(own_window_sets).parameters["real_seed"].default
+
+
+def _hint_of(dotted):
+    cls, *parents, last = (RunConfig, *dotted.split("."))
+    for p in parents:
+        cls = typing.get_type_hints(cls)[p]
+    return typing.get_type_hints(cls)[last]
+
+
+def test_the_model_types_agree_with_the_schema_table():
+    """Each key's field: an enum whose values are exactly the table's string choices; nullable where the table
+    allows null; the plain type of the table's otherwise."""
+    skip = {"cl_strategy.name", "benchmark.type", "degradation.profile"}  # registry / parsed forms, tested above
+    for key, spec in SCHEMA.items():
+        if key.endswith(".*") or key in skip:
+            continue
+        hint = _hint_of(key)
+        args = typing.get_args(hint) or (hint,)
+        enums = [a for a in args if isinstance(a, type) and issubclass(a, StrEnum)]
+        enums += [b for a in args for b in typing.get_args(a) if isinstance(b, type) and issubclass(b, StrEnum)]
+        strings = tuple(c for c in spec.choices if isinstance(c, str))
+        if strings and key != "train.channels_last":
+            assert enums and tuple(enums[0]) == strings, key
+        elif spec.items:
+            assert enums and tuple(enums[0]) == spec.items, key
+        assert (type(None) in args) == spec.nullable, key
+        if spec.type in (int, float, bool, str) and not strings:
+            assert spec.type in args or (spec.type is int and float in args), key

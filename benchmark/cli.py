@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from benchmark.datacheck import DEFAULT_MIN_SIDE
+from benchmark.formats import DEFAULT_BASE_SEED, DegradationProfile
 
 
 def register(sub) -> argparse.ArgumentParser:
@@ -55,10 +56,10 @@ def register(sub) -> argparse.ArgumentParser:
                                     "Normalize), as AI-GenBench's evaluation feeds its model.")
     p.add_argument("image", help="an image file")
     p.add_argument("--position", type=_non_negative, required=True,
-                   help="position in the shuffled eval set (seed 4321+P)")
-    p.add_argument("--profile", default="aigenbench-v1",
+                   help=f"position in the shuffled eval set (seed BASE_SEED+P, default {DEFAULT_BASE_SEED}+P)")
+    p.add_argument("--profile", default=DegradationProfile.AIGENBENCH_V1.value,
                    help="aigenbench-v1 (default, faithful) | fixed, optionally +reencode<Q> (JPEG at quality Q first)")
-    p.add_argument("--base-seed", type=_non_negative, default=4321)
+    p.add_argument("--base-seed", type=_non_negative, default=DEFAULT_BASE_SEED)
     p.add_argument("--out", required=True,
                    help="output prefix: writes OUT.npy and OUT.png; with --model-input the file OUT itself")
     p.add_argument("--model-input", choices=("resize", "center_crop", "five_crop"),

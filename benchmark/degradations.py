@@ -89,14 +89,13 @@ from PIL import Image
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
 
-from benchmark.formats import parse_profile
+from benchmark.formats import DEFAULT_BASE_SEED, DegradationProfile, parse_profile
 
 # albumentations asks PyPI for a newer version on import (2 s timeout): in every cache worker, on every
 # offline compute node. The harness never wants that; a user's explicit setting is kept.
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
-PROFILES = ("aigenbench-v1", "fixed")
-DEFAULT_BASE_SEED = 4321
+PROFILES = tuple(DegradationProfile)
 DEGRADATIONS_VERSION = 1  # bump when the chain's code changes the pixels
 
 MAX_SIDE = 1080
@@ -113,19 +112,16 @@ _MAX_SEED = 2**31  # the reference rejects seeds outside [0, 2^31) (OpenCV limit
 _thread_local = threading.local()
 
 
-def _check_profile(profile: str) -> tuple[str, int | None]:
+def _check_profile(profile: str) -> tuple[DegradationProfile, int | None]:
     """(base profile, re-encoding quality or None) of a profile name; ValueError naming the valid ones."""
-    base, quality = parse_profile(profile)
-    if base not in PROFILES:
-        raise ValueError(f"unknown degradation profile {profile!r}; valid profiles: {', '.join(PROFILES)}")
-    return base, quality
+    return parse_profile(profile)
 
 
 class _Chain:
     """State of one degradation run: the image and the seeded generators."""
 
-    def __init__(self, image: np.ndarray, seed: int, fixed: bool):
-        self.fixed = fixed
+    def __init__(self, image: np.ndarray, seed: int, profile: DegradationProfile):
+        self.profile = profile
         self.seed = seed
         self.torch_rng = torch.Generator(device="cpu").manual_seed(seed)
         self.py_rng = random.Random(seed)
@@ -145,7 +141,7 @@ class _Chain:
         if isinstance(self.img, np.ndarray):
             return self.img
         scaled = self.img.permute(1, 2, 0).numpy() * 255.0
-        if self.fixed:
+        if self.profile.repairs_reference:
             return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
         with np.errstate(invalid="ignore", over="ignore"):
             return scaled.astype(np.uint8)  # truncation, wrap-around out of range (reference quirk)
@@ -160,7 +156,7 @@ class _Chain:
             return
         crop_w, crop_h = min(width, MAX_SIDE), min(height, MAX_SIDE)
         max_x, max_y = width - crop_w, height - crop_h
-        if self.fixed:
+        if self.profile.repairs_reference:
             left, top = max_x // 2, max_y // 2
         else:
             left = 0 if max_x <= 0 else int(torch.randint(0, max_x, (1,), generator=self.torch_rng).item())
@@ -191,7 +187,7 @@ class _Chain:
             return
         backend = self.py_rng.choice(JPEG_BACKENDS)
         record: dict[str, Any] = {"step": name, "fired": True, "backend": backend}
-        if self.fixed:
+        if self.profile.repairs_reference:
             quality = self.py_rng.randint(*FIXED_QUALITY_RANGE)
         else:
             drawn = self.py_rng.choice(REFERENCE_QUALITIES)
@@ -203,7 +199,7 @@ class _Chain:
 
     def noise(self) -> None:
         image = np.ascontiguousarray(self.as_uint8())
-        if self.fixed:
+        if self.profile.repairs_reference:
             gate_rng = random.Random(self.seed)
             if not gate_rng.random() < P_NOISE:
                 self.records.append({"step": "noise", "fired": False})
@@ -352,7 +348,7 @@ def _run_chain(image: np.ndarray, position: int, profile: str, base_seed: int) -
     if not 0 <= seed < _MAX_SEED:
         raise ValueError(f"seed base_seed+position = {seed} is outside [0, 2^31) (the reference's RNG limit)")
 
-    chain = _Chain(image, seed, fixed=(base == "fixed"))
+    chain = _Chain(image, seed, base)
     if reencode is not None:
         chain.img = _jpeg_roundtrip(np.ascontiguousarray(image), "pil", reencode)
         chain.records.append({"step": "reencode", "fired": True, "backend": "pil", "quality": reencode})
@@ -367,7 +363,7 @@ def _run_chain(image: np.ndarray, position: int, profile: str, base_seed: int) -
 
 
 def degrade(
-    image: np.ndarray, position: int, profile: str = "aigenbench-v1", base_seed: int = DEFAULT_BASE_SEED
+    image: np.ndarray, position: int, profile: str = DegradationProfile.AIGENBENCH_V1.value, base_seed: int = DEFAULT_BASE_SEED
 ) -> tuple[np.ndarray, list[dict]]:
     """Apply the mandatory eval degradations to a uint8 HWC RGB image; return (image, step records)."""
     chain = _run_chain(image, position, profile, base_seed)
@@ -378,7 +374,7 @@ def degrade(
 
 
 def degrade_float(
-    image: np.ndarray, position: int, profile: str = "aigenbench-v1", base_seed: int = DEFAULT_BASE_SEED
+    image: np.ndarray, position: int, profile: str = DegradationProfile.AIGENBENCH_V1.value, base_seed: int = DEFAULT_BASE_SEED
 ) -> tuple[np.ndarray, list[dict]]:
     """What the reference hands to the detector's resize/crop: float32 CHW, nominally in [0, 1].
 
@@ -397,7 +393,7 @@ def degrade_float(
 
 
 def degrade_reference(
-    image: np.ndarray, position: int, profile: str = "aigenbench-v1", base_seed: int = DEFAULT_BASE_SEED
+    image: np.ndarray, position: int, profile: str = DegradationProfile.AIGENBENCH_V1.value, base_seed: int = DEFAULT_BASE_SEED
 ) -> tuple[Image.Image | torch.Tensor, list[dict]]:
     """The chain's output in the type the reference hands to the model's resize/crop (``make_val_crops``).
 
@@ -448,7 +444,7 @@ def degradation_key(profile: str, base_seed: int = DEFAULT_BASE_SEED) -> dict:
     """What identifies degrade() outputs for a profile: name, seed base, code and library versions."""
     base, _ = _check_profile(profile)
     versions = dict(_library_versions())
-    if base == "fixed":  # the fixed profile does not use albumentations
+    if not base.uses_albumentations:
         versions.pop("albumentations")
         versions.pop("albucore")
     return {

@@ -20,8 +20,10 @@ This module is import-light (numpy only): the config schema checks profile names
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Mapping, Sequence
+from enum import StrEnum
 from pathlib import Path
 
 import numpy as np
@@ -225,25 +227,45 @@ def format_counts(samples: Sequence) -> dict[str, dict[str, int]]:
 
 # ------------------------------------------------------------------ re-encoding eval profiles
 
+class DegradationProfile(StrEnum):
+    """The mandatory eval degradation chains (a profile name's base, before any `+reencode<Q>`)."""
+
+    AIGENBENCH_V1 = "aigenbench-v1"  # the reference's chain as published, its defects included
+    FIXED = "fixed"  # central crop, rounding and clipping, JPEG quality uniform in 50..100
+
+    @property
+    def repairs_reference(self) -> bool:
+        """Whether the chain corrects the reference's defects (central crop, rounding, a quality range)."""
+        return self is DegradationProfile.FIXED
+
+    @property
+    def uses_albumentations(self) -> bool:
+        """Whether the chain's pixels depend on albumentations' version (the reference's own steps)."""
+        return self is DegradationProfile.AIGENBENCH_V1
+
+
+DEFAULT_BASE_SEED = 4321  # eval image at position p is degraded with seed 4321 + p (the reference's; base.yaml agrees)
 REENCODE = "+reencode"
 _PROFILE = re.compile(r"(?P<base>[A-Za-z0-9_.-]+?)(?:\+reencode(?P<quality>\d{1,3}))?")
-BASE_PROFILES = ("aigenbench-v1", "fixed")  # benchmark.degradations.PROFILES (kept literal: import-light)
+BASE_PROFILES = tuple(DegradationProfile)  # strings: a member equals its value
 
 
-def parse_profile(profile: str) -> tuple[str, int | None]:
-    """'aigenbench-v1+reencode95' -> ('aigenbench-v1', 95); a plain profile -> (profile, None).
+def parse_profile(profile: str) -> tuple[DegradationProfile, int | None]:
+    """'aigenbench-v1+reencode95' -> (AIGENBENCH_V1, 95); a plain profile -> (its member, None).
 
-    ValueError for an unknown base profile or a quality outside 1..100.
+    ValueError for an unknown base profile (the closest one named) or a quality outside 1..100.
     """
     m = _PROFILE.fullmatch(str(profile))
     if m is None or m.group("base") not in BASE_PROFILES:
+        close = difflib.get_close_matches(str(profile).partition(REENCODE)[0], BASE_PROFILES, n=1)
+        hint = f"; did you mean {close[0]}?" if close else ""
         raise ValueError(f"unknown degradation profile {profile!r}; expected one of {', '.join(BASE_PROFILES)}, "
                          f"optionally followed by {REENCODE}<Q> (Q = JPEG quality 1..100), e.g. "
-                         f"aigenbench-v1{REENCODE}95")
+                         f"aigenbench-v1{REENCODE}95{hint}")
     quality = m.group("quality")
     if quality is not None and not 1 <= int(quality) <= 100:
         raise ValueError(f"degradation profile {profile!r}: re-encoding quality {int(quality)} is outside 1..100")
-    return m.group("base"), (int(quality) if quality is not None else None)
+    return DegradationProfile(m.group("base")), (int(quality) if quality is not None else None)
 
 
 def profile_problem(profile: str) -> str | None:

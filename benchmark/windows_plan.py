@@ -2,26 +2,38 @@
 
 from __future__ import annotations
 
+import difflib
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 
 from benchmark.manifest import Sample
+
+
+class BenchmarkKind(StrEnum):
+    """How each window's training set is made (DESIGN §3.4)."""
+
+    CUMULATIVE = "cumulative"  # the fakes and reals of windows 0..k (the reference)
+    CONTINUAL = "continual"  # the own window only
+    REPLAY = "replay"  # the own window plus a seeded fraction of each earlier one (`replay:<r>`)
+    FULL = "full"  # one window with every generator (an upper bound)
+
 
 BENCHMARK_TYPES = ("cumulative", "continual", "replay:<r>", "full")
 
 
 @dataclass(frozen=True)
 class BenchmarkType:
-    """Parsed benchmark type: kind in {cumulative, continual, replay, full}, replay fraction."""
+    """Parsed benchmark type: its kind and, for replay, the fraction replayed."""
 
-    kind: str
+    kind: BenchmarkKind
     replay_fraction: float = 0.0
 
     @classmethod
     def parse(cls, spec: str) -> BenchmarkType:
         if spec in ("cumulative", "continual", "full"):
-            return cls(spec)
+            return cls(BenchmarkKind(spec))
         if spec.startswith("replay:"):
             try:
                 r = float(spec.split(":", 1)[1])
@@ -29,11 +41,13 @@ class BenchmarkType:
                 raise ValueError(f"benchmark type {spec!r}: replay fraction is not a number") from e
             if not 0.0 < r <= 1.0:
                 raise ValueError(f"benchmark type {spec!r}: replay fraction must be in (0, 1]")
-            return cls("replay", r)
-        raise ValueError(f"unknown benchmark type {spec!r}; expected one of {BENCHMARK_TYPES}")
+            return cls(BenchmarkKind.REPLAY, r)
+        close = difflib.get_close_matches(str(spec).partition(":")[0], [k.value for k in BenchmarkKind], n=1)
+        hint = f"; did you mean {close[0] + (':<r>' if close[0] == 'replay' else '')}?" if close else ""
+        raise ValueError(f"unknown benchmark type {spec!r}; expected one of {', '.join(BENCHMARK_TYPES)}{hint}")
 
     def __str__(self) -> str:
-        return f"replay:{self.replay_fraction:g}" if self.kind == "replay" else self.kind
+        return f"replay:{self.replay_fraction:g}" if self.kind is BenchmarkKind.REPLAY else self.kind.value
 
 
 def own_window_sets(

@@ -14,8 +14,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from benchmark.array_store import REFERENCE_KIND
-from benchmark.sources import default_cache_dir
 from protocols.cache_plan import CachePlan, eval_strategy, human_bytes, plan_caches
+from protocols.config_model import ConfigLike, RunConfig, run_config
 
 
 def parse_shard(text: str | None) -> tuple[int, int] | None:
@@ -30,7 +30,7 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
     return int(i), int(n)
 
 
-def build_caches(cfg: dict, features: bool = False, shard: tuple[int, int] | None = None, progress: bool = True,
+def build_caches(cfg: ConfigLike, features: bool = False, shard: tuple[int, int] | None = None, progress: bool = True,
                  stage: str = "all", say: Callable[[str], None] = print) -> dict:
     """Check the data and the budget, then build (this shard's chunks of) the run's pixel stores and, with
     `features`, a probe's feature stores. Returns a summary for the log and tests."""
@@ -38,15 +38,16 @@ def build_caches(cfg: dict, features: bool = False, shard: tuple[int, int] | Non
     from protocols.run_setup import prepare_benchmark, prepare_run
 
     t0 = time.time()
-    cache_dir = Path(cfg["cache_dir"]).expanduser() if cfg.get("cache_dir") else default_cache_dir()
+    rc = run_config(cfg)
+    cache_dir = rc.cache_path
     if not features:
-        cfg = cfg | {"pretrained": "none"}  # pixel stores depend on the input geometry only, never on weights
-    prepared = prepare_run(cfg, progress, features=features)  # refused here if the stores do not fit
+        rc = rc.replace(pretrained="none")  # pixel stores depend on the input geometry only, never on weights
+    prepared = prepare_run(rc, progress, features=features)  # refused here if the stores do not fit
     detector = prepared.detector
-    bench = prepare_benchmark(cfg, progress, prepared.manifest)
-    plan = plan_caches(cfg, bench, detector, cache_dir, features=features)
+    bench = prepare_benchmark(rc, progress, prepared.manifest)
+    plan = plan_caches(rc, bench, detector, cache_dir, features=features)
     say(f"genshift cache build: {bench.manifest.name}, detector {detector.meta.name} "
-        f"(input {detector.meta.input_size} px, {eval_strategy(cfg, detector.meta)}); {plan.summary()}")
+        f"(input {detector.meta.input_size} px, {eval_strategy(rc, detector.meta)}); {plan.summary()}")
     out = {"plan": plan.to_dict(), "built": {}}
     if stage == "prepare":
         say("data checked and budget fits; the stores are built by the shard tasks")
@@ -57,46 +58,42 @@ def build_caches(cfg: dict, features: bool = False, shard: tuple[int, int] | Non
 
             raise ConfigError("--features needs the complete pixel stores: build the shards first, then "
                               "`genshift cache build --features` (e.g. as a SLURM job with --after <shards job>)")
-        inputs = prepare_run_inputs(cfg, bench, detector, cache_dir, progress, say, plan=plan)
+        # run_inputs reads the config as a mapping until it is converted to the typed config
+        inputs = prepare_run_inputs(rc.to_dict(), bench, detector, cache_dir, progress, say, plan=plan)
         out["built"] = {k: {"digest": v.get("digest"), "hit": v.get("hit"), "path": v.get("path")}
                         for k, v in inputs.describe.items() if isinstance(v, dict) and "digest" in v}
         say(f"done in {time.time() - t0:.0f} s")
         return out
-    out["built"] = _build_pixels(cfg, bench, detector, cache_dir, plan, shard, progress, stop_between_chunks, say)
+    out["built"] = _build_pixels(rc, bench, detector, cache_dir, plan, shard, progress, stop_between_chunks, say)
     say(f"done in {time.time() - t0:.0f} s")
     return out
 
 
-def _build_pixels(cfg: dict, bench, detector, cache_dir: Path, plan: CachePlan, shard, progress: bool,
+def _build_pixels(rc: RunConfig, bench, detector, cache_dir: Path, plan: CachePlan, shard, progress: bool,
                   should_stop, say) -> dict:
     from benchmark.eval_cache import build_or_load_eval_inputs
     from benchmark.train_cache import build_or_load_train_inputs
-    from protocols.config import cache_switches
 
-    sw = cache_switches(cfg)
     meta = detector.meta
-    opts = {"verify": sw["verify"], "chunk_bytes": int(float(sw["chunk_mb"]) * (1 << 20)), "shard": shard,
+    opts = {"verify": rc.cache.verify.value, "chunk_bytes": rc.cache.chunk_bytes, "shard": shard,
             "should_stop": should_stop}
-    workers = max(1, int(cfg["train"]["num_workers"]))
+    workers = max(1, rc.train.num_workers)
+    deg, strategy = rc.degradation, eval_strategy(rc, meta)
     done = {}
     part = f" (shard {shard[0]}/{shard[1]})" if shard else ""
     if plan.policy("eval_inputs") == "cached" and plan.stores["eval_inputs"].spec.kind == REFERENCE_KIND:
         if shard is None or shard[0] == 0:  # its own format, built whole: by the first shard
             from benchmark.reference_eval_cache import build_or_load_reference_inputs
 
-            deg = cfg["degradation"]
-            _, key = build_or_load_reference_inputs(bench.manifest, bench.plan.sample_ids, deg["profile"],
-                                                    deg["base_seed"], meta.input_size, eval_strategy(cfg, meta),
-                                                    cache_dir, workers, progress)
+            _, key = build_or_load_reference_inputs(bench.manifest, bench.plan.sample_ids, deg.spec, deg.base_seed,
+                                                    meta.input_size, strategy, cache_dir, workers, progress)
             done["eval_inputs"] = {"digest": key["digest"], "path": key["path"], "complete": True, "hit": key["hit"]}
             say(f"eval inputs (reference pipeline): store {key['digest']} complete, {key['crops']} crops")
         else:
             say("eval inputs (reference pipeline): built whole by shard 0")
     elif plan.policy("eval_inputs") == "cached":
-        deg = cfg["degradation"]
-        arr, key = build_or_load_eval_inputs(bench.manifest, bench.plan.sample_ids, deg["profile"], deg["base_seed"],
-                                             meta.input_size, eval_strategy(cfg, meta), cache_dir, workers,
-                                             progress, **opts)
+        arr, key = build_or_load_eval_inputs(bench.manifest, bench.plan.sample_ids, deg.spec, deg.base_seed,
+                                             meta.input_size, strategy, cache_dir, workers, progress, **opts)
         done["eval_inputs"] = {"digest": key["digest"], "path": key["path"], "complete": arr is not None,
                                "hit": key["hit"]}
         say(f"eval inputs{part}: store {key['digest']} "
@@ -107,10 +104,9 @@ def _build_pixels(cfg: dict, bench, detector, cache_dir: Path, plan: CachePlan, 
     tplan = plan.stores["train_inputs"]
     if tplan.policy == "cached":
         union = sorted({int(i) for ids in bench.train_sets for i in ids})
-        tc = cfg["train"]
         arr, _, key = build_or_load_train_inputs(
-            bench.manifest, union, int(tc["augmentation_factor"]), meta.input_size, int(cfg["seed"]),
-            tc["augmentation"], meta.eval_resize, cache_dir, workers, progress,
+            bench.manifest, union, rc.train.augmentation_factor, meta.input_size, rc.seed,
+            rc.train.augmentation.value, meta.eval_resize, cache_dir, workers, progress,
             bool(getattr(meta, "has_localization", False)), **opts)
         done["train_inputs"] = {"digest": key["digest"], "path": key["path"], "complete": arr is not None,
                                 "hit": key["hit"]}

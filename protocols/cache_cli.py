@@ -12,6 +12,7 @@ import json
 import shutil
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from benchmark.array_store import (
     META,
@@ -21,6 +22,9 @@ from benchmark.array_store import (
     describe_stores,
     verify_chunks,
 )
+
+if TYPE_CHECKING:
+    from protocols.config_model import RunConfig
 
 
 def _cache_dir(args) -> Path:
@@ -119,14 +123,14 @@ def cmd_build(args: argparse.Namespace) -> int:
     from protocols.cli import _run_config
     from protocols.config import ConfigError
 
-    cfg = _run_config(args)
+    rc = _run_config(args)
     if args.slurm:
-        return _submit_build(args, cfg)
+        return _submit_build(args, rc)
     if args.dry_run or args.shards != 1 or args.parsable:
         raise ConfigError("--dry-run, --shards and --parsable only make sense with --slurm")
     from detectors.registry import check_name
 
-    check_name(cfg["detector"], library=True)
+    check_name(rc.detector, library=True)
     from benchmark.worker_server import start_worker_server
     from protocols.cache_build import build_caches, parse_shard
     from protocols.resume import EXIT_PREEMPTED, Preempted, install_signal_handlers
@@ -137,7 +141,7 @@ def cmd_build(args: argparse.Namespace) -> int:
 
     _quiet_lightning()
     try:
-        out = build_caches(cfg, features=args.features, shard=parse_shard(args.shard), progress=not args.no_progress,
+        out = build_caches(rc, features=args.features, shard=parse_shard(args.shard), progress=not args.no_progress,
                            stage=args.stage)
     except Preempted as e:
         print(f"genshift: {e}", file=sys.stderr)
@@ -147,7 +151,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     return 0
 
 
-def _submit_build(args: argparse.Namespace, cfg: dict) -> int:
+def _submit_build(args: argparse.Namespace, rc: RunConfig) -> int:
     """Submit the build as SLURM jobs: with --shards N, a one-task job that checks the data and the budget, then an
     array of N tasks (each a range of every store's chunks) that waits for it. Prints the last job's id."""
     from protocols import slurm
@@ -160,9 +164,7 @@ def _submit_build(args: argparse.Namespace, cfg: dict) -> int:
         raise ConfigError("--features needs the complete pixel stores: submit the shards first, then "
                           "`genshift cache build --features --slurm --after <their job id>`")
     settings = slurm.load_profile(args.slurm_profile)
-    from benchmark.sources import default_cache_dir
-
-    cache_dir = Path(cfg["cache_dir"]).expanduser() if cfg.get("cache_dir") else default_cache_dir()
+    cache_dir = rc.cache_path
     settings["log_dir"] = settings.get("log_dir") or str(cache_dir.resolve() / "slurm")
     settings |= {k: getattr(args, k) for k in ("partition", "account", "qos", "time", "gpus_per_node", "nodes",
                                                "cpus_per_task", "mem") if getattr(args, k) is not None}

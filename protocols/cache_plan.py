@@ -23,6 +23,8 @@ from pathlib import Path
 
 from benchmark.array_store import REFERENCE_KIND, StoreSpec, make_spec, store_dir, store_progress
 from protocols.config import ConfigError, cache_switches
+from protocols.config_enums import EvalPipeline
+from protocols.config_model import ConfigLike, run_config
 
 
 class CacheBudgetError(ConfigError):
@@ -117,30 +119,33 @@ def _present(cache_dir: Path, spec: StoreSpec) -> int:
     return store_progress(store_dir(cache_dir, spec.kind, spec.key), spec)[1]
 
 
-def eval_pipeline(cfg: dict) -> str:
+def eval_pipeline(cfg: ConfigLike) -> EvalPipeline:
     """`eval.pipeline` (native | reference; checked by protocols/pipeline.py before any work)."""
-    return (cfg.get("eval") or {}).get("pipeline") or "native"
+    return run_config(cfg).eval.pipeline
 
 
-def eval_strategy(cfg: dict, meta) -> str:
+def eval_strategy(cfg: ConfigLike, meta) -> str:
     """The eval input (protocols.pipeline.resolve_pipeline's, without its imports): `eval.input`, else the
     reference pipeline's resize or the detector's own."""
-    return cfg["eval"]["input"] or ("resize" if eval_pipeline(cfg) == "reference" else meta.eval_resize)
+    ec = run_config(cfg).eval
+    if ec.input is not None:
+        return ec.input.value
+    return "resize" if ec.pipeline is EvalPipeline.REFERENCE else meta.eval_resize
 
 
-def eval_crops(cfg: dict, meta) -> int:
+def eval_crops(cfg: ConfigLike, meta) -> int:
     """Crops per eval image (benchmark.images.crops_per_image, without its imports): 5 for five_crop, else 1; for
     the reference pipeline an upper bound (its FiveCrop falls back to one centre crop on small images)."""
     return 5 if eval_strategy(cfg, meta) == "five_crop" else 1
 
 
-def reference_training(cfg: dict) -> bool:
+def reference_training(cfg: ConfigLike) -> bool:
     """Training copies of `train.augmentation: aigenbench-baseline`: seeded by position in each window's subset,
     so they are streamed in every window, never stored (benchmark/reference_train_augment.py)."""
-    return cfg["train"]["augmentation"] == "aigenbench-baseline"
+    return run_config(cfg).train.reference_augmentation
 
 
-def pixel_specs(cfg: dict, bench, meta, chunk_bytes: int,
+def pixel_specs(cfg: ConfigLike, bench, meta, chunk_bytes: int,
                 keyed: bool = True) -> tuple[StoreSpec, StoreSpec, list[StoreSpec]]:
     """(eval store, training-copy store of the union of every window's images, one store per window).
 
@@ -149,12 +154,13 @@ def pixel_specs(cfg: dict, bench, meta, chunk_bytes: int,
     `keyed=False`: the layouts only, with empty keys (sizes need no key; keys need the image libraries)."""
     from benchmark.store_layouts import eval_fields, reference_eval_fields, train_fields
 
+    rc = run_config(cfg)
     m = bench.manifest
     masks = bool(getattr(meta, "has_localization", False))
-    factor, size = int(cfg["train"]["augmentation_factor"]), int(meta.input_size)
+    factor, size = rc.train.augmentation_factor, int(meta.input_size)
     union = sorted({int(i) for ids in bench.train_sets for i in ids})
-    n_eval, n_crops, strategy = len(bench.plan.sample_ids), eval_crops(cfg, meta), eval_strategy(cfg, meta)
-    reference = eval_pipeline(cfg) == "reference"
+    n_eval, n_crops, strategy = len(bench.plan.sample_ids), eval_crops(rc, meta), eval_strategy(rc, meta)
+    reference = rc.eval.pipeline is EvalPipeline.REFERENCE
     efields = reference_eval_fields(size, n_crops) if reference else eval_fields(size, n_crops)
     ekind = REFERENCE_KIND if reference else "eval"
     if not keyed:
@@ -165,29 +171,29 @@ def pixel_specs(cfg: dict, bench, meta, chunk_bytes: int,
     from benchmark.eval_cache import eval_store_spec
     from benchmark.train_cache import train_store_spec
 
-    deg = cfg["degradation"]
+    deg = rc.degradation
     if reference:
         from benchmark.reference_eval_cache import reference_eval_key
 
-        ekey = reference_eval_key(m, bench.plan.sample_ids, deg["profile"], deg["base_seed"], size, strategy)
+        ekey = reference_eval_key(m, bench.plan.sample_ids, deg.spec, deg.base_seed, size, strategy)
         espec = make_spec(ekind, ekey, n_eval, efields, chunk_bytes)
     else:
-        espec = eval_store_spec(m, bench.plan.sample_ids, deg["profile"], deg["base_seed"], size, strategy,
-                                chunk_bytes)
-    targs = (factor, size, int(cfg["seed"]), cfg["train"]["augmentation"], meta.eval_resize)
+        espec = eval_store_spec(m, bench.plan.sample_ids, deg.spec, deg.base_seed, size, strategy, chunk_bytes)
+    targs = (factor, size, rc.seed, rc.train.augmentation.value, meta.eval_resize)
     tspec = train_store_spec(m, union, *targs, with_masks=masks, chunk_bytes=chunk_bytes)
     windows = [train_store_spec(m, ids, *targs, with_masks=masks, chunk_bytes=chunk_bytes)
                for ids in bench.train_sets]
     return espec, tspec, windows
 
 
-def feature_specs(cfg: dict, detector, espec: StoreSpec, tspec: StoreSpec, chunk_bytes: int,
+def feature_specs(cfg: ConfigLike, detector, espec: StoreSpec, tspec: StoreSpec, chunk_bytes: int,
                   world: int = 1, keyed: bool = True) -> tuple[StoreSpec, StoreSpec] | str:
     """The probe's feature stores of the eval inputs and of every training copy, or why there are none.
 
     `keyed=False`: `detector` may be a description (`meta`, `is_probe`); the stores get empty keys."""
     from protocols.feature_keys import feature_store_spec
 
+    rc = run_config(cfg)
     meta = detector.meta
     if not detector.is_probe:
         return "a tune detector trains its backbone: nothing to cache"
@@ -196,21 +202,21 @@ def feature_specs(cfg: dict, detector, espec: StoreSpec, tspec: StoreSpec, chunk
                 "feature cache (pooled features) does not hold")
     if world > 1:
         return "built by a single process (this run has several)"
-    if espec.kind == REFERENCE_KIND and eval_crops(cfg, meta) > 1 and not cache_switches(cfg)["eval_inputs"]:
+    if espec.kind == REFERENCE_KIND and eval_crops(rc, meta) > 1 and not rc.cache.eval_inputs:
         return ("five_crop of the reference pipeline with cache.eval_inputs off: the crops per image are known only "
                 "once the images are degraded")
-    bs = int(cfg["eval"]["batch_size"])
-    n_train = tspec.n_items * int(cfg["train"]["augmentation_factor"])
-    n_eval = espec.n_items * eval_crops(cfg, meta)  # one feature row per crop (reference five_crop: at most)
+    bs = rc.eval.batch_size
+    n_train = tspec.n_items * rc.train.augmentation_factor
+    n_eval = espec.n_items * eval_crops(rc, meta)  # one feature row per crop (reference five_crop: at most)
     if not keyed:
         return (feature_store_spec({}, n_eval, meta.feature_dim, bs, chunk_bytes),
                 feature_store_spec({}, n_train, meta.feature_dim, bs, chunk_bytes))
     from protocols.feature_keys import feature_key
     from protocols.speed import resolve_precision, resolve_train_cfg, uses_cuda
 
-    tc = resolve_train_cfg(cfg, detector)
-    device = "cuda" if uses_cuda(cfg) else "cpu"
-    eprec = resolve_precision(cfg["eval"]["precision"], cfg, "eval.precision")
+    tc = resolve_train_cfg(rc, detector)
+    device = "cuda" if uses_cuda(rc) else "cpu"
+    eprec = resolve_precision(rc.eval.precision, rc, "eval.precision")
     norm = tc.get("normalize")
     ek = feature_key(detector, espec.digest, eprec, bool(tc["channels_last"]), device, norm)
     tk = feature_key(detector, tspec.digest, tc["precision"], bool(tc["channels_last"]), device, norm)
@@ -218,7 +224,7 @@ def feature_specs(cfg: dict, detector, espec: StoreSpec, tspec: StoreSpec, chunk
             feature_store_spec(tk, n_train, meta.feature_dim, bs, chunk_bytes))
 
 
-def plan_caches(cfg: dict, bench, detector, cache_dir: Path, world: int = 1, features: bool = True) -> CachePlan:
+def plan_caches(cfg: ConfigLike, bench, detector, cache_dir: Path, world: int = 1, features: bool = True) -> CachePlan:
     """Decide every store of this run and check that they fit; raise CacheBudgetError (nothing built) if not.
 
     `features=False` leaves the probe feature stores out (`genshift cache build` without --features).
@@ -228,25 +234,26 @@ def plan_caches(cfg: dict, bench, detector, cache_dir: Path, world: int = 1, fea
                  present=lambda spec: _present(cache_dir, spec))
 
 
-def refuse_over_budget(cfg: dict, bench, described, cache_dir: Path, world: int = 1, features: bool = True) -> None:
+def refuse_over_budget(cfg: ConfigLike, bench, described, cache_dir: Path, world: int = 1, features: bool = True) -> None:
     """Before the detector is built (from its remembered description, protocols/detector_memo.py): raise
     CacheBudgetError if the run's stores cannot fit `cache.max_bytes` whatever the disk holds.
 
     Only the budget is decided here: the stores' sizes follow from their layouts, and the budget counts stores
     already built, so neither the keys (the image libraries, the backbone's weights) nor the disk are needed.
     A run this lets through is planned in full once its detector exists (`plan_caches`), disk included."""
-    if cache_switches(cfg)["max_bytes"] is None:
+    if run_config(cfg).cache.max_bytes is None:
         return
     _plan(cfg, bench, described, Path(cache_dir), world, features, keyed=False, free=free_disk(cache_dir),
           present=lambda spec: 0)
 
 
-def _plan(cfg: dict, bench, detector, cache_dir: Path, world: int, features: bool, keyed: bool, free: int,
+def _plan(cfg: ConfigLike, bench, detector, cache_dir: Path, world: int, features: bool, keyed: bool, free: int,
           present: Callable[[StoreSpec], int]) -> CachePlan:
     """The plan (see plan_caches). `keyed=False`: the early budget check, which decides on the budget alone and
     says nothing about what is still to be written (presence is not looked up)."""
-    sw = cache_switches(cfg)
-    chunk = int(float(sw["chunk_mb"]) * (1 << 20))
+    rc = run_config(cfg)
+    sw = cache_switches(rc)
+    chunk = rc.cache.chunk_bytes
     espec, tspec, wspecs = pixel_specs(cfg, bench, detector.meta, chunk, keyed)
     fixed = {"eval_inputs": _eval_inputs_plan(sw, espec, present),
              **_feature_plans(cfg, sw, detector, espec, tspec, chunk, world, features, keyed, present)}
@@ -266,11 +273,11 @@ def _plan(cfg: dict, bench, detector, cache_dir: Path, world: int, features: boo
     else:
         train = _choose_train_inputs(sw["train_inputs"], options, fits, per_window_useful, features_planned,
                                      f"cache.max_bytes {human_bytes(sw['max_bytes'])}, free disk "
-                                     f"{human_bytes(free)}", int(cfg["train"]["num_workers"]))
+                                     f"{human_bytes(free)}", rc.train.num_workers)
     if train is None or not fits(train):
         refused = CachePlan(fixed | {"train_inputs": train or options["stream"]}, sw, cache_dir, free,
                             presence_known=keyed)
-        raise CacheBudgetError(_refusal(refused, options, per_window_useful, int(cfg["train"]["augmentation_factor"]),
+        raise CacheBudgetError(_refusal(refused, options, per_window_useful, rc.train.augmentation_factor,
                                         detector.is_probe))
     stores = {"eval_inputs": fixed.pop("eval_inputs"), "train_inputs": train, **fixed}
     return CachePlan(stores, sw, cache_dir, free, presence_known=keyed)
@@ -286,7 +293,7 @@ def _eval_inputs_plan(sw: dict, espec: StoreSpec, present: Callable[[StoreSpec],
                      espec)
 
 
-def _feature_plans(cfg: dict, sw: dict, detector, espec: StoreSpec, tspec: StoreSpec, chunk: int, world: int,
+def _feature_plans(cfg: ConfigLike, sw: dict, detector, espec: StoreSpec, tspec: StoreSpec, chunk: int, world: int,
                    features: bool, keyed: bool, present: Callable[[StoreSpec], int]) -> dict[str, StorePlan]:
     """A probe's feature stores (`eval_features`, `train_features`), or `probe_features` off and why; nothing
     for a tune detector."""

@@ -8,14 +8,17 @@ import importlib
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from protocols.config import (
     ConfigError,
     available_presets,
-    builds_pixel_caches,
     parse_override,
-    resolve_config,
+    resolve_run_config,
 )
+
+if TYPE_CHECKING:
+    from protocols.config_model import RunConfig
 
 
 def add_data_options(p) -> None:
@@ -70,7 +73,7 @@ SLURM_FLAGS = {
 }
 
 
-def _run_config(args) -> dict:
+def _run_config(args) -> RunConfig:
     overrides = []
     simple = {
         "pretrained": args.pretrained, "dataset": args.dataset, "seed": args.seed,
@@ -83,7 +86,8 @@ def _run_config(args) -> dict:
     if args.cl_strategy:
         overrides.append({"cl_strategy": {"name": args.cl_strategy}})
     overrides += [parse_override(s) for s in args.set]
-    return resolve_config(args.preset, args.detector, args.config, overrides)  # a typo fails before torch loads
+    # Typed and checked here, detector and strategy names included: a typo fails before torch loads or data is read.
+    return resolve_run_config(args.preset, args.detector, args.config, overrides)
 
 
 def cmd_slurm(args, argv: list[str]) -> int:
@@ -96,9 +100,9 @@ def cmd_slurm(args, argv: list[str]) -> int:
     for combo in combos:  # every task's config must resolve here, before anything is submitted
         one = build_parser("run").parse_args(["run", *slurm.strip_flags(argv[1:], _slurm_flag_arity()),
                                          *slurm.task_args(combo)])
-        cfg = _run_config(one)
+        rc = _run_config(one)
     settings = slurm.load_profile(args.slurm_profile)
-    settings["log_dir"] = settings.get("log_dir") or str(Path(cfg["runs_dir"]).resolve() / "slurm")
+    settings["log_dir"] = settings.get("log_dir") or str(Path(rc.runs_dir).resolve() / "slurm")
     settings |= {k: getattr(args, k) for k in ("partition", "account", "qos", "time", "gpus_per_node", "nodes",
                                                "cpus_per_task", "mem") if getattr(args, k) is not None}
     run_args = slurm.strip_flags(argv[1:], _slurm_flag_arity())
@@ -124,22 +128,21 @@ def cmd_run(args) -> int:
         return cmd_slurm(args, args.argv)
     if args.dry_run or args.array:
         raise ConfigError("--array and --dry-run only make sense with --slurm")
-    cfg = _run_config(args)
+    rc = _run_config(args)
     if args.print_config:
         import yaml
 
-        print(yaml.safe_dump(cfg, sort_keys=False))
+        print(yaml.safe_dump(rc.to_dict(), sort_keys=False))
         return 0
     from detectors.registry import check_name
 
-    check_name(cfg["detector"])  # a misspelt name fails here in milliseconds, before torch is imported
-    check_name(cfg["detector"], library=True)  # timm:/torchvision:/openclip: models: before any data is prepared
+    check_name(rc.detector, library=True)  # timm:/torchvision:/openclip: models: before any data is prepared
     from protocols.run_setup import prepare_run
 
     # Caches too large: refused here, within seconds, before Lightning is imported and before the cache workers'
     # fork server competes for the CPU.
-    prepared = prepare_run(cfg, progress=not args.no_progress)
-    if builds_pixel_caches(cfg):
+    prepared = prepare_run(rc, progress=not args.no_progress)
+    if rc.builds_pixel_caches:
         from benchmark.worker_server import start_worker_server
 
         start_worker_server()  # its imports overlap this process's own (Lightning, the data check) on another core
@@ -147,7 +150,10 @@ def cmd_run(args) -> int:
     from protocols.resume import EXIT_PREEMPTED, Preempted
 
     try:
-        run_dir = run_experiment(cfg, force_new=args.force_new, progress=not args.no_progress, prepared=prepared)
+        # The engine still reads the config as a mapping (the validated one the typed config was built from); it
+        # takes the RunConfig itself once its modules read typed fields.
+        run_dir = run_experiment(rc.to_dict(), force_new=args.force_new, progress=not args.no_progress,
+                                 prepared=prepared)
     except Preempted as e:
         print(f"genshift: {e}", file=sys.stderr)
         return EXIT_PREEMPTED

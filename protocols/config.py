@@ -12,7 +12,7 @@ import hashlib
 import json
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -20,9 +20,11 @@ from benchmark import strict_yaml
 from common.configs import config_dir
 from protocols.config_schema import ConfigError, operational_keys, parse_bytes, validate  # noqa: F401 (re-export)
 
+if TYPE_CHECKING:
+    from protocols.config_model import RunConfig
+
 CONFIG_DIR = config_dir()
 PROTOCOL_VERSION = "genshift-1"
-
 
 
 def _read_yaml(path: Path) -> dict:
@@ -149,9 +151,36 @@ def resolve_config(
     return cfg
 
 
+def resolve_run_config(
+    preset: str = "default",
+    detector: str | None = None,
+    files: Iterable[Path] = (),
+    overrides: Iterable[Mapping] = (),
+) -> RunConfig:
+    """`resolve_config`, then the typed, frozen config built from it and the detector name checked against the
+    registry (closest names listed): everything a typo can break fails here, before any data is read."""
+    from protocols.config_model import RunConfig
+
+    rc = RunConfig.from_mapping(resolve_config(preset, detector, files, overrides))
+    from detectors.registry import check_name  # imports no torch
+
+    check_name(rc.detector)
+    return rc
+
+
 def validate_config(cfg: dict) -> dict:
     """Type and check an already resolved config in place (for configs built or edited in Python)."""
     return validate(cfg, _read_yaml(CONFIG_DIR / "base.yaml"))
+
+
+def completed(cfg: Mapping[str, Any]) -> dict:
+    """A config built in Python completed with base.yaml's defaults, typed and checked (a copy)."""
+    defaults = _read_yaml(CONFIG_DIR / "base.yaml")
+    out = validate(merge(defaults, cfg, "config"), defaults)
+    from protocols.strategies.registry import resolve_strategy_config  # imports no torch
+
+    out["cl_strategy"] = resolve_strategy_config(out.get("cl_strategy"))
+    return out
 
 
 # Keys that do not change results (the schema's operational keys): where files go, caches, loggers, how often to
@@ -159,9 +188,9 @@ def validate_config(cfg: dict) -> dict:
 RUNTIME_KEYS = operational_keys()
 
 
-def without_keys(cfg: Mapping[str, Any], ignore: Iterable[str] = RUNTIME_KEYS) -> dict:
-    """A copy of `cfg` without the (possibly dotted) keys in `ignore`."""
-    out = copy.deepcopy(dict(cfg))
+def without_keys(cfg: Mapping[str, Any] | RunConfig, ignore: Iterable[str] = RUNTIME_KEYS) -> dict:
+    """A copy of `cfg` (its validated mapping, for a RunConfig) without the (possibly dotted) keys in `ignore`."""
+    out = cfg.to_dict() if hasattr(cfg, "to_dict") else copy.deepcopy(dict(cfg))
     for key in ignore:
         *parents, last = key.split(".")
         cur = out
@@ -172,7 +201,7 @@ def without_keys(cfg: Mapping[str, Any], ignore: Iterable[str] = RUNTIME_KEYS) -
     return out
 
 
-def config_hash(cfg: Mapping[str, Any], ignore: Iterable[str] = RUNTIME_KEYS) -> str:
+def config_hash(cfg: Mapping[str, Any] | RunConfig, ignore: Iterable[str] = RUNTIME_KEYS) -> str:
     """sha256 of the config keys that change results (paths, loggers, checkpointing, process count excluded)."""
     doc = without_keys(cfg, ignore)
     return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -190,45 +219,25 @@ def config_diff(a: Mapping, b: Mapping, prefix: str = "") -> list[str]:
     return out
 
 
-CACHE_DEFAULTS = {"eval_inputs": True, "train_inputs": "auto", "probe_features": True, "max_bytes": None,
-                  "verify": "sample", "chunk_mb": 64}
-TRAIN_INPUT_POLICIES = ("auto", "cached", "per_window", "stream")
-VERIFY_MODES = ("fast", "sample", "full")
+def cache_switches(cfg: Mapping[str, Any] | RunConfig) -> dict:
+    """The `cache` section, typed (defaults from base.yaml; `train_inputs` true/false of older configs read as
+    cached/stream, `max_bytes` parsed to bytes): the typed config's `cache`, as a mapping."""
+    import dataclasses
+
+    from protocols.config_model import run_config
+
+    return dataclasses.asdict(run_config(cfg).cache)
 
 
-def cache_switches(cfg: Mapping[str, Any]) -> dict:
-    """The `cache` section with defaults, checked and normalised; unknown keys are an error.
-
-    `train_inputs` accepts the booleans of older configs (true = cached, false = stream).
-    """
-    sw = dict(CACHE_DEFAULTS)
-    for k, v in (cfg.get("cache") or {}).items():
-        if k not in sw:
-            raise ConfigError(f"cache.{k}: unknown cache setting; expected one of {sorted(sw)}")
-        sw[k] = v
-    for k in ("eval_inputs", "probe_features"):
-        if not isinstance(sw[k], bool):
-            raise ConfigError(f"cache.{k}: expected true or false, got {sw[k]!r}")
-    t = sw["train_inputs"]
-    if isinstance(t, bool):
-        sw["train_inputs"] = "cached" if t else "stream"
-    elif t not in TRAIN_INPUT_POLICIES:
-        raise ConfigError(f"cache.train_inputs: {t!r}; expected one of {', '.join(TRAIN_INPUT_POLICIES)} "
-                          "(or true = cached, false = stream)")
-    sw["max_bytes"] = parse_bytes(sw["max_bytes"], "cache.max_bytes")
-    if sw["verify"] not in VERIFY_MODES:
-        raise ConfigError(f"cache.verify: {sw['verify']!r}; expected one of {', '.join(VERIFY_MODES)}")
-    if isinstance(sw["chunk_mb"], bool) or not isinstance(sw["chunk_mb"], (int, float)) or sw["chunk_mb"] <= 0:
-        raise ConfigError(f"cache.chunk_mb: expected a positive number of MiB per chunk, got {sw['chunk_mb']!r}")
-    return sw
-
-
-def world_size(cfg: Mapping[str, Any]) -> int:
+def world_size(cfg: Mapping[str, Any] | RunConfig) -> int:
     """Processes the config asks for: devices per node × nodes (1 = no DDP)."""
-    return int(cfg.get("devices", 1) or 1) * int(cfg.get("num_nodes", 1) or 1)
+    from protocols.config_model import run_config
+
+    return run_config(cfg).world_size
 
 
-def builds_pixel_caches(cfg: Mapping[str, Any]) -> bool:
+def builds_pixel_caches(cfg: Mapping[str, Any] | RunConfig) -> bool:
     """Whether a run may build a pixel store, hence wants the cache workers' fork server started early."""
-    sw = cache_switches(cfg)
-    return sw["eval_inputs"] or sw["train_inputs"] != "stream"
+    from protocols.config_model import run_config
+
+    return run_config(cfg).builds_pixel_caches

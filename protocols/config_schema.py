@@ -20,22 +20,44 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-PRECISIONS = ("auto", "32-true", "bf16-mixed", "16-mixed")
-# Values owned by other modules (kept literal here so that validating a config imports no heavy module; a test
-# checks that they equal the owners' constants).
+from protocols.config_enums import (
+    Accelerator,
+    CacheTrainInputs,
+    CacheVerify,
+    DistributedStrategy,
+    EvalInput,
+    EvalPipeline,
+    Logger,
+    Normalization,
+    Optimizer,
+    Precision,
+    RealSampling,
+    Scheduler,
+    Selection,
+    SequenceAggregate,
+    SequenceProfile,
+    TestEvery,
+    TrainAugmentation,
+    WandbMode,
+    values,
+)
+
+# The allowed values of the enum-valued keys, as plain strings (the enums in protocols/config_enums.py own them;
+# degradation profiles are benchmark.formats.DegradationProfile; a test checks the modules that use them agree).
+PRECISIONS = values(Precision)
 DEGRADATION_PROFILES = ("aigenbench-v1", "fixed")
-TRAIN_AUGMENTATIONS = ("none", "light", "baseline", "aigenbench-baseline")
-EVAL_INPUTS = ("center_crop", "resize_center_crop", "resize", "five_crop")
-EVAL_PIPELINES = ("native", "reference")
-EVAL_NORMALIZATIONS = ("clip", "backbone")
-LOGGERS = ("csv", "tensorboard", "wandb")
-SEQUENCE_PROFILES = ("fixed", "lrnet-v1")
-SEQUENCE_AGGREGATES = ("vote", "mean", "max")
-REAL_SAMPLINGS = ("unique", "repeat", "weighted")
-SELECTIONS = ("last", "best", "early_stopping", "average", "best_val_accuracy")
-TEST_EVERY = ("window", "last")
-CACHE_TRAIN_INPUTS = ("auto", "cached", "per_window", "stream")
-CACHE_VERIFY_MODES = ("fast", "sample", "full")
+TRAIN_AUGMENTATIONS = values(TrainAugmentation)
+EVAL_INPUTS = values(EvalInput)
+EVAL_PIPELINES = values(EvalPipeline)
+EVAL_NORMALIZATIONS = values(Normalization)
+LOGGERS = values(Logger)
+SEQUENCE_PROFILES = values(SequenceProfile)
+SEQUENCE_AGGREGATES = values(SequenceAggregate)
+REAL_SAMPLINGS = values(RealSampling)
+SELECTIONS = values(Selection)
+TEST_EVERY = values(TestEvery)
+CACHE_TRAIN_INPUTS = values(CacheTrainInputs)
+CACHE_VERIFY_MODES = values(CacheVerify)
 EXPERIMENT_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.,+=@-]{0,199}")
 
 
@@ -209,11 +231,11 @@ SCHEMA: dict[str, Key] = {
     "train.batch_size": Key(int, min=1),
     "train.accumulate_grad_batches": Key(int, min=1),
     "train.drop_last": Key(bool),
-    "train.optimizer": Key(str, choices=("sgd", "adam", "adamw")),
+    "train.optimizer": Key(str, choices=values(Optimizer)),
     "train.lr": Key(float, above=0),
     "train.momentum": Key(float, min=0, max=1),
     "train.weight_decay": Key(float, min=0),
-    "train.scheduler": Key(str, choices=("onecycle", "constant")),
+    "train.scheduler": Key(str, choices=values(Scheduler)),
     "train.grad_clip": Key(float, nullable=True, min=0),
     "train.precision": Key(str, choices=PRECISIONS),
     "train.channels_last": Key((bool, str), choices=("auto", True, False)),
@@ -245,13 +267,13 @@ SCHEMA: dict[str, Key] = {
     "test_every": Key(str, choices=TEST_EVERY, operational=True),
     "loggers": Key(list, items=LOGGERS, operational=True),
     "wandb.*": Key(operational=True),
-    "wandb.mode": Key(str, choices=("offline", "online", "disabled"), operational=True),
+    "wandb.mode": Key(str, choices=values(WandbMode), operational=True),
     "wandb.project": Key(str, check=_non_empty, operational=True),
     "wandb.entity": Key(str, nullable=True, operational=True),
-    "accelerator": Key(str, choices=("auto", "cpu", "gpu", "cuda"), operational=True),
+    "accelerator": Key(str, choices=values(Accelerator), operational=True),
     "devices": Key(int, min=1, operational=True),
     "num_nodes": Key(int, min=1, operational=True),
-    "strategy": Key(str, choices=("auto", "ddp"), operational=True),
+    "strategy": Key(str, choices=values(DistributedStrategy), operational=True),
     "sync_batchnorm": Key(bool, operational=True),
     "threads": Key(int, nullable=True, min=1, operational=True),
 }
@@ -438,10 +460,13 @@ def validate(cfg: dict, defaults: Mapping, sources: Mapping[str, str] | None = N
         if spec.choices and isinstance(value, str):
             close = difflib.get_close_matches(value, [str(c) for c in spec.choices], n=1)
             hint = f"; did you mean {close[0]}?" if close else ""
+        elif spec.items and isinstance(value, list):
+            close = [c for v in value if v not in spec.items for c in difflib.get_close_matches(str(v), spec.items, 1)]
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
         if problem in ("wrong type", "out of range", "not allowed"):
             detail = f"expected {_allowed(spec, typ)}{hint}"
         elif problem.startswith("unknown item"):
-            detail = f"{problem}; expected {_allowed(spec, typ)}"
+            detail = f"{problem}; expected {_allowed(spec, typ)}{hint}"
         else:  # a check's own words: what is wrong and what is expected
             detail = problem
         raise ConfigError(f"config key {dotted} = {_show_value(value)}{where}: {detail}")

@@ -89,22 +89,23 @@ def data_path_bench(args) -> dict:
     import torch
 
     from protocols.bench import _cfg
+    from protocols.config_model import run_config
 
-    cfg = _cfg(args)
+    rc = run_config(_cfg(args))
     from detectors import create_detector
 
-    meta = create_detector(cfg["detector"], pretrained="none").meta
-    tc = cfg["train"]
+    meta = create_detector(rc.detector, pretrained="none").meta
+    tc = rc.train
     sizes = [int(s) for s in str(args.sizes).split(",")]
     per_size = max(2, int(args.images or 12))
     rounds = max(1, min(3, int(args.rounds)))  # the best of a few: the machine is shared
-    strategy = cfg["eval"]["input"] or meta.eval_resize
-    deg = cfg["degradation"]
+    strategy = rc.eval.input.value if rc.eval.input is not None else meta.eval_resize
+    deg = rc.degradation
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     res: dict = {"mode": "data-path", "detector": meta.name, "input_size": meta.input_size,
-                 "augmentation": tc["augmentation"], "degradation": deg["profile"], "eval_input": strategy,
+                 "augmentation": tc.augmentation.value, "degradation": deg.spec, "eval_input": strategy,
                  "format": args.format, "images_per_size": per_size, "cores": cores, "sizes": {}}
     with tempfile.TemporaryDirectory(prefix="genshift-datapath-") as tmp:
         images = _make_images(Path(tmp), sizes, per_size, args.format)
@@ -112,9 +113,9 @@ def data_path_bench(args) -> dict:
             names = [n for s, n in images if s == side]
             jobs = {
                 "decode": (_decode_job, [(tmp, n) for n in names]),
-                "train_copy": (_train_job, [(tmp, n, i, meta.input_size, int(cfg["seed"]), tc["augmentation"],
+                "train_copy": (_train_job, [(tmp, n, i, meta.input_size, rc.seed, tc.augmentation.value,
                                              meta.eval_resize) for i, n in enumerate(names)]),
-                "eval_input": (_eval_job, [(tmp, n, i, deg["profile"], int(deg["base_seed"]), meta.input_size,
+                "eval_input": (_eval_job, [(tmp, n, i, deg.spec, deg.base_seed, meta.input_size,
                                             strategy) for i, n in enumerate(names)]),
             }
             row = {}

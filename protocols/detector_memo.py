@@ -17,6 +17,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from common.atomic import atomic_write_text
+from protocols.config_model import ConfigLike, run_config
 
 MEMO_DIR = "detectors"
 MEMO_FORMAT = 1
@@ -56,8 +57,9 @@ def _code_fingerprint(name: str) -> str | None:
     return h.hexdigest()
 
 
-def _memo_key(cfg: dict) -> dict | None:
-    name, pretrained = str(cfg["detector"]), str(cfg["pretrained"])
+def _memo_key(cfg: ConfigLike) -> dict | None:
+    rc = run_config(cfg)
+    name, pretrained = rc.detector, rc.pretrained
     code = _code_fingerprint(name)
     if code is None:
         return None
@@ -74,7 +76,7 @@ def _memo_path(cache_dir: Path, key: dict) -> Path:
     return Path(cache_dir) / MEMO_DIR / f"{digest}.json"
 
 
-def recall_meta(cfg: dict, cache_dir: Path) -> SimpleNamespace | None:
+def recall_meta(cfg: ConfigLike, cache_dir: Path) -> SimpleNamespace | None:
     """The remembered description of the run's detector, shaped like the detector for the cache plan (`meta` with
     DetectorMeta's attributes the plan reads, `is_probe`), or None when there is none for exactly this detector,
     source and code."""
@@ -94,7 +96,7 @@ def recall_meta(cfg: dict, cache_dir: Path) -> SimpleNamespace | None:
     return SimpleNamespace(meta=SimpleNamespace(**{f: meta[f] for f in _FIELDS}), is_probe=meta["mode"] == "probe")
 
 
-def remember_meta(cfg: dict, cache_dir: Path, detector) -> None:
+def remember_meta(cfg: ConfigLike, cache_dir: Path, detector) -> None:
     """Write the description of the detector a run built (atomic; only when it is new or changed)."""
     key = _memo_key(cfg)
     if key is None:

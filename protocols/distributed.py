@@ -18,6 +18,7 @@ import torch.distributed as dist
 from torch.utils.data import Sampler
 
 from protocols.config import world_size  # noqa: F401  (re-exported: it reads the config only)
+from protocols.config_model import ConfigLike, run_config
 
 
 def rank_world() -> tuple[int, int]:
@@ -27,7 +28,7 @@ def rank_world() -> tuple[int, int]:
     return 0, 1
 
 
-def launch_rank(cfg: dict) -> int:
+def launch_rank(cfg: ConfigLike) -> int:
     """This process's global rank as known *before* the process group exists (for who writes files).
 
     Lightning's launcher gives its children LOCAL_RANK/NODE_RANK; `srun` gives SLURM_PROCID; torchrun RANK.
@@ -38,7 +39,7 @@ def launch_rank(cfg: dict) -> int:
         return int(os.environ["SLURM_PROCID"])
     local = int(os.environ.get("LOCAL_RANK", "0"))
     node = int(os.environ.get("NODE_RANK", os.environ.get("GROUP_RANK", "0")))
-    return node * int(cfg.get("devices", 1) or 1) + local
+    return node * run_config(cfg).devices + local
 
 
 class TrainBatches(Sampler[list[int]]):

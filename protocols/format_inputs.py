@@ -22,6 +22,7 @@ from torch.utils.data import Dataset
 
 from benchmark.formats import FEATURE_NAMES, evaluated_format, format_features
 from benchmark.manifest import Manifest, Sample
+from protocols.config_model import ConfigLike, run_config
 
 
 class FormatFeatures(Dataset):
@@ -62,23 +63,24 @@ def eval_format_pairs(manifest: Manifest, sample_ids: Sequence[int], profile: st
     return [evaluated_format(f, q, profile) for f, q in _formats(samples, "eval")]
 
 
-def prepare_format_inputs(cfg: dict, bench, detector, say: Callable[[str], None]):
+def prepare_format_inputs(cfg: ConfigLike, bench, detector, say: Callable[[str], None]):
     """RunInputs of a format-only detector (module docstring)."""
     from protocols.run_inputs import RunInputs
 
+    rc = run_config(cfg)
     m = bench.manifest
-    profile = str(cfg["degradation"]["profile"])
+    profile = rc.degradation.spec
     pairs = eval_format_pairs(m, bench.plan.sample_ids, profile)
     eval_ds = FormatFeatures(format_features(pairs))
     train_by_id = {s.id: s for s in m.split("train")}
-    factor = int(cfg["train"]["augmentation_factor"])
+    factor = rc.train.augmentation_factor
 
     def make_train(ids: list[int], window: int = 0) -> Dataset:  # window: the same copies in every window
         samples = [train_by_id[int(i)] for i in ids]
         feats = format_features(_formats(samples, "training"))
         return FormatFeatures(feats, [s.label for s in samples], [s.id for s in samples], factor)
 
-    tc = dict(cfg["train"]) | {"precision": "32-true", "channels_last": False}  # one linear layer, in fp32
+    tc = rc.to_dict()["train"] | {"precision": "32-true", "channels_last": False}  # one linear layer, in fp32
     seen = sorted({f"{f}" if q is None else f"{f}@{q}" for f, q in pairs})
     key = {"kind": "format features", "input_strategy": "format", "profile": profile, "manifest": m.checksum,
            "features": list(FEATURE_NAMES), "digest": m.checksum[:16], "cached": False}

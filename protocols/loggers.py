@@ -12,7 +12,10 @@ import math
 import os
 from pathlib import Path
 
-KNOWN = ("csv", "tensorboard", "wandb")
+from protocols.config_enums import Logger
+from protocols.config_model import ConfigLike, WandbConfig, run_config
+
+KNOWN = tuple(Logger)
 
 
 def step_offsets(n_train: list[int], batch_size: int, epochs: int) -> list[int]:
@@ -32,13 +35,12 @@ def _attempt_version(root: Path) -> str:
     return f"attempt_{i}"
 
 
-def make_loggers(cfg: dict, run_dir: Path, run_id: str, experiment: str) -> list:
+def make_loggers(cfg: ConfigLike, run_dir: Path, run_id: str, experiment: str) -> list:
     """Lightning logger objects for this process (created once per run, shared by every window's Trainer)."""
     from lightning.pytorch import loggers as pl_loggers
 
-    names = cfg.get("loggers") or []
-    if isinstance(names, str):
-        names = [names]
+    rc = run_config(cfg)
+    names = rc.loggers
     out = []
     logs = Path(run_dir) / "logs"
     for name in names:
@@ -52,28 +54,25 @@ def make_loggers(cfg: dict, run_dir: Path, run_id: str, experiment: str) -> list
             out.append(pl_loggers.TensorBoardLogger(logs, name="tensorboard", version="run",
                                                     default_hp_metric=False))
         elif name == "wandb":
-            out.append(_wandb_logger(cfg, logs, run_id, experiment))
+            out.append(_wandb_logger(rc.wandb, logs, run_id, experiment))
         else:
             raise ValueError(f"loggers: unknown logger {name!r}; expected any of {', '.join(KNOWN)}")
     return out
 
 
-def _wandb_logger(cfg: dict, logs: Path, run_id: str, experiment: str):
+def _wandb_logger(wcfg: WandbConfig, logs: Path, run_id: str, experiment: str):
     try:
         import wandb  # noqa: F401
     except ImportError as e:
         raise ValueError("loggers: wandb is asked for but not installed; pip install wandb") from e
     from lightning.pytorch import loggers as pl_loggers
 
-    wcfg = cfg.get("wandb") or {}
-    mode = str(wcfg.get("mode", "offline"))
-    if mode not in ("offline", "online", "disabled"):
-        raise ValueError(f"wandb.mode: {mode!r}; expected offline, online or disabled")
+    mode = wcfg.mode.value
     logs.mkdir(parents=True, exist_ok=True)
     if mode != "online":
         os.environ["WANDB_MODE"] = mode  # never touch the network unless online mode is asked for
     return pl_loggers.WandbLogger(
-        save_dir=str(logs), project=wcfg.get("project") or "genshift", entity=wcfg.get("entity") or None,
+        save_dir=str(logs), project=wcfg.project, entity=wcfg.entity or None,
         name=experiment, id=run_id, resume="allow", offline=mode != "online", mode=mode,
     )
 

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass
 from benchmark.images import EVAL_INPUT_STRATEGIES, crops_per_image
 from benchmark.model_input import CLIP_MEAN, CLIP_STD, REFERENCE_STRATEGIES
 from protocols.config import ConfigError
+from protocols.config_model import ConfigLike, run_config
 
 PIPELINES = ("native", "reference")
 NORMALIZE_CHOICES = ("clip", "backbone")
@@ -47,7 +48,7 @@ class InputPipeline:
         return d
 
 
-def check_pipeline_config(cfg: dict) -> None:
+def check_pipeline_config(cfg: ConfigLike) -> None:
     """The eval.pipeline / eval.input / eval.normalize values alone, before any work (resolve_pipeline repeats this
     with the detector's defaults filled in)."""
     from types import SimpleNamespace
@@ -55,23 +56,20 @@ def check_pipeline_config(cfg: dict) -> None:
     resolve_pipeline(cfg, SimpleNamespace(eval_resize="center_crop", mean=(0.0,) * 3, std=(1.0,) * 3, input_size=1))
 
 
-def resolve_pipeline(cfg: dict, meta) -> InputPipeline:
-    """The pipeline for a detector with metadata `meta` under config `cfg`; a bad combination is a ConfigError."""
-    ev = cfg.get("eval", {}) or {}
-    pipeline = ev.get("pipeline") or "native"
-    if pipeline not in PIPELINES:
-        raise ConfigError(f"eval.pipeline: unknown pipeline {pipeline!r}; expected one of {', '.join(PIPELINES)}")
-    strategy = ev.get("input") or DEFAULT_INPUT.get(pipeline) or meta.eval_resize
+def resolve_pipeline(cfg: ConfigLike, meta) -> InputPipeline:
+    """The pipeline for a detector with metadata `meta` under config `cfg`; a bad combination is a ConfigError
+    (each value alone was checked when the config was resolved)."""
+
+    ev = run_config(cfg).eval
+    pipeline = ev.pipeline.value
+    strategy = ev.input.value if ev.input is not None else DEFAULT_INPUT.get(pipeline) or meta.eval_resize
     allowed = REFERENCE_STRATEGIES if pipeline == "reference" else EVAL_INPUT_STRATEGIES
     if strategy not in allowed:
         extra = " (the reference has no resize-then-crop; use resize or center_crop)" \
             if pipeline == "reference" and strategy in EVAL_INPUT_STRATEGIES else ""
         raise ConfigError(f"eval.input: {strategy!r} is not an input of the {pipeline} pipeline; expected one of "
                           f"{', '.join(allowed)}{extra}")
-    normalize = ev.get("normalize") or DEFAULT_NORMALIZE[pipeline]
-    if normalize not in NORMALIZE_CHOICES:
-        raise ConfigError(f"eval.normalize: unknown normalisation {normalize!r}; expected one of "
-                          f"{', '.join(NORMALIZE_CHOICES)} (or null for the pipeline's default)")
+    normalize = ev.normalize.value if ev.normalize is not None else DEFAULT_NORMALIZE[pipeline]
     mean, std = (CLIP_MEAN, CLIP_STD) if normalize == "clip" else (tuple(meta.mean), tuple(meta.std))
     return InputPipeline(pipeline, strategy, normalize, tuple(float(v) for v in mean),
                          tuple(float(v) for v in std), int(meta.input_size))

@@ -26,6 +26,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from benchmark.manifest import Manifest, Sample
+from protocols.config_model import ConfigLike, RunConfig, run_config
 
 
 @dataclass
@@ -80,10 +81,11 @@ def as_eval_manifest(manifest: Manifest, samples: Sequence[Sample], label: str) 
     return Manifest(f"{manifest.name}#{label}", manifest.root, rows, dict(manifest.timeline), dict(manifest.extra))
 
 
-def build_scoring_set(name: str, cfg: dict, detector, inputs, manifest: Manifest, samples: Sequence[Sample],
+def build_scoring_set(name: str, cfg: ConfigLike, detector, inputs, manifest: Manifest, samples: Sequence[Sample],
                       cache_dir: Path, profile: str, base_seed: int, progress: bool = False) -> ScoringSet:
     """The scoring set of `samples` for this run's detector and inputs (module docstring)."""
     samples = list(samples)
+    cfg = run_config(cfg)
     kind = input_kind(detector, manifest)
     if kind == "sequences":
         return _sequence_set(name, cfg, detector, manifest, samples, cache_dir, progress)
@@ -92,24 +94,23 @@ def build_scoring_set(name: str, cfg: dict, detector, inputs, manifest: Manifest
     return _image_set(name, cfg, detector, inputs, manifest, samples, cache_dir, profile, base_seed, progress)
 
 
-def _image_set(name, cfg, detector, inputs, manifest, samples, cache_dir, profile, base_seed, progress) -> ScoringSet:
+def _image_set(name, cfg: RunConfig, detector, inputs, manifest, samples, cache_dir, profile, base_seed, progress) -> ScoringSet:
     from benchmark.array_store import key_digest
     from benchmark.eval_cache import build_or_load_eval_inputs, eval_cache_key, eval_jobs
     from protocols.cached_data import ArrayEval, EvalStream
-    from protocols.config import cache_switches
 
     if any(s.kind != "image" for s in samples):
         raise ValueError(f"{name}: {detector.meta.name} scores images; these rows hold "
                          f"{sorted({s.kind for s in samples})} samples")
     meta = detector.meta
-    strategy = inputs.eval_key.get("input_strategy") or cfg["eval"]["input"] or meta.eval_resize
+    strategy = inputs.eval_key.get("input_strategy") or (cfg.eval.input and cfg.eval.input.value) or meta.eval_resize
     dm = as_eval_manifest(manifest, samples, name)
     ids = [s.id for s in samples]
     tc = inputs.train_cfg
     workers = max(1, int(tc["num_workers"]))
     describe = {"rows": len(samples), "degradation": {"profile": profile, "base_seed": int(base_seed)},
                 "input_strategy": strategy}
-    if cache_switches(cfg)["eval_inputs"]:
+    if cfg.cache.eval_inputs:
         arr, key = build_or_load_eval_inputs(dm, ids, profile, int(base_seed), meta.input_size, strategy, cache_dir,
                                              workers=workers, progress=progress)
         px: Dataset = ArrayEval(arr)
@@ -125,20 +126,20 @@ def _image_set(name, cfg, detector, inputs, manifest, samples, cache_dir, profil
     from protocols.speed import uses_cuda
 
     feats, fkey = cached_features(cache_dir, detector, px, key["digest"], tc, inputs.eval_precision,
-                                  str(cfg.get("accelerator", "auto") or "auto"), "cuda" if uses_cuda(cfg) else "cpu",
-                                  int(cfg["eval"]["batch_size"]), progress, loader_workers(px, tc))
+                                  cfg.accelerator.value, "cuda" if uses_cuda(cfg) else "cpu",
+                                  cfg.eval.batch_size, progress, loader_workers(px, tc))
     describe["features"] = {"digest": fkey["digest"]}
     return ScoringSet(name, samples, ArrayEval(feats, features_in=True), None, describe)
 
 
-def _sequence_set(name, cfg, detector, manifest, samples, cache_dir, progress) -> ScoringSet:
+def _sequence_set(name, cfg: RunConfig, detector, manifest, samples, cache_dir, progress) -> ScoringSet:
     from benchmark.sequence_store import load_sequences
     from protocols.sequence_inputs import SegmentDataset, eval_fusion, no_segment_videos, sequence_profile
 
     if any(s.kind != "landmarks" for s in samples):
         raise ValueError(f"{name}: {detector.meta.name} reads landmark sequences; these rows hold "
                          f"{sorted({s.kind for s in samples})} samples")
-    profile = sequence_profile(cfg, detector)
+    profile = sequence_profile(cfg.to_dict(), detector)  # sequence_inputs reads the mapping until converted
     empty = no_segment_videos(samples, profile)
     dropped = {(s.split, s.id) for s in empty}
     kept = [s for s in samples if (s.split, s.id) not in dropped]
@@ -152,7 +153,7 @@ def _sequence_set(name, cfg, detector, manifest, samples, cache_dir, progress) -
     return ScoringSet(name, kept, ds, eval_fusion(kept, ds, profile, manifest.root), describe)
 
 
-def _frame_set(name, cfg, detector, manifest, samples, progress) -> ScoringSet:
+def _frame_set(name, cfg: RunConfig, detector, manifest, samples, progress) -> ScoringSet:
     from protocols.frame_inputs import FrameArray, decode_frames, frame_fusion, frame_sampling
     from protocols.sequence_inputs import video_arrays
 
@@ -160,9 +161,9 @@ def _frame_set(name, cfg, detector, manifest, samples, progress) -> ScoringSet:
         raise ValueError(f"{name}: frames are sampled from videos; these rows hold "
                          f"{sorted({s.kind for s in samples})} samples")
     meta = detector.meta
-    strategy = cfg["eval"]["input"] or meta.eval_resize
-    sampling = frame_sampling(cfg)
-    aggregate = (cfg.get("sequence") or {}).get("aggregate") or "mean"
+    strategy = cfg.eval.input.value if cfg.eval.input is not None else meta.eval_resize
+    sampling = frame_sampling(cfg.to_dict())  # frame_inputs reads the mapping until converted
+    aggregate = cfg.sequence.aggregate.value if cfg.sequence.aggregate is not None else "mean"
     arr, rows, index, problems = decode_frames(manifest, samples, meta.input_size, strategy, sampling, progress)
     have = set(rows.tolist())
     kept_rows = [r for r in range(len(samples)) if r in have]

@@ -28,39 +28,40 @@ one. LRNet's per-branch best weights live in the detector (`selection_state`, pa
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import lightning as L
 import numpy as np
 import torch
 
-SELECTIONS = ("last", "best", "early_stopping", "average", "best_val_accuracy")
-NEEDS_VALIDATION = ("best", "early_stopping", "best_val_accuracy")
+from protocols.config_enums import Selection
+from protocols.config_model import ConfigLike, TrainConfig, run_config
+
+SELECTIONS = tuple(Selection)
+NEEDS_VALIDATION = (Selection.BEST, Selection.EARLY_STOPPING, Selection.BEST_VAL_ACCURACY)
 
 
-def policy_name(cfg: dict) -> str:
-    how = str(cfg["train"].get("selection") or "last")
-    if how not in SELECTIONS:
-        raise ValueError(f"train.selection: unknown value {how!r}; expected one of {SELECTIONS}")
-    return how
+def policy_name(cfg: ConfigLike) -> Selection:
+    """The run's selection policy (train.selection, checked when the config was resolved)."""
+    return run_config(cfg).train.selection
 
 
-def check_selection(cfg: dict, detector, has_validation: bool) -> None:
+def check_selection(cfg: ConfigLike, detector, has_validation: bool) -> None:
     """Refuse, before any window trains, a policy the run cannot follow; set LRNet's per-branch epoch limits."""
-    tc = cfg["train"]
-    how = policy_name(cfg)
-    branch_epochs = tc.get("branch_epochs") or {}
+    tc = run_config(cfg).train
+    how = tc.selection
+    branch_epochs = dict(tc.branch_epochs or {})
     if branch_epochs:
         names = list(getattr(detector, "branch_names", ()))
         unknown = sorted(set(branch_epochs) - set(names))
         if unknown:
             raise ValueError(f"train.branch_epochs: {detector.meta.name} has branches {names}, not {unknown}")
-        too_many = {b: e for b, e in branch_epochs.items() if int(e) > int(tc["epochs"])}
+        too_many = {b: e for b, e in branch_epochs.items() if int(e) > tc.epochs}
         if too_many:
-            raise ValueError(f"train.branch_epochs {too_many} exceed train.epochs {tc['epochs']}; the window trains "
+            raise ValueError(f"train.branch_epochs {too_many} exceed train.epochs {tc.epochs}; the window trains "
                              "train.epochs epochs in all (set it to the largest branch count)")
         detector.branch_epochs = {b: (int(branch_epochs[b]) if b in branch_epochs else None) for b in names}
-    if how == "best_val_accuracy" and not hasattr(detector, "branch_names"):
+    if how is Selection.BEST_VAL_ACCURACY and not hasattr(detector, "branch_names"):
         from protocols.config_schema import ConfigError
 
         raise ConfigError(f"train.selection=best_val_accuracy is implemented for the LRNet detectors (per branch); "
@@ -68,7 +69,7 @@ def check_selection(cfg: dict, detector, has_validation: bool) -> None:
     require_validation(cfg, has_validation)
 
 
-def require_validation(cfg: dict, has_validation: bool) -> None:
+def require_validation(cfg: ConfigLike, has_validation: bool) -> None:
     """Refuse (ConfigError: one line, exit 2) a policy that needs a validation split in a run without one."""
     from protocols.config_schema import ConfigError
 
@@ -118,12 +119,13 @@ class PolicyCallback(L.Callback):
     """Evaluates the window at its evaluation points and follows the policy (module docstring)."""
 
     def __init__(self, how: str, detector, score: Callable[[], tuple[np.ndarray, np.ndarray]] | None,
-                 points: list[int], per_epoch: int, start: int, total: int, tc: dict, step_offset: int,
-                 window: int):
+                 points: list[int], per_epoch: int, start: int, total: int, tc: TrainConfig | Mapping,
+                 step_offset: int, window: int):
+        tc = tc if isinstance(tc, TrainConfig) else run_config({"train": dict(tc)}).train
         self.how, self.detector, self.score = how, detector, score
         self.points, self.per_epoch, self.start, self.total = points, per_epoch, start, total
-        self.patience, self.min_delta = int(tc.get("patience") or 2), float(tc.get("min_delta") or 0.0)
-        n_avg = min(int(tc.get("average_last") or 1), len(points)) if points else 0
+        self.patience, self.min_delta = tc.patience, tc.min_delta
+        n_avg = min(tc.average_last, len(points)) if points else 0
         self.average_from = len(points) - n_avg  # index of the first point averaged
         self.step_offset, self.window = step_offset, window
         self.history: list[dict] = []
@@ -303,15 +305,16 @@ class BestValidation(L.Callback):
 class WindowSelection:
     """Selection in one window: its callbacks, resumable state and record (the engine's one handle on it)."""
 
-    def __init__(self, cfg: dict, detector, k: int, sampler, validation, branch_validation, train_cfg: dict,
+    def __init__(self, cfg: ConfigLike, detector, k: int, sampler, validation, branch_validation, train_cfg: dict,
                  eval_precision: str, step_offset: int):
         from protocols.scoring_sets import score_on_device
 
-        self.how = policy_name(cfg)
+        rc = run_config(cfg)
+        self.how = rc.train.selection.value  # a plain string: it goes into the selection record
         self.detector = detector
-        tc = cfg["train"]
-        points = evaluation_points(sampler.per_epoch, sampler.total, int(tc.get("validate_every_n_steps") or 0))
-        batch = int(cfg["eval"]["batch_size"])
+        tc = rc.train
+        points = evaluation_points(sampler.per_epoch, sampler.total, tc.validate_every_n_steps)
+        batch = rc.eval.batch_size
 
         score = None
         if validation is not None and len(validation.samples):

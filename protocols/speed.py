@@ -6,13 +6,16 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-PRECISIONS = ("auto", "32-true", "bf16-mixed", "16-mixed")
+from protocols.config_enums import Accelerator, Precision
+from protocols.config_model import ConfigLike, run_config
+
+PRECISIONS = tuple(Precision)
 
 
-def uses_cuda(cfg: dict) -> bool:
+def uses_cuda(cfg: ConfigLike) -> bool:
     """Whether Lightning's accelerator for this config will be a CUDA GPU."""
-    acc = str(cfg.get("accelerator", "auto") or "auto")
-    return acc in ("gpu", "cuda") or (acc == "auto" and torch.cuda.is_available())
+    acc = run_config(cfg).accelerator
+    return acc in (Accelerator.GPU, Accelerator.CUDA) or (acc is Accelerator.AUTO and torch.cuda.is_available())
 
 
 def bf16_supported(cuda: bool) -> bool:
@@ -25,9 +28,9 @@ def bf16_supported(cuda: bool) -> bool:
         return False
 
 
-def resolve_precision(value: str, cfg: dict, key: str) -> str:
+def resolve_precision(value: str, cfg: ConfigLike, key: str) -> str:
     """`auto` -> bf16-mixed where the hardware supports it, else 32-true; other values are checked and kept."""
-    value = str(value)
+    value = str(value.value if isinstance(value, Precision) else value)
     if value not in PRECISIONS:
         raise ValueError(f"{key}: unknown precision {value!r}; expected one of {', '.join(PRECISIONS)}")
     if value != "auto":
@@ -51,15 +54,17 @@ def resolve_channels_last(value, model: nn.Module, key: str = "train.channels_la
     raise ValueError(f"{key}: expected auto, true or false, got {value!r}")
 
 
-def resolve_train_cfg(cfg: dict, model: nn.Module) -> dict:
-    """A copy of cfg['train'] with precision and channels_last resolved for this machine and model, and the
-    input statistics (`eval.normalize`, protocols/pipeline.py) every DetectorModule normalises with."""
+def resolve_train_cfg(cfg: ConfigLike, model: nn.Module) -> dict:
+    """The `train` section as a mapping (what DetectorModule reads) with precision and channels_last resolved for
+    this machine and model, and the input statistics (`eval.normalize`, protocols/pipeline.py) every
+    DetectorModule normalises with."""
     from protocols.pipeline import resolve_pipeline
 
-    tc = dict(cfg["train"])
-    tc["precision"] = resolve_precision(tc["precision"], cfg, "train.precision")
-    tc["channels_last"] = resolve_channels_last(tc.get("channels_last", False), model)
+    rc = run_config(cfg)
+    tc = rc.to_dict()["train"]
+    tc["precision"] = resolve_precision(rc.train.precision, rc, "train.precision")
+    tc["channels_last"] = resolve_channels_last(rc.train.channels_last, model)
     if getattr(model.meta, "input_kind", "image") == "image":  # sequence detectors take their inputs unnormalised
-        pipe = resolve_pipeline(cfg, model.meta)
+        pipe = resolve_pipeline(rc, model.meta)
         tc["normalize"] = {"name": pipe.normalize, "mean": list(pipe.mean), "std": list(pipe.std)}
     return tc

@@ -20,6 +20,7 @@ from benchmark.validation_split import (
     validation_rows,
 )
 from common.atomic import atomic_write_text
+from protocols.config_model import ConfigLike, RunConfig, run_config
 from protocols.scoring_sets import ScoringSet, build_scoring_set, input_kind, score_in_process
 
 IDS_FILE = "validation_ids.csv"
@@ -42,8 +43,9 @@ class _Rows:
 class RunValidation:
     """The validation rows of every window of a run (None split: the run has no validation split)."""
 
-    def __init__(self, cfg: dict, bench, detector, cache_dir: Path, progress: bool = False):
-        self.cfg, self.bench, self.detector, self.cache_dir, self.progress = cfg, bench, detector, cache_dir, progress
+    def __init__(self, cfg: ConfigLike, bench, detector, cache_dir: Path, progress: bool = False):
+        self.cfg: RunConfig = run_config(cfg)
+        self.bench, self.detector, self.cache_dir, self.progress = bench, detector, cache_dir, progress
         self.split: ValidationSplit | None = getattr(bench, "validation", None)
         self._union: ScoringSet | None = None
         self._sets: dict[int, ScoringSet] = {}
@@ -57,9 +59,9 @@ class RunValidation:
         if self.split is None:
             return None
         return self.split.describe() | {"ids_file": IDS_FILE,
-                                        "degradation": {"profile": self.cfg["degradation"]["profile"],
-                                                        "base_seed": int(self.cfg["degradation"]["base_seed"])},
-                                        "threshold_rule": str(self.cfg["eval"]["threshold"])}
+                                        "degradation": {"profile": self.cfg.degradation.spec,
+                                                        "base_seed": self.cfg.degradation.base_seed},
+                                        "threshold_rule": self.cfg.eval.threshold}
 
     def write_ids(self, run_dir: Path) -> None:
         """The run directory's list of validation rows (one per id, the steps it validates)."""
@@ -83,22 +85,21 @@ class RunValidation:
         if k in self._sets:
             return self._sets[k]
         ids = self.split.per_step[k]
-        deg = self.cfg["degradation"]
+        deg = self.cfg.degradation
         inputs = self.bench.inputs
         if input_kind(self.detector, self.bench.manifest) == "images":
             if self._union is None:
                 all_ids = sorted({i for v in self.split.per_step for i in v})
                 self._union = build_scoring_set("validation", self.cfg, self.detector, inputs, self.bench.manifest,
-                                                self._samples(all_ids), self.cache_dir, deg["profile"],
-                                                int(deg["base_seed"]), self.progress)
+                                                self._samples(all_ids), self.cache_dir, deg.spec, deg.base_seed,
+                                                self.progress)
             row = {s.id: r for r, s in enumerate(self._union.samples)}
             rows = [row[int(i)] for i in ids]
             ss = ScoringSet(f"validation of window {k}", [self._union.samples[r] for r in rows],
                             _Rows(self._union.items, rows), None, self._union.describe)
         else:
             ss = build_scoring_set(f"validation of window {k}", self.cfg, self.detector, inputs, self.bench.manifest,
-                                   self._samples(ids), self.cache_dir, deg["profile"], int(deg["base_seed"]),
-                                   self.progress)
+                                   self._samples(ids), self.cache_dir, deg.spec, deg.base_seed, self.progress)
         self._sets = {k: ss}  # one window at a time
         return ss
 
@@ -112,12 +113,12 @@ class RunValidation:
         samples = self._samples(self.split.per_step[k])
         seqs = load_sequences(self.bench.manifest, samples, self.cache_dir, self.progress)
         return SegmentDataset([seqs[(s.split, s.id)] for s in samples], [s.label for s in samples],
-                              [s.id for s in samples], sequence_profile(self.cfg, self.detector), train=True)
+                              [s.id for s in samples], sequence_profile(self.cfg.to_dict(), self.detector), train=True)
 
     def window_arrays(self, k: int, device, batch_size: int) -> tuple[dict[str, np.ndarray], dict]:
         """(npz arrays, metrics.json summary) of window k's validation rows scored with its final weights, and the
         threshold its rule chooses on them (`threshold_arrays`)."""
-        rule = str(self.cfg["eval"]["threshold"])
+        rule = self.cfg.eval.threshold
         ss = self.window_set(k)
         if ss is None:
             return threshold_arrays(rule, None, None), {"threshold": threshold_summary(rule, None, None)}

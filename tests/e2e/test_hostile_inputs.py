@@ -451,9 +451,9 @@ def test_schema_choices_match_their_owners():
     assert S.SEQUENCE_PROFILES == tuple(sorted(SEQUENCE_PROFILES)) and S.SEQUENCE_AGGREGATES == AGGREGATES
     assert S.REAL_SAMPLINGS == REAL_SAMPLINGS
     from benchmark.array_store import VERIFY_MODES
-    from protocols.config import TRAIN_INPUT_POLICIES
+    from protocols.config_enums import CacheTrainInputs
 
-    assert S.CACHE_TRAIN_INPUTS == TRAIN_INPUT_POLICIES and S.CACHE_VERIFY_MODES == VERIFY_MODES
+    assert S.CACHE_TRAIN_INPUTS == tuple(CacheTrainInputs) and S.CACHE_VERIFY_MODES == VERIFY_MODES
 
 
 def test_every_default_fits_the_schema_and_only_operational_keys_leave_the_hash():

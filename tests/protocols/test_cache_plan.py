@@ -294,12 +294,12 @@ def test_reference_and_five_crop_eval_stores_are_planned_counted_and_listed(tmp_
     _, key = build_or_load_reference_inputs(bench.manifest, bench.plan.sample_ids, deg["profile"], deg["base_seed"],
                                             56, "center_crop", cache, workers=1, progress=False)
     built = plan_caches(cfg, bench, det, cache).stores["eval_inputs"]
-    on_disk = sum(f.stat().st_size for f in Path(key["path"]).iterdir())
+    on_disk = sum(f.stat().st_size for f in (Path(key["path"]) / "chunks").glob("*.npy"))
     assert built.present == built.bytes == on_disk <= ref.bytes
     args = type("A", (), {"cache_dir": str(cache), "kind": ["eval_reference"], "json": None, "repair": False})()
     stores = describe_stores(cache)
     assert [(s["kind"], s["complete"]) for s in stores] == [("eval_reference", True)]
     assert cmd_info(args) == 0 and cmd_verify(args) == 0
-    (Path(key["path"]) / "u8.raw").write_bytes(b"planted")
+    next((Path(key["path"]) / "chunks").glob("*.npy")).write_bytes(b"planted")
     assert cmd_verify(args) == 1
     assert cmd_clear(args) == 0 and describe_stores(cache) == []

@@ -78,3 +78,15 @@ def test_a_registration_declares_or_forgets_metadata(monkeypatch):
     assert reg.declared_meta("smallcnn_tune") is None  # the built-in declaration described the built-in factory
     with pytest.raises(ValueError, match="pattern"):
         reg.register_detector("decl:*", factory, meta=meta)
+
+
+def test_a_built_model_that_contradicts_its_declaration_stops_the_run(monkeypatch):
+    from detectors.smallcnn import make_smallcnn
+    from protocols.detector_memo import check_declared
+
+    monkeypatch.setattr(reg, "_exact", dict(reg._exact))
+    monkeypatch.setattr(reg, "_declared", dict(reg._declared))
+    reg.register_detector("liar", make_smallcnn, meta=DeclaredMeta(224, 192, "center_crop"))
+    check_declared(create_detector("smallcnn_probe", pretrained="none"))  # the built-in's declaration holds
+    with pytest.raises(RuntimeError, match=r"'liar_probe' was registered with metadata .*'input_size': \(224, 56\)"):
+        check_declared(create_detector("liar_probe", pretrained="none"))

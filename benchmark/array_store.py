@@ -44,8 +44,8 @@ STORE_FORMAT = 2
 LAYOUT, META, CHUNKS = "layout.json", "meta.json", "chunks"
 DEFAULT_CHUNK_BYTES = 64 << 20
 VERIFY_MODES = ("fast", "sample", "full")  # cache.verify
-# Sub-directories of a cache dir that hold stores. eval_reference holds the reference pipeline's eval crops in their
-# own format (benchmark/reference_eval_cache.py: index + uint8 and float32 row files, one meta.json), not chunked.
+# Sub-directories of a cache dir that hold stores (eval_reference: the reference pipeline's eval crops, each uint8
+# or float32, benchmark/reference_eval_cache.py).
 KINDS = ("eval", "eval_reference", "train_inputs", "features", "robustness")
 REFERENCE_KIND = "eval_reference"
 
@@ -576,12 +576,6 @@ def describe_stores(cache_dir: Path) -> list[dict]:
                 continue
             size = sum(f.stat().st_size for f in d.rglob("*") if f.is_file())
             meta = _read_json(d / META) or {}
-            if kind == REFERENCE_KIND:  # not chunked: complete once its meta.json lists its files
-                complete = isinstance(meta.get("files"), dict) and isinstance(meta.get("shape"), list)
-                out.append({"kind": kind, "digest": d.name, "path": str(d), "bytes": size,
-                            "shape": {"crops": meta["shape"]} if complete else None, "complete": complete,
-                            "chunks": 1, "chunks_done": int(complete), "legacy": False})
-                continue
             layout = _read_json(d / LAYOUT) or {}
             complete = meta.get("store_format") == STORE_FORMAT
             doc = meta if complete else layout

@@ -4,45 +4,42 @@ before Normalize (DESIGN §8, §9).
 The reference resizes or crops the degradation chain's output in its own type, so a crop is either bytes that a
 uint8 store restores bit for bit (a PIL crop, or a crop of a float tensor whose values are all k/255), or floats
 that are not (a resize of a float tensor, or a crop of the floats left by a bilinear/bicubic random-resized crop).
-The store keeps each crop in the smaller exact form (`benchmark.model_input.encode_crop`):
+The store keeps each crop in the smaller exact form (`benchmark.model_input.encode_crop`). It is a chunked store
+(benchmark/array_store.py, kind `eval_reference`) with one item per eval position and three fields
+(benchmark/store_layouts.py `reference_eval_fields`):
 
-    <cache_dir>/eval_reference/<digest>/
-        index.npy   int64 (C, 3): position, kind (0 uint8 via ToDtype, 1 uint8 via to_tensor, 2 float32), row
-        u8.raw      uint8 (n_u8, 3, S, S)       rows of the uint8 crops, in crop order
-        f32.raw     float32 (n_f32, 3, S, S)    rows of the float crops, in crop order
-        meta.json   key, counts, sha256 and size of every file; written last (a store without it is never read)
+    kinds  int8 (N, max_crops)       each crop's encoding (0 uint8 via ToDtype, 1 uint8 via to_tensor, 2 float32),
+                                     -1 past a position's last crop
+    u8     uint8 (n_u8, 3, S, S)     the uint8 crops, in crop order
+    f32    float32 (n_f32, 3, S, S)  the float crops, in crop order
 
-Crops are in position order, a position's crops in the reference's order (FiveCrop: TL, TR, BL, BR, centre).
-Rows are appended as the workers deliver them (memory stays one position deep), into a temporary directory
-renamed into place when complete. Normalisation is applied when a batch is read (`decode_crops`, then the
+so it is built like every other store: chunk by chunk (memory holds one chunk), hashed while written, resumed
+after a kill from its finished chunks (byte-identical to an uninterrupted build), built by shards, and checked
+cheaply on a warm start (`cache.verify`). Crops are in position order, a position's crops in the reference's
+order (FiveCrop: TL, TR, BL, BR, centre). Normalisation is applied when a batch is read (`decode_crops`, then the
 detector module's ``sub(mean).div_(std)``), so one store serves every normalisation.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
-import os
-import shutil
-import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from benchmark.array_store import key_digest
+from benchmark.array_store import DEFAULT_CHUNK_BYTES, REFERENCE_KIND, StoreSpec, make_spec
 from benchmark.degradations import degradation_key
-from benchmark.eval_cache import run_parallel
 from benchmark.imagestore import read_image
-from benchmark.manifest import Manifest, sha256_file
+from benchmark.manifest import Manifest
 from benchmark.model_input import F32, check_strategy, decode_crops, encoded_model_input
-from common.atomic import atomic_path, atomic_write_text
+from benchmark.store_build import cached_store
+from benchmark.store_layouts import reference_eval_fields
 
-KIND = "eval_reference"
-CACHE_FORMAT = 1  # bump when decode -> chain -> reference crops -> encoding changes beyond library versions
-_FILES = ("index.npy", "u8.raw", "f32.raw")
+KIND = REFERENCE_KIND
+CACHE_FORMAT = 2  # bump when decode -> chain -> reference crops -> encoding (or the store's layout) changes
 
 
 def reference_eval_key(manifest: Manifest, sample_ids: Sequence[int], profile: str, base_seed: int, size: int,
@@ -61,14 +58,42 @@ def reference_eval_key(manifest: Manifest, sample_ids: Sequence[int], profile: s
     }
 
 
+def max_crops(strategy: str) -> int:
+    """Crops per position at most: 5 for five_crop (its FiveCrop falls back to one centre crop on small images),
+    else 1."""
+    return 5 if strategy == "five_crop" else 1
+
+
+def reference_store_spec(manifest: Manifest, sample_ids: Sequence[int], profile: str, base_seed: int, size: int,
+                         strategy: str, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> StoreSpec:
+    """The reference eval store's layout (known before any decode; the cache plan sizes it by
+    store_layouts.reference_upper_bound)."""
+    key = reference_eval_key(manifest, sample_ids, profile, base_seed, size, strategy)
+    return make_spec(KIND, key, len(sample_ids), reference_eval_fields(size, max_crops(strategy)), chunk_bytes)
+
+
 def reference_input(root: str, path: str, position: int, profile: str, base_seed: int, size: int,
                     strategy: str) -> list[tuple[int, np.ndarray]]:
     """Decode one eval image and return its reference-pipeline crops, encoded (kind, uint8 or float32 3×S×S)."""
     return encoded_model_input(read_image(root, path), position, profile, base_seed, size, strategy)
 
 
-def _reference_job(args: tuple) -> list[tuple[int, np.ndarray]]:
-    return reference_input(*args)
+def _store_item(crops: list[tuple[int, np.ndarray]], size: int, n_max: int) -> dict[str, np.ndarray]:
+    """One position's crops as the store's fields (its `kinds` row, its uint8 rows, its float32 rows)."""
+    if not 1 <= len(crops) <= n_max:
+        raise RuntimeError(f"reference eval store: {len(crops)} crops for a position, expected 1..{n_max}")
+    kinds = np.full((1, n_max), -1, dtype=np.int8)
+    kinds[0, :len(crops)] = [k for k, _ in crops]
+    row = (0, 3, size, size)
+    u8 = [np.ascontiguousarray(a, dtype=np.uint8) for k, a in crops if k != F32]
+    f32 = [np.ascontiguousarray(a, dtype=np.float32) for k, a in crops if k == F32]
+    return {"kinds": kinds, "u8": np.stack(u8) if u8 else np.zeros(row, np.uint8),
+            "f32": np.stack(f32) if f32 else np.zeros(row, np.float32)}
+
+
+def _reference_job(args: tuple) -> dict[str, np.ndarray]:
+    *job, n_max = args
+    return _store_item(reference_input(*job), int(job[5]), n_max)
 
 
 @dataclass
@@ -76,7 +101,7 @@ class ReferenceStore:
     """The stored crops of every eval position; `crops(positions)` gives them as float32 tensors."""
 
     index: np.ndarray  # (C, 3) int64: position, kind, row
-    u8: np.ndarray  # (n_u8, 3, S, S) uint8, memory-mapped when loaded from disk
+    u8: np.ndarray  # (n_u8, 3, S, S) uint8: a store field (ChunkedArray) or an in-memory array
     f32: np.ndarray  # (n_f32, 3, S, S) float32
     n_positions: int
     offsets: np.ndarray = field(init=False)  # (N + 1,): crops of position p are rows offsets[p]:offsets[p+1]
@@ -89,6 +114,22 @@ class ReferenceStore:
         if np.any(counts == 0):
             raise ValueError(f"reference eval store: {int((counts == 0).sum())} positions have no crop")
         self.offsets = np.r_[0, np.cumsum(counts)].astype(np.int64)
+
+    @classmethod
+    def from_fields(cls, kinds: np.ndarray, u8: np.ndarray, f32: np.ndarray) -> ReferenceStore:
+        """From the store's fields: the crop index (position, kind, row in its field) follows from `kinds`."""
+        kinds = np.asarray(kinds)
+        n_positions, n_max = kinds.shape
+        flat = kinds.reshape(-1).astype(np.int64)
+        valid = flat >= 0
+        pos = np.repeat(np.arange(n_positions, dtype=np.int64), n_max)[valid]
+        kind = flat[valid]
+        is_f32 = kind == F32
+        row = np.where(is_f32, np.cumsum(is_f32) - 1, np.cumsum(~is_f32) - 1)
+        if int(is_f32.sum()) != len(f32) or int((~is_f32).sum()) != len(u8):
+            raise ValueError(f"reference eval store: the kinds list {int((~is_f32).sum())} uint8 and "
+                             f"{int(is_f32.sum())} float32 crops, the fields hold {len(u8)} and {len(f32)}")
+        return cls(np.stack([pos, kind, row], axis=1), u8, f32, n_positions)
 
     @property
     def n_crops(self) -> int:
@@ -109,170 +150,49 @@ class ReferenceStore:
         return x, torch.from_numpy(idx[:, 0].copy())
 
 
-class _Sink:
-    """Receives each position's encoded crops in position order (run_parallel's `out[i] = ...`) and appends them to
-    the row files, or to in-memory lists when no directory is given."""
-
-    def __init__(self, directory: Path | None):
-        self.index: list[tuple[int, int, int]] = []
-        self.n = {0: 0, 1: 0}  # rows written to the uint8 (0) and float (1) files
-        self.mem: dict[int, list[np.ndarray]] | None = None if directory else {0: [], 1: []}
-        self.files = None if directory is None else {0: open(directory / "u8.raw", "wb"),
-                                                     1: open(directory / "f32.raw", "wb")}
-        self.expected = 0
-
-    def __setitem__(self, position: int, crops: list[tuple[int, np.ndarray]]) -> None:
-        if position != self.expected:
-            raise RuntimeError(f"reference eval store: position {position} arrived before {self.expected}")
-        self.expected += 1
-        for kind, arr in crops:
-            store = 1 if kind == F32 else 0
-            arr = np.ascontiguousarray(arr, dtype=np.float32 if store else np.uint8)
-            self.index.append((position, kind, self.n[store]))
-            self.n[store] += 1
-            if self.files is not None:
-                self.files[store].write(arr.tobytes())
-            else:
-                self.mem[store].append(arr)
-
-    def close(self) -> None:
-        if self.files:
-            for f in self.files.values():
-                f.flush()
-                os.fsync(f.fileno())
-                f.close()
-
-    def index_array(self) -> np.ndarray:
-        return np.asarray(self.index, dtype=np.int64).reshape(-1, 3)
-
-
-def _rows(path: Path, dtype, n: int, size: int) -> np.ndarray:
-    if n == 0:
-        return np.zeros((0, 3, size, size), dtype=dtype)
-    # copy-on-write: torch wraps the mapped rows without copying them first (the store is never written through it)
-    return np.memmap(path, dtype=dtype, mode="c", shape=(n, 3, size, size))
-
-
-def reference_store_problems(path: Path) -> list[str]:
-    """What is wrong with the complete store at `path` (every file against its recorded size and sha256)."""
-    path = Path(path)
-    try:
-        meta = json.loads((path / "meta.json").read_text())
-        files = meta["files"]
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        return [f"meta.json is unreadable or malformed ({type(e).__name__}): the next run rebuilds the store"]
-    problems = []
-    for name in _FILES:
-        f, want = path / name, files.get(name) if isinstance(files, dict) else None
-        if not isinstance(want, dict) or not f.is_file() or f.stat().st_size != want.get("size"):
-            problems.append(f"{name} is missing or its size differs from meta.json's")
-        elif sha256_file(f) != want.get("sha256"):
-            problems.append(f"{name} does not match its sha256")
-    return problems
-
-
-def stored_bytes(cache_dir: Path, key: dict) -> int:
-    """Bytes on disk of the complete store made for `key` under `cache_dir` (0 when there is none): the cache plan
-    counts it in place of the estimate. Sizes are read from meta.json and the files' sizes, nothing is hashed."""
-    path = Path(cache_dir) / KIND / key_digest(key)
-    try:
-        meta = json.loads((path / "meta.json").read_text())
-        if meta.get("key") != json.loads(json.dumps(key, default=str)):
-            return 0
-        sizes = [(path / n).stat().st_size for n in _FILES]
-        if sizes != [int(meta["files"][n]["size"]) for n in _FILES]:
-            return 0
-    except (OSError, ValueError, KeyError, TypeError):
-        return 0
-    return int(sum(sizes) + (path / "meta.json").stat().st_size)
-
-
-def load_reference_store(path: Path, key: dict, verify: bool = True) -> ReferenceStore | None:
-    """The store at `path` if it is complete and made for exactly `key`, else None (a stale one is announced)."""
-    path = Path(path)
-    meta_path = path / "meta.json"
-    if not meta_path.is_file():
-        return None
-    problem = None
-    try:
-        meta = json.loads(meta_path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        meta, problem = {}, f"unreadable meta.json ({e})"
-    if problem is None and meta.get("key") != json.loads(json.dumps(key, default=str)):
-        problem = "its key differs from this run's"
-    for name in _FILES if problem is None else ():
-        f = path / name
-        want = meta.get("files", {}).get(name, {})
-        if not f.is_file() or f.stat().st_size != want.get("size"):
-            problem = f"{name} is missing or has {f.stat().st_size if f.is_file() else 0} bytes, " \
-                      f"expected {want.get('size')}"
-            break
-        if verify and sha256_file(f) != want.get("sha256"):
-            problem = f"{name} does not match its sha256"
-            break
-    if problem is None:
-        size = int(key["input_size"])
-        try:
-            store = ReferenceStore(np.load(path / "index.npy", allow_pickle=False),
-                                   _rows(path / "u8.raw", np.uint8, int(meta["n_u8"]), size),
-                                   _rows(path / "f32.raw", np.float32, int(meta["n_f32"]), size),
-                                   int(meta["n_positions"]))
-        except (OSError, ValueError, KeyError) as e:
-            problem = f"cannot be read ({e})"
-        else:
-            return store
-    print(f"genshift: cache {path} is stale or corrupt: {problem}; rebuilding it", file=sys.stderr, flush=True)
-    return None
-
-
 def build_or_load_reference_inputs(
     manifest: Manifest, sample_ids: Sequence[int], profile: str, base_seed: int, size: int, strategy: str,
-    cache_dir: Path | None, workers: int = 2, progress: bool = True,
-) -> tuple[ReferenceStore, dict]:
-    """(store of every position's reference crops, cache key incl. 'digest', 'path', 'hit' and crop counts).
+    cache_dir: Path | None, workers: int = 2, progress: bool = True, *, verify: str = "sample",
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES, shard: tuple[int, int] | None = None,
+    should_stop: Callable[[], None] | None = None,
+) -> tuple[ReferenceStore | None, dict]:
+    """(store of every position's reference crops, cache key incl. 'digest', 'path', 'hit', 'bytes' and crop
+    counts).
 
-    `cache_dir=None` builds the store in memory (nothing written).
+    The store under `cache_dir` is built chunk by chunk and resumed after a kill; `cache_dir=None` builds it in
+    memory (nothing written). With `shard` (i, n) only that shard's chunks are built; the store is None (and the
+    counts absent) until every shard is done.
     """
-    key = reference_eval_key(manifest, sample_ids, profile, base_seed, size, strategy)
-    digest = key_digest(key)
+    spec = reference_store_spec(manifest, sample_ids, profile, base_seed, size, strategy, chunk_bytes)
     by_id = {s.id: s for s in manifest.split("eval")}
-    jobs = [(str(manifest.root), by_id[int(i)].path, pos, profile, base_seed, size, strategy)
+    n_max = max_crops(strategy)
+    jobs = [(str(manifest.root), by_id[int(i)].path, pos, profile, base_seed, size, strategy, n_max)
             for pos, i in enumerate(sample_ids)]
-    label = "decoding + degrading eval images (reference pipeline)"
-    if cache_dir is None:
-        sink = _Sink(None)
-        run_parallel(_reference_job, jobs, sink, workers, progress, label)
-        u8 = np.stack(sink.mem[0]) if sink.mem[0] else np.zeros((0, 3, size, size), np.uint8)
-        f32 = np.stack(sink.mem[1]) if sink.mem[1] else np.zeros((0, 3, size, size), np.float32)
-        store = ReferenceStore(sink.index_array(), u8, f32, len(jobs))
-        return store, key | {"digest": digest, "path": None, "hit": False} | _counts(store)
-    path = Path(cache_dir) / KIND / digest
-    store = load_reference_store(path, key)
-    if store is not None:
-        return store, key | {"digest": digest, "path": str(path), "hit": True} | _counts(store)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    arrays, info = cached_store(cache_dir, spec, _reference_job, jobs, workers, progress,
+                                "decoding + degrading eval images (reference pipeline)", verify, shard, should_stop)
+    key = spec.key | info
+    if arrays is None:
+        return None, key
+    kinds = np.asarray(arrays["kinds"][:])  # N × max_crops int8: small, read whole
+    store = ReferenceStore.from_fields(kinds, arrays["u8"], arrays["f32"])
+    return store, key | _counts(store)
+
+
+def open_reference_store(path: Path, verify: str = "full") -> ReferenceStore | None:
+    """The complete reference eval store at `path` as it is (`genshift inspect`-style reading, tests), checked per
+    `verify`; None when it is incomplete, of another kind, or fails the check."""
+    import json
+
+    from benchmark.array_store import META, Store, verify_chunks
+
     try:
-        sink = _Sink(tmp)
-        try:
-            run_parallel(_reference_job, jobs, sink, workers, progress, label)
-        finally:
-            sink.close()
-        with atomic_path(tmp / "index.npy") as t, open(t, "wb") as f:
-            np.save(f, sink.index_array())
-        files = {name: {"sha256": sha256_file(tmp / name), "size": (tmp / name).stat().st_size} for name in _FILES}
-        meta = {"key": key, "n_positions": len(jobs), "n_crops": len(sink.index), "n_u8": sink.n[0],
-                "n_f32": sink.n[1], "shape": [len(sink.index), 3, size, size], "files": files}
-        atomic_write_text(tmp / "meta.json", json.dumps(meta, indent=1, default=str))
-        shutil.rmtree(path, ignore_errors=True)
-        os.replace(tmp, path)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    store = load_reference_store(path, key, verify=False)
-    if store is None:
-        raise RuntimeError(f"the reference eval store just written to {path} cannot be read back")
-    return store, key | {"digest": digest, "path": str(path), "hit": False} | _counts(store)
+        meta = json.loads((Path(path) / META).read_text())
+    except (OSError, ValueError):
+        return None
+    if meta.get("kind") != KIND or verify_chunks(Path(path), meta, verify):
+        return None
+    arrays = Store(Path(path), meta).arrays
+    return ReferenceStore.from_fields(np.asarray(arrays["kinds"][:]), arrays["u8"], arrays["f32"])
 
 
 def _counts(store: ReferenceStore) -> dict:
@@ -281,5 +201,5 @@ def _counts(store: ReferenceStore) -> dict:
     return {"crops": store.n_crops, "uint8_crops": int((kinds != F32).sum()), "float32_crops": int((kinds == F32).sum())}
 
 
-__all__ = ["KIND", "ReferenceStore", "reference_store_problems", "stored_bytes", "reference_eval_key", "reference_input", "build_or_load_reference_inputs",
-           "load_reference_store"]
+__all__ = ["KIND", "ReferenceStore", "reference_eval_key", "reference_store_spec", "reference_input", "max_crops",
+           "build_or_load_reference_inputs", "open_reference_store"]

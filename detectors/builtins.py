@@ -3,9 +3,13 @@
 The registry serves these names from this table and imports a family's module only when one of its detectors
 is built, so a misspelt name fails in milliseconds. Each entry maps a backbone name (registers ``_probe`` and
 ``_tune``) or an fnmatch pattern to ``(module:factory, family)``; patterns also carry their name grammar.
+Named backbones also declare the facts the cache plan needs (``DECLARED``: input size and kind, feature size, eval
+resize, localization), as timm's ``pretrained_cfg`` does, so a run's stores are sized before any model is built.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 # The two training modes every detector name ends with: frozen backbone (`probe`) or everything trained (`tune`).
 MODES = ("probe", "tune")
@@ -62,6 +66,42 @@ MODELESS: dict[str, tuple[str, str]] = {
     "lrnet_g1": ("detectors.lrnet:make_lrnet", "lrnet"),
     "lrnet_g2": ("detectors.lrnet:make_lrnet", "lrnet"),
     "format_only": ("detectors.format_only:make_format_only", "format"),
+}
+
+
+@dataclass(frozen=True)
+class DeclaredMeta:
+    """What a detector's metadata (detectors.base.DetectorMeta) will say, known without building it: the fields
+    the cache plan reads. Every built-in declaration is checked against the built model by the tests."""
+
+    input_size: int
+    feature_dim: int
+    eval_resize: str = "resize_center_crop"
+    input_kind: str = "image"
+    has_localization: bool = False
+
+
+# backbone (or modeless full name) -> its declared metadata, the same for _probe and _tune and for every weight
+# source (the architecture fixes them). Family patterns (timm:*, openclip:*, ...) declare nothing: their sizes are
+# the library's, learnt from a built model (protocols/detector_memo.py).
+DECLARED: dict[str, DeclaredMeta] = {
+    "smallcnn": DeclaredMeta(56, 192, "center_crop"),
+    "smallseg": DeclaredMeta(64, 192, "center_crop", has_localization=True),
+    "RN50": DeclaredMeta(224, 1024), "RN101": DeclaredMeta(224, 512), "RN50x4": DeclaredMeta(288, 640),
+    "RN50x16": DeclaredMeta(384, 768), "RN50x64": DeclaredMeta(448, 1024), "ViT-B-32": DeclaredMeta(224, 512),
+    "ViT-B-16": DeclaredMeta(224, 512), "ViT-L-14": DeclaredMeta(224, 768), "ViT-L-14-336": DeclaredMeta(336, 768),
+    "clipL14openai": DeclaredMeta(224, 768), "clipL14laion400m": DeclaredMeta(224, 768),
+    "clipL14laion2B": DeclaredMeta(224, 768), "clipL14datacomp": DeclaredMeta(224, 768),
+    "clipL14commonpool": DeclaredMeta(224, 768), "clipaL14datacomp": DeclaredMeta(224, 768),
+    "cocaL14laion2B": DeclaredMeta(224, 768), "clipg14laion2B": DeclaredMeta(224, 1024),
+    "eva2L14merged2b": DeclaredMeta(224, 768), "clipB16laion2B": DeclaredMeta(224, 512),
+    **{name: DeclaredMeta(224, {"s": 384, "b": 768, "l": 1024, "g": 1536}[name[len("dinov2_vit")]])
+       for name in DINOV2_TIMM_ARCH},
+    "resnet18": DeclaredMeta(224, 512),
+    "lrnet": DeclaredMeta(30, 136, "none", "landmarks"),
+    "lrnet_g1": DeclaredMeta(30, 136, "none", "landmarks"),
+    "lrnet_g2": DeclaredMeta(30, 136, "none", "landmarks"),
+    "format_only": DeclaredMeta(24, 24, "none", "format"),
 }
 
 # pattern -> (regular expression a full name must match, the grammar as users read it). Whether the model (or

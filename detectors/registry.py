@@ -7,6 +7,8 @@ exceptions propagate unchanged.
 
 This module is import-light on purpose: built-in families are served from ``builtins.BUILTINS`` and plugins
 from their entry-point metadata, so ``check_name`` imports neither torch, a model library nor a plugin module.
+A registration may declare its detector's metadata (``builtins.DeclaredMeta``; every named built-in does), which
+``declared_meta`` serves without building anything: the cache plan sizes a run's stores from it.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from collections.abc import Callable
 from importlib.metadata import EntryPoint, entry_points
 from typing import TYPE_CHECKING, Any
 
-from .builtins import BUILTINS, LIBRARY_NAME_CHECKS, MODELESS, MODES, PATTERN_GRAMMAR
+from .builtins import BUILTINS, DECLARED, LIBRARY_NAME_CHECKS, MODELESS, MODES, PATTERN_GRAMMAR, DeclaredMeta
 
 if TYPE_CHECKING:
     from .base import Detector
@@ -55,6 +57,7 @@ class LazyFactory:
 _exact: dict[str, Factory] = {}
 _patterns: dict[str, Factory] = {}
 _modeless: set[str] = set()  # exact names served without a _probe/_tune suffix (builtins.MODELESS)
+_declared: dict[str, DeclaredMeta] = {}  # exact name -> the metadata its registration declared
 _entry_points: dict[str, EntryPoint] | None = None
 
 
@@ -94,11 +97,12 @@ def _target(factory: Factory) -> str | None:
 
 
 def register_detector(name_or_pattern: str, factory: Factory, *, overwrite: bool = False,
-                      modeless: bool = False) -> Factory:
+                      modeless: bool = False, meta: DeclaredMeta | None = None) -> Factory:
     """Register ``factory`` for a full name, a backbone (registers both _probe and _tune) or an fnmatch pattern.
 
     ``modeless``: register ``name_or_pattern`` exactly as written, a detector without probe/tune modes (e.g.
-    ``lrnet_g1``).
+    ``lrnet_g1``). ``meta``: what the built detector's metadata will say (input size and kind, feature size, eval
+    resize, localization), so that a run's caches are planned without building it; not for a pattern.
     """
     if not callable(factory):
         raise TypeError(f"factory for {name_or_pattern!r} is not callable: {factory!r}")
@@ -112,12 +116,19 @@ def register_detector(name_or_pattern: str, factory: Factory, *, overwrite: bool
         targets, table = [name_or_pattern], _exact
     else:
         targets, table = [f"{name_or_pattern}_{m}" for m in MODES], _exact
+    if meta is not None and table is _patterns:
+        raise ValueError(f"a pattern ({name_or_pattern!r}) serves many models: it cannot declare one's metadata")
     for t in targets:
         old = table.get(t)
         same = old is factory or (old is not None and _target(old) is not None and _target(old) == _target(factory))
         if old is not None and not same and not overwrite:
             raise ValueError(f"detector {t!r} is already registered to {old!r}; pass overwrite=True to replace")
     for t in targets:
+        old = table.get(t)
+        if meta is not None:
+            _declared[t] = meta
+        elif not (old is factory or (old is not None and _target(old) is not None and _target(old) == _target(factory))):
+            _declared.pop(t, None)  # another factory: the old declaration no longer describes it
         table[t] = factory
     if modeless:
         _modeless.add(name_or_pattern)
@@ -125,9 +136,22 @@ def register_detector(name_or_pattern: str, factory: Factory, *, overwrite: bool
 
 
 for _key, (_factory_target, _family) in BUILTINS.items():
-    register_detector(_key, LazyFactory(_factory_target, _family))
+    register_detector(_key, LazyFactory(_factory_target, _family), meta=DECLARED.get(_key))
 for _key, (_factory_target, _family) in MODELESS.items():
-    register_detector(_key, LazyFactory(_factory_target, _family), modeless=True)
+    register_detector(_key, LazyFactory(_factory_target, _family), modeless=True, meta=DECLARED.get(_key))
+
+
+def declared_meta(name: str) -> dict | None:
+    """The metadata the registration of ``name`` declared, as DetectorMeta's fields (``name``, ``mode``,
+    ``input_size``, ``input_kind``, ``feature_dim``, ``eval_resize``, ``has_localization``), or None when it
+    declared none (family patterns, plugins' entry points). Builds and imports nothing."""
+    meta = _declared.get(name)
+    if meta is None or _exact.get(name) is None:
+        return None
+    mode = "tune" if name in _modeless else split_mode(name)[1]  # a modeless detector trains everything
+    return {"name": name, "mode": mode, "input_size": meta.input_size, "input_kind": meta.input_kind,
+            "feature_dim": meta.feature_dim, "eval_resize": meta.eval_resize,
+            "has_localization": meta.has_localization}
 
 
 def is_modeless(name: str) -> bool:

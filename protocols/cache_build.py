@@ -81,23 +81,19 @@ def _build_pixels(rc: RunConfig, bench, detector, cache_dir: Path, plan: CachePl
     deg, strategy = rc.degradation, eval_strategy(rc, meta)
     done = {}
     part = f" (shard {shard[0]}/{shard[1]})" if shard else ""
-    if plan.policy("eval_inputs") == "cached" and plan.stores["eval_inputs"].spec.kind == REFERENCE_KIND:
-        if shard is None or shard[0] == 0:  # its own format, built whole: by the first shard
-            from benchmark.reference_eval_cache import build_or_load_reference_inputs
-
-            _, key = build_or_load_reference_inputs(bench.manifest, bench.plan.sample_ids, deg.spec, deg.base_seed,
-                                                    meta.input_size, strategy, cache_dir, workers, progress)
-            done["eval_inputs"] = {"digest": key["digest"], "path": key["path"], "complete": True, "hit": key["hit"]}
-            say(f"eval inputs (reference pipeline): store {key['digest']} complete, {key['crops']} crops")
+    if plan.policy("eval_inputs") == "cached":
+        reference = plan.stores["eval_inputs"].spec.kind == REFERENCE_KIND
+        if reference:
+            from benchmark.reference_eval_cache import build_or_load_reference_inputs as build_eval
         else:
-            say("eval inputs (reference pipeline): built whole by shard 0")
-    elif plan.policy("eval_inputs") == "cached":
-        arr, key = build_or_load_eval_inputs(bench.manifest, bench.plan.sample_ids, deg.spec, deg.base_seed,
-                                             meta.input_size, strategy, cache_dir, workers, progress, **opts)
+            build_eval = build_or_load_eval_inputs
+        arr, key = build_eval(bench.manifest, bench.plan.sample_ids, deg.spec, deg.base_seed, meta.input_size,
+                              strategy, cache_dir, workers, progress, **opts)
         done["eval_inputs"] = {"digest": key["digest"], "path": key["path"], "complete": arr is not None,
                                "hit": key["hit"]}
-        say(f"eval inputs{part}: store {key['digest']} "
+        say(f"eval inputs{' (reference pipeline)' if reference else ''}{part}: store {key['digest']} "
             + ("complete" if arr is not None else "this shard's chunks done, other shards pending")
+            + (f", {key['crops']} crops" if reference and arr is not None else "")
             + (f", {human_bytes(key['bytes'])}" if key.get("bytes") else ""))
     else:
         say(f"eval inputs: not stored ({plan.stores['eval_inputs'].reason})")

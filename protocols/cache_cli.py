@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from benchmark.array_store import (
     META,
-    REFERENCE_KIND,
     cache_kinds,
     clear_stores,
     describe_stores,
@@ -83,12 +81,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
                   "finished by the next build")
             continue
         try:
-            if s["kind"] == REFERENCE_KIND:  # its own format: every file against its recorded size and sha256
-                from benchmark.reference_eval_cache import reference_store_problems
-
-                problems = reference_store_problems(Path(s["path"]))
-            else:
-                problems = verify_chunks(Path(s["path"]), json.loads((Path(s["path"]) / META).read_text()), "full")
+            problems = verify_chunks(Path(s["path"]), json.loads((Path(s["path"]) / META).read_text()), "full")
         except (OSError, KeyError, TypeError, ValueError, AttributeError) as e:  # a damaged or planted meta.json
             problems = [f"its {META} is unreadable or malformed ({type(e).__name__}): the next build re-checks "
                         "every chunk"]
@@ -99,10 +92,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         bad += 1
         print(f"  {s['kind']:<13} {s['digest']}  DAMAGED: {'; '.join(problems[:3])}"
               + (f"; … ({len(problems)} problems)" if len(problems) > 3 else ""))
-        if args.repair and s["kind"] == REFERENCE_KIND:
-            shutil.rmtree(s["path"], ignore_errors=True)
-            print("    store removed: the next run or `genshift cache build` rebuilds it")
-        elif args.repair:
+        if args.repair:
             from benchmark.array_store import CHUNKS, _bad_chunks, _chunk_name
 
             for c in _bad_chunks(problems):

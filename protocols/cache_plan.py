@@ -8,9 +8,9 @@ input alone (benchmark/array_store.py: StoreSpec.estimate_bytes). The run's stor
 written). `auto` keeps the training copies cached when they fit, else builds one window's copies at a time when
 that is smaller and fits, else streams them (decoded and augmented by DataLoader workers, the same copies).
 
-With `eval.pipeline: reference` the eval inputs are the reference's own store (`eval_reference/`, index + uint8
-and float32 row files: benchmark/reference_eval_cache.py), counted here like any store: by its upper bound (every
-crop float32) until it is built, then by its size on disk. `train.augmentation: aigenbench-baseline` copies are
+With `eval.pipeline: reference` the eval inputs are the reference's own chunked store (`eval_reference/`: each
+crop uint8 or float32, benchmark/reference_eval_cache.py), counted by its upper bound (every crop float32) until it
+is complete, then by its size on disk. `train.augmentation: aigenbench-baseline` copies are
 always streamed (a probe then caches its eval features only).
 """
 
@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from benchmark.array_store import REFERENCE_KIND, StoreSpec, make_spec, store_dir, store_progress
+from benchmark.array_store import META, REFERENCE_KIND, StoreSpec, make_spec, store_dir, store_progress
 from protocols.config import ConfigError, cache_switches
 from protocols.config_enums import EvalPipeline
 from protocols.config_model import ConfigLike, run_config
@@ -112,11 +112,12 @@ def free_disk(path: Path) -> int:
 
 
 def _present(cache_dir: Path, spec: StoreSpec) -> int:
-    if spec.kind == REFERENCE_KIND:  # its own format (benchmark/reference_eval_cache.py): complete or absent
-        from benchmark.reference_eval_cache import stored_bytes
-
-        return stored_bytes(cache_dir, spec.key)
     return store_progress(store_dir(cache_dir, spec.kind, spec.key), spec)[1]
+
+
+def _complete(cache_dir: Path, spec: StoreSpec) -> bool:
+    """Whether the store of `spec` is complete on disk (its meta.json, written last, is there)."""
+    return (store_dir(cache_dir, spec.kind, spec.key) / META).is_file()
 
 
 def eval_pipeline(cfg: ConfigLike) -> EvalPipeline:
@@ -149,8 +150,8 @@ def pixel_specs(cfg: ConfigLike, bench, meta, chunk_bytes: int,
                 keyed: bool = True) -> tuple[StoreSpec, StoreSpec, list[StoreSpec]]:
     """(eval store, training-copy store of the union of every window's images, one store per window).
 
-    The eval store is the native pipeline's chunked store (kind `eval`), or the reference pipeline's own store
-    (kind `eval_reference`, sized as if every crop were float32: the upper bound).
+    The eval store is the native pipeline's store (kind `eval`), or the reference pipeline's (kind
+    `eval_reference`, sized by store_layouts.reference_upper_bound: as if every crop were float32).
     `keyed=False`: the layouts only, with empty keys (sizes need no key; keys need the image libraries)."""
     from benchmark.store_layouts import eval_fields, reference_eval_fields, train_fields
 
@@ -173,10 +174,9 @@ def pixel_specs(cfg: ConfigLike, bench, meta, chunk_bytes: int,
 
     deg = rc.degradation
     if reference:
-        from benchmark.reference_eval_cache import reference_eval_key
+        from benchmark.reference_eval_cache import reference_store_spec
 
-        ekey = reference_eval_key(m, bench.plan.sample_ids, deg.spec, deg.base_seed, size, strategy)
-        espec = make_spec(ekind, ekey, n_eval, efields, chunk_bytes)
+        espec = reference_store_spec(m, bench.plan.sample_ids, deg.spec, deg.base_seed, size, strategy, chunk_bytes)
     else:
         espec = eval_store_spec(m, bench.plan.sample_ids, deg.spec, deg.base_seed, size, strategy, chunk_bytes)
     targs = (factor, size, rc.seed, rc.train.augmentation.value, meta.eval_resize)
@@ -231,7 +231,7 @@ def plan_caches(cfg: ConfigLike, bench, detector, cache_dir: Path, world: int = 
     """
     cache_dir = Path(cache_dir)
     return _plan(cfg, bench, detector, cache_dir, world, features, keyed=True, free=free_disk(cache_dir),
-                 present=lambda spec: _present(cache_dir, spec))
+                 present=lambda spec: _present(cache_dir, spec), complete=lambda spec: _complete(cache_dir, spec))
 
 
 def refuse_over_budget(cfg: ConfigLike, bench, described, cache_dir: Path, world: int = 1, features: bool = True) -> None:
@@ -244,18 +244,18 @@ def refuse_over_budget(cfg: ConfigLike, bench, described, cache_dir: Path, world
     if run_config(cfg).cache.max_bytes is None:
         return
     _plan(cfg, bench, described, Path(cache_dir), world, features, keyed=False, free=free_disk(cache_dir),
-          present=lambda spec: 0)
+          present=lambda spec: 0, complete=lambda spec: False)
 
 
 def _plan(cfg: ConfigLike, bench, detector, cache_dir: Path, world: int, features: bool, keyed: bool, free: int,
-          present: Callable[[StoreSpec], int]) -> CachePlan:
+          present: Callable[[StoreSpec], int], complete: Callable[[StoreSpec], bool]) -> CachePlan:
     """The plan (see plan_caches). `keyed=False`: the early budget check, which decides on the budget alone and
     says nothing about what is still to be written (presence is not looked up)."""
     rc = run_config(cfg)
     sw = cache_switches(rc)
     chunk = rc.cache.chunk_bytes
     espec, tspec, wspecs = pixel_specs(cfg, bench, detector.meta, chunk, keyed)
-    fixed = {"eval_inputs": _eval_inputs_plan(sw, espec, present),
+    fixed = {"eval_inputs": _eval_inputs_plan(sw, espec, present, complete),
              **_feature_plans(cfg, sw, detector, espec, tspec, chunk, world, features, keyed, present)}
     options = _train_options(tspec, wspecs, present)
     features_planned = "train_features" in fixed
@@ -283,11 +283,15 @@ def _plan(cfg: ConfigLike, bench, detector, cache_dir: Path, world: int, feature
     return CachePlan(stores, sw, cache_dir, free, presence_known=keyed)
 
 
-def _eval_inputs_plan(sw: dict, espec: StoreSpec, present: Callable[[StoreSpec], int]) -> StorePlan:
+def _eval_inputs_plan(sw: dict, espec: StoreSpec, present: Callable[[StoreSpec], int],
+                      complete: Callable[[StoreSpec], bool]) -> StorePlan:
     if sw["eval_inputs"]:
         here = present(espec)
-        # the reference store is complete or absent: once built, its own size stands for the upper bound
-        nbytes = here if espec.kind == REFERENCE_KIND and here else espec.estimate_bytes()
+        nbytes = espec.estimate_bytes()
+        if espec.kind == REFERENCE_KIND:  # crops uint8 or float32: its upper bound until built, then its own size
+            from benchmark.store_layouts import reference_upper_bound
+
+            nbytes = here if complete(espec) and here else reference_upper_bound(espec)
         return StorePlan("eval_inputs", "cached", "cache.eval_inputs is true", espec, nbytes, here)
     return StorePlan("eval_inputs", "stream", "cache.eval_inputs is false: decoded and degraded again in every window",
                      espec)

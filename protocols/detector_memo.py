@@ -1,11 +1,14 @@
-"""Detector descriptions remembered per cache directory, so that a run whose caches do not fit its budget is
-refused before torch and the model library are imported (those imports alone take seconds).
+"""A detector's description before it is built, so that a run whose caches do not fit its budget is refused
+before torch and the model library are imported (those imports alone take seconds).
 
 The stores' sizes need only a few facts about the detector: its input size and kind, its mode, its feature size
-and whether it localizes. Every run (and `genshift cache build`) that builds a detector writes its description
-to `<cache_dir>/detectors/<digest>.json`, keyed by the detector's name, its pretrained source and a fingerprint
-of the code that builds it (genshift's detectors package, the model libraries' versions, a plugin's version).
-A description is used only to refuse early: the run itself always builds the detector and plans with it.
+and whether it localizes. A named detector declares them in the registry (detectors/builtins.py `DECLARED`,
+`register_detector(..., meta=...)`); `describe_detector` reads that first. For the rest (family patterns such as
+`timm:<model>`, plugins' entry points) every run (and `genshift cache build`) that builds the detector writes
+its description to `<cache_dir>/detectors/<digest>.json`, keyed by the detector's name, its pretrained source and
+a fingerprint of the code that builds it (genshift's detectors package, the model libraries' versions, a
+plugin's version). A description is used only to refuse early: the run itself always builds the detector and
+plans with it.
 """
 
 from __future__ import annotations
@@ -76,6 +79,36 @@ def _memo_path(cache_dir: Path, key: dict) -> Path:
     return Path(cache_dir) / MEMO_DIR / f"{digest}.json"
 
 
+def _described(meta: dict) -> SimpleNamespace:
+    """A description shaped like the detector for the cache plan: `meta` with DetectorMeta's attributes the plan
+    reads, `is_probe`."""
+    return SimpleNamespace(meta=SimpleNamespace(**{f: meta[f] for f in _FIELDS}), is_probe=meta["mode"] == "probe")
+
+
+def describe_detector(cfg: ConfigLike, cache_dir: Path) -> SimpleNamespace | None:
+    """The run's detector described without building it: its registration's declared metadata, else the
+    description remembered in `cache_dir`, else None."""
+    from detectors.registry import declared_meta
+
+    declared = declared_meta(run_config(cfg).detector)
+    return _described(declared) if declared is not None else recall_meta(cfg, cache_dir)
+
+
+def check_declared(detector) -> None:
+    """Raise RuntimeError if a built detector's metadata differs from what its registration declared (a wrong
+    declaration would size the caches wrongly: a defect of the registration, not of the user's input)."""
+    from detectors.registry import declared_meta
+
+    declared = declared_meta(detector.meta.name)
+    if declared is None:
+        return
+    wrong = {f: (declared[f], getattr(detector.meta, f, None)) for f in _FIELDS
+             if declared[f] != getattr(detector.meta, f, None)}
+    if wrong:
+        raise RuntimeError(f"detector {detector.meta.name!r} was registered with metadata that its model does not "
+                           f"have (field: (declared, built)): {wrong}; fix its registration's declared metadata")
+
+
 def recall_meta(cfg: ConfigLike, cache_dir: Path) -> SimpleNamespace | None:
     """The remembered description of the run's detector, shaped like the detector for the cache plan (`meta` with
     DetectorMeta's attributes the plan reads, `is_probe`), or None when there is none for exactly this detector,
@@ -93,11 +126,16 @@ def recall_meta(cfg: ConfigLike, cache_dir: Path) -> SimpleNamespace | None:
     meta = doc.get("meta") if isinstance(doc, dict) and doc.get("key") == key else None
     if not isinstance(meta, dict) or any(type(meta.get(f)) is not t for f, t in _FIELDS.items()):
         return None
-    return SimpleNamespace(meta=SimpleNamespace(**{f: meta[f] for f in _FIELDS}), is_probe=meta["mode"] == "probe")
+    return _described(meta)
 
 
 def remember_meta(cfg: ConfigLike, cache_dir: Path, detector) -> None:
-    """Write the description of the detector a run built (atomic; only when it is new or changed)."""
+    """Write the description of the detector a run built (atomic; only when it is new or changed, and only for a
+    detector whose registration declares nothing)."""
+    from detectors.registry import declared_meta
+
+    if declared_meta(run_config(cfg).detector) is not None:
+        return
     key = _memo_key(cfg)
     if key is None:
         return

@@ -114,14 +114,15 @@ def eval_pixels(cfg: dict, bench, pipe: InputPipeline, cache_dir: Path | None, c
 
     Native single-crop: (uint8 3×S×S, position) items. Native five_crop and the reference pipeline: groups of
     crops per position (`protocols.crop_data`), the reference's as float32 tensors restored bit for bit. The native
-    stores are chunked stores (benchmark/array_store.py); the reference's is its own (reference_eval_cache.py).
+    stores, the reference's included (benchmark/reference_eval_cache.py), are chunked stores (array_store.py).
     """
     m, ids = bench.manifest, bench.plan.sample_ids
     prof, base_seed = cfg["degradation"]["profile"], cfg["degradation"]["base_seed"]
     args = (m, ids, prof, base_seed, pipe.size, pipe.input)
     if pipe.pipeline == "reference":
         if cached:
-            store, ekey = build_or_load_reference_inputs(*args, cache_dir, workers=workers, progress=progress)
+            store, ekey = build_or_load_reference_inputs(*args, cache_dir, workers=workers, progress=progress,
+                                                         **(store_opts or {}))
             return ReferenceEvalStore(store), ekey
         ekey = reference_eval_key(*args)
         ekey = ekey | {"digest": key_digest(ekey), "path": None, "hit": False}

@@ -1,7 +1,7 @@
 """What a run sets up before its first window, import-light (neither torch nor Lightning at import): the dataset
 and its benchmark (windows, training sets, eval plan), the data check, the detector, and the cache plan whose
-budget is checked before any image is decoded — from a remembered description of the detector before torch is
-even imported (protocols/detector_memo.py), then in full.
+budget is checked before any image is decoded — from the detector's declared (or remembered) description before
+torch is even imported (protocols/detector_memo.py), then in full.
 """
 
 from __future__ import annotations
@@ -140,10 +140,11 @@ class Prepared:
 
 def prepare_run(cfg: ConfigLike, progress: bool = True, features: bool = True) -> Prepared:
     """Load the dataset, create the detector and check that the run's caches fit (CacheBudgetError if not): all
-    before any image is decoded and before Lightning is imported. With a remembered description of the detector
-    the budget is checked before torch is imported too, so a run over its budget is refused within seconds."""
+    before any image is decoded and before Lightning is imported. From the detector's declared metadata (every
+    named built-in) or a remembered description the budget is checked before torch is imported too, so a run over
+    its budget is refused within seconds."""
     from protocols.cache_plan import plan_caches, refuse_over_budget
-    from protocols.detector_memo import recall_meta, remember_meta
+    from protocols.detector_memo import check_declared, describe_detector, remember_meta
 
     rc = run_config(cfg)
     cache_dir = rc.cache_path
@@ -152,10 +153,11 @@ def prepare_run(cfg: ConfigLike, progress: bool = True, features: bool = True) -
         unchecked = benchmark_of(manifest, rc)
     except ValueError:  # e.g. rows the data check will drop unbalance the eval split: planned after the check
         unchecked = None
-    described = recall_meta(rc, cache_dir)
+    described = describe_detector(rc, cache_dir)
     if described is not None and unchecked is not None and uses_image_stores(described.meta, manifest):
         refuse_over_budget(rc, unchecked, described, cache_dir, rc.world_size, features)
     detector, kwargs = create_run_detector(rc)
+    check_declared(detector)
     remember_meta(rc, cache_dir, detector)
     if unchecked is None or not uses_image_stores(detector.meta, manifest):  # the video track: its own caches
         return Prepared(detector, kwargs, manifest, None)

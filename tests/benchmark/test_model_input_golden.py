@@ -260,7 +260,7 @@ def _run_cfg(tmp: Path, root: Path, strategy: str, **over) -> dict:
 def test_run_eval_cache_equals_reference_goldens(tmp_path, golden_folder, strategy):
     """A run with eval.pipeline=reference: the crops its eval cache hands the detector module, normalised by the
     module itself (CLIP statistics), equal AI-GenBench's model inputs for those images and positions."""
-    from benchmark.reference_eval_cache import load_reference_store
+    from benchmark.reference_eval_cache import open_reference_store
     from benchmark.sources import load_source
     from detectors import create_detector
     from protocols.crop_data import ReferenceEvalStore
@@ -276,9 +276,7 @@ def test_run_eval_cache_equals_reference_goldens(tmp_path, golden_folder, strate
         "pipeline": "reference", "input": strategy, "normalize": "clip", "size": 224, "mean": None, "std": None}
     ekey = info["caches"]["eval_inputs"]
     assert ekey["cached"] and ekey["pipeline"] == "reference"
-    key = {k: v for k, v in ekey.items() if k not in ("digest", "path", "hit", "cached", "crops", "uint8_crops",
-                                                      "float32_crops")}
-    store = load_reference_store(Path(ekey["path"]), key)
+    store = open_reference_store(Path(ekey["path"]))
     assert store is not None
     manifest = load_source(cfg["dataset"], Path(cfg["cache_dir"]), progress=False)
     path_of = {s.id: s.path for s in manifest.split("eval")}
@@ -342,12 +340,17 @@ def test_cache_hands_the_detector_the_same_tensors_as_the_images(tmp_path, golde
         again, key2 = eval_pixels(cfg, bench, pipe, tmp_path / "cache", True, 1, False)  # the store is reused
         want = crop_collate(cached.__getitems__(list(range(32))))[0]
         assert key2["hit"] and torch.equal(crop_collate(again.__getitems__(list(range(32))))[0], want)
-        raw = Path(key["path"]) / "f32.raw"  # a damaged store is announced and rebuilt, never trusted
-        data = bytearray(raw.read_bytes())
-        data[100] ^= 0xFF
-        raw.write_bytes(bytes(data))
+        # a damaged chunk is announced and rebuilt, never trusted: a short file whatever cache.verify, a flipped
+        # byte when every chunk is hashed (`sample` hashes one chunk at random)
+        raw = sorted((Path(key["path"]) / "chunks").glob("*.f32.npy"))[-1]
+        raw.write_bytes(raw.read_bytes()[:-1])
         rebuilt, key3 = eval_pixels(cfg, bench, pipe, tmp_path / "cache", True, 1, False)
         assert not key3["hit"] and torch.equal(crop_collate(rebuilt.__getitems__(list(range(32))))[0], want)
+        data = bytearray(raw.read_bytes())
+        data[-100] ^= 0xFF
+        raw.write_bytes(bytes(data))
+        rebuilt, key4 = eval_pixels(cfg, bench, pipe, tmp_path / "cache", True, 1, False, {"verify": "full"})
+        assert not key4["hit"] and torch.equal(crop_collate(rebuilt.__getitems__(list(range(32))))[0], want)
 
 
 # -- the reference's deterministic training augmentation ------------------------------------------------------------

@@ -31,6 +31,7 @@ def isolated_registry(monkeypatch):
     """Registrations made in a test vanish afterwards."""
     monkeypatch.setattr(reg, "_exact", dict(reg._exact))
     monkeypatch.setattr(reg, "_patterns", dict(reg._patterns))
+    monkeypatch.setattr(reg, "_declared", dict(reg._declared))
     monkeypatch.setattr(reg, "_entry_points", {})
 
 

@@ -66,41 +66,76 @@ def _free_disk_masked(message: str | None) -> str | None:
     return None if message is None else re.sub(r"free disk [0-9.]+ [kMGT]?B", "free disk ...", message)
 
 
-def test_with_a_remembered_detector_the_refusal_comes_before_torch_is_imported(tmp_path, cache_dir):
-    """The first run over its budget builds the detector (torch imported) and remembers its description; the
-    next is refused from that description before torch is imported, with the same line, nothing built."""
+def test_a_declared_detector_is_refused_before_torch_is_imported_on_its_first_run(tmp_path, cache_dir):
+    """A named detector declares its metadata in the registry: its first run in an empty cache directory is
+    refused from that declaration before torch is imported, nothing built and nothing remembered."""
     cache = _fresh_cache(tmp_path, cache_dir)
     argv = ["run", *SMOKE, "--detector", "smallcnn_probe", "--cache-dir", str(cache), "--runs-dir",
             str(tmp_path / "runs"), "--set", "cache.max_bytes=1MB", "--set", "cache.train_inputs=cached"]
     script = ("import sys; from protocols.cli import main; rc = main(sys.argv[1:]); "
               "print('torch imported:', 'torch' in sys.modules); sys.exit(rc)")
-    first, second = (subprocess.run([sys.executable, "-c", script, *argv], capture_output=True, text=True,
-                                    timeout=300) for _ in range(2))
-    assert first.returncode == second.returncode == 2, (first.stderr, second.stderr)
-    assert "torch imported: True" in first.stdout and "torch imported: False" in second.stdout
-    assert second.stderr.startswith("genshift: error: the caches of this run need ") and \
-        second.stderr.strip().count("\n") == 0
-    assert _free_disk_masked(first.stderr) == _free_disk_masked(second.stderr)
-    assert "training-copy features" in second.stderr  # the probe's feature stores are estimated too
+    first = subprocess.run([sys.executable, "-c", script, *argv], capture_output=True, text=True, timeout=300)
+    assert first.returncode == 2, first.stderr
+    assert "torch imported: False" in first.stdout
+    assert first.stderr.startswith("genshift: error: the caches of this run need ") and \
+        first.stderr.strip().count("\n") == 0
+    assert "training-copy features" in first.stderr  # the probe's feature stores are estimated too
     assert describe_stores(cache) == [] and not (cache / "checks").exists() and not (tmp_path / "runs").exists()
+    assert not (cache / "detectors").exists()  # declared: nothing to remember
 
 
-@pytest.mark.parametrize("detector", ["smallcnn_tune", "smallcnn_probe"])
+def test_no_image_is_decoded_before_a_first_run_is_refused(tmp_path, monkeypatch, capsys):
+    """A 224-px probe on a release-format dataset, first run in an empty cache directory: refused (exit 2, one
+    line naming the estimate) while every pixel decoder (Pillow's, OpenCV's) counts zero calls."""
+    import cv2
+    from helpers import write_release_dataset
+    from PIL import ImageFile
+
+    root = tmp_path / "release"
+    write_release_dataset(root)
+    decoded = []
+    real_load, real_imdecode = ImageFile.ImageFile.load, cv2.imdecode
+    monkeypatch.setattr(ImageFile.ImageFile, "load", lambda im: decoded.append("pil") or real_load(im))
+    monkeypatch.setattr(cv2, "imdecode", lambda *a, **k: decoded.append("cv2") or real_imdecode(*a, **k))
+    rc = main(["run", "--dataset", f"aigenbench:{root}", "--detector", "resnet18_probe", "--pretrained", "none",
+               "--no-progress", "--no-leaderboard", "--cache-dir", str(tmp_path / "empty"), "--runs-dir",
+               str(tmp_path / "runs"), "--set", "cache.max_bytes=1MB", "--set", "cache.train_inputs=cached"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and err.count("\n") == 0, err
+    assert re.match(r"genshift: error: the caches of this run need eval inputs [0-9.]+ [kMG]B \+ training copies "
+                    r"[0-9.]+ [kMG]B \+ eval features .* = [0-9.]+ [kMG]B, but cache.max_bytes is 1 MB", err), err
+    assert decoded == []
+    assert describe_stores(tmp_path / "empty") == [] and not (tmp_path / "runs").exists()
+    import io
+
+    from helpers import make_image, png_bytes
+    from PIL import Image
+
+    data = png_bytes(make_image(0, 0))
+    Image.open(io.BytesIO(data)).convert("RGB")
+    cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    assert {"pil", "cv2"} <= set(decoded)  # the hooks do count a decode
+
+
+@pytest.mark.parametrize("detector", ["smallcnn_tune", "smallcnn_probe", "torchvision:resnet18_probe"])
 def test_the_early_budget_check_refuses_exactly_what_the_full_plan_refuses(detector, tmp_path, cache_dir):
-    """For every policy and budget around the stores' sizes: the check made from the remembered description
-    (no keys, no disk lookup) refuses iff the full plan refuses, with the same line."""
-    from protocols.detector_memo import recall_meta, remember_meta
+    """For every policy and budget around the stores' sizes: the check made from the detector's description
+    before it is built (declared by a named detector; remembered for a family pattern's model) refuses iff the
+    full plan refuses, with the same line."""
+    from protocols.detector_memo import describe_detector, recall_meta, remember_meta
 
     cache = _fresh_cache(tmp_path, cache_dir)
-    cfg = _cfg(cache)
-    cfg["detector"] = detector
+    cfg = _cfg(cache) | {"detector": detector, "pretrained": "none"}
+    declared = ":" not in detector
+    assert (describe_detector(cfg, cache) is not None) == declared  # a pattern's model is learnt when built
     det, _ = create_run_detector(cfg)
-    assert recall_meta(cfg, cache) is None
     remember_meta(cfg, cache, det)
-    described = recall_meta(cfg, cache)
+    assert (recall_meta(cfg, cache) is None) == declared  # a declared detector is never remembered
+    described = describe_detector(cfg, cache)
     assert (described.meta.input_size, described.meta.feature_dim, described.is_probe) == \
         (det.meta.input_size, det.meta.feature_dim, det.is_probe)
-    assert recall_meta(cfg | {"pretrained": "none"}, cache) is None  # another source: not this description
+    if not declared:
+        assert recall_meta(cfg | {"pretrained": "default"}, cache) is None  # another source: not this description
     bench = prepare_benchmark(cfg, False)
     full = plan_caches(cfg, bench, det, cache)
     sizes = sorted({s.bytes for s in full.stores.values()} | {full.total})
@@ -108,7 +143,7 @@ def test_the_early_budget_check_refuses_exactly_what_the_full_plan_refuses(detec
     refused = 0
     for policy in ("auto", "cached", "per_window", "stream"):
         for budget in budgets:
-            c = _cfg(cache, max_bytes=budget, train_inputs=policy) | {"detector": detector}
+            c = _cfg(cache, max_bytes=budget, train_inputs=policy) | {"detector": detector, "pretrained": "none"}
             outcomes = []
             for check, who in ((plan_caches, det), (refuse_over_budget, described)):
                 try:
@@ -127,14 +162,15 @@ def test_a_remembered_description_is_refused_when_damaged_or_of_other_code(tmp_p
     from protocols import detector_memo
 
     monkeypatch.setattr(reg, "_exact", dict(reg._exact))
+    monkeypatch.setattr(reg, "_declared", dict(reg._declared))
 
     cache = tmp_path / "c"
-    cfg = _cfg(cache)
+    cfg = _cfg(cache) | {"detector": "torchvision:resnet18_probe", "pretrained": "none"}  # undeclared: remembered
     det, _ = create_run_detector(cfg)
     detector_memo.remember_meta(cfg, cache, det)
     (memo,) = (cache / detector_memo.MEMO_DIR).glob("*.json")
     doc = json.loads(memo.read_text())
-    doc["meta"]["input_size"] = "56"
+    doc["meta"]["input_size"] = "224"
     memo.write_text(json.dumps(doc))
     assert detector_memo.recall_meta(cfg, cache) is None  # wrong type: not used
     memo.write_bytes(b"\x80\x04not json")
@@ -258,12 +294,12 @@ def test_reference_and_five_crop_eval_stores_are_planned_counted_and_listed(tmp_
     _, key = build_or_load_reference_inputs(bench.manifest, bench.plan.sample_ids, deg["profile"], deg["base_seed"],
                                             56, "center_crop", cache, workers=1, progress=False)
     built = plan_caches(cfg, bench, det, cache).stores["eval_inputs"]
-    on_disk = sum(f.stat().st_size for f in Path(key["path"]).iterdir())
+    on_disk = sum(f.stat().st_size for f in (Path(key["path"]) / "chunks").glob("*.npy"))
     assert built.present == built.bytes == on_disk <= ref.bytes
     args = type("A", (), {"cache_dir": str(cache), "kind": ["eval_reference"], "json": None, "repair": False})()
     stores = describe_stores(cache)
     assert [(s["kind"], s["complete"]) for s in stores] == [("eval_reference", True)]
     assert cmd_info(args) == 0 and cmd_verify(args) == 0
-    (Path(key["path"]) / "u8.raw").write_bytes(b"planted")
+    next((Path(key["path"]) / "chunks").glob("*.npy")).write_bytes(b"planted")
     assert cmd_verify(args) == 1
     assert cmd_clear(args) == 0 and describe_stores(cache) == []

@@ -21,7 +21,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from common import predictions_file
+from common import run_dir as layout
 from common.atomic import atomic_write_text
+from common.safe_npz import npz_keys, read_npz
 from leaderboard.pixel_metrics import (
     PIXEL_METRIC_NAMES,
     localization_metrics,
@@ -32,10 +35,9 @@ from leaderboard.pixel_metrics import (
     pixel_f1,
     pixel_iou,
 )
-from leaderboard.safe_npz import npz_keys, read_npz
 
 FILE_NAME = "localization.npz"
-PREDICTIONS = "predictions.npz"
+PREDICTIONS = predictions_file.FILE_NAME
 BASELINES = ("all_ones", "all_zeros")
 CSV_NAME = "localization.csv"
 # Per-window columns of localization.csv, in order.
@@ -256,7 +258,7 @@ def localization_frame(records: Sequence) -> pd.DataFrame:
     for r in records:
         det = (r.info.get("detector") or {}).get("name", "?")
         for k in range(r.n_windows_done):
-            path = Path(r.path) / f"window_{k}" / FILE_NAME
+            path = layout.window_dir(r.path, k) / FILE_NAME
             if not path.is_file():
                 continue
             s = window_localization(path, _record_auroc(r.evaluation.table, k))

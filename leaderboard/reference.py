@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 from scipy.special import softmax
 
-from leaderboard.safe_npz import read_npz
+from common.safe_npz import read_npz
 
 REFERENCE_FILE = "predictions_validate_all.npz"
 _STEP_FILE = re.compile(r"predictions_validate_epoch=\d+-step=(\d+)\.npz")

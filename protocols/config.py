@@ -21,7 +21,6 @@ from common.configs import config_dir
 from protocols.config_schema import ConfigError, operational_keys, parse_bytes, validate  # noqa: F401 (re-export)
 
 CONFIG_DIR = config_dir()
-PROTOCOL_VERSION = "genshift-1"
 
 
 

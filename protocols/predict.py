@@ -184,7 +184,7 @@ def mask_threshold(given: float | None, checkpoint: Path | None) -> tuple[float,
             raise ValueError(f"--mask-threshold {given}: expected a number in [0, 1]")
         return float(given), "--mask-threshold"
     if checkpoint is not None:
-        from leaderboard.safe_npz import read_npz
+        from common.safe_npz import read_npz
         from protocols.localization import FILE_NAME
 
         path = Path(checkpoint) / FILE_NAME

@@ -26,9 +26,9 @@ from benchmark.worker_server import start_worker_server
 from common import run_dir as layout
 from common.atomic import atomic_write_json
 from detectors import count_flops
+from detectors.checkpoint import complete_checkpoint, load_checkpoint, save_checkpoint
 from protocols import faults
 from protocols.allocator import keep_large_allocations
-from protocols.checkpoints import complete_checkpoint, load_checkpoint, save_checkpoint
 from protocols.config import ConfigError, builds_pixel_caches, config_hash, validate_config
 from protocols.config_schema import safe_name_problem
 from protocols.distributed import (

@@ -31,6 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
+from common.run_dir import predictions_path
+
 DIR_PREFIX = "test_"
 ENTRY_KEYS = ("name", "dataset", "degradation")
 
@@ -206,7 +208,7 @@ class RunTestDatasets:
 
     def missing(self, window_dir: Path) -> list[TestDatasetSpec]:
         """The specs whose predictions window_dir lacks."""
-        return [s for s in self.specs if not (test_dir(window_dir, s.name) / "predictions.npz").is_file()]
+        return [s for s in self.specs if not predictions_path(test_dir(window_dir, s.name)).is_file()]
 
     def score(self, k: int, window_dir: Path, threshold: dict[str, np.ndarray], ctx, device, only=None) -> dict:
         """Score the test datasets (all, or `only`) with the detector's current weights (window k's) and write
@@ -233,7 +235,7 @@ class RunTestDatasets:
             scores, row_logits, extra = ss.rows(logits)
             scored = {s.id for s in ss.samples}  # sequence/frame rows without a segment or frame are left out
             keep = [j for j, s in enumerate(loaded.samples) if s.id in scored]
-            path = test_dir(window_dir, spec.name) / "predictions.npz"
+            path = predictions_path(test_dir(window_dir, spec.name))
             path.parent.mkdir(parents=True, exist_ok=True)
             rows = TestDatasetRows(spec.name, spec.dataset, loaded.manifest.checksum, loaded.manifest.root,
                                    ss.samples, loaded.overlap[keep], profile, base_seed)
@@ -253,7 +255,7 @@ def read_threshold(window_dir: Path) -> dict[str, np.ndarray]:
 
     keys = ("threshold", "threshold_rule", "threshold_source", "threshold_reason")
     try:
-        arrays = predictions_file.read(Path(window_dir) / predictions_file.FILE_NAME)
+        arrays = predictions_file.read(predictions_path(window_dir))
     except (OSError, ValueError):
         arrays = {}
     if "threshold" in arrays:

@@ -7,7 +7,7 @@ window's files lie, the `done` marker, and the one read and write of run.json. T
       window_<k>/              # window_dir(run, k)
         predictions.npz        # common.predictions_file
         checkpoint.*           # detectors.checkpoint
-        metrics.json           # METRICS
+        metrics.json           # online metrics of the window
         done                   # DONE, written last: the window is complete
       window_init/predictions.npz   # the untrained model (INITIAL_DIR), no done marker
 """
@@ -27,8 +27,6 @@ RUN_JSON = "run.json"
 WINDOW_PREFIX = "window_"
 INITIAL_DIR = "window_init"
 DONE = "done"
-METRICS = "metrics.json"
-TRAIN_METRICS = "train_metrics.json"
 LOCK = ".lock"
 VERSION_KEY = "schema_version"  # run.json records the predictions schema its run writes
 

@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 
 from common import predictions_file
+from common import run_dir as layout
 from leaderboard.groups import (
     REQUIRED_KEYS,
     WINDOW_PREFIX,
@@ -411,7 +412,7 @@ def evaluate_run(
                          init, b)
 
 
-def check_initial(initial: Mapping[str, np.ndarray], first: Mapping[str, np.ndarray], source: str = "window_init"
+def check_initial(initial: Mapping[str, np.ndarray], first: Mapping[str, np.ndarray], source: str = layout.INITIAL_DIR
                   ) -> None:
     """The untrained model's arrays score the same eval set as window 0 (timeline, generators, composition)."""
     validate_eval_arrays(initial, source)

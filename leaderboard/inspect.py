@@ -7,13 +7,13 @@ the text `genshift inspect` prints.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from common import predictions_file
+from common import run_dir as layout
 from leaderboard.continual import load_window_npz, window_table
 from leaderboard.crops import crop_counts, crop_section, has_crops, pipeline_of
 from leaderboard.groups import GENERATOR_PREFIX, NAMED_GROUPS, WINDOW_PREFIX, all_groups, window_generator_ids
@@ -32,8 +32,7 @@ def load_predictions(path: str | Path, window: int | None = None) -> dict[str, n
     if not genshift and ("crop_scores" in keys or "crop_multiclass_predictions" in keys
                          or "fused_identifiers" not in keys):
         if window is None:
-            m = re.fullmatch(r"window_(\d+)", path.parent.name)
-            window = int(m.group(1)) if m else None
+            window = layout.window_index(path.parent)
         return to_genshift_arrays(load_reference_npz(path), path, window)
     arrays = load_window_npz(path)
     return arrays

@@ -1,4 +1,6 @@
-"""Rebuild a trained detector from a run's window directory (checkpoint.safetensors + checkpoint.json).
+"""The checkpoint format of a window directory: the detector's trainable weights in safetensors (WEIGHTS_FILE) and
+its metadata beside them (META_FILE). The engine saves and reloads through `save_checkpoint`, `complete_checkpoint`
+and `load_checkpoint`; `load_detector_from_checkpoint` rebuilds a trained detector from it.
 
 Needs only this package: no harness, no Lightning. A tune checkpoint holds every weight, so the detector is
 built with pretrained='none' and filled from the file; a probe checkpoint holds only the head, so the frozen
@@ -12,9 +14,14 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from common import run_dir as layout
+from common.atomic import atomic_path, atomic_write_json
+
 from .registry import create_detector
 
 if TYPE_CHECKING:
+    import torch
+
     from .base import Detector
 
 WEIGHTS_FILE = "checkpoint.safetensors"
@@ -24,6 +31,69 @@ _MUST_MATCH = ("family", "backbone", "mode", "input_size", "mean", "std", "featu
 
 class CheckpointError(ValueError):
     """A window directory does not hold a usable detector checkpoint; the message says what is wrong."""
+
+
+def _sha256(path: Path) -> str:
+    from benchmark.manifest import sha256_file
+
+    return sha256_file(path)
+
+
+def save_checkpoint(detector: torch.nn.Module, window_dir: Path, extra: dict) -> Path:
+    """Write the trainable state (head only for probes) atomically, plus the detector metadata."""
+    from safetensors.torch import save_file
+
+    state = {k: v.detach().cpu().contiguous() for k, v in detector.trainable_state_dict().items()}
+    path = Path(window_dir) / WEIGHTS_FILE
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp))
+    # The metadata is written last and names the weights' sha256: a pair torn by a crash is never taken
+    # for a finished window (see `complete_checkpoint`).
+    doc = {"detector": detector.meta.to_dict(), "weights_sha256": _sha256(path), **extra}
+    atomic_write_json(Path(window_dir) / META_FILE, doc)
+    return path
+
+
+def complete_checkpoint(window_dir: Path, identity: dict) -> bool:
+    """True if the window's weights are finished and belong to this run: the metadata names the same
+    identity (run id, config hash, window, …) and the weights file has the recorded sha256."""
+    path, meta_path = Path(window_dir) / WEIGHTS_FILE, Path(window_dir) / META_FILE
+    if not path.is_file() or not meta_path.is_file():
+        return False
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (OSError, ValueError):
+        return False
+    if not meta.get("training_complete") or any(meta.get(k) != v for k, v in identity.items()):
+        return False
+    return meta.get("weights_sha256") == _sha256(path)
+
+
+def load_checkpoint(detector: torch.nn.Module, window_dir: Path) -> None:
+    """Load a window's trainable state strictly; the checkpoint must belong to this detector and its weights must
+    be the bytes its metadata recorded (a swapped or damaged file is refused with what to do)."""
+    from safetensors.torch import load_file
+
+    path = Path(window_dir) / WEIGHTS_FILE
+    meta_path = Path(window_dir) / META_FILE
+    redo = f"delete {layout.done_marker(window_dir)} to recompute the window"
+    if not path.is_file() or not meta_path.is_file():
+        raise FileNotFoundError(f"{window_dir} is marked done but has no {WEIGHTS_FILE}/{META_FILE}; {redo}")
+    try:
+        meta = json.loads(meta_path.read_text())
+        name = meta["detector"]["name"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise CheckpointError(f"{meta_path} is unreadable ({type(e).__name__}: {e}); {redo}") from None
+    if name != detector.meta.name:
+        raise CheckpointError(f"{path} holds weights of {name!r}, not {detector.meta.name!r}; {redo}")
+    if meta.get("weights_sha256") not in (None, _sha256(path)):
+        raise CheckpointError(f"{path} is not the file this window wrote (sha256 differs from {META_FILE}'s); "
+                              f"{redo}")
+    try:
+        state = load_file(str(path))
+    except Exception as e:  # noqa: BLE001 - safetensors' own error type: a damaged file, reported as such
+        raise CheckpointError(f"{path} is not a readable safetensors file ({e}); {redo}") from None
+    detector.load_trainable_state_dict(state)
 
 
 def read_checkpoint_meta(window_dir: str | os.PathLike) -> dict:

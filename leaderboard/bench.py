@@ -14,7 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
-PROTOCOL = "genshift-1"
+from common import predictions_file
+from common import run_dir as layout
+
+PROTOCOL = predictions_file.PROTOCOL_VERSION
 CHECKSUM = "fabricated-manifest"
 
 
@@ -64,7 +67,6 @@ def _window_arrays(eval_set: dict[str, np.ndarray], scores: np.ndarray, k: int, 
         "fused_scores": scores,
         "fused_logits": np.log(scores / (1 - scores)).astype(np.float32),
         "window": np.int64(k),
-        "schema_version": np.int64(1),
         "manifest_checksum": np.array(manifest_checksum),
         "protocol_version": np.array(protocol_version),
         "benchmark_type": np.array(benchmark_type),
@@ -97,7 +99,6 @@ def fabricate_run(
     info = {
         "config": cfg,
         "protocol_version": protocol_version,
-        "schema_version": 1,
         "manifest_checksum": manifest_checksum,
         "benchmark_type": benchmark_type,
         "detector": {
@@ -105,22 +106,22 @@ def fabricate_run(
             "n_params": 1000 + len(detector), "n_trainable": 10, "flops": 2.5e6,
         },
     }
-    (run_dir / "run.json").write_text(json.dumps(info))
+    layout.write_run_json(run_dir, info)
     full = benchmark_type == "full"
     n = 1 if full else (n_windows if n_done is None else n_done)
     for k in range(n):
-        wdir = run_dir / f"window_{k}"
+        wdir = layout.window_dir(run_dir, k)
         wdir.mkdir(exist_ok=True)
         scores = window_scores(eval_set, n_windows - 1 if full else k, skill, seed * 1000 + k)
-        np.savez(wdir / "predictions.npz",
-                 **_window_arrays(eval_set, scores, k, manifest_checksum, protocol_version, benchmark_type))
-        (wdir / "done").write_text("done\n")
+        predictions_file.write(layout.predictions_path(wdir), _window_arrays(
+            eval_set, scores, k, manifest_checksum, protocol_version, benchmark_type))
+        layout.mark_done(wdir)
     if initial:
-        wdir = run_dir / "window_init"
+        wdir = layout.initial_dir(run_dir)
         wdir.mkdir(exist_ok=True)
         scores = window_scores(eval_set, -1, 0.1 * skill, seed * 1000 + 999)
-        np.savez(wdir / "predictions.npz",
-                 **_window_arrays(eval_set, scores, -1, manifest_checksum, protocol_version, benchmark_type))
+        predictions_file.write(layout.predictions_path(wdir), _window_arrays(
+            eval_set, scores, -1, manifest_checksum, protocol_version, benchmark_type))
     return run_dir
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from common import run_dir as layout
 from common.atomic import atomic_path, atomic_write_text
 
 
@@ -73,8 +74,8 @@ def expand_runs(paths: list[Path]) -> list[Path]:
     run.json): its runs, sorted by name, so `genshift leaderboard runs/` ranks everything made there."""
     out: list[Path] = []
     for p in paths:
-        if p.is_dir() and not (p / "run.json").is_file() and not (p / "window_0").is_dir():
-            found = sorted(d for d in p.iterdir() if d.is_dir() and (d / "run.json").is_file())
+        if p.is_dir() and not layout.has_run_json(p) and not layout.window_dir(p, 0).is_dir():
+            found = sorted(d for d in p.iterdir() if d.is_dir() and layout.has_run_json(d))
             if found:
                 out += found
                 continue

@@ -32,6 +32,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from common import predictions_file
+from common import run_dir as layout
 from leaderboard.groups import (
     REQUIRED_KEYS,
     WINDOW_PREFIX,
@@ -42,7 +44,6 @@ from leaderboard.groups import (
 )
 from leaderboard.metrics import COUNT_NAMES, DEFAULT_THRESHOLD, METRIC_NAMES, cell_metrics_by_key
 from leaderboard.operating import operating_rows
-from leaderboard.safe_npz import npz_keys, read_npz
 
 TABLE_COLUMNS: tuple[str, ...] = ("window", "group", "metric", "value", "reason")
 SUMMARY_COLUMNS: tuple[str, ...] = ("aggregate", "value", "reason")
@@ -80,13 +81,13 @@ INITIAL_WINDOW = -1  # the `window` value of the untrained model's rows (window_
 
 
 def load_window_npz(path: str | Path) -> dict[str, np.ndarray]:
-    """Load one window's predictions.npz (allow_pickle=False) and validate its keys and arrays."""
+    """Load one window's predictions.npz (`common.predictions_file.read`) and validate its keys and arrays."""
     path = Path(path)
-    keys = npz_keys(path)  # a missing, empty or non-zip file is refused here in plain words
+    keys = predictions_file.keys(path)  # a missing, empty or non-zip file is refused here in plain words
     missing = [k for k in REQUIRED_KEYS if k not in keys]
     if missing:
         raise ValueError(f"{path}: missing required keys {missing}; present: {sorted(keys)}")
-    out = read_npz(path)  # plain arrays only: a key holding a pickle is refused, never loaded
+    out = predictions_file.read(path)  # plain arrays only (a pickle is refused), version checked, migrated
     validate_eval_arrays(out, str(path))
     if "crop_to_image_index" in out or "crop_scores" in out:
         from leaderboard.crops import validate_crop_arrays
@@ -411,7 +412,7 @@ def evaluate_run(
                          init, b)
 
 
-def check_initial(initial: Mapping[str, np.ndarray], first: Mapping[str, np.ndarray], source: str = "window_init"
+def check_initial(initial: Mapping[str, np.ndarray], first: Mapping[str, np.ndarray], source: str = layout.INITIAL_DIR
                   ) -> None:
     """The untrained model's arrays score the same eval set as window 0 (timeline, generators, composition)."""
     validate_eval_arrays(initial, source)

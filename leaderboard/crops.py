@@ -1,7 +1,7 @@
 """Crop-level predictions of a window (five_crop evaluation) and the input pipeline a file was scored with.
 
 A genshift predictions.npz scored with several crops per image (schema 4) holds, beside the image-level fused_*
-arrays, one row per crop (protocols.predictions.CROP_KEYS): crop_scores (float32 sigmoid P(fake)), crop_logits,
+arrays, one row per crop (common.predictions_file.CROP_KEYS): crop_scores (float32 sigmoid P(fake)), crop_logits,
 crop_to_image_index (row of the crop's image in the fused_* arrays), crop_identifiers, crop_labels,
 crop_generator_ids. The image score is the mean of its crops' sigmoid scores (the reference's scores_fusion).
 This module checks those arrays against the fused ones and summarises them; it reads arrays only.
@@ -14,10 +14,9 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
+from common.predictions_file import CROP_KEYS
 from leaderboard.metrics import roc_auc
 
-CROP_KEYS = ("crop_scores", "crop_logits", "crop_to_image_index", "crop_identifiers", "crop_labels",
-             "crop_generator_ids")
 FUSION_TOL = 1e-6  # fused_scores are float32 means of float32 crop scores (computed in float64)
 
 

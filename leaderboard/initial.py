@@ -18,15 +18,13 @@ from pathlib import Path
 
 import numpy as np
 
+from common import run_dir as layout
 from leaderboard.continual import INITIAL_WINDOW, load_window_npz
-
-INITIAL_DIR = "window_init"
-FILE_NAME = "predictions.npz"
 
 
 def initial_path(run_dir: Path | str) -> Path:
     """Where a run keeps its untrained model's predictions."""
-    return Path(run_dir) / INITIAL_DIR / FILE_NAME
+    return layout.predictions_path(layout.initial_dir(run_dir))
 
 
 def read_initial(run_dir: Path | str) -> dict[str, np.ndarray] | None:

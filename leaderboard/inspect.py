@@ -7,18 +7,18 @@ the text `genshift inspect` prints.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from common import predictions_file
+from common import run_dir as layout
 from leaderboard.continual import load_window_npz, window_table
 from leaderboard.crops import crop_counts, crop_section, has_crops, pipeline_of
 from leaderboard.groups import GENERATOR_PREFIX, NAMED_GROUPS, WINDOW_PREFIX, all_groups, window_generator_ids
 from leaderboard.metrics import COUNT_NAMES, METRIC_NAMES
 from leaderboard.reference import load_reference_npz, to_genshift_arrays
-from leaderboard.safe_npz import npz_keys
 
 SAMPLE_COLUMNS = ("identifier", "label", "generator_id", "generator", "paired_generator", "window", "score", "logit",
                   "n_crops")
@@ -27,13 +27,12 @@ SAMPLE_COLUMNS = ("identifier", "label", "generator_id", "generator", "paired_ge
 def load_predictions(path: str | Path, window: int | None = None) -> dict[str, np.ndarray]:
     """Arrays of a genshift predictions.npz, or of a reference file mapped to genshift keys."""
     path = Path(path)
-    keys = set(npz_keys(path))  # a missing, empty or non-zip file is refused here in plain words
-    genshift = "schema_version" in keys and "fused_identifiers" in keys  # crop arrays too since schema 4
+    keys = predictions_file.keys(path)  # a missing, empty or non-zip file is refused here in plain words
+    genshift = predictions_file.is_genshift_file(keys)  # crop arrays too since schema 4
     if not genshift and ("crop_scores" in keys or "crop_multiclass_predictions" in keys
                          or "fused_identifiers" not in keys):
         if window is None:
-            m = re.fullmatch(r"window_(\d+)", path.parent.name)
-            window = int(m.group(1)) if m else None
+            window = layout.window_index(path.parent)
         return to_genshift_arrays(load_reference_npz(path), path, window)
     arrays = load_window_npz(path)
     return arrays

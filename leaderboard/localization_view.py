@@ -21,7 +21,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from common import localization_file, predictions_file
+from common import run_dir as layout
 from common.atomic import atomic_write_text
+from common.safe_npz import npz_keys
 from leaderboard.pixel_metrics import (
     PIXEL_METRIC_NAMES,
     localization_metrics,
@@ -32,10 +35,9 @@ from leaderboard.pixel_metrics import (
     pixel_f1,
     pixel_iou,
 )
-from leaderboard.safe_npz import npz_keys, read_npz
 
-FILE_NAME = "localization.npz"
-PREDICTIONS = "predictions.npz"
+FILE_NAME = localization_file.FILE_NAME
+PREDICTIONS = predictions_file.FILE_NAME
 BASELINES = ("all_ones", "all_zeros")
 CSV_NAME = "localization.csv"
 # Per-window columns of localization.csv, in order.
@@ -81,7 +83,7 @@ def read_localization(path: Path | str) -> tuple[list[np.ndarray], list[np.ndarr
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: localization file not found")
-    d = read_npz(path)  # plain arrays only: an empty, non-zip or pickle-holding file is refused in plain words
+    d = localization_file.read(path)  # plain arrays only, version checked: an empty, non-zip or pickle-holding file is refused in plain words
     missing = {"maps_u8", "masks_packed", "shapes"} - set(d)
     if missing:
         raise ValueError(f"{path} lacks {sorted(missing)}; not a genshift localization file")
@@ -256,7 +258,7 @@ def localization_frame(records: Sequence) -> pd.DataFrame:
     for r in records:
         det = (r.info.get("detector") or {}).get("name", "?")
         for k in range(r.n_windows_done):
-            path = Path(r.path) / f"window_{k}" / FILE_NAME
+            path = layout.window_dir(r.path, k) / FILE_NAME
             if not path.is_file():
                 continue
             s = window_localization(path, _record_auroc(r.evaluation.table, k))

@@ -26,7 +26,8 @@ from pathlib import Path
 import numpy as np
 from scipy.special import softmax
 
-from leaderboard.safe_npz import read_npz
+from common import run_dir as layout
+from common.safe_npz import read_npz
 
 REFERENCE_FILE = "predictions_validate_all.npz"
 _STEP_FILE = re.compile(r"predictions_validate_epoch=\d+-step=(\d+)\.npz")
@@ -53,7 +54,7 @@ def find_reference_file(window_dir: Path) -> Path | None:
 def is_reference_experiment(path: Path) -> bool:
     """A directory without run.json whose window_0 holds a reference predictions file."""
     path = Path(path)
-    return not (path / "run.json").is_file() and find_reference_file(path / "window_0") is not None
+    return not layout.has_run_json(path) and find_reference_file(layout.window_dir(path, 0)) is not None
 
 
 def _names(value: np.ndarray, key: str, path: Path) -> list:

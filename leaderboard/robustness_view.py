@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from common import run_dir as layout
 from common.atomic import atomic_write_bytes, atomic_write_text
 from leaderboard.runs import LeaderboardError
 
@@ -338,7 +339,7 @@ def inspect_parts(predictions: Path, k: int, robustness_csv: Path | None = None,
     if robustness_csv is None:
         run_dir = _run_dir_of(predictions)
         if run_dir is None or not (run_dir / "robustness.csv").is_file():
-            if run_dir is not None and (run_dir / "run.json").is_file():
+            if run_dir is not None and layout.has_run_json(run_dir):
                 return [f"robustness: none for this run (`genshift robustness {run_dir}` makes it)"]
             return []
         robustness_csv = run_dir / "robustness.csv"

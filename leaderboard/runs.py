@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from common import run_dir as layout
 from leaderboard import variants as V
 from leaderboard.continual import RunEvaluation, check_run, evaluate_run, load_window_npz
 from leaderboard.initial import initial_path, read_initial
@@ -66,18 +66,10 @@ class RunRecord:
         return int(self.evaluation.auroc_matrix.shape[1])
 
 
-def _window_index(d: Path) -> int | None:
-    name = d.name
-    if not name.startswith("window_") or not name[7:].isdigit():
-        return None
-    return int(name[7:])
-
-
 def _contiguous(run: Path, ready) -> list[Path]:
-    dirs = sorted((d for d in run.iterdir() if d.is_dir() and _window_index(d) is not None), key=_window_index)
     out = []
-    for k, d in enumerate(dirs):
-        if _window_index(d) != k:
+    for k, d in enumerate(layout.window_dirs(run)):
+        if layout.window_index(d) != k:
             raise LeaderboardError(f"{run}: window directories are not contiguous (found {d.name} at k={k})")
         if not ready(d):
             break
@@ -86,25 +78,21 @@ def _contiguous(run: Path, ready) -> list[Path]:
 
 
 def _read_genshift(run: Path) -> tuple[dict, list[dict[str, np.ndarray]]]:
-    info_path = run / "run.json"
     try:
-        info = json.loads(info_path.read_text())
-    except (OSError, ValueError) as e:
-        raise LeaderboardError(f"{info_path}: unreadable run.json ({e})") from e
-    done = _contiguous(run, lambda d: (d / "done").is_file())
+        info = layout.read_run_json(run)
+    except layout.RunJsonError as e:
+        raise LeaderboardError(str(e)) from e
+    done = _contiguous(run, layout.is_done)
     if not done:
         raise LeaderboardError(f"{run}: no finished window (no window_<k>/done); nothing to rank")
-    if not isinstance(info, dict):
-        raise LeaderboardError(f"{info_path}: run.json must hold a JSON object, found {type(info).__name__}")
     windows = []
     for d in done:
-        arrays = load_window_npz(d / "predictions.npz")
+        path = layout.predictions_path(d)
+        arrays = load_window_npz(path)
         for key in ("manifest_checksum", "protocol_version"):
             if key in arrays and key in info and str(arrays[key]) != str(info[key]):
-                raise LeaderboardError(
-                    f"{d / 'predictions.npz'}: {key} {str(arrays[key])!r} differs from run.json's {info[key]!r}"
-                )
-        check_window_identity(info, arrays, d / "predictions.npz")
+                raise LeaderboardError(f"{path}: {key} {str(arrays[key])!r} differs from run.json's {info[key]!r}")
+        check_window_identity(info, arrays, path)
         windows.append(arrays)
     return info, windows
 
@@ -150,7 +138,7 @@ def read_run(run: Path) -> RunRecord:
     if not run.is_dir():
         raise LeaderboardError(f"{run}: not a directory (expected runs/<experiment> or experiment_<id>)")
     try:
-        if (run / "run.json").is_file():
+        if layout.has_run_json(run):
             kind = "genshift"
             info, windows = _read_genshift(run)
         elif is_reference_experiment(run):

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from common import run_dir as layout
 from common.atomic import atomic_write_bytes, atomic_write_text
 from leaderboard import metrics as M
 
@@ -43,11 +44,11 @@ class TestDatasetsView:
 
 
 def _read(path: Path, info: dict) -> dict[str, np.ndarray]:
+    from common import predictions_file
     from leaderboard.runs import LeaderboardError
-    from leaderboard.safe_npz import read_npz
 
     try:
-        arrays = read_npz(path)
+        arrays = predictions_file.read(path)
     except ValueError as e:
         raise LeaderboardError(str(e)) from None
     missing = [k for k in REQUIRED if k not in arrays]
@@ -67,11 +68,11 @@ def test_files(record) -> dict[str, list[tuple[int, Path]]]:
     """{test dataset name: [(window, predictions.npz), ...]} over a run's finished windows."""
     out: dict[str, list[tuple[int, Path]]] = {}
     for k in range(record.n_windows_done):
-        wdir = Path(record.path) / f"window_{k}"
+        wdir = layout.window_dir(record.path, k)
         if not wdir.is_dir():
             continue
         for d in sorted(wdir.glob(f"{PREFIX}*")):
-            f = d / "predictions.npz"
+            f = layout.predictions_path(d)
             if d.is_dir() and f.is_file():
                 out.setdefault(d.name[len(PREFIX):], []).append((k, f))
     return out

@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from common.safe_npz import npz_keys, read_npz
 from leaderboard.metrics import roc_auc
-from leaderboard.safe_npz import npz_keys, read_npz
 
 ALL = "all"
 TABLE_COLUMNS = ("method", "compression", "n_fake", "n_real", "n_unscored", "video_auroc", "video_accuracy",

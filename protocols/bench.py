@@ -19,6 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
+from common import predictions_file
+from common import run_dir as layout
+
 STORES = ("eval_inputs", "train_inputs", "eval_features", "train_features")  # run.json "caches" entries
 ROUNDS = 9  # paired rounds of the model forward and the cached evaluation (`--rounds`)
 
@@ -290,13 +293,14 @@ def bench_whole_run(args) -> dict:
                 t = time.perf_counter()
                 runs[f"{name}_{r}"] = run_experiment(c, progress=False)
                 times[name].append(time.perf_counter() - t)
-                caches = json.loads((runs[f"{name}_{r}"] / "run.json").read_text())["caches"]
+                caches = layout.read_run_json(runs[f"{name}_{r}"])["caches"]
                 # which stores the run found ready (true) or built (false): cold must build, warm must find
                 found[name].append({k: v["hit"] for k, v in caches.items() if k in STORES and v.get("cached", True)})
-        n_windows = len(json.loads((runs["uncached_0"] / "run.json").read_text())["windows"])
+        n_windows = len(layout.read_run_json(runs["uncached_0"])["windows"])
         same = True
         for k in range(n_windows):
-            z = [np.load(d / f"window_{k}" / "predictions.npz")["fused_logits"] for d in runs.values()]
+            z = [predictions_file.read(layout.predictions_path(layout.window_dir(d, k)))["fused_logits"]
+                 for d in runs.values()]
             same = same and all(np.array_equal(z[0], zi) for zi in z[1:])
     base = times["uncached"]
     for name, t in times.items():

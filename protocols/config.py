@@ -24,7 +24,6 @@ if TYPE_CHECKING:
     from protocols.config_model import RunConfig
 
 CONFIG_DIR = config_dir()
-PROTOCOL_VERSION = "genshift-1"
 
 
 def _read_yaml(path: Path) -> dict:

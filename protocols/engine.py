@@ -23,12 +23,13 @@ from torch.utils.data import DataLoader
 
 from benchmark.sources import default_cache_dir
 from benchmark.worker_server import start_worker_server
-from common.atomic import atomic_write_json, atomic_write_text
+from common import run_dir as layout
+from common.atomic import atomic_write_json
 from detectors import count_flops
+from detectors.checkpoint import complete_checkpoint, load_checkpoint, save_checkpoint
 from protocols import faults
 from protocols.allocator import keep_large_allocations
-from protocols.checkpoints import complete_checkpoint, load_checkpoint, save_checkpoint
-from protocols.config import PROTOCOL_VERSION, ConfigError, builds_pixel_caches, config_hash, validate_config
+from protocols.config import ConfigError, builds_pixel_caches, config_hash, validate_config
 from protocols.config_schema import safe_name_problem
 from protocols.distributed import (
     EvalBatches,
@@ -43,7 +44,10 @@ from protocols.loggers import log_window_metrics, make_loggers, step_offsets
 from protocols.module import DetectorModule
 from protocols.pipeline import check_pipeline_config
 from protocols.predictions import (
-    SCHEMA_VERSION,
+    PROTOCOL_VERSION,
+    RunIdentity,
+    RunStamp,
+    ScoredRows,
     source_format_arrays,
     variant_fields,
     window_summary,
@@ -316,7 +320,6 @@ def _run_locked(cfg: dict, bench: Benchmark, rd: RunDir, t0: float, progress: bo
                 "config": cfg,
                 "config_hash": config_hash(cfg),
                 "protocol_version": PROTOCOL_VERSION,
-                "schema_version": SCHEMA_VERSION,
                 "manifest_checksum": bench.manifest.checksum,
                 "dataset": {"name": bench.manifest.name, "spec": cfg["dataset"], "root": str(bench.manifest.root),
                             "skipped_images": bench.manifest.extra.get("skipped", [])},
@@ -513,12 +516,12 @@ def _fused(inputs: RunInputs, logits):
     return inputs.fuse(logits)
 
 
-def _run_record(bench: Benchmark, inputs: RunInputs, ctx: RunContext) -> dict:
+def _run_record(bench: Benchmark, inputs: RunInputs, ctx: RunContext) -> RunStamp:
     """What every predictions.npz of the run records besides its scores (the window's and the untrained model's)."""
-    return {"manifest_checksum": bench.manifest.checksum, "benchmark_type": str(bench.benchmark_type),
-            "run_identity": ctx.run_identity, "config_hash": ctx.config_hash,
-            "pipeline": inputs.pipeline.to_dict() if inputs.pipeline is not None else None,
-            "cl_strategy": ctx.strategy.describe, "fields": ctx.fields, "rows": ctx.rows}
+    identity = RunIdentity(bench.manifest.checksum, str(bench.benchmark_type), ctx.run_identity, ctx.config_hash)
+    return RunStamp(identity, bench.plan, bench.gen_names, bench.windows,
+                    pipeline=inputs.pipeline.to_dict() if inputs.pipeline is not None else None,
+                    cl_strategy=ctx.strategy.describe, fields=ctx.fields, rows=ctx.rows)
 
 
 def _score_initial(cfg, bench: Benchmark, detector, inputs: RunInputs, rd: RunDir, t0: float, progress: bool,
@@ -533,8 +536,8 @@ def _score_initial(cfg, bench: Benchmark, detector, inputs: RunInputs, rd: RunDi
     if not ctx.writer:
         return
     scores, logits, extra = _fused(inputs, logits)
-    path = write_initial_predictions(rd.path, logits, bench.plan, bench.gen_names, bench.windows, scores=scores,
-                                     extra=extra, crop_positions=positions, **_run_record(bench, inputs, ctx))
+    path = write_initial_predictions(rd.path, _run_record(bench, inputs, ctx),
+                                     ScoredRows(logits, scores, positions, extra))
     from leaderboard.continual import initial_table, load_window_npz
 
     table = initial_table(load_window_npz(path))
@@ -553,9 +556,9 @@ def _score_window(cfg, bench: Benchmark, detector, inputs: RunInputs, rd: RunDir
         return
     scores, logits, extra = _fused(inputs, logits)
     held_out, held_out_summary = _validation_arrays(cfg, k, train_metrics, ctx)
-    write_predictions(wdir / "predictions.npz", logits, bench.plan, bench.gen_names, bench.windows, k, scores=scores,
-                      extra=(extra or {}) | held_out, crop_positions=positions, **_run_record(bench, inputs, ctx))
-    summary = window_summary(wdir / "predictions.npz")
+    write_predictions(layout.predictions_path(wdir), _run_record(bench, inputs, ctx), k,
+                      ScoredRows(logits, scores, positions, (extra or {}) | held_out))
+    summary = window_summary(layout.predictions_path(wdir))
     metrics = train_metrics | {"eval": summary | {"seconds": round(time.time() - started, 2)}} | held_out_summary
     loc = score_window_localization(detector, bench.manifest, bench.plan, wdir, summary["auroc"]["all"],
                                     pixel_threshold=_pixel_threshold(cfg, detector, k, ctx))
@@ -565,7 +568,7 @@ def _score_window(cfg, bench: Benchmark, detector, inputs: RunInputs, rd: RunDir
     metrics |= _score_tests(cfg, k, len(bench.train_sets), wdir, held_out, ctx, t0)
     atomic_write_json(wdir / "metrics.json", metrics)
     faults.die_if("before_done", k)
-    atomic_write_text(wdir / "done", dt.datetime.now().isoformat(timespec="seconds") + "\n")
+    layout.mark_done(wdir)
     (wdir / TRAIN_STATE).unlink(missing_ok=True)  # the window's final weights are in its checkpoint
     log_window_metrics(ctx.loggers, k, ctx.step_offsets[k] + int(train_metrics["train"].get("steps") or 0),
                        metrics)

@@ -26,10 +26,11 @@ from benchmark.images import adapt_to_input
 from benchmark.imagestore import read_image
 from benchmark.manifest import Manifest
 from benchmark.masks import adapt_mask_to_input, load_mask
+from common import localization_file
 from common.atomic import atomic_write_bytes
 from leaderboard.localization_view import FILE_NAME, read_localization, window_localization
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = localization_file.SCHEMA_VERSION
 __all__ = ["FILE_NAME", "SCHEMA_VERSION", "localization_line", "masked_positions", "read_localization", "score_maps",
            "score_window_localization", "window_localization", "write_localization", "write_map_pngs"]
 
@@ -87,17 +88,12 @@ def score_maps(detector, manifest: Manifest, plan: EvalPlan, batch_size: int = 6
         "maps_u8": np.concatenate([m.ravel() for m in maps]) if maps else np.zeros(0, np.uint8),
         "masks_packed": np.packbits(np.concatenate([m.ravel() for m in masks])) if masks else np.zeros(0, np.uint8),
         "inputs": np.str_("clean_full_image" if full_image else f"clean_{strategy}_{size}"),
-        "schema_version": np.int64(SCHEMA_VERSION),
     }
 
 
 def write_localization(window_dir: Path, arrays: dict[str, np.ndarray]) -> Path:
     """Write ``window_dir/localization.npz`` atomically (compressed, no pickles)."""
-    buf = io.BytesIO()
-    np.savez_compressed(buf, **arrays)
-    path = Path(window_dir) / FILE_NAME
-    atomic_write_bytes(path, buf.getvalue())
-    return path
+    return localization_file.write(window_dir, arrays)
 
 
 def validation_pixel_threshold(detector, manifest: Manifest, samples: list, rule: str) -> dict:

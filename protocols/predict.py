@@ -184,12 +184,11 @@ def mask_threshold(given: float | None, checkpoint: Path | None) -> tuple[float,
             raise ValueError(f"--mask-threshold {given}: expected a number in [0, 1]")
         return float(given), "--mask-threshold"
     if checkpoint is not None:
-        from leaderboard.safe_npz import read_npz
-        from protocols.localization import FILE_NAME
+        from common import localization_file
 
-        path = Path(checkpoint) / FILE_NAME
+        path = Path(checkpoint) / localization_file.FILE_NAME
         if path.is_file():
-            z = read_npz(path)
+            z = localization_file.read(path)
             if "pixel_threshold" in z and str(z.get("pixel_threshold_source", np.str_(""))) == "validation":
                 t = float(z["pixel_threshold"])
                 if t == t:
@@ -298,9 +297,10 @@ def _items(args, detector, m, rows, profile, cache_dir: Path, reasons: dict, pip
 
 def _write(out: Path, arrays: dict, rows, scores, n_items, reasons: dict, label: str) -> None:
     from common.atomic import atomic_path, atomic_write_text
+    from common.run_dir import predictions_path
 
     out.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out / "predictions.npz") as tmp, open(tmp, "wb") as f:
+    with atomic_path(predictions_path(out)) as tmp, open(tmp, "wb") as f:
         np.savez(f, **arrays)
     buf = io.StringIO()
     w = csv.writer(buf)

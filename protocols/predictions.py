@@ -1,48 +1,73 @@
-"""Writing a window's predictions.npz (DESIGN §5) and summarising it for metrics.json; the variant fields every
-npz and run.json record (`variant_fields`).
+"""Building a window's predictions.npz (the format and its version history are owned by
+`common.predictions_file`) and summarising it for metrics.json; the variant fields every npz and run.json record
+(`variant_fields`).
 
-Keys by version (readers accept every older file: a key a file lacks takes the leaderboard's default):
-1. the DESIGN §5 keys, `manifest_checksum`, `protocol_version`, `benchmark_type`;
-2. `run_identity`, `config_hash`; optional video-track keys (segment_*, frame_*, fused_compression, …);
-3. every variant field by its config name with dots as underscores (`eval_split`, `degradation_profile`,
-   `degradation_base_seed`, `detector`, `cl_strategy`, `train_selection`, `eval_pipeline`, `eval_normalize`,
-   besides `manifest_checksum`, `protocol_version`, `benchmark_type`); per-row source formats of image datasets
-   (`fused_source_format`: jpeg | png | webp | other, `fused_jpeg_quality`: estimated quality, -1 if not JPEG);
-4. the whole input pipeline (`eval_input`, `input_size` besides `eval_pipeline`, `eval_normalize`) and, for images
-   scored as several crops, the crop-level arrays (`crop_*`).
+A file is written from two records: `RunStamp`, what every predictions file of a run records besides its scores
+(the eval plan, names, identity, pipeline, strategy, variant fields), and `ScoredRows`, the scores themselves.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from benchmark.eval_plan import EvalPlan
-from common.atomic import atomic_path
-from leaderboard.crops import CROP_KEYS  # noqa: F401  (the crop arrays' names; readers share them)
+from common import predictions_file as PF
+from common.predictions_file import CROP_KEYS, PIPELINE_KEYS, PROTOCOL_VERSION, SCHEMA_VERSION  # noqa: F401
 from protocols import faults
-from protocols.config import PROTOCOL_VERSION
 
-# Version history (readers accept every older version, 1..SCHEMA_VERSION; the module docstring lists the keys):
-# 1: the AI-GenBench-compatible keys plus manifest_checksum, protocol_version, benchmark_type.
-# 2: run_identity and config_hash (the leaderboard refuses a window of another run); optional video-track keys
-#    (segment_*, frame_*, fused_compression, fused_video, ...).
-# 3: cl_strategy and cl_strategy_params (the continual-learning strategy; older files are naive fine-tuning), the
-#    variant fields by config name and the per-row source formats; threshold_* (the operating threshold chosen
-#    on validation), selection_* (the policy that chose the weights), optional validation_* (the window's
-#    validation rows scored with its final weights); test datasets' files (write_test_predictions).
-# 4: the input pipeline (PIPELINE_KEYS: eval_pipeline, eval_input, eval_normalize, input_size) and, when an image
-#    is scored as several crops (five_crop), the crop-level arrays CROP_KEYS. Files without them: native pipeline.
-SCHEMA_VERSION = 4
-# One row per crop, in position order (a position's crops in scoring order; the reference's names):
-# crop_scores (float32 P(fake) = sigmoid of crop_logits), crop_logits, crop_to_image_index (row of the image in
-# the fused_* arrays), crop_identifiers / crop_labels / crop_generator_ids (those of the crop's image).
-PIPELINE_KEYS = ("eval_pipeline", "eval_input", "eval_normalize", "input_size")
 NO_QUALITY = -1  # fused_jpeg_quality of a row that is not a JPEG (or whose tables could not be read)
+
+
+@dataclass(frozen=True)
+class RunIdentity:
+    """What ties a predictions file to its run: the leaderboard refuses a window whose identity differs from its
+    run.json's. `run_identity` is deterministic (protocols.engine.run_identity)."""
+
+    manifest_checksum: str
+    benchmark_type: str
+    run_identity: str
+    config_hash: str
+
+
+@dataclass(frozen=True)
+class RunStamp:
+    """What every predictions file of a run records besides its scores (each window's and the untrained model's).
+
+    ``fields`` (`variant_fields`) become the variant keys; they must agree with the identity's manifest checksum
+    and benchmark type. ``rows`` holds per-row arrays in eval order (`source_format_arrays`). ``pipeline``: the
+    run's input pipeline (protocols.pipeline.InputPipeline.to_dict()), stored as PIPELINE_KEYS. ``cl_strategy``:
+    the resolved continual-learning strategy ``{"name": ..., **params}`` (None: naive fine-tuning)."""
+
+    identity: RunIdentity
+    plan: EvalPlan
+    gen_names: Sequence[str]
+    windows: Sequence[Sequence[str]]
+    pipeline: Mapping[str, Any] | None = None
+    cl_strategy: Mapping[str, Any] | None = None
+    fields: Mapping[str, object] | None = None
+    rows: Mapping[str, np.ndarray] | None = None
+
+
+@dataclass(frozen=True)
+class ScoredRows:
+    """A model's outputs on the rows of one file.
+
+    `logits` are per row, or per crop with `crop_positions` (the eval position of each crop, sorted): then the row
+    scores are the mean of the crops' sigmoid scores and the crop-level arrays (CROP_KEYS) are stored. ``scores``
+    replaces the sigmoid when a row's score is fused from several items (a video's segments or frames:
+    `fused_logits` is then logit(score)); ``extra`` holds further arrays (segment- or frame-level scores and the
+    rows they belong to, per-row compression and video ids, validation rows), written as given."""
+
+    logits: np.ndarray
+    scores: np.ndarray | None = None
+    crop_positions: np.ndarray | None = None
+    extra: Mapping[str, np.ndarray] | None = None
 
 
 def _config_value(cfg: Mapping, dotted: str, default):
@@ -139,46 +164,17 @@ def fuse_crops(crop_logits: np.ndarray, crop_positions: np.ndarray, n: int) -> d
             "crop_scores": crop_scores}
 
 
-def write_predictions(
-    path: Path,
-    logits: np.ndarray,
-    plan: EvalPlan,
-    gen_names: Sequence[str],
-    windows: Sequence[Sequence[str]],
-    window: int,
-    manifest_checksum: str,
-    benchmark_type: str,
-    run_identity: str,
-    config_hash: str,
-    scores: np.ndarray | None = None,
-    extra: dict[str, np.ndarray] | None = None,
-    crop_positions: np.ndarray | None = None,
-    pipeline: dict | None = None,
-    cl_strategy: Mapping[str, Any] | None = None,
-    fields: Mapping[str, object] | None = None,
-    rows: Mapping[str, np.ndarray] | None = None,
-) -> None:
-    """Scores are P(fake) = sigmoid(logit) computed in float64, stored in float32; the file appears atomically.
-
-    ``fields`` (`variant_fields`) become the variant keys; they must agree with `manifest_checksum` and
-    `benchmark_type`. ``rows`` holds per-row arrays in eval order (`source_format_arrays`).
-
-    `run_identity` (deterministic, see protocols.engine.run_identity) and `config_hash` tie the file to its run:
-    the leaderboard refuses a window whose identity differs from its run.json's. ``scores`` replaces the sigmoid
-    when a row's score is fused from several items (a video's segments or frames: `fused_logits` is then
-    logit(score)); ``extra`` holds further arrays (segment- or frame-level scores and the rows they belong to,
-    per-row compression and video ids), written as given. `logits` are per image, or per crop with
-    `crop_positions` (the eval position of each crop, sorted): then the image scores are the mean of the crops'
-    sigmoid scores and the crop-level arrays (CROP_KEYS) are stored. `pipeline`: the run's input pipeline
-    (protocols.pipeline.InputPipeline.to_dict()), stored as PIPELINE_KEYS. ``cl_strategy``: the resolved
-    continual-learning strategy ``{"name": ..., **params}`` (None: naive fine-tuning).
-    """
+def write_predictions(path: Path, run: RunStamp, window: int, scored: ScoredRows) -> None:
+    """Write window `window`'s predictions file atomically (through `common.predictions_file`). Scores are
+    P(fake) = sigmoid(logit) computed in float64, stored in float32."""
+    plan, ident = run.plan, run.identity
     n = len(plan.sample_ids)
+    logits, scores = scored.logits, scored.scores
     crops: dict[str, np.ndarray] = {}
-    if crop_positions is not None:
+    if scored.crop_positions is not None:
         if scores is not None:
             raise ValueError("predictions: crop_positions and scores are exclusive (crops are fused here)")
-        pos = np.asarray(crop_positions, dtype=np.int64)
+        pos = np.asarray(scored.crop_positions, dtype=np.int64)
         crop_logits = np.asarray(logits, dtype=np.float32)
         fused = fuse_crops(crop_logits, pos, n)
         scores, logits = fused["fused_scores"], fused["fused_logits"]
@@ -186,7 +182,7 @@ def write_predictions(
                  "crop_to_image_index": pos, "crop_identifiers": plan.sample_ids.astype(np.int64)[pos],
                  "crop_labels": plan.labels.astype(np.int64)[pos],
                  "crop_generator_ids": plan.generator_ids.astype(np.int64)[pos]}
-    cl = dict(cl_strategy or {"name": "naive"})
+    cl = dict(run.cl_strategy or {"name": "naive"})
     logits = np.asarray(logits, dtype=np.float32)
     if scores is None:
         scores = sigmoid32(logits)
@@ -194,10 +190,12 @@ def write_predictions(
     if scores.shape != logits.shape or scores.shape != plan.labels.shape:
         raise ValueError(f"predictions: {scores.shape} scores and {logits.shape} logits for {plan.labels.shape} rows")
     pipeline_arrays = {}
-    if pipeline is not None:
-        pipeline_arrays = {"eval_pipeline": np.array(str(pipeline["pipeline"])), "eval_input": np.array(str(pipeline["input"])),
-                   "eval_normalize": np.array(str(pipeline["normalize"])),
-                   "input_size": np.int64(pipeline["size"])}
+    if run.pipeline is not None:
+        pipeline = run.pipeline
+        pipeline_arrays = {"eval_pipeline": np.array(str(pipeline["pipeline"])),
+                           "eval_input": np.array(str(pipeline["input"])),
+                           "eval_normalize": np.array(str(pipeline["normalize"])),
+                           "input_size": np.int64(pipeline["size"])}
     arrays = {
         "fused_scores": scores,
         "fused_logits": logits,
@@ -205,22 +203,21 @@ def write_predictions(
         "fused_generator_ids": plan.generator_ids.astype(np.int64),
         "fused_identifiers": plan.sample_ids.astype(np.int64),
         "pairing": plan.pairing.astype(np.int64),
-        "generator_id_to_name": np.array(list(gen_names), dtype=str),
-        "windows_timeline": _padded_windows(windows),
+        "generator_id_to_name": np.array(list(run.gen_names), dtype=str),
+        "windows_timeline": _padded_windows(run.windows),
         "window": np.int64(window),
-        "schema_version": np.int64(SCHEMA_VERSION),
-        "manifest_checksum": np.array(manifest_checksum),
+        "manifest_checksum": np.array(ident.manifest_checksum),
         "protocol_version": np.array(PROTOCOL_VERSION),
-        "benchmark_type": np.array(benchmark_type),
-        "run_identity": np.array(run_identity),
-        "config_hash": np.array(config_hash),
+        "benchmark_type": np.array(ident.benchmark_type),
+        "run_identity": np.array(ident.run_identity),
+        "config_hash": np.array(ident.config_hash),
         "cl_strategy": np.array(str(cl.pop("name"))),
         "cl_strategy_params": np.array(json.dumps(cl, sort_keys=True)),
         **pipeline_arrays,
         **crops,
     }
-    if fields is not None:
-        variant = variant_arrays(fields)
+    if run.fields is not None:
+        variant = variant_arrays(run.fields)
         variant.pop("cl_strategy", None)  # written above as the name, its parameters in cl_strategy_params
         for key in pipeline_arrays:  # the resolved pipeline, written above, is the exact record
             variant.pop(key, None)
@@ -229,19 +226,17 @@ def write_predictions(
                 raise ValueError(f"predictions: variant field {key} = {str(variant[key])!r} contradicts "
                                  f"{str(arrays[key])!r}")
         arrays.update(variant)
-    for name, values in (rows or {}).items():
+    for name, values in (run.rows or {}).items():
         if np.asarray(values).shape != plan.labels.shape:
             raise ValueError(f"predictions: per-row array {name} has shape {np.asarray(values).shape}, "
                              f"expected {plan.labels.shape}")
         arrays[name] = np.asarray(values)
-    clash = sorted(set(extra or {}) & set(arrays))
+    extra = scored.extra or {}
+    clash = sorted(set(extra) & set(arrays))
     if clash:
         raise ValueError(f"predictions: extra arrays {clash} would replace the standard keys")
-    arrays.update(extra or {})
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
-        faults.die_if("predictions_tmp", window)
+    arrays.update(extra)
+    PF.write(path, arrays, before_commit=lambda: faults.die_if("predictions_tmp", window))
 
 
 def window_summary(path: Path, groups: Sequence[str] = ("next", "current", "seen", "past", "all")) -> dict:
@@ -260,16 +255,7 @@ def window_summary(path: Path, groups: Sequence[str] = ("next", "current", "seen
 # ------------------------------------------------------------------ the untrained model (forward transfer)
 
 
-def write_initial_predictions(
-    run_dir: Path,
-    logits: np.ndarray,
-    plan: EvalPlan,
-    gen_names: Sequence[str],
-    windows: Sequence[Sequence[str]],
-    manifest_checksum: str,
-    benchmark_type: str,
-    **kwargs,
-) -> Path:
+def write_initial_predictions(run_dir: Path, run: RunStamp, scored: ScoredRows) -> Path:
     """Write the model's predictions before any training to `window_init/predictions.npz` (window -1).
 
     The leaderboard's FWT needs them (b_j, `leaderboard.initial`); call once, after the model is built and
@@ -280,8 +266,7 @@ def write_initial_predictions(
 
     path = initial_path(run_dir)
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_predictions(path, logits, plan, gen_names, windows, INITIAL_WINDOW, manifest_checksum, benchmark_type,
-                      **kwargs)
+    write_predictions(path, run, INITIAL_WINDOW, scored)
     return path
 
 
@@ -307,77 +292,73 @@ def selection_arrays(record: dict) -> dict[str, np.ndarray]:
     }
 
 
-def write_test_predictions(
-    path: Path,
-    samples: Sequence,
-    scores: np.ndarray,
-    logits: np.ndarray,
-    *,
-    window: int,
-    name: str,
-    spec: str,
-    manifest_checksum: str,
-    benchmark_manifest_checksum: str,
-    benchmark_type: str,
-    run_identity: str,
-    config_hash: str,
-    profile: str,
-    base_seed: int,
-    threshold: dict[str, np.ndarray],
-    overlap: np.ndarray,
-    root: Path,
-    extra: dict[str, np.ndarray] | None = None,
-) -> None:
+@dataclass(frozen=True)
+class TestDatasetRows:
+    """The rows of one test dataset as scored after a window: its name and spec, its own manifest checksum (the
+    run's is in the RunIdentity), the root its paths are relative to, the samples in row order, the degradation
+    applied (`profile`, `base_seed`) and, per row, the benchmark splits holding the same bytes ('' for none)."""
+
+    name: str
+    spec: str
+    manifest_checksum: str
+    root: Path
+    samples: Sequence
+    overlap: np.ndarray
+    profile: str
+    base_seed: int
+
+
+def write_test_predictions(path: Path, run: RunIdentity, dataset: TestDatasetRows, window: int, scored: ScoredRows,
+                           threshold: Mapping[str, np.ndarray]) -> None:
     """A test dataset's predictions after window `window` (protocols.test_datasets), atomically.
 
     The usual per-row keys (`fused_*`, `generator_id_to_name` = '' then the source's generator names sorted,
     `pairing` = -1: a test dataset is not paired), `fused_paths`, the run's identity and `window`, the test source's
     `manifest_checksum` (the run's is `benchmark_manifest_checksum`), `kind` = "test", `test_dataset` and
     `test_dataset_spec`, the degradation applied, the window's `threshold*` keys (chosen on its validation split)
-    and `overlap_with_benchmark` (per row: the benchmark splits holding the same bytes, '' for none).
+    and `overlap_with_benchmark`. `scored` holds one score and logit per row (no crops).
     """
     from protocols.sequence_inputs import relative_path
 
+    samples = dataset.samples
     gen_names = [""] + sorted({s.generator for s in samples if s.generator})
     gid = {g: i for i, g in enumerate(gen_names)}
     n = len(samples)
-    scores = np.asarray(scores, dtype=np.float32)
-    logits = np.asarray(logits, dtype=np.float32)
-    if scores.shape != (n,) or logits.shape != (n,) or np.asarray(overlap).shape != (n,):
-        raise ValueError(f"test predictions {name}: {scores.shape} scores, {logits.shape} logits, "
-                         f"{np.asarray(overlap).shape} overlap flags for {n} rows")
+    scores = np.asarray(scored.scores, dtype=np.float32)
+    logits = np.asarray(scored.logits, dtype=np.float32)
+    overlap = np.asarray(dataset.overlap)
+    if scores.shape != (n,) or logits.shape != (n,) or overlap.shape != (n,):
+        raise ValueError(f"test predictions {dataset.name}: {scores.shape} scores, {logits.shape} logits, "
+                         f"{overlap.shape} overlap flags for {n} rows")
     arrays = {
         "fused_scores": scores,
         "fused_logits": logits,
         "fused_labels": np.asarray([s.label for s in samples], dtype=np.int64),
         "fused_generator_ids": np.asarray([gid[s.generator] for s in samples], dtype=np.int64),
         "fused_identifiers": np.asarray([s.id for s in samples], dtype=np.int64),
-        "fused_paths": np.asarray([relative_path(Path(root), s.path) for s in samples], dtype=str),
+        "fused_paths": np.asarray([relative_path(Path(dataset.root), s.path) for s in samples], dtype=str),
         "pairing": np.full(n, -1, dtype=np.int64),
         "generator_id_to_name": np.array(gen_names, dtype=str),
         "window": np.int64(window),
-        "schema_version": np.int64(SCHEMA_VERSION),
-        "manifest_checksum": np.array(manifest_checksum),
-        "benchmark_manifest_checksum": np.array(benchmark_manifest_checksum),
+        "manifest_checksum": np.array(dataset.manifest_checksum),
+        "benchmark_manifest_checksum": np.array(run.manifest_checksum),
         "protocol_version": np.array(PROTOCOL_VERSION),
-        "benchmark_type": np.array(benchmark_type),
-        "run_identity": np.array(run_identity),
-        "config_hash": np.array(config_hash),
-        "kind": np.array("test"),
-        "test_dataset": np.array(name),
-        "test_dataset_spec": np.array(spec),
-        "degradation_profile": np.array(profile),
-        "degradation_base_seed": np.int64(base_seed),
-        "overlap_with_benchmark": np.asarray(overlap, dtype=str),
+        "benchmark_type": np.array(run.benchmark_type),
+        "run_identity": np.array(run.run_identity),
+        "config_hash": np.array(run.config_hash),
+        "kind": np.array(PF.KIND_TEST),
+        "test_dataset": np.array(dataset.name),
+        "test_dataset_spec": np.array(dataset.spec),
+        "degradation_profile": np.array(dataset.profile),
+        "degradation_base_seed": np.int64(dataset.base_seed),
+        "overlap_with_benchmark": overlap.astype(str),
         **{k: np.asarray(v) for k, v in threshold.items()},
     }
-    extra = dict(extra or {})
+    extra = dict(scored.extra or {})
     if "fused_paths" in extra:  # the video track's per-row arrays carry the same paths
         arrays.pop("fused_paths")
     clash = sorted(set(extra) & set(arrays))
     if clash:
         raise ValueError(f"test predictions: extra arrays {clash} would replace the standard keys")
     arrays.update(extra)
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
+    PF.write(path, arrays)

@@ -45,6 +45,8 @@ from benchmark.imagestore import read_image
 from benchmark.manifest import Manifest
 from benchmark.sources import default_cache_dir, load_source
 from benchmark.timeline import generator_id_to_name
+from common import predictions_file
+from common import run_dir as layout
 from common.atomic import atomic_path, atomic_write_bytes, atomic_write_text
 from leaderboard.metrics import roc_auc
 from leaderboard.robustness_view import (
@@ -140,13 +142,13 @@ def parse_grid(specs: Sequence[str] | None) -> dict[str, tuple[float, ...]]:
 
 
 def read_run(run_dir: Path) -> dict:
-    path = run_dir / "run.json"
-    if not path.is_file():
-        raise RobustnessError(f"{path} not found: {run_dir} is not a genshift run directory")
+    path = layout.run_json_path(run_dir)
     try:
-        doc = json.loads(path.read_text())
-    except ValueError as exc:
-        raise RobustnessError(f"{path} is not valid JSON: {exc}") from exc
+        doc = layout.read_run_json(run_dir)
+    except layout.RunJsonError as exc:
+        raise RobustnessError(str(exc)) from exc
+    if doc is None:
+        raise RobustnessError(f"{path} not found: {run_dir} is not a genshift run directory")
     if not isinstance(doc.get("config"), dict):
         raise RobustnessError(f"{path} has no resolved 'config'; it was not written by `genshift run`")
     return doc
@@ -170,10 +172,9 @@ def load_eval(run_doc: dict, cache_dir: Path | None, progress: bool) -> tuple[Ma
 def window_dirs(run_dir: Path, windows: Sequence[int] | None) -> list[tuple[int, Path]]:
     """Finished windows (with a ``done`` marker), all or the chosen ones, in window order."""
     found = {}
-    for d in run_dir.glob("window_*"):
-        suffix = d.name.removeprefix("window_")
-        if suffix.isdigit() and (d / "done").is_file():
-            found[int(suffix)] = d
+    for d in layout.window_dirs(run_dir):
+        if layout.is_done(d):
+            found[layout.window_index(d)] = d
     if windows is not None:
         missing = sorted(set(windows) - set(found))
         if missing:
@@ -509,10 +510,10 @@ def plot_grid(rows: list[dict], title: str, summary: list[dict] | None = None) -
 
 def recorded_auroc(run_dir: Path, k: int) -> float | None:
     """AUROC over the whole eval split recorded by the run for window k (predictions.npz), if readable."""
-    path = Path(run_dir) / f"window_{k}" / "predictions.npz"
+    path = layout.predictions_path(layout.window_dir(run_dir, k))
     try:
-        with np.load(path, allow_pickle=False) as z:
-            return roc_auc(z["fused_labels"], z["fused_scores"])
+        z = predictions_file.read(path)
+        return roc_auc(z["fused_labels"], z["fused_scores"])
     except (OSError, KeyError, ValueError):
         return None
 

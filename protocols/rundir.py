@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import datetime as dt
 import fcntl
-import json
 import os
 from pathlib import Path
 from typing import Any
 
-from common.atomic import atomic_write_json
+from common import run_dir as layout
 from protocols.config import config_diff, config_hash, without_keys
 
 
@@ -25,25 +24,25 @@ class RunDir:
         self._lock_fd: int | None = None
 
     def window(self, k: int) -> Path:
-        return self.path / f"window_{k}"
+        return layout.window_dir(self.path, k)
 
     def is_done(self, k: int) -> bool:
-        return (self.window(k) / "done").is_file()
+        return layout.is_done(self.window(k))
 
     @property
     def run_json(self) -> Path:
-        return self.path / "run.json"
+        return layout.run_json_path(self.path)
 
     def lock(self) -> None:
         """Take an exclusive lock; a second process on the same run directory is refused."""
         self.path.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(self.path / layout.LOCK, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError as e:
             os.close(fd)
             raise RunDirError(
-                f"{self.path} is in use by another genshift process (lock {self.path / '.lock'}); "
+                f"{self.path} is in use by another genshift process (lock {self.path / layout.LOCK}); "
                 "wait for it to finish or use another --experiment"
             ) from e
         os.ftruncate(fd, 0)
@@ -66,12 +65,10 @@ class RunDir:
             self._lock_fd = None
 
     def read_run_json(self) -> dict[str, Any] | None:
-        if not self.run_json.exists():
-            return None
         try:
-            return json.loads(self.run_json.read_text())
-        except (OSError, ValueError) as e:
-            raise RunDirError(f"{self.run_json} is unreadable ({e}); move the directory away to start anew") from e
+            return layout.read_run_json(self.path)
+        except layout.RunJsonError as e:
+            raise RunDirError(f"{e}; move the directory away to start anew") from e
 
     def check_compatible(self, cfg: dict, manifest_checksum: str) -> None:
         """Refuse a directory made by another config or on another manifest, listing the differences."""
@@ -100,4 +97,4 @@ class RunDir:
         return target
 
     def write_run_json(self, doc: dict[str, Any]) -> None:
-        atomic_write_json(self.run_json, doc)
+        layout.write_run_json(self.path, doc)

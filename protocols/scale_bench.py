@@ -13,7 +13,6 @@ never deletes: remove it when done, it holds the stores (GBs at 36,000 rows and 
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -21,6 +20,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from common import run_dir as layout
 
 STAGES = ("write", "scan", "check", "cache", "run", "warm", "start")
 
@@ -117,8 +118,8 @@ def scale_bench(args) -> dict:
 def _run_facts(run_dir: Path) -> dict:
     """Store verification time and which stores were found ready, from the run's run.json."""
     try:
-        caches = json.loads((run_dir / "run.json").read_text())["caches"]
-    except (OSError, ValueError, KeyError):
+        caches = layout.read_run_json(run_dir)["caches"]
+    except (OSError, ValueError, KeyError, TypeError):
         return {}
     stores = {k: v for k, v in caches.items() if isinstance(v, dict) and "verify_seconds" in v}
     return {"verify_seconds": round(sum(v["verify_seconds"] for v in stores.values()), 4),

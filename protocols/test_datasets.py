@@ -31,6 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
+from common.run_dir import predictions_path
+
 DIR_PREFIX = "test_"
 ENTRY_KEYS = ("name", "dataset", "degradation")
 
@@ -206,14 +208,14 @@ class RunTestDatasets:
 
     def missing(self, window_dir: Path) -> list[TestDatasetSpec]:
         """The specs whose predictions window_dir lacks."""
-        return [s for s in self.specs if not (test_dir(window_dir, s.name) / "predictions.npz").is_file()]
+        return [s for s in self.specs if not predictions_path(test_dir(window_dir, s.name)).is_file()]
 
     def score(self, k: int, window_dir: Path, threshold: dict[str, np.ndarray], ctx, device, only=None) -> dict:
         """Score the test datasets (all, or `only`) with the detector's current weights (window k's) and write
         their predictions; returns {name: {auroc, n}} for metrics.json."""
         from leaderboard.metrics import roc_auc, undefined_reason
         from protocols import faults
-        from protocols.predictions import write_test_predictions
+        from protocols.predictions import RunIdentity, ScoredRows, TestDatasetRows, write_test_predictions
         from protocols.scoring_sets import build_scoring_set, score_in_process
 
         self.load()
@@ -233,14 +235,13 @@ class RunTestDatasets:
             scores, row_logits, extra = ss.rows(logits)
             scored = {s.id for s in ss.samples}  # sequence/frame rows without a segment or frame are left out
             keep = [j for j, s in enumerate(loaded.samples) if s.id in scored]
-            path = test_dir(window_dir, spec.name) / "predictions.npz"
+            path = predictions_path(test_dir(window_dir, spec.name))
             path.parent.mkdir(parents=True, exist_ok=True)
-            write_test_predictions(
-                path, ss.samples, scores, row_logits, window=k, name=spec.name, spec=spec.dataset,
-                manifest_checksum=loaded.manifest.checksum, benchmark_manifest_checksum=self.bench.manifest.checksum,
-                benchmark_type=str(self.bench.benchmark_type), run_identity=ctx.run_identity,
-                config_hash=ctx.config_hash, profile=profile, base_seed=base_seed, threshold=threshold,
-                overlap=loaded.overlap[keep], root=loaded.manifest.root, extra=extra)
+            rows = TestDatasetRows(spec.name, spec.dataset, loaded.manifest.checksum, loaded.manifest.root,
+                                   ss.samples, loaded.overlap[keep], profile, base_seed)
+            run = RunIdentity(self.bench.manifest.checksum, str(self.bench.benchmark_type), ctx.run_identity,
+                              ctx.config_hash)
+            write_test_predictions(path, run, rows, k, ScoredRows(row_logits, scores, extra=extra), threshold)
             y = ss.labels
             why = undefined_reason(y)
             out[spec.name] = {"n": int(y.size), "auroc": float("nan") if why else roc_auc(y, scores)}
@@ -250,11 +251,11 @@ class RunTestDatasets:
 
 def read_threshold(window_dir: Path) -> dict[str, np.ndarray]:
     """The threshold a finished window recorded in its predictions.npz (NaN with a reason if none)."""
-    from leaderboard.safe_npz import read_npz
+    from common import predictions_file
 
     keys = ("threshold", "threshold_rule", "threshold_source", "threshold_reason")
     try:
-        arrays = read_npz(Path(window_dir) / "predictions.npz")
+        arrays = predictions_file.read(predictions_path(window_dir))
     except (OSError, ValueError):
         arrays = {}
     if "threshold" in arrays:

@@ -37,8 +37,8 @@ def _on_meta(name: str):
 
 
 def _save_like_engine(det, window_dir: Path, cfg: dict) -> None:
-    """Write a checkpoint exactly as the engine does (protocols.checkpoints.save_checkpoint)."""
-    from protocols.checkpoints import save_checkpoint
+    """Write a checkpoint exactly as the engine does (detectors.checkpoint.save_checkpoint)."""
+    from detectors.checkpoint import save_checkpoint
 
     window_dir.mkdir(parents=True, exist_ok=True)
     save_checkpoint(det, window_dir, {"window": 0, "config": cfg})
@@ -268,7 +268,7 @@ def test_checkpoint_with_only_name_and_config(tmp_path):
     det = create_detector("smallcnn_probe", seed=0)
     with torch.no_grad():
         det.head.bias.fill_(0.25)
-    from protocols.checkpoints import save_checkpoint
+    from detectors.checkpoint import save_checkpoint
 
     (tmp_path / "w").mkdir()
     save_checkpoint(det, tmp_path / "w", {"detector": "smallcnn_probe", "window": 0})

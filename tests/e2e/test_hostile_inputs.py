@@ -312,8 +312,12 @@ def test_payload_in_weights_checkpoint_and_train_state_is_refused(tmp_path, tiny
     import torch
 
     from detectors import create_detector
-    from detectors.checkpoint import CheckpointError, load_detector_from_checkpoint
-    from protocols.checkpoints import load_checkpoint, save_checkpoint
+    from detectors.checkpoint import (
+        CheckpointError,
+        load_checkpoint,
+        load_detector_from_checkpoint,
+        save_checkpoint,
+    )
     from protocols.resume import load_train_state
 
     evil = tmp_path / "evil.pt"

@@ -142,15 +142,16 @@ def test_fwt_from_window_init(es, tmp_path):
 
 def test_initial_predictions_writer_round_trip(es, tmp_path):
     from benchmark.eval_plan import EvalPlan
-    from protocols.predictions import write_initial_predictions
+    from protocols.predictions import RunIdentity, RunStamp, ScoredRows, write_initial_predictions
 
     run = fabricate_run(tmp_path / "r", es, seed=1)
     plan = EvalPlan(es["fused_identifiers"], es["fused_labels"], es["fused_generator_ids"], es["pairing"])
     logits = np.random.default_rng(0).normal(size=len(plan.sample_ids)).astype(np.float32)
     names = es["generator_id_to_name"].tolist()
     windows = [[n for n in row if n] for row in es["windows_timeline"].tolist()]
-    path = write_initial_predictions(run, logits, plan, names, windows, "fabricated-manifest", "cumulative",
-                                     run_identity="fabricated", config_hash="fabricated")
+    stamp = RunStamp(RunIdentity("fabricated-manifest", "cumulative", "fabricated", "fabricated"), plan, names,
+                     windows)
+    path = write_initial_predictions(run, stamp, ScoredRows(logits))
     assert path == initial_path(run) and int(read_initial(run)["window"]) == C.INITIAL_WINDOW
     fwt = read_run(run).evaluation.summary.set_index("aggregate").loc["fwt"]
     assert not np.isnan(fwt["value"]) and fwt["reason"] is None

@@ -9,7 +9,15 @@ import pytest
 from benchmark.eval_plan import EvalPlan
 from leaderboard.variants import VARIANT_FIELDS, field_value, run_fields
 from protocols.config import resolve_config
-from protocols.predictions import SCHEMA_VERSION, variant_arrays, variant_fields, write_predictions
+from protocols.predictions import (
+    SCHEMA_VERSION,
+    RunIdentity,
+    RunStamp,
+    ScoredRows,
+    variant_arrays,
+    variant_fields,
+    write_predictions,
+)
 
 
 def _plan(n: int = 4) -> EvalPlan:
@@ -40,21 +48,21 @@ def test_written_fields_are_the_fields_the_leaderboard_reads():
 def test_write_predictions_records_fields_and_refuses_contradictions(tmp_path):
     cfg = resolve_config("smoke")
     fields = variant_fields(cfg, "a" * 64, "cumulative")
-    common = dict(plan=_plan(), gen_names=["", "G"], windows=[["G"]], window=0, benchmark_type="cumulative",
-                  run_identity="r", config_hash="h")
+    def stamp(checksum, rows=None):
+        return RunStamp(RunIdentity(checksum, "cumulative", "r", "h"), _plan(), ["", "G"], [["G"]], fields=fields,
+                        rows=rows)
+
     rows = {"fused_source_format": np.array(["jpeg", "png", "png", "webp"]),
             "fused_jpeg_quality": np.array([90, -1, -1, -1])}
-    write_predictions(tmp_path / "p.npz", np.zeros(4, np.float32), manifest_checksum="a" * 64, fields=fields,
-                      rows=rows, **common)
+    zeros = ScoredRows(np.zeros(4, np.float32))
+    write_predictions(tmp_path / "p.npz", stamp("a" * 64, rows), 0, zeros)
     with np.load(tmp_path / "p.npz") as z:
         assert int(z["schema_version"]) == SCHEMA_VERSION and str(z["degradation_profile"]) == "aigenbench-v1"
         assert z["fused_source_format"].tolist() == ["jpeg", "png", "png", "webp"]
     with pytest.raises(ValueError, match="manifest_checksum"):
-        write_predictions(tmp_path / "q.npz", np.zeros(4, np.float32), manifest_checksum="b" * 64, fields=fields,
-                          **common)
+        write_predictions(tmp_path / "q.npz", stamp("b" * 64), 0, zeros)
     with pytest.raises(ValueError, match="per-row array"):
-        write_predictions(tmp_path / "q.npz", np.zeros(4, np.float32), manifest_checksum="a" * 64, fields=fields,
-                          rows={"fused_jpeg_quality": np.zeros(3)}, **common)
+        write_predictions(tmp_path / "q.npz", stamp("a" * 64, {"fused_jpeg_quality": np.zeros(3)}), 0, zeros)
     assert not (tmp_path / "q.npz").exists()
 
 

@@ -75,9 +75,9 @@ def _cfg(args) -> dict:
 
 
 def _lightning_quiet() -> None:
-    from protocols.engine import _quiet_lightning
+    from protocols.trainer import quiet_lightning
 
-    _quiet_lightning()
+    quiet_lightning()
     import warnings
 
     warnings.filterwarnings("ignore", message=".*srun.*")
@@ -91,26 +91,24 @@ def _predict(detector, ds, train_cfg: dict, precision: str, batch_size: int, wor
 
     from protocols.distributed import EvalBatches
     from protocols.module import DetectorModule
-    from protocols.scoring import predict_in_process
+    from protocols.scoring import score_batches
 
     loader = DataLoader(ds, batch_sampler=EvalBatches(len(ds), batch_size), num_workers=workers,
                         collate_fn=getattr(ds, "collate", None) or getattr(getattr(ds, "dataset", None), "collate", None))
-    out = predict_in_process(DetectorModule(detector, train_cfg, 1, features_in=features), loader, precision, device)
+    out = score_batches(DetectorModule(detector, train_cfg, 1, features_in=features), loader, precision, device)
     return np.concatenate([o[0].cpu().numpy() for o in out])
 
 
 def _fit(detector, ds, train_cfg: dict, features: bool, workers: int) -> None:
-    import lightning as L
     import torch
     from torch.utils.data import DataLoader
 
     from protocols.module import DetectorModule
+    from protocols.trainer import build_trainer
 
     g = torch.Generator().manual_seed(0)
     loader = DataLoader(ds, batch_size=int(train_cfg["batch_size"]), shuffle=True, generator=g, num_workers=workers)
-    trainer = L.Trainer(accelerator="auto", devices=1, max_epochs=1, precision=train_cfg["precision"], logger=False,
-                        enable_checkpointing=False, enable_model_summary=False, enable_progress_bar=False,
-                        gradient_clip_val=train_cfg["grad_clip"], deterministic=True)
+    trainer = build_trainer(train_cfg["precision"], grad_clip=train_cfg["grad_clip"], n_batches=len(loader))
     trainer.fit(DetectorModule(detector, train_cfg, len(loader), features_in=features), train_dataloaders=loader)
 
 
@@ -255,9 +253,9 @@ def bench_whole_run(args) -> dict:
     from protocols.engine import checked_manifest, run_experiment
 
     cfg = _cfg(args)
-    from benchmark.sources import default_cache_dir
+    from benchmark.sources import resolve_cache_dir
 
-    data_cache = Path(cfg["cache_dir"]).expanduser() if cfg.get("cache_dir") else default_cache_dir()
+    data_cache = resolve_cache_dir(cfg.get("cache_dir"))
     results: dict = {}
     with tempfile.TemporaryDirectory(prefix="genshift-bench-") as tmp:
         tmp = Path(tmp)

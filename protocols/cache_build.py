@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from benchmark.array_store import REFERENCE_KIND
-from benchmark.sources import default_cache_dir
+from benchmark.sources import resolve_cache_dir
 from protocols.cache_plan import CachePlan, eval_strategy, human_bytes, plan_caches
 
 
@@ -38,7 +38,7 @@ def build_caches(cfg: dict, features: bool = False, shard: tuple[int, int] | Non
     from protocols.run_setup import prepare_benchmark, prepare_run
 
     t0 = time.time()
-    cache_dir = Path(cfg["cache_dir"]).expanduser() if cfg.get("cache_dir") else default_cache_dir()
+    cache_dir = resolve_cache_dir(cfg.get("cache_dir"))
     if not features:
         cfg = cfg | {"pretrained": "none"}  # pixel stores depend on the input geometry only, never on weights
     prepared = prepare_run(cfg, progress, features=features)  # refused here if the stores do not fit

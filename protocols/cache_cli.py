@@ -24,9 +24,9 @@ from benchmark.array_store import (
 
 
 def _cache_dir(args) -> Path:
-    from benchmark.sources import default_cache_dir
+    from benchmark.sources import resolve_cache_dir
 
-    return Path(args.cache_dir).expanduser() if args.cache_dir else default_cache_dir()
+    return resolve_cache_dir(args.cache_dir)
 
 
 def _human(n: float) -> str:
@@ -133,9 +133,9 @@ def cmd_build(args: argparse.Namespace) -> int:
 
     start_worker_server()
     install_signal_handlers()
-    from protocols.engine import _quiet_lightning
+    from protocols.trainer import quiet_lightning
 
-    _quiet_lightning()
+    quiet_lightning()
     try:
         out = build_caches(cfg, features=args.features, shard=parse_shard(args.shard), progress=not args.no_progress,
                            stage=args.stage)
@@ -160,9 +160,9 @@ def _submit_build(args: argparse.Namespace, cfg: dict) -> int:
         raise ConfigError("--features needs the complete pixel stores: submit the shards first, then "
                           "`genshift cache build --features --slurm --after <their job id>`")
     settings = slurm.load_profile(args.slurm_profile)
-    from benchmark.sources import default_cache_dir
+    from benchmark.sources import resolve_cache_dir
 
-    cache_dir = Path(cfg["cache_dir"]).expanduser() if cfg.get("cache_dir") else default_cache_dir()
+    cache_dir = resolve_cache_dir(cfg.get("cache_dir"))
     settings["log_dir"] = settings.get("log_dir") or str(cache_dir.resolve() / "slurm")
     settings |= {k: getattr(args, k) for k in ("partition", "account", "qos", "time", "gpus_per_node", "nodes",
                                                "cpus_per_task", "mem") if getattr(args, k) is not None}

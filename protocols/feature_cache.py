@@ -28,6 +28,7 @@ from protocols.feature_keys import (  # re-exported: the keys live in an import-
     feature_store_spec,
 )
 from protocols.module import DetectorModule
+from protocols.trainer import build_trainer
 
 __all__ = ["FEATURE_CACHE_FORMAT", "FeatureExtractor", "backbone_fingerprint", "cached_features", "extract_features",
            "feature_key", "feature_store_spec"]
@@ -59,9 +60,7 @@ def _predict_rows(detector, dataset: Dataset, train_cfg: dict, precision: str, a
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
                         collate_fn=getattr(dataset, "collate", None),
                         pin_memory=torch.cuda.is_available() and workers > 0)
-    trainer = L.Trainer(accelerator=accelerator, devices=1, precision=precision, logger=False,
-                        enable_checkpointing=False, enable_model_summary=False, enable_progress_bar=progress,
-                        deterministic=True, callbacks=[_RowsTo(put)])
+    trainer = build_trainer(precision, accelerator=accelerator, progress=progress, callbacks=[_RowsTo(put)])
     was_training = detector.training
     trainer.predict(FeatureExtractor(detector, train_cfg, 1), dataloaders=loader, return_predictions=False)
     detector.train(was_training)

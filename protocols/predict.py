@@ -84,12 +84,12 @@ def cmd_predict(args) -> int:
     import torch
     from torch.utils.data import DataLoader
 
-    from benchmark.sources import default_cache_dir, scan_source
+    from benchmark.sources import resolve_cache_dir, scan_source
     from protocols.distributed import EvalBatches, gather_predictions
     from protocols.module import DetectorModule
-    from protocols.scoring import predict_in_process
+    from protocols.scoring import score_batches
 
-    cache_dir = Path(args.cache_dir).expanduser() if args.cache_dir else default_cache_dir()
+    cache_dir = resolve_cache_dir(args.cache_dir)
     detector, weights = _build_detector(args)
     detector.eval()
     scan = scan_source(args.dataset, cache_dir, progress=not args.no_progress, need_timeline=False)
@@ -119,7 +119,7 @@ def cmd_predict(args) -> int:
     module = DetectorModule(detector, {"channels_last": False, **norm}, 1)
     loader = DataLoader(items, batch_sampler=EvalBatches(len(items), int(args.batch_size)), num_workers=0)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    outputs = predict_in_process(module, loader, "32-true", device, not args.no_progress, "predicting") \
+    outputs = score_batches(module, loader, "32-true", device, not args.no_progress, "predicting") \
         if len(items) else []
     logits, _ = gather_predictions(outputs, len(items))
     scores, fused_logits, extra = fuse(logits)

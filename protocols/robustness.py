@@ -43,7 +43,7 @@ from benchmark.eval_plan import EvalPlan, make_eval_plan
 from benchmark.images import crops_per_image, input_crops
 from benchmark.imagestore import read_image
 from benchmark.manifest import Manifest
-from benchmark.sources import default_cache_dir, load_source
+from benchmark.sources import load_source, resolve_cache_dir
 from benchmark.timeline import generator_id_to_name
 from common.atomic import atomic_path, atomic_write_bytes, atomic_write_text
 from leaderboard.metrics import roc_auc
@@ -155,7 +155,7 @@ def read_run(run_dir: Path) -> dict:
 def load_eval(run_doc: dict, cache_dir: Path | None, progress: bool) -> tuple[Manifest, EvalPlan]:
     """The run's manifest (checksum verified against run.json) and eval plan (same seeds as the run)."""
     cfg = run_doc["config"]
-    cache = Path(cache_dir or cfg.get("cache_dir") or default_cache_dir()).expanduser()
+    cache = resolve_cache_dir(cache_dir or cfg.get("cache_dir"))
     manifest = load_source(cfg["dataset"], cache, progress=progress)
     want = run_doc.get("manifest_checksum")
     if want and manifest.checksum != want:
@@ -375,7 +375,7 @@ def score_grid(run_dir: Path, windows: Sequence[int] | None = None, grid: dict |
     detectors = {k: load_detector_from_checkpoint(d).to(device) for k, d in chosen}
     meta = next(iter(detectors.values())).meta
     strategy = (doc["config"].get("eval") or {}).get("input") or meta.eval_resize
-    cache = Path(cache_dir or doc["config"].get("cache_dir") or default_cache_dir()).expanduser()
+    cache = resolve_cache_dir(cache_dir or doc["config"].get("cache_dir"))
     cache_root = cache / "robustness" if use_cache else None
     if cache_root is not None:
         check_level_budget(cache_root, [

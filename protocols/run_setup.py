@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from benchmark.eval_plan import EvalPlan, make_eval_plan
 from benchmark.manifest import Manifest
-from benchmark.sources import SourceError, default_cache_dir, load_source
+from benchmark.sources import SourceError, load_source, resolve_cache_dir
 from benchmark.timeline import generator_id_to_name, make_windows
 from benchmark.windows_plan import BenchmarkType, training_sets
 from protocols.config import world_size
@@ -92,7 +92,7 @@ def split_validation(cfg: dict, manifest: Manifest, train_sets: list[list[int]])
 def prepare_benchmark(cfg: dict, progress: bool = True, manifest: Manifest | None = None) -> Benchmark:
     """Load the dataset (unless given, as loaded by `prepare_run`), check it (`data.check`) and derive the
     benchmark."""
-    cache_dir = Path(cfg["cache_dir"]).expanduser() if cfg.get("cache_dir") else default_cache_dir()
+    cache_dir = resolve_cache_dir(cfg.get("cache_dir"))
     from protocols.selection import require_validation
 
     raw = manifest if manifest is not None else load_source(cfg["dataset"], cache_dir, progress=progress)
@@ -146,7 +146,7 @@ def prepare_run(cfg: dict, progress: bool = True, features: bool = True) -> Prep
     from protocols.cache_plan import plan_caches, refuse_over_budget
     from protocols.detector_memo import recall_meta, remember_meta
 
-    cache_dir = Path(cfg["cache_dir"]).expanduser() if cfg.get("cache_dir") else default_cache_dir()
+    cache_dir = resolve_cache_dir(cfg.get("cache_dir"))
     manifest = load_source(cfg["dataset"], cache_dir, progress=progress)
     try:
         unchecked = benchmark_of(manifest, cfg)

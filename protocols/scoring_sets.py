@@ -211,14 +211,14 @@ def score_in_process(detector, ss: ScoringSet, train_cfg: dict, precision: str, 
                      batch_size: int, progress: bool = False, label: str = "scoring") -> np.ndarray:
     """Item logits of `ss` through the engine's scoring loop (between windows; the module ends on the CPU)."""
     from protocols.run_inputs import loader_workers
-    from protocols.scoring import predict_in_process
+    from protocols.scoring import score_batches
 
     if len(ss.items) == 0:
         return np.zeros(0, np.float32)
     module = _scoring_module(detector, train_cfg, ss.features_in)
     loader = DataLoader(ss.items, batch_sampler=_AllBatches(len(ss.items), batch_size),
                         num_workers=loader_workers(ss.items, train_cfg))
-    outputs = predict_in_process(module, loader, precision, device, progress, label)
+    outputs = score_batches(module, loader, precision, device, progress, label)
     logits = torch.cat([o[0] for o in outputs]).float().numpy()
     positions = torch.cat([o[1] for o in outputs]).long().numpy()
     if not np.array_equal(positions, np.arange(len(ss.items))):

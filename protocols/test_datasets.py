@@ -31,6 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
+from protocols.window_hooks import WindowHook, WindowState
+
 DIR_PREFIX = "test_"
 ENTRY_KEYS = ("name", "dataset", "degradation")
 
@@ -208,11 +210,12 @@ class RunTestDatasets:
         """The specs whose predictions window_dir lacks."""
         return [s for s in self.specs if not (test_dir(window_dir, s.name) / "predictions.npz").is_file()]
 
-    def score(self, k: int, window_dir: Path, threshold: dict[str, np.ndarray], ctx, device, only=None) -> dict:
+    def score(self, k: int, window_dir: Path, threshold: dict[str, np.ndarray], ctx, device, only=None,
+              written: Callable[[int], None] | None = None) -> dict:
         """Score the test datasets (all, or `only`) with the detector's current weights (window k's) and write
-        their predictions; returns {name: {auroc, n}} for metrics.json."""
+        their predictions; returns {name: {auroc, n}} for metrics.json. ``written(i)``: called after the i-th
+        dataset's predictions are written (the window hooks' `file_written`)."""
         from leaderboard.metrics import roc_auc, undefined_reason
-        from protocols import faults
         from protocols.predictions import write_test_predictions
         from protocols.scoring_sets import build_scoring_set, score_in_process
 
@@ -244,8 +247,27 @@ class RunTestDatasets:
             y = ss.labels
             why = undefined_reason(y)
             out[spec.name] = {"n": int(y.size), "auroc": float("nan") if why else roc_auc(y, scores)}
-            faults.die_if("test_dataset", k, i + 1)
+            if written is not None:
+                written(i + 1)
         return out
+
+
+class ScoreTestDatasets(WindowHook):
+    """The window hook that scores the test datasets after window k when due (`test_every`): their predictions
+    are written before the window's metrics.json, whose `test_datasets` entry it returns."""
+
+    def __init__(self, tests: RunTestDatasets, run, device):
+        self.tests, self.run, self.device = tests, run, device  # run: the engine's RunContext (run identity)
+
+    def after_scoring(self, w: WindowState) -> dict:
+        if not due(self.tests.cfg, w.k, w.n_windows):
+            return {}
+        threshold = {key: v for key, v in w.held_out.items() if key.startswith("threshold")}
+        out = self.tests.score(w.k, w.wdir, threshold, self.run, self.device,
+                               written=lambda i: w.notify("test_dataset", i))
+        w.say(f"window {w.k + 1}/{w.n_windows} test datasets: " + ", ".join(
+            f"{name} AUROC {v['auroc']:.3f}" for name, v in out.items()))
+        return {"test_datasets": out}
 
 
 def read_threshold(window_dir: Path) -> dict[str, np.ndarray]:

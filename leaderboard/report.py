@@ -11,7 +11,6 @@ top row, and sets each continual row beside its upper bound (a `full` run of the
 
 from __future__ import annotations
 
-import base64
 import html
 import re
 import time
@@ -29,6 +28,7 @@ from leaderboard import variants as V
 from leaderboard.continual import AGGREGATES
 from leaderboard.crops import crop_counts
 from leaderboard.operating import threshold_sources
+from leaderboard.render import html_figure, html_table, safe_name, to_markdown
 from leaderboard.runs import LeaderboardError, RunRecord, partition, read_run
 
 __all__ = ["LeaderboardError", "Leaderboard", "build_leaderboard", "write_leaderboard"]
@@ -505,14 +505,6 @@ def upper_display(upper: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-def to_markdown(df: pd.DataFrame) -> str:
-    cols = list(df.columns)
-    esc = lambda v: str(v).replace("|", "\\|")  # noqa: E731
-    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
-    lines += ["| " + " | ".join(esc(v) for v in row) + " |" for row in df.itertuples(index=False)]
-    return "\n".join(lines)
-
-
 # Every character LaTeX treats specially, replaced in one pass (so an inserted backslash is never escaped again).
 _TEX_ESCAPES = {
     "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
@@ -540,22 +532,6 @@ def to_latex(df: pd.DataFrame, caption: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def html_table(df: pd.DataFrame, table_id: str) -> str:
-    """An escaped HTML table of ``df`` (header row + one row per record), shared by every leaderboard section."""
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in df.columns)
-    body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in row) + "</tr>\n"
-        for row in df.itertuples(index=False)
-    )
-    return f"<table id='{table_id}'><thead><tr>{head}</tr></thead><tbody>\n{body}</tbody></table>\n"
-
-
-def html_figure(title: str, png: bytes) -> str:
-    """A PNG embedded as a base64 <figure> with its caption (the HTML file stands alone)."""
-    return (f'<figure><img alt="{html.escape(title)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
-            f"<figcaption>{html.escape(title)}</figcaption></figure>\n")
-
-
 def to_html(body: str, explanation: str, images: Sequence[tuple[str, bytes]]) -> str:
     figs = "".join(html_figure(title, png) for title, png in images)
     return (
@@ -567,11 +543,6 @@ def to_html(body: str, explanation: str, images: Sequence[tuple[str, bytes]]) ->
         f"{body}"
         f"<h2>Plots</h2>\n{figs}</body></html>\n"
     )
-
-
-def safe_name(name: str) -> str:
-    """A run name usable in a file name."""
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
 
 
 def _mean_matrix(records: Sequence[RunRecord]) -> np.ndarray:

@@ -351,7 +351,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.data_path:
         from protocols.data_path_bench import data_path_bench, print_data_path
 
-        doc = data_path_bench(args)
+        doc = data_path_bench(args, _cfg(args))
         print_data_path(doc)
         _write_json(args, doc)
         return 0

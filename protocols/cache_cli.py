@@ -99,12 +99,12 @@ def cmd_verify(args: argparse.Namespace) -> int:
             shutil.rmtree(s["path"], ignore_errors=True)
             print("    store removed: the next run or `genshift cache build` rebuilds it")
         elif args.repair:
-            from benchmark.array_store import CHUNKS, _bad_chunks, _chunk_name
+            from benchmark.array_store import CHUNKS, bad_chunks, chunk_name
 
-            for c in _bad_chunks(problems):
+            for c in bad_chunks(problems):
                 for f in (Path(s["path"]) / CHUNKS).glob(f"{c:06d}.*"):
                     f.unlink()
-                (Path(s["path"]) / CHUNKS / _chunk_name(c)).unlink(missing_ok=True)
+                (Path(s["path"]) / CHUNKS / chunk_name(c)).unlink(missing_ok=True)
             (Path(s["path"]) / META).unlink(missing_ok=True)
             print("    damaged chunks removed: the next run or `genshift cache build` rebuilds just those")
     if args.json:
@@ -116,10 +116,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    from protocols.cli import _run_config
+    from protocols.cli import run_config
     from protocols.config import ConfigError
 
-    cfg = _run_config(args)
+    cfg = run_config(args)
     if args.slurm:
         return _submit_build(args, cfg)
     if args.dry_run or args.shards != 1 or args.parsable:
@@ -151,7 +151,7 @@ def _submit_build(args: argparse.Namespace, cfg: dict) -> int:
     """Submit the build as SLURM jobs: with --shards N, a one-task job that checks the data and the budget, then an
     array of N tasks (each a range of every store's chunks) that waits for it. Prints the last job's id."""
     from protocols import slurm
-    from protocols.cli import _slurm_flag_arity
+    from protocols.cli import slurm_flag_arity
     from protocols.config import ConfigError
 
     if args.shard is not None:
@@ -170,7 +170,7 @@ def _submit_build(args: argparse.Namespace, cfg: dict) -> int:
         else "genshift-cache"
     if args.shards < 1:
         raise ConfigError(f"--shards {args.shards}: expected at least 1")
-    arity = _slurm_flag_arity() | {"--shards": 1, "--parsable": 0, "--stage": 1}
+    arity = slurm_flag_arity() | {"--shards": 1, "--parsable": 0, "--stage": 1}
     build_args = slurm.strip_flags(args.argv[2:], arity)
     workdir = Path.cwd()
     if args.shards > 1:  # (extra args, per-task args, what it is)

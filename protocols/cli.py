@@ -70,7 +70,7 @@ SLURM_FLAGS = {
 }
 
 
-def _run_config(args) -> dict:
+def run_config(args) -> dict:
     overrides = []
     simple = {
         "pretrained": args.pretrained, "dataset": args.dataset, "seed": args.seed,
@@ -94,14 +94,14 @@ def cmd_slurm(args, argv: list[str]) -> int:
         raise ConfigError("--array with --experiment would put every task in one run directory; drop --experiment")
     combos = slurm.parse_array(args.array) if args.array else [{}]
     for combo in combos:  # every task's config must resolve here, before anything is submitted
-        one = build_parser("run").parse_args(["run", *slurm.strip_flags(argv[1:], _slurm_flag_arity()),
+        one = build_parser("run").parse_args(["run", *slurm.strip_flags(argv[1:], slurm_flag_arity()),
                                          *slurm.task_args(combo)])
-        cfg = _run_config(one)
+        cfg = run_config(one)
     settings = slurm.load_profile(args.slurm_profile)
     settings["log_dir"] = settings.get("log_dir") or str(Path(cfg["runs_dir"]).resolve() / "slurm")
     settings |= {k: getattr(args, k) for k in ("partition", "account", "qos", "time", "gpus_per_node", "nodes",
                                                "cpus_per_task", "mem") if getattr(args, k) is not None}
-    run_args = slurm.strip_flags(argv[1:], _slurm_flag_arity())
+    run_args = slurm.strip_flags(argv[1:], slurm_flag_arity())
     workdir = Path.cwd()
     script = slurm.render_script(run_args, combos, settings, workdir, after=args.after)
     if args.dry_run:
@@ -112,7 +112,7 @@ def cmd_slurm(args, argv: list[str]) -> int:
     return 0
 
 
-def _slurm_flag_arity() -> dict[str, int]:
+def slurm_flag_arity() -> dict[str, int]:
     out = {}
     for flag, kw in SLURM_FLAGS.items():
         out[flag] = 0 if kw.get("action") == "store_true" else (-1 if kw.get("nargs") == "+" else 1)
@@ -124,7 +124,7 @@ def cmd_run(args) -> int:
         return cmd_slurm(args, args.argv)
     if args.dry_run or args.array:
         raise ConfigError("--array and --dry-run only make sense with --slurm")
-    cfg = _run_config(args)
+    cfg = run_config(args)
     if args.print_config:
         import yaml
 

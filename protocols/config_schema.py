@@ -36,25 +36,10 @@ SELECTIONS = ("last", "best", "early_stopping", "average", "best_val_accuracy")
 TEST_EVERY = ("window", "last")
 CACHE_TRAIN_INPUTS = ("auto", "cached", "per_window", "stream")
 CACHE_VERIFY_MODES = ("fast", "sample", "full")
-EXPERIMENT_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.,+=@-]{0,199}")
-
-
-def safe_name_problem(name: str) -> str | None:
-    """Why `name` is not one safe path component (None when it is)."""
-    if not EXPERIMENT_NAME.fullmatch(name):
-        return ("expected one directory name: letters, digits and _ . , + = @ - (not starting with '.' or '-', "
-                "no '/', at most 200 characters)")
-    return None
-
-
-def _dataset_problem(spec: str) -> str | None:
-    from benchmark.sources import SourceError, parse_spec
-
-    try:
-        parse_spec(spec)
-    except SourceError as e:
-        return str(e).partition(": ")[2] or str(e)
-    return None
+from protocols.value_checks import dataset_problem as _dataset_problem  # noqa: E402
+from protocols.value_checks import (  # noqa: E402  (a leaf module: protocols.test_datasets reads them too)
+    safe_name_problem,
+)
 
 
 def _profile_problem(profile: str) -> str | None:
@@ -139,7 +124,7 @@ def _threshold_problem(value: str) -> str | None:
 
 
 def _test_datasets_problem(value: list) -> str | None:
-    from protocols.test_datasets import test_datasets_problem
+    from protocols.test_dataset_specs import test_datasets_problem
 
     return test_datasets_problem(value)
 

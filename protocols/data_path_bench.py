@@ -72,10 +72,10 @@ def _rate(fn, jobs: list, workers: int, rounds: int) -> float:
         return len(jobs) / best
     import concurrent.futures as cf
 
-    from benchmark.store_build import _worker_init
+    from benchmark.store_build import worker_init
     from benchmark.worker_server import worker_context
 
-    with cf.ProcessPoolExecutor(max_workers=workers, initializer=_worker_init, mp_context=worker_context()) as pool:
+    with cf.ProcessPoolExecutor(max_workers=workers, initializer=worker_init, mp_context=worker_context()) as pool:
         list(pool.map(fn, jobs[:workers]))
         for _ in range(rounds):
             t = time.perf_counter()
@@ -84,13 +84,11 @@ def _rate(fn, jobs: list, workers: int, rounds: int) -> float:
     return len(jobs) / best
 
 
-def data_path_bench(args) -> dict:
+def data_path_bench(args, cfg: dict) -> dict:
+    """Decode + augmentation images/s per worker at the chosen sizes; `cfg`: the bench's resolved config."""
     import cv2
     import torch
 
-    from protocols.bench import _cfg
-
-    cfg = _cfg(args)
     from detectors import create_detector
 
     meta = create_detector(cfg["detector"], pretrained="none").meta

@@ -26,7 +26,6 @@ from detectors import count_flops
 from protocols.allocator import keep_large_allocations
 from protocols.checkpoints import complete_checkpoint, load_checkpoint, save_checkpoint
 from protocols.config import PROTOCOL_VERSION, ConfigError, builds_pixel_caches, config_hash, validate_config
-from protocols.config_schema import safe_name_problem
 from protocols.distributed import (
     EvalBatches,
     TrainBatches,
@@ -77,6 +76,7 @@ from protocols.test_datasets import RunTestDatasets, ScoreTestDatasets, read_thr
 from protocols.test_datasets import due as tests_due
 from protocols.trainer import quiet_lightning, run_trainer
 from protocols.validation_inputs import RunValidation
+from protocols.value_checks import safe_name_problem
 from protocols.window_hooks import WindowHooks, WindowState
 
 

@@ -64,7 +64,7 @@ def eval_format_pairs(manifest: Manifest, sample_ids: Sequence[int], profile: st
 
 def prepare_format_inputs(cfg: dict, bench, detector, say: Callable[[str], None]):
     """RunInputs of a format-only detector (module docstring)."""
-    from protocols.run_inputs import RunInputs
+    from protocols.window_inputs import RunInputs
 
     m = bench.manifest
     profile = str(cfg["degradation"]["profile"])

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +23,6 @@ from benchmark.images import crops_per_image
 from benchmark.reference_eval_cache import build_or_load_reference_inputs, reference_eval_key
 from benchmark.reference_train_augment import NAME as REFERENCE_AUGMENTATION
 from benchmark.train_cache import build_or_load_train_inputs
-from protocols import faults
 from protocols.allocator import keep_large_allocations
 from protocols.cache_plan import CachePlan, human_bytes, plan_caches
 from protocols.cached_data import ArrayEval, ArrayTrainCopies, EvalStream
@@ -32,7 +30,6 @@ from protocols.config import ConfigError, cache_switches
 from protocols.crop_data import (
     GroupedRows,
     NativeMultiCropStream,
-    ReferenceCropRows,
     ReferenceEvalStore,
     ReferenceEvalStream,
     crop_rows,
@@ -41,70 +38,13 @@ from protocols.crop_data import (
 from protocols.data import ReferenceTrainCopies, TrainCopies
 from protocols.feature_cache import cached_features
 from protocols.pipeline import InputPipeline, resolve_pipeline
-from protocols.resume import check_stop
 from protocols.speed import resolve_precision, resolve_train_cfg, uses_cuda
-
-_chunks_written = [0]
-
-
-def stop_between_chunks() -> None:
-    """Called after every store chunk written: stop here on a signal (preemption); crash here in resume tests."""
-    _chunks_written[0] += 1
-    faults.die_if("store_chunk", 0, _chunks_written[0])
-    check_stop("while building a cache store (its finished chunks are kept; run again to resume)")
-
-
-@dataclass
-class RunInputs:
-    """Eval dataset (len() = number of eval items) and a per-window training dataset factory.
-
-    Sequence runs (protocols/sequence_inputs.py) score segments: ``fuse(item logits)`` turns them into the
-    per-video (scores, logits, extra npz arrays); ``callbacks(k, ids, sampler)`` adds Lightning callbacks to a
-    window's training (best-validation selection).
-    """
-
-    eval_ds: Dataset
-    make_train: Callable[..., Dataset]  # (ids, window) -> training copies
-    train_cfg: dict
-    eval_precision: str
-    eval_key: dict
-    describe: dict = field(default_factory=dict)
-    release_train: Callable[[], None] = lambda: None  # after a window's training: drop its per-window store
-    pipeline: InputPipeline | None = None  # the resolved eval.pipeline / eval.input / eval.normalize
-    fuse: Callable | None = None
-    callbacks: Callable | None = None
-
-    weighted: object | None = None  # the manifest when benchmark.real_sampling=weighted (class-weighted loss)
-
-    def window_callbacks(self, k: int, ids: list[int], sampler) -> list:
-        out = list(self.callbacks(k, ids, sampler)) if self.callbacks else []
-        if self.weighted is not None:
-            from benchmark.windows_plan import class_weights
-            from protocols.module import ClassWeights
-
-            by_id = {s.id: s.label for s in self.weighted.split("train")}
-            out.append(ClassWeights(class_weights([by_id[int(i)] for i in ids])))
-        return out
-
-    def __len__(self) -> int:
-        return len(self.eval_ds)
-
-    def eval_dataset(self) -> Dataset:
-        return self.eval_ds
-
-    def train_dataset(self, ids: list[int], window: int = 0) -> Dataset:
-        """Training copies of window `window`'s subset `ids` (in the subset's order)."""
-        return self.make_train(ids, window)
-
-    def workers(self, ds: Dataset) -> int:
-        return loader_workers(ds, self.train_cfg)
-
-
-def loader_workers(ds: Dataset, train_cfg: dict) -> int:
-    """DataLoader workers: none for in-memory arrays (workers would only add copies), the configured number for
-    datasets that decode images."""
-    in_memory = (ArrayEval, ArrayTrainCopies, ReferenceEvalStore, ReferenceCropRows, GroupedRows)
-    return 0 if isinstance(ds, in_memory) else int(train_cfg["num_workers"])
+from protocols.window_inputs import (  # noqa: F401  (re-exported: the engine and cache_build import them from here)
+    RunInputs,
+    features_in,
+    loader_workers,
+    stop_between_chunks,
+)
 
 
 def eval_pixels(cfg: dict, bench, pipe: InputPipeline, cache_dir: Path | None, cached: bool, workers: int,
@@ -140,11 +80,6 @@ def eval_pixels(cfg: dict, bench, pipe: InputPipeline, cache_dir: Path | None, c
     ekey = ekey | {"digest": key_digest(ekey), "path": None, "hit": False}
     jobs = eval_jobs(*args)
     return (NativeMultiCropStream(jobs, n_crops) if n_crops > 1 else EvalStream(jobs)), ekey
-
-
-def features_in(ds: Dataset) -> bool:
-    """Whether a dataset yields probe features (the head alone runs) rather than pixels."""
-    return bool(getattr(ds, "features_in", False))
 
 
 def prepare_run_inputs(cfg: dict, bench, detector, cache_dir: Path, progress: bool, say: Callable[[str], None],

@@ -121,8 +121,8 @@ def _image_set(name, cfg, detector, inputs, manifest, samples, cache_dir, profil
     if not getattr(inputs.eval_ds, "features_in", False):
         return ScoringSet(name, samples, px, None, describe)
     from protocols.feature_cache import cached_features
-    from protocols.run_inputs import loader_workers
     from protocols.speed import uses_cuda
+    from protocols.window_inputs import loader_workers
 
     feats, fkey = cached_features(cache_dir, detector, px, key["digest"], tc, inputs.eval_precision,
                                   str(cfg.get("accelerator", "auto") or "auto"), "cuda" if uses_cuda(cfg) else "cpu",
@@ -210,8 +210,8 @@ def score_on_device(detector, ss: ScoringSet, train_cfg: dict, precision: str, b
 def score_in_process(detector, ss: ScoringSet, train_cfg: dict, precision: str, device: torch.device,
                      batch_size: int, progress: bool = False, label: str = "scoring") -> np.ndarray:
     """Item logits of `ss` through the engine's scoring loop (between windows; the module ends on the CPU)."""
-    from protocols.run_inputs import loader_workers
     from protocols.scoring import score_batches
+    from protocols.window_inputs import loader_workers
 
     if len(ss.items) == 0:
         return np.zeros(0, np.float32)

@@ -19,13 +19,13 @@ were registered, at fixed points of every window k:
 A hook overrides only what it needs. `w` is the `WindowState` of the window: what the engine knows at that point.
 Example, a track that writes a file after every window and records it in metrics.json::
 
-    class Histogram(WindowHook):
+    class ScoreHistogram(WindowHook):
         def after_scoring(self, w):
             scores = np.load(w.wdir / "predictions.npz")["fused_scores"]
-            np.save(w.wdir / "histogram.npy", np.histogram(scores, bins=20)[0])
-            return {"histogram": "histogram.npy"}
+            atomic_write_json(w.wdir / "histogram.json", np.histogram(scores, bins=20, range=(0, 1))[0].tolist())
+            return {"histogram": "histogram.json"}
 
-    hooks = WindowHooks([Histogram()])   # the engine builds its list in `protocols.engine.window_hooks`
+The engine builds its list in `protocols.engine.window_hooks`; a track adds its hook there.
 """
 
 from __future__ import annotations

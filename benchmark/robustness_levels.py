@@ -8,6 +8,7 @@ the same data and input size share it.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -33,64 +34,67 @@ def level_job(args: tuple) -> np.ndarray:
     return level_input(*args)
 
 
-def level_jobs(manifest: Manifest, plan: EvalPlan, kind: str, level: float, size: int, strategy: str, run_cfg: dict,
-               limit: int | None) -> list[tuple]:
-    by_id = {s.id: s for s in manifest.split("eval")}
-    ids = plan.sample_ids if limit is None else plan.sample_ids[:limit]
-    return [(str(manifest.root), by_id[int(sid)].path, kind, level, pos, run_cfg, size, strategy)
-            for pos, sid in enumerate(ids)]
+@dataclass(frozen=True)
+class LevelInputs:
+    """The eval images a robustness grid scores and the detector input they are adapted to; each method takes
+    one (degradation, level). ``limit``: only the first positions of the eval order."""
 
+    manifest: Manifest
+    plan: EvalPlan
+    size: int  # the detector's input side
+    strategy: str  # its eval crop/resize (benchmark.images.input_crops)
+    run_cfg: dict  # the run's config (the mandatory chain's profile and base seed)
+    limit: int | None = None
 
-def prepare_level(manifest: Manifest, plan: EvalPlan, kind: str, level: float, size: int, strategy: str,
-                  run_cfg: dict, limit: int | None, out: np.ndarray | None = None) -> np.ndarray:
-    """uint8 (N, n_crops, 3, S, S) in memory: every eval position degraded, then adapted to the detector input.
+    def jobs(self, kind: str, level: float) -> list[tuple]:
+        """`level_job`'s arguments for every eval position, in order."""
+        by_id = {s.id: s for s in self.manifest.split("eval")}
+        ids = self.plan.sample_ids if self.limit is None else self.plan.sample_ids[:self.limit]
+        return [(str(self.manifest.root), by_id[int(sid)].path, kind, level, pos, self.run_cfg, self.size,
+                 self.strategy) for pos, sid in enumerate(ids)]
 
-    ``out`` (an array of that shape) is filled instead of a new array.
-    """
-    jobs = level_jobs(manifest, plan, kind, level, size, strategy, run_cfg, limit)
-    shape = (len(jobs), crops_per_image(strategy), 3, size, size)
-    if out is None:
-        out = np.empty(shape, np.uint8)
-    elif out.shape != shape or out.dtype != np.uint8:
-        raise ValueError(f"prepare_level: out must be uint8 {shape}, got {out.dtype} {out.shape}")
-    for pos, job in enumerate(jobs):
-        out[pos] = level_input(*job)
-    return out
+    def prepare(self, kind: str, level: float, out: np.ndarray | None = None) -> np.ndarray:
+        """uint8 (N, n_crops, 3, S, S) in memory: every eval position degraded, then adapted to the detector input.
 
+        ``out`` (an array of that shape) is filled instead of a new array.
+        """
+        jobs = self.jobs(kind, level)
+        shape = (len(jobs), crops_per_image(self.strategy), 3, self.size, self.size)
+        if out is None:
+            out = np.empty(shape, np.uint8)
+        elif out.shape != shape or out.dtype != np.uint8:
+            raise ValueError(f"prepare_level: out must be uint8 {shape}, got {out.dtype} {out.shape}")
+        for pos, job in enumerate(jobs):
+            out[pos] = level_input(*job)
+        return out
 
-def level_key(manifest: Manifest, kind: str, level: float, size: int, strategy: str, run_cfg: dict,
-               limit: int | None) -> dict:
-    """Everything that determines a level's prepared inputs (data, degradation, input, libraries)."""
-    import PIL
-    import torch
+    def key(self, kind: str, level: float) -> dict:
+        """Everything that determines a level's prepared inputs (data, degradation, input, libraries)."""
+        import PIL
+        import torch
 
-    return {"manifest": manifest.checksum, "kind": kind, "level": float(level), "size": int(size),
-            "strategy": strategy, "limit": limit, "noise_seed": NOISE_SEED,
-            "versions": [np.__version__, cv2.__version__, PIL.__version__, torch.__version__],
-            "chain": run_cfg.get("degradation") if kind == "mandatory" else None, "format": 2}
+        return {"manifest": self.manifest.checksum, "kind": kind, "level": float(level), "size": int(self.size),
+                "strategy": self.strategy, "limit": self.limit, "noise_seed": NOISE_SEED,
+                "versions": [np.__version__, cv2.__version__, PIL.__version__, torch.__version__],
+                "chain": self.run_cfg.get("degradation") if kind == "mandatory" else None, "format": 2}
 
+    def spec(self, kind: str, level: float):
+        """The chunked store of one level: one uint8 (n_crops, 3, S, S) row per eval position."""
+        n = len(self.plan.sample_ids) if self.limit is None else min(self.limit, len(self.plan.sample_ids))
+        return make_spec("robustness", self.key(kind, level), n,
+                         {"pixels": Field("uint8", (crops_per_image(self.strategy), 3, self.size, self.size))})
 
-def level_spec(manifest: Manifest, plan: EvalPlan, kind: str, level: float, size: int, strategy: str, run_cfg: dict,
-               limit: int | None):
-    """The chunked store of one level: one uint8 (n_crops, 3, S, S) row per eval position."""
-    n = len(plan.sample_ids) if limit is None else min(limit, len(plan.sample_ids))
-    key = level_key(manifest, kind, level, size, strategy, run_cfg, limit)
-    return make_spec("robustness", key, n, {"pixels": Field("uint8", (crops_per_image(strategy), 3, size, size))})
+    def cached(self, cache_root: Path | None, kind: str, level: float, workers: int = 1):
+        """`prepare`, read from / written to a chunked store under ``cache_root`` (the cache dir's parent of
+        ``robustness/``) when given: rows (N, n_crops, 3, S, S), built chunk by chunk, resumed after a kill.
 
+        The key covers manifest checksum, degradation and level, input size and strategy, the mandatory chain's
+        settings and library versions, so a stale entry is never read; a damaged chunk is rebuilt.
+        """
+        if cache_root is None:
+            return self.prepare(kind, level)
+        from benchmark.store_build import cached_store
 
-def cached_level(cache_root: Path | None, manifest: Manifest, plan: EvalPlan, kind: str, level: float, size: int,
-                 strategy: str, run_cfg: dict, limit: int | None, workers: int = 1):
-    """prepare_level, read from / written to a chunked store under ``cache_root`` (the cache dir's parent of
-    ``robustness/``) when given: rows (N, n_crops, 3, S, S), built chunk by chunk, resumed after a kill.
-
-    The key covers manifest checksum, degradation and level, input size and strategy, the mandatory chain's
-    settings and library versions, so a stale entry is never read; a damaged chunk is rebuilt.
-    """
-    if cache_root is None:
-        return prepare_level(manifest, plan, kind, level, size, strategy, run_cfg, limit)
-    from benchmark.store_build import cached_store
-
-    spec = level_spec(manifest, plan, kind, level, size, strategy, run_cfg, limit)
-    jobs = level_jobs(manifest, plan, kind, level, size, strategy, run_cfg, limit)
-    arrays, _ = cached_store(Path(cache_root).parent, spec, level_job, jobs, workers)
-    return arrays["pixels"]
+        arrays, _ = cached_store(Path(cache_root).parent, self.spec(kind, level), level_job, self.jobs(kind, level),
+                                 workers)
+        return arrays["pixels"]

@@ -108,7 +108,7 @@ def _fit(detector, ds, train_cfg: dict, features: bool, workers: int) -> None:
 
     g = torch.Generator().manual_seed(0)
     loader = DataLoader(ds, batch_size=int(train_cfg["batch_size"]), shuffle=True, generator=g, num_workers=workers)
-    trainer = build_trainer(train_cfg["precision"], grad_clip=train_cfg["grad_clip"], n_batches=len(loader))
+    trainer = build_trainer(train_cfg["precision"], n_batches=len(loader), gradient_clip_val=train_cfg["grad_clip"])
     trainer.fit(DetectorModule(detector, train_cfg, len(loader), features_in=features), train_dataloaders=loader)
 
 

@@ -38,7 +38,7 @@ import torch
 
 from benchmark.eval_plan import EvalPlan, make_eval_plan
 from benchmark.manifest import Manifest
-from benchmark.robustness_levels import cached_level, level_spec
+from benchmark.robustness_levels import LevelInputs
 from benchmark.single_degradations import DEFAULT_GRID, NOISE_SEED, is_identity
 from benchmark.single_degradations import GridError as RobustnessError
 from benchmark.sources import load_source, resolve_cache_dir
@@ -230,13 +230,13 @@ def score_grid(run_dir: Path, windows: Sequence[int] | None = None, grid: dict |
     strategy = (doc["config"].get("eval") or {}).get("input") or meta.eval_resize
     cache = resolve_cache_dir(opt.cache_dir or doc["config"].get("cache_dir"))
     cache_root = cache / "robustness" if opt.use_cache else None
-    level_args = (meta.input_size, strategy, doc["config"], opt.limit)
+    source = LevelInputs(manifest, plan, meta.input_size, strategy, doc["config"], opt.limit)
     if cache_root is not None:
-        check_level_budget(cache_root, [level_spec(manifest, plan, *_level_of(kind, lv), *level_args)
-                                        for kind, levels in grid.items() for lv in levels])
+        check_level_budget(cache_root, [source.spec(*_level_of(kind, lv)) for kind, levels in grid.items()
+                                        for lv in levels])
 
     def score_level(kind: str, level: float) -> dict[int, np.ndarray]:
-        inputs = cached_level(cache_root, manifest, plan, *_level_of(kind, level), *level_args)
+        inputs = source.cached(cache_root, *_level_of(kind, level))
         return {k: score_inputs(det, inputs, batch_size, precision, channels_last) for k, det in detectors.items()}
 
     labels = plan.labels if opt.limit is None else plan.labels[:opt.limit]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +38,10 @@ from protocols.crop_data import (
 )
 from protocols.data import ReferenceTrainCopies, TrainCopies
 from protocols.feature_cache import cached_features
+from protocols.format_inputs import prepare_format_inputs
+from protocols.frame_inputs import prepare_frame_inputs
 from protocols.pipeline import InputPipeline, resolve_pipeline
+from protocols.sequence_inputs import prepare_sequence_inputs
 from protocols.speed import resolve_precision, resolve_train_cfg, uses_cuda
 from protocols.window_inputs import (  # noqa: F401  (re-exported: the engine and cache_build import them from here)
     RunInputs,
@@ -85,49 +89,90 @@ def eval_pixels(cfg: dict, bench, pipe: InputPipeline, cache_dir: Path | None, c
 def prepare_run_inputs(cfg: dict, bench, detector, cache_dir: Path, progress: bool, say: Callable[[str], None],
                        world: int = 1, plan: CachePlan | None = None) -> RunInputs:
     """Build or load every cache this run uses and return the datasets the windows read."""
-    inputs = _prepare(cfg, bench, detector, cache_dir, progress, say, world, plan)
+    inputs = _track_inputs(cfg, bench, detector, cache_dir, progress, say)
+    if inputs is None:
+        inputs = _image_inputs(cfg, bench, detector, cache_dir, progress, say,
+                               plan or plan_caches(cfg, bench, detector, cache_dir, world))
     if str(cfg["benchmark"].get("real_sampling") or "unique") == "weighted":
         inputs.weighted = bench.manifest
     return inputs
 
 
-def _prepare(cfg: dict, bench, detector, cache_dir: Path, progress: bool, say: Callable[[str], None],
-             world: int = 1, plan: CachePlan | None = None) -> RunInputs:
-    video = getattr(detector.meta, "input_kind", "image") != "image" or any(s.kind != "image"
-                                                                             for s in bench.manifest.samples)
+def _track_inputs(cfg: dict, bench, detector, cache_dir: Path, progress: bool,
+                  say: Callable[[str], None]) -> RunInputs | None:
+    """The inputs of the video track and of the format-only baseline (their own builders); None for images."""
+    kind = getattr(detector.meta, "input_kind", "image")
+    video = kind != "image" or any(s.kind != "image" for s in bench.manifest.samples)
     if video and (cfg.get("eval") or {}).get("pipeline") == "reference":
         raise ConfigError("eval.pipeline: reference is AI-GenBench's model input for image datasets; this run reads "
                           "videos or landmark sequences (the video track's inputs are its own): use "
                           "eval.pipeline=native")
-    if getattr(detector.meta, "input_kind", "image") == "format":  # the format-only baseline: no pixels
-        from protocols.format_inputs import prepare_format_inputs
-
+    if kind == "format":  # the format-only baseline: no pixels
         return prepare_format_inputs(cfg, bench, detector, say)
-    if getattr(detector.meta, "input_kind", "image") != "image":  # the video track: landmark segments
-        from protocols.sequence_inputs import prepare_sequence_inputs
-
+    if kind != "image":  # the video track: landmark segments
         return prepare_sequence_inputs(cfg, bench, detector, cache_dir, progress, say)
-    if any(s.kind != "image" for s in bench.manifest.samples):  # frames sampled from videos, image detector
-        from protocols.frame_inputs import prepare_frame_inputs
-
+    if video:  # frames sampled from videos, image detector
         return prepare_frame_inputs(cfg, bench, detector, cache_dir, progress, say)
+    return None
+
+
+@dataclass
+class _Copies:
+    """A run's training copies: the per-window dataset factory, its streamed twin, run.json's key, the release of
+    a per-window store, and the images of every window (`union`)."""
+
+    make: Callable[..., Dataset]
+    streamed: Callable[..., Dataset]
+    key: dict
+    release: Callable[[], None]
+    union: list[int]
+    policy: str
+
+
+def _image_inputs(cfg: dict, bench, detector, cache_dir: Path, progress: bool, say: Callable[[str], None],
+                  plan: CachePlan) -> RunInputs:
+    """Image runs: eval pixels and training copies as the cache plan decided, then a probe's features of both."""
     sw = cache_switches(cfg)
-    plan = plan or plan_caches(cfg, bench, detector, cache_dir, world)
-    meta = detector.meta
     tc = resolve_train_cfg(cfg, detector)
     if tc["channels_last"]:
         detector.to(memory_format=torch.channels_last)
     eval_precision = resolve_precision(cfg["eval"]["precision"], cfg, "eval.precision")
-    pipe = resolve_pipeline(cfg, meta)
+    pipe = resolve_pipeline(cfg, detector.meta)
     workers = max(1, int(tc["num_workers"]))
-    m = bench.manifest
     store_opts = {"verify": sw["verify"], "chunk_bytes": int(float(sw["chunk_mb"]) * (1 << 20)),
                   "should_stop": stop_between_chunks}
     say(plan.summary())
     eval_px, ekey = eval_pixels(cfg, bench, pipe, cache_dir, plan.policy("eval_inputs") == "cached", workers,
                                 progress, store_opts)
     ekey["cached"] = sw["eval_inputs"]
+    copies = _training_copies(cfg, bench, detector.meta, tc, plan, cache_dir, progress, store_opts)
+    tkey, factor = copies.key, int(tc["augmentation_factor"])
+    caches = {"switches": sw, "plan": plan.to_dict(), "eval_inputs": ekey, "train_inputs": tkey,
+              "runtime": {"malloc": keep_large_allocations(), "train_precision": tc["precision"],
+                          "eval_precision": eval_precision,
+                          "channels_last": tc["channels_last"]}}
+    tdesc = {"cached": f"cache {tkey['digest']}", "per_window": "one window's store at a time",
+             "stream": f"streamed by {int(tc['num_workers'])} worker(s)"}[copies.policy]
+    crops = f" as {ekey['crops']} crops" if ekey.get("crops") is not None else ""
+    say(f"inputs ready: eval {len(eval_px)}{crops} "
+        f"({'cache ' + ekey['digest'] if sw['eval_inputs'] else 'streamed'}; {pipe.pipeline} pipeline, "
+        f"{pipe.input}, {pipe.normalize} statistics), training copies of {len(copies.union)} images × {factor} "
+        f"({tdesc}); precision train {tc['precision']}, eval {eval_precision}; channels-last {tc['channels_last']}")
+    plain = RunInputs(eval_px, copies.make, tc, eval_precision, ekey, caches, copies.release, pipe)
+    if "eval_features" not in plan.stores:
+        skipped = plan.stores.get("probe_features")
+        if skipped is not None and sw["probe_features"]:
+            caches["probe_features_skipped"] = skipped.reason
+            say(f"probe feature cache off: {skipped.reason}")
+        return plain
+    return _probe_feature_inputs(cfg, bench, detector, plain, copies, plan, cache_dir, progress, say, store_opts)
 
+
+def _training_copies(cfg: dict, bench, meta, tc: dict, plan: CachePlan, cache_dir: Path, progress: bool,
+                     store_opts: dict) -> _Copies:
+    """The training copies as the plan decided: one cached store of every window's images, one window's store at a
+    time, or streamed (always streamed for the reference's own augmentation, seeded by position)."""
+    m, workers = bench.manifest, max(1, int(tc["num_workers"]))
     factor, seed = int(tc["augmentation_factor"]), int(cfg["seed"])
     union = sorted({int(i) for ids in bench.train_sets for i in ids})
     targs = (factor, meta.input_size, seed, tc["augmentation"], meta.eval_resize)
@@ -177,31 +222,21 @@ def _prepare(cfg: dict, bench, detector, cache_dir: Path, progress: bool, say: C
         train_px = streamed
     tkey["cached"] = tpolicy == "cached" and not reference_aug
     tkey["policy"] = tpolicy
-    caches = {"switches": sw, "plan": plan.to_dict(), "eval_inputs": ekey, "train_inputs": tkey,
-              "runtime": {"malloc": keep_large_allocations(), "train_precision": tc["precision"],
-                          "eval_precision": eval_precision,
-                          "channels_last": tc["channels_last"]}}
-    tdesc = {"cached": f"cache {tkey['digest']}", "per_window": "one window's store at a time",
-             "stream": f"streamed by {int(tc['num_workers'])} worker(s)"}[tpolicy]
-    crops = f" as {ekey['crops']} crops" if ekey.get("crops") is not None else ""
-    say(f"inputs ready: eval {len(eval_px)}{crops} "
-        f"({'cache ' + ekey['digest'] if sw['eval_inputs'] else 'streamed'}; {pipe.pipeline} pipeline, "
-        f"{pipe.input}, {pipe.normalize} statistics), training copies of {len(union)} images × {factor} "
-        f"({tdesc}); precision train {tc['precision']}, eval {eval_precision}; channels-last {tc['channels_last']}")
-    plain = RunInputs(eval_px, train_px, tc, eval_precision, ekey, caches, release, pipe)
-    if "eval_features" not in plan.stores:
-        skipped = plan.stores.get("probe_features")
-        if skipped is not None and sw["probe_features"]:
-            caches["probe_features_skipped"] = skipped.reason
-            say(f"probe feature cache off: {skipped.reason}")
-        return plain
+    return _Copies(train_px, streamed, tkey, release, union, tpolicy)
 
+
+def _probe_feature_inputs(cfg: dict, bench, detector, plain: RunInputs, copies: _Copies, plan: CachePlan,
+                          cache_dir: Path, progress: bool, say: Callable[[str], None], store_opts: dict) -> RunInputs:
+    """A probe's frozen-backbone features of the eval inputs and (unless the reference's augmentation streams new
+    copies every window) of every training copy: windows then train and score the head only."""
+    tc, caches, eval_px, ekey = plain.train_cfg, plain.describe, plain.eval_ds, plain.eval_key
+    factor = int(tc["augmentation_factor"])
     accelerator = str(cfg.get("accelerator", "auto") or "auto")
     device = "cuda" if uses_cuda(cfg) else "cpu"
     bs = int(cfg["eval"]["batch_size"])
     fopts = {k: store_opts[k] for k in ("verify", "chunk_bytes", "should_stop")}
     erows = crop_rows(eval_px) if is_grouped(eval_px) else eval_px  # one feature row per crop
-    efeat, fkey_e = cached_features(cache_dir, detector, erows, ekey["digest"], tc, eval_precision, accelerator,
+    efeat, fkey_e = cached_features(cache_dir, detector, erows, ekey["digest"], tc, plain.eval_precision, accelerator,
                                     device, bs, progress, loader_workers(erows, tc), **fopts)
     eval_feats = GroupedRows(efeat, eval_px.offsets, features_in=True) if is_grouped(eval_px) \
         else ArrayEval(efeat, features_in=True)
@@ -209,16 +244,17 @@ def _prepare(cfg: dict, bench, detector, cache_dir: Path, progress: bool, say: C
         caches |= {"eval_features": fkey_e}
         say(f"probe features ready: eval {tuple(efeat.shape)} (cache {fkey_e['digest']}); training copies are "
             f"streamed ({REFERENCE_AUGMENTATION}), so windows run the frozen backbone on them")
-        return RunInputs(eval_feats, train_px, tc, eval_precision, ekey, caches, release, pipe)
-    all_copies = train_px(union) if tpolicy == "cached" else streamed(union)
-    tfeat, fkey_t = cached_features(cache_dir, detector, all_copies, tkey["digest"], tc, tc["precision"],
+        return RunInputs(eval_feats, copies.make, tc, plain.eval_precision, ekey, caches, copies.release, plain.pipeline)
+    union = copies.union
+    all_copies = copies.make(union) if copies.policy == "cached" else copies.streamed(union)
+    tfeat, fkey_t = cached_features(cache_dir, detector, all_copies, copies.key["digest"], tc, tc["precision"],
                                     accelerator, device, bs, progress, loader_workers(all_copies, tc), **fopts)
     frows = {i: r * factor for r, i in enumerate(union)}
 
     def train_feats(ids: list[int], window: int = 0) -> Dataset:
-        return ArrayTrainCopies(tfeat, frows, m, ids, factor, features_in=True)
+        return ArrayTrainCopies(tfeat, frows, bench.manifest, ids, factor, features_in=True)
 
     caches |= {"eval_features": fkey_e, "train_features": fkey_t}
     say(f"probe features ready: eval {tuple(efeat.shape)} (cache {fkey_e['digest']}), training copies "
         f"{tuple(tfeat.shape)} (cache {fkey_t['digest']}, {human_bytes(fkey_t['bytes'])}); windows train the head only")
-    return RunInputs(eval_feats, train_feats, tc, eval_precision, ekey, caches, pipeline=pipe)
+    return RunInputs(eval_feats, train_feats, tc, plain.eval_precision, ekey, caches, pipeline=plain.pipeline)

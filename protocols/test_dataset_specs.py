@@ -5,8 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from benchmark.degradations import PROFILES as DEGRADATION_PROFILES
-from protocols.value_checks import dataset_problem, safe_name_problem
+from protocols.value_checks import DEGRADATION_PROFILES, dataset_problem, safe_name_problem
 
 ENTRY_KEYS = ("name", "dataset", "degradation")
 

@@ -26,33 +26,28 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode at the start of training.*")  # probes
 
 
-def build_trainer(precision: str, *, accelerator: str = "auto", devices: int = 1, num_nodes: int = 1,
-                  strategy: str = "auto", sync_batchnorm: bool = False, plugins: Sequence = (),
-                  callbacks: Sequence = (), loggers: list | bool = False, progress: bool = False,
-                  grad_clip: float | None = None, accumulate: int = 1, n_batches: int = 10) -> L.Trainer:
-    """A Trainer for one fit or predict: one epoch (a window's batch sampler holds all its epochs), no Lightning
-    checkpoints, summaries or sanity steps, deterministic algorithms, genshift's own batch samplers."""
-    return L.Trainer(
-        accelerator=accelerator,
-        devices=devices,
-        num_nodes=num_nodes,
-        strategy=strategy,
-        sync_batchnorm=sync_batchnorm,
-        use_distributed_sampler=False,  # genshift's samplers split batches across ranks without padding
-        plugins=list(plugins),
-        callbacks=list(callbacks),
-        max_epochs=1,  # the window's batch sampler already holds all `train.epochs` epochs back to back
-        precision=precision,
-        gradient_clip_val=grad_clip,
-        accumulate_grad_batches=accumulate,
-        logger=loggers,
-        enable_checkpointing=False,
-        enable_model_summary=False,
-        enable_progress_bar=progress,
-        num_sanity_val_steps=0,
-        log_every_n_steps=max(1, min(10, n_batches)),
-        deterministic=True,
-    )
+# What every genshift Trainer has: one epoch (a window's batch sampler holds all its epochs), no Lightning
+# checkpoints, summaries or sanity steps, deterministic algorithms, genshift's own batch samplers.
+TRAINER_DEFAULTS = {
+    "accelerator": "auto",
+    "devices": 1,
+    "use_distributed_sampler": False,  # genshift's samplers split batches across ranks without padding
+    "max_epochs": 1,  # the window's batch sampler already holds all `train.epochs` epochs back to back
+    "enable_checkpointing": False,
+    "enable_model_summary": False,
+    "num_sanity_val_steps": 0,
+    "deterministic": True,
+}
+
+
+def build_trainer(precision: str, callbacks: Sequence = (), loggers: list | bool = False, progress: bool = False,
+                  n_batches: int = 10, **lightning) -> L.Trainer:
+    """A Trainer for one fit or predict with `TRAINER_DEFAULTS`; ``lightning``: more of Trainer's own arguments
+    by their own names (accelerator, devices, num_nodes, strategy, sync_batchnorm, plugins, gradient_clip_val,
+    accumulate_grad_batches), which override the defaults. Logs every min(10, `n_batches`) steps."""
+    return L.Trainer(**(TRAINER_DEFAULTS | {"precision": precision, "callbacks": list(callbacks), "logger": loggers,
+                                            "enable_progress_bar": progress,
+                                            "log_every_n_steps": max(1, min(10, n_batches))} | lightning))
 
 
 def run_trainer(cfg: Mapping, precision: str, progress: bool, loggers: list | bool = False, n_batches: int = 10,
@@ -61,10 +56,10 @@ def run_trainer(cfg: Mapping, precision: str, progress: bool, loggers: list | bo
     world = world_size(cfg)
     strategy = cfg.get("strategy", "auto") or "auto"
     return build_trainer(
-        precision, accelerator=cfg.get("accelerator", "auto") or "auto", devices=int(cfg.get("devices", 1) or 1),
-        num_nodes=int(cfg.get("num_nodes", 1) or 1), strategy="ddp" if strategy == "auto" and world > 1 else strategy,
-        sync_batchnorm=_sync_batchnorm(cfg, world), plugins=_cluster_plugins(), callbacks=callbacks, loggers=loggers,
-        progress=progress, grad_clip=cfg["train"]["grad_clip"], accumulate=accumulate, n_batches=n_batches)
+        precision, callbacks, loggers, progress, n_batches, accelerator=cfg.get("accelerator", "auto") or "auto",
+        devices=int(cfg.get("devices", 1) or 1), num_nodes=int(cfg.get("num_nodes", 1) or 1),
+        strategy="ddp" if strategy == "auto" and world > 1 else strategy, sync_batchnorm=_sync_batchnorm(cfg, world),
+        plugins=_cluster_plugins(), gradient_clip_val=cfg["train"]["grad_clip"], accumulate_grad_batches=accumulate)
 
 
 def _cluster_plugins() -> list:

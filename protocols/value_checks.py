@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 
+DEGRADATION_PROFILES = ("aigenbench-v1", "fixed")  # benchmark.degradations.PROFILES, without importing torch
 EXPERIMENT_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.,+=@-]{0,199}")
 
 

@@ -528,10 +528,10 @@ def test_failure_while_scoring_keeps_the_trained_window(tmp_path, tiny, capsys, 
 
     real = engine.score_batches
 
-    def failing(module, loader, precision, device, progress=False, label="scoring"):
+    def failing(module, loader, precision, device, progress=False, label="scoring", *more):
         if "window 2/2" in label:
             raise RuntimeError("simulated failure while scoring (out of memory)")
-        return real(module, loader, precision, device, progress, label)
+        return real(module, loader, precision, device, progress, label, *more)
 
     argv = ["run", *tiny, "--runs-dir", tmp_path / "runs", "--experiment", "e"]
     monkeypatch.setattr(engine, "score_batches", failing)

@@ -680,6 +680,28 @@ def _sections(lb: Leaderboard) -> tuple[str, str, str]:
     return "".join(md), "\n".join(tex), "".join(body)
 
 
+def _view_sections(lb, out_dir: Path, n_replicates: int, seed: int) -> tuple[str, str, list]:
+    """Every view's files and sections (localization, robustness, strategies, video, formats, test datasets; each
+    empty when no run has its data): (Markdown, HTML, the views' extra (title, file, PNG) figures)."""
+    from leaderboard import formats_view as FV
+    from leaderboard import localization_view as LV
+    from leaderboard import robustness_view as RV
+    from leaderboard import strategy_view as SV
+    from leaderboard import test_datasets_view as TV
+    from leaderboard import video_view as VV
+
+    loc = LV.write_localization_view(lb.records, out_dir)  # localization.csv + sections; None when no run has maps
+    rob = RV.write_section(lb, out_dir)  # leaderboard_robustness.csv + md/html sections; empty if no run has one
+    cl = SV.write_section(lb, out_dir)  # strategies.csv/.png + sections; empty when every run is naive
+    video_md, video_html = VV.write_leaderboard_section(lb.records, out_dir)  # video.csv, grids, ROC PNGs
+    formats_md, formats_html = FV.write_leaderboard_section(lb, out_dir)  # formats.csv; '' unless formats mix
+    tests = TV.write_section(lb.records, out_dir, n_replicates, seed)  # test_datasets.csv, per-window PNGs
+    md = (loc.markdown if loc else "") + rob.markdown + cl.markdown + video_md + formats_md \
+        + (tests.markdown if tests else "")
+    html_part = (loc.html if loc else "") + rob.html + cl.html + video_html + formats_html + (tests.html if tests else "")
+    return md, html_part, list(tests.figures) if tests else []
+
+
 def write_leaderboard(
     runs: Sequence[Path],
     out_dir: Path,
@@ -702,30 +724,8 @@ def write_leaderboard(
     out_dir = Path(out_dir)
     explanation = EXPLANATION.format(n=n_replicates, seed=seed)
     md_tables, tex, body = _sections(lb)
-    md = f"# genshift leaderboard\n\n{explanation}\n{md_tables}"
-    from leaderboard import localization_view as LV  # localization.csv + sections; None when no run has maps
-
-    loc = LV.write_localization_view(lb.records, out_dir)
-    md += loc.markdown if loc else ""
-    from leaderboard import robustness_view as RV
-
-    rob = RV.write_section(lb, out_dir)  # leaderboard_robustness.csv + md/html sections; empty if no run has one
-    md += rob.markdown
-    from leaderboard import strategy_view as SV
-    from leaderboard import video_view as VV
-
-    cl = SV.write_section(lb, out_dir)  # strategies.csv/.png + sections; empty when every run is naive
-    md += cl.markdown
-    video_md, video_html = VV.write_leaderboard_section(lb.records, out_dir)  # video.csv, grids, ROC PNGs
-    md += video_md
-    from leaderboard import formats_view as FV
-
-    formats_md, formats_html = FV.write_leaderboard_section(lb, out_dir)  # formats.csv; '' unless formats mix
-    md += formats_md
-    from leaderboard import test_datasets_view as TV
-
-    tests = TV.write_section(lb.records, out_dir, n_replicates, seed)  # test_datasets.csv, per-window PNGs
-    md += tests.markdown if tests else ""
+    views_md, views_html, view_figures = _view_sections(lb, out_dir, n_replicates, seed)
+    md = f"# genshift leaderboard\n\n{explanation}\n{md_tables}" + views_md
     atomic_write_text(out_dir / "leaderboard.md", md)
     atomic_write_text(out_dir / "leaderboard.csv", lb.summary.to_csv(index=False))
     if lb.per_seed is not None:
@@ -737,13 +737,10 @@ def write_leaderboard(
     figures = _plots(lb)
     for _, filename, png in figures:
         atomic_write_bytes(out_dir / filename, png)
-    atomic_write_text(
-        out_dir / "leaderboard.html",
-        LV.insert_html(to_html(body, explanation, [(t, png) for t, _, png in figures + (tests.figures if tests
-                                                                                         else [])]),
-                       (loc.html if loc else "") + rob.html + cl.html + video_html + formats_html
-                       + (tests.html if tests else "")),
-    )
+    from leaderboard.localization_view import insert_html
+
+    atomic_write_text(out_dir / "leaderboard.html", insert_html(
+        to_html(body, explanation, [(t, png) for t, _, png in figures + view_figures]), views_html))
     timings["write"] = time.perf_counter() - t0
     if echo:
         print(md)

@@ -37,7 +37,7 @@ from protocols.crop_data import (
     is_grouped,
 )
 from protocols.data import ReferenceTrainCopies, TrainCopies
-from protocols.feature_cache import cached_features
+from protocols.feature_cache import Extraction, cached_features
 from protocols.format_inputs import prepare_format_inputs
 from protocols.frame_inputs import prepare_frame_inputs
 from protocols.pipeline import InputPipeline, resolve_pipeline
@@ -117,6 +117,17 @@ def _track_inputs(cfg: dict, bench, detector, cache_dir: Path, progress: bool,
 
 
 @dataclass
+class _Build:
+    """Where and how the stores are built: the cache directory, a progress bar, the log line, the stores' options
+    (verification, chunk size, the stop check between chunks)."""
+
+    cache_dir: Path
+    progress: bool
+    say: Callable[[str], None]
+    store_opts: dict
+
+
+@dataclass
 class _Copies:
     """A run's training copies: the per-window dataset factory, its streamed twin, run.json's key, the release of
     a per-window store, and the images of every window (`union`)."""
@@ -145,7 +156,8 @@ def _image_inputs(cfg: dict, bench, detector, cache_dir: Path, progress: bool, s
     eval_px, ekey = eval_pixels(cfg, bench, pipe, cache_dir, plan.policy("eval_inputs") == "cached", workers,
                                 progress, store_opts)
     ekey["cached"] = sw["eval_inputs"]
-    copies = _training_copies(cfg, bench, detector.meta, tc, plan, cache_dir, progress, store_opts)
+    build = _Build(cache_dir, progress, say, store_opts)
+    copies = _training_copies(cfg, bench, detector.meta, tc, plan, build)
     tkey, factor = copies.key, int(tc["augmentation_factor"])
     caches = {"switches": sw, "plan": plan.to_dict(), "eval_inputs": ekey, "train_inputs": tkey,
               "runtime": {"malloc": keep_large_allocations(), "train_precision": tc["precision"],
@@ -165,14 +177,14 @@ def _image_inputs(cfg: dict, bench, detector, cache_dir: Path, progress: bool, s
             caches["probe_features_skipped"] = skipped.reason
             say(f"probe feature cache off: {skipped.reason}")
         return plain
-    return _probe_feature_inputs(cfg, bench, detector, plain, copies, plan, cache_dir, progress, say, store_opts)
+    return _probe_feature_inputs(cfg, bench, detector, plain, copies, "train_features" in plan.stores, build)
 
 
-def _training_copies(cfg: dict, bench, meta, tc: dict, plan: CachePlan, cache_dir: Path, progress: bool,
-                     store_opts: dict) -> _Copies:
+def _training_copies(cfg: dict, bench, meta, tc: dict, plan: CachePlan, build: _Build) -> _Copies:
     """The training copies as the plan decided: one cached store of every window's images, one window's store at a
     time, or streamed (always streamed for the reference's own augmentation, seeded by position)."""
     m, workers = bench.manifest, max(1, int(tc["num_workers"]))
+    cache_dir, progress, store_opts = build.cache_dir, build.progress, build.store_opts
     factor, seed = int(tc["augmentation_factor"]), int(cfg["seed"])
     union = sorted({int(i) for ids in bench.train_sets for i in ids})
     targs = (factor, meta.input_size, seed, tc["augmentation"], meta.eval_resize)
@@ -225,30 +237,33 @@ def _training_copies(cfg: dict, bench, meta, tc: dict, plan: CachePlan, cache_di
     return _Copies(train_px, streamed, tkey, release, union, tpolicy)
 
 
-def _probe_feature_inputs(cfg: dict, bench, detector, plain: RunInputs, copies: _Copies, plan: CachePlan,
-                          cache_dir: Path, progress: bool, say: Callable[[str], None], store_opts: dict) -> RunInputs:
+def _probe_feature_inputs(cfg: dict, bench, detector, plain: RunInputs, copies: _Copies, train_features: bool,
+                          build: _Build) -> RunInputs:
     """A probe's frozen-backbone features of the eval inputs and (unless the reference's augmentation streams new
     copies every window) of every training copy: windows then train and score the head only."""
     tc, caches, eval_px, ekey = plain.train_cfg, plain.describe, plain.eval_ds, plain.eval_key
+    cache_dir, progress, say = build.cache_dir, build.progress, build.say
     factor = int(tc["augmentation_factor"])
     accelerator = str(cfg.get("accelerator", "auto") or "auto")
     device = "cuda" if uses_cuda(cfg) else "cpu"
     bs = int(cfg["eval"]["batch_size"])
-    fopts = {k: store_opts[k] for k in ("verify", "chunk_bytes", "should_stop")}
+    fopts = {k: build.store_opts[k] for k in ("verify", "chunk_bytes", "should_stop")}
     erows = crop_rows(eval_px) if is_grouped(eval_px) else eval_px  # one feature row per crop
-    efeat, fkey_e = cached_features(cache_dir, detector, erows, ekey["digest"], tc, plain.eval_precision, accelerator,
-                                    device, bs, progress, loader_workers(erows, tc), **fopts)
+    efeat, fkey_e = cached_features(cache_dir, detector, erows, ekey["digest"],
+                                    Extraction(tc, plain.eval_precision, accelerator, device, bs, progress,
+                                               loader_workers(erows, tc)), **fopts)
     eval_feats = GroupedRows(efeat, eval_px.offsets, features_in=True) if is_grouped(eval_px) \
         else ArrayEval(efeat, features_in=True)
-    if "train_features" not in plan.stores:  # aigenbench-baseline: copies change every window
+    if not train_features:  # aigenbench-baseline: copies change every window
         caches |= {"eval_features": fkey_e}
         say(f"probe features ready: eval {tuple(efeat.shape)} (cache {fkey_e['digest']}); training copies are "
             f"streamed ({REFERENCE_AUGMENTATION}), so windows run the frozen backbone on them")
         return RunInputs(eval_feats, copies.make, tc, plain.eval_precision, ekey, caches, copies.release, plain.pipeline)
     union = copies.union
     all_copies = copies.make(union) if copies.policy == "cached" else copies.streamed(union)
-    tfeat, fkey_t = cached_features(cache_dir, detector, all_copies, copies.key["digest"], tc, tc["precision"],
-                                    accelerator, device, bs, progress, loader_workers(all_copies, tc), **fopts)
+    tfeat, fkey_t = cached_features(cache_dir, detector, all_copies, copies.key["digest"],
+                                    Extraction(tc, tc["precision"], accelerator, device, bs, progress,
+                                               loader_workers(all_copies, tc)), **fopts)
     frows = {i: r * factor for r, i in enumerate(union)}
 
     def train_feats(ids: list[int], window: int = 0) -> Dataset:

@@ -120,13 +120,14 @@ def _image_set(name, cfg, detector, inputs, manifest, samples, cache_dir, profil
     describe["inputs"] = {"digest": key["digest"], "cached": key.get("path") is not None}
     if not getattr(inputs.eval_ds, "features_in", False):
         return ScoringSet(name, samples, px, None, describe)
-    from protocols.feature_cache import cached_features
+    from protocols.feature_cache import Extraction, cached_features
     from protocols.speed import uses_cuda
     from protocols.window_inputs import loader_workers
 
-    feats, fkey = cached_features(cache_dir, detector, px, key["digest"], tc, inputs.eval_precision,
-                                  str(cfg.get("accelerator", "auto") or "auto"), "cuda" if uses_cuda(cfg) else "cpu",
-                                  int(cfg["eval"]["batch_size"]), progress, loader_workers(px, tc))
+    how = Extraction(tc, inputs.eval_precision, str(cfg.get("accelerator", "auto") or "auto"),
+                     "cuda" if uses_cuda(cfg) else "cpu", int(cfg["eval"]["batch_size"]), progress,
+                     loader_workers(px, tc))
+    feats, fkey = cached_features(cache_dir, detector, px, key["digest"], how)
     describe["features"] = {"digest": fkey["digest"]}
     return ScoringSet(name, samples, ArrayEval(feats, features_in=True), None, describe)
 

@@ -159,7 +159,6 @@ def run_identity(cfg_hash: str, seed: int, manifest_checksum: str) -> str:
     return hashlib.sha256(doc.encode()).hexdigest()[:16]
 
 
-
 def _say(msg: str, t0: float) -> None:
     elapsed = time.time() - t0
     print(f"[genshift {int(elapsed // 60):02d}:{int(elapsed % 60):02d}] {msg}", flush=True)

@@ -157,7 +157,7 @@ def _same_content(doc: dict, layout: dict) -> bool:
     return all(doc.get(k) == v for k, v in layout.items() if k != "items_per_chunk")
 
 
-def _chunk_name(c: int, field_name: str | None = None) -> str:
+def chunk_name(c: int, field_name: str | None = None) -> str:
     return f"{c:06d}.{field_name}.npy" if field_name else f"{c:06d}.json"
 
 
@@ -201,7 +201,7 @@ class StoreWriter:
         """Chunks whose record and data files are present with the recorded sizes."""
         done = set()
         for c in range(self.spec.n_chunks):
-            rec = _read_json(self.chunks / _chunk_name(c))
+            rec = _read_json(self.chunks / chunk_name(c))
             if rec is not None and _chunk_files_ok(self.chunks, rec, self.spec):
                 done.add(c)
         return done
@@ -220,7 +220,7 @@ class StoreWriter:
                                  f"({rows}, {', '.join(map(str, f.row_shape))})")
             header = _header(f.dtype, arr.shape)
             h = hashlib.sha256(header)
-            target = self.chunks / _chunk_name(c, name)
+            target = self.chunks / chunk_name(c, name)
             tmp = target.with_name(f".{target.name}.{_HOST}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
             try:
                 with open(tmp, "wb") as fh:
@@ -236,14 +236,14 @@ class StoreWriter:
                 tmp.unlink(missing_ok=True)
             rec["fields"][name] = {"file": target.name, "rows": int(rows), "offset": len(header),
                                    "bytes": len(header) + arr.nbytes, "sha256": h.hexdigest()}
-        atomic_write_text(self.chunks / _chunk_name(c), json.dumps(rec, sort_keys=True))
+        atomic_write_text(self.chunks / chunk_name(c), json.dumps(rec, sort_keys=True))
         return rec
 
     def finalize(self) -> bool:
         """Write meta.json if every chunk is done (idempotent; any writer or reader may call it)."""
         recs = []
         for c in range(self.spec.n_chunks):
-            rec = _read_json(self.chunks / _chunk_name(c))
+            rec = _read_json(self.chunks / chunk_name(c))
             if rec is None or not _chunk_files_ok(self.chunks, rec, self.spec):
                 return False
             recs.append(rec)
@@ -484,7 +484,7 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _bad_chunks(problems: list[str]) -> set[int]:
+def bad_chunks(problems: list[str]) -> set[int]:
     """The chunk numbers named by verify_chunks' problems."""
     return {int(m.group(1)) for p in problems if (m := re.match(r"chunk (\d+):", p))}
 
@@ -523,7 +523,7 @@ def open_store(path: Path, spec: StoreSpec, verify: str = "sample", say_stale: b
         problems = verify_chunks(path, meta, verify)
         if not problems:
             return Store(path, meta)
-        bad = _bad_chunks(problems)
+        bad = bad_chunks(problems)
     except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:  # a damaged or planted meta.json
         _say(say_stale, f"genshift: cache {path}: its {META} is malformed ({type(e).__name__}); checking its chunks "
                         "again")
@@ -533,9 +533,9 @@ def open_store(path: Path, spec: StoreSpec, verify: str = "sample", say_stale: b
                     f"rebuilding {len(bad)} chunk(s)")
     (path / META).unlink(missing_ok=True)
     for c in bad:
-        (path / CHUNKS / _chunk_name(c)).unlink(missing_ok=True)
+        (path / CHUNKS / chunk_name(c)).unlink(missing_ok=True)
         for name in spec.fields:
-            (path / CHUNKS / _chunk_name(c, name)).unlink(missing_ok=True)
+            (path / CHUNKS / chunk_name(c, name)).unlink(missing_ok=True)
     return None
 
 
@@ -557,7 +557,7 @@ def store_progress(path: Path, spec: StoreSpec) -> tuple[int, int]:
     spec = replace(spec, items_per_chunk=int(layout["items_per_chunk"]))  # its own chunking
     done, nbytes = 0, 0
     for c in range(spec.n_chunks):
-        rec = _read_json(path / CHUNKS / _chunk_name(c))
+        rec = _read_json(path / CHUNKS / chunk_name(c))
         if rec is not None and _chunk_files_ok(path / CHUNKS, rec, spec):
             done += 1
             nbytes += sum(f["bytes"] for f in rec["fields"].values())

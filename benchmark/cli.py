@@ -82,9 +82,9 @@ def _non_negative(text: str) -> int:
 
 
 def _cache(args) -> Path:
-    from benchmark.sources import default_cache_dir
+    from benchmark.sources import resolve_cache_dir
 
-    return Path(args.cache_dir) if args.cache_dir else default_cache_dir()
+    return resolve_cache_dir(args.cache_dir)
 
 
 def cmd_info(args) -> int:

@@ -194,7 +194,7 @@ class _Chain:
             quality = min(drawn, 100)  # both encoders clamp 101 to 100 (byte-identical)
             record["quality_drawn"] = drawn
         record["quality"] = quality
-        self.img = _jpeg_roundtrip(np.ascontiguousarray(self.as_uint8()), backend, quality)
+        self.img = jpeg_roundtrip(np.ascontiguousarray(self.as_uint8()), backend, quality)
         self.records.append(record)
 
     def noise(self) -> None:
@@ -261,7 +261,7 @@ class _Chain:
         return np.ascontiguousarray(self.img)
 
 
-def _jpeg_roundtrip(image: np.ndarray, backend: str, quality: int) -> np.ndarray:
+def jpeg_roundtrip(image: np.ndarray, backend: str, quality: int) -> np.ndarray:
     """Encode and decode an RGB uint8 image as JPEG with OpenCV or Pillow (reference cv2_jpg/pil_jpg)."""
     if backend == "cv2":
         ok, encoded = cv2.imencode(".jpg", image[:, :, ::-1], [int(cv2.IMWRITE_JPEG_QUALITY), quality])
@@ -350,7 +350,7 @@ def _run_chain(image: np.ndarray, position: int, profile: str, base_seed: int) -
 
     chain = _Chain(image, seed, base)
     if reencode is not None:
-        chain.img = _jpeg_roundtrip(np.ascontiguousarray(image), "pil", reencode)
+        chain.img = jpeg_roundtrip(np.ascontiguousarray(image), "pil", reencode)
         chain.records.append({"step": "reencode", "fired": True, "backend": "pil", "quality": reencode})
     chain.crop_if_large()
     chain.grayscale()

@@ -117,12 +117,12 @@ def _blur(img):
 
 
 def _jpeg(img):
-    from benchmark.degradations import JPEG_BACKENDS, _jpeg_roundtrip
+    from benchmark.degradations import JPEG_BACKENDS, jpeg_roundtrip
 
     arr = np.ascontiguousarray(_to_numpy(img))
     backend = random.choice(list(JPEG_BACKENDS))
     quality = random.choice(JPEG_QUALITIES)
-    return _like(_jpeg_roundtrip(arr, backend, quality), img)
+    return _like(jpeg_roundtrip(arr, backend, quality), img)
 
 
 def _crop_if_large(img):

@@ -39,6 +39,12 @@ def default_cache_dir() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "genshift"
 
 
+def resolve_cache_dir(value: str | Path | None) -> Path:
+    """The cache directory a command uses: `value` (the `cache_dir` config key or a --cache-dir flag, `~`
+    expanded) when given, else `default_cache_dir()`."""
+    return Path(value).expanduser() if value else default_cache_dir()
+
+
 OPTIONS = {"timeline": ("aigenbench", "folder", "csv", "landmarks", "videos"), "root": ("csv",),
            "backend": ("videos",)}  # option -> source kinds taking it
 

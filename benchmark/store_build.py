@@ -21,7 +21,7 @@ from benchmark.array_store import Store, StoreError, StoreSpec, StoreWriter, ope
 from benchmark.progress import counted_progress
 
 
-def _worker_init() -> None:
+def worker_init() -> None:
     """One thread per worker process: the pool already uses every core."""
     import cv2
     import torch
@@ -47,7 +47,7 @@ def ordered_map(fn: Callable, jobs: Sequence, workers: int, batch: int = 0) -> I
 
     # forkserver, not fork: a child forked from a parent whose OpenMP pool is running (torch, OpenCV) can
     # deadlock on its first threaded call; the server imports the job modules once, so workers start in ms.
-    pool = cf.ProcessPoolExecutor(max_workers=workers, initializer=_worker_init, mp_context=worker_context())
+    pool = cf.ProcessPoolExecutor(max_workers=workers, initializer=worker_init, mp_context=worker_context())
     pending: deque = deque()
     starts = iter(range(0, len(jobs), batch))
     try:

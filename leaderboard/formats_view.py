@@ -201,7 +201,7 @@ def write_leaderboard_section(lb, out_dir: Path) -> tuple[str, str]:
     import html as _html
 
     from common.atomic import atomic_write_text
-    from leaderboard.report import html_table
+    from leaderboard.render import html_table
 
     frames = [window_rows(r.name, r.windows) for r in lb.records]
     atomic_write_text(Path(out_dir) / "formats.csv",
@@ -232,13 +232,13 @@ def inspect_section(arrays: Mapping[str, np.ndarray], k: int) -> str:
     """`genshift inspect` text: the eval set by class and format, and the pair AUROCs of `all` and `next`."""
     if formats_of(arrays) is None:
         return ""
-    from leaderboard.inspect import _fmt_frame
+    from leaderboard.render import fmt_frame
 
     parts = ["source formats (class × format; JPEG quality estimated from the quantisation tables):\n"
-             + _fmt_frame(composition(arrays))]
-    parts.append("AUROC by (real format, fake format), group all:\n" + _fmt_frame(pair_table(arrays)))
+             + fmt_frame(composition(arrays))]
+    parts.append("AUROC by (real format, fake format), group all:\n" + fmt_frame(pair_table(arrays)))
     mask = next_mask(arrays, k)
     if mask is not None:
         parts.append(f"AUROC by (real format, fake format), group next (window {k + 1}):\n"
-                     + _fmt_frame(pair_table(arrays, mask)))
+                     + fmt_frame(pair_table(arrays, mask)))
     return "\n\n".join(parts)

@@ -19,6 +19,7 @@ from leaderboard.crops import crop_counts, crop_section, has_crops, pipeline_of
 from leaderboard.groups import GENERATOR_PREFIX, NAMED_GROUPS, WINDOW_PREFIX, all_groups, window_generator_ids
 from leaderboard.metrics import COUNT_NAMES, METRIC_NAMES
 from leaderboard.reference import load_reference_npz, to_genshift_arrays
+from leaderboard.render import fmt_frame
 
 SAMPLE_COLUMNS = ("identifier", "label", "generator_id", "generator", "paired_generator", "window", "score", "logit",
                   "n_crops")
@@ -139,11 +140,6 @@ def _schema(path: Path) -> str:
     return "\n".join(lines)
 
 
-def _fmt_frame(df: pd.DataFrame) -> str:
-    with pd.option_context("display.width", 200, "display.max_columns", 30, "display.max_rows", 500):
-        return df.to_string(index=False, float_format=lambda v: f"{v:.4f}")
-
-
 def report(path: str | Path, window: int | None = None, top: int = 10,
            robustness: str | Path | None = None) -> str:
     """The text of `genshift inspect`: schema, counts, group and generator metrics, hardest errors, robustness."""
@@ -173,13 +169,13 @@ def report(path: str | Path, window: int | None = None, top: int = 10,
     if has_crops(arrays):
         parts.append(crop_section(arrays))
     parts += [
-        "per window (fakes of its generators + their paired reals):\n" + _fmt_frame(counts.reset_index()),
-        "groups:\n" + _fmt_frame(named),
-        "generators:\n" + _fmt_frame(per_gen),
+        "per window (fakes of its generators + their paired reals):\n" + fmt_frame(counts.reset_index()),
+        "groups:\n" + fmt_frame(named),
+        "generators:\n" + fmt_frame(per_gen),
         f"hardest false negatives (lowest-scored fakes, top {top}):\n"
-        + _fmt_frame(fn[["identifier", "generator", "score"]]),
+        + fmt_frame(fn[["identifier", "generator", "score"]]),
         f"hardest false positives (highest-scored reals, top {top}):\n"
-        + _fmt_frame(fp[["identifier", "paired_generator", "score"]]),
+        + fmt_frame(fp[["identifier", "paired_generator", "score"]]),
     ]
     from leaderboard.formats_view import inspect_section as formats_section  # '' unless formats are recorded
 

@@ -288,7 +288,7 @@ class LocalizationView:
 
 
 def _html(table: pd.DataFrame) -> str:
-    from leaderboard.report import html_table
+    from leaderboard.render import html_table
 
     return f"<h2>Localization</h2>\n<p>{html.escape(EXPLANATION)}</p>\n{html_table(table, 'localization')}"
 
@@ -300,7 +300,7 @@ def write_localization_view(records: Sequence, out_dir: Path) -> LocalizationVie
         return None
     atomic_write_text(Path(out_dir) / CSV_NAME, frame.to_csv(index=False))
     table = display_table(frame)
-    from leaderboard.report import to_markdown
+    from leaderboard.render import to_markdown
 
     md = f"\n## Localization\n\n{EXPLANATION}\n\n{to_markdown(table)}\n"
     return LocalizationView(frame, md, _html(table))

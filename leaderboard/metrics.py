@@ -147,7 +147,7 @@ def _descending(s: np.ndarray) -> np.ndarray:
     return np.argsort(s, kind="stable")[::-1]
 
 
-def _curve(y: np.ndarray, s: np.ndarray) -> _Curve:
+def roc_curve_points(y: np.ndarray, s: np.ndarray) -> _Curve:
     order = _descending(s)
     return _curve_sorted(y[order], s[order])
 
@@ -280,7 +280,7 @@ def _check_fpr_target(fpr: float) -> None:
 
 def _defined_curve(y_true: object, y_score: object) -> _Curve | None:
     y, s = _validate(y_true, y_score)
-    c = _curve(y, s)
+    c = roc_curve_points(y, s)
     return None if _reason(c.n_pos, c.n_neg) else c
 
 

@@ -38,7 +38,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .metrics import _curve, roc_auc
+from .metrics import roc_auc, roc_curve_points
 
 DEFAULT_PIXEL_THRESHOLD = 0.5
 MODES = ("per_image", "pooled")
@@ -128,7 +128,7 @@ def _iou(tp: int, fp: int, fn: int) -> float:
 
 def _best_f1(m: np.ndarray, s: np.ndarray) -> tuple[float, float]:
     """(best F1 over thresholds 'score >= t' for every distinct score t, that t); mask must be non-empty."""
-    c = _curve(m.astype(np.int64), s)
+    c = roc_curve_points(m.astype(np.int64), s)
     f1 = 2 * c.tps / (c.tps + c.fps + c.n_pos)  # FN = P - TP, so 2TP + FP + FN = TP + FP + P
     i = int(np.argmax(f1))
     return float(f1[i]), float(c.thresholds[i])

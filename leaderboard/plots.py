@@ -16,7 +16,7 @@ import pandas as pd  # noqa: E402
 from leaderboard.groups import GENERATOR_PREFIX  # noqa: E402
 
 
-def _png(fig) -> bytes:
+def png_bytes(fig) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)  # fixed margins: one draw (layout engines or bbox "tight" redraw)
     plt.close(fig)
@@ -43,7 +43,7 @@ def next_per_window(curves: Sequence[tuple[str, np.ndarray]],
     ax.grid(alpha=0.3)
     if curves:
         ax.legend(fontsize="small", loc="best")
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def heatmap(name: str, r: np.ndarray) -> bytes:
@@ -63,7 +63,7 @@ def heatmap(name: str, r: np.ndarray) -> bytes:
     ax.set_yticks(range(n_rows))
     ax.set_title(f"R[k, j] (AUROC)\n{name}", fontsize=8)
     fig.colorbar(im, ax=ax, fraction=0.046)
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def generator_bars(name: str, table: pd.DataFrame, k: int) -> bytes:
@@ -80,7 +80,7 @@ def generator_bars(name: str, table: pd.DataFrame, k: int) -> bytes:
     ax.axhline(0.5, color="grey", lw=0.8, ls="--")
     ax.set_ylabel("AUROC")
     ax.set_title(f"per-generator AUROC after window {k} — {name}", fontsize=9)
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def roc_next(name: str, curves: Sequence[tuple[int, np.ndarray, np.ndarray, float]]) -> bytes:
@@ -98,7 +98,7 @@ def roc_next(name: str, curves: Sequence[tuple[int, np.ndarray, np.ndarray, floa
     ax.set_title(f"ROC of the NEXT cells\n{name}", fontsize=8)
     if curves:
         ax.legend(fontsize="x-small", loc="lower right")
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def reliability(name: str, curves: Sequence[tuple[int, np.ndarray, np.ndarray, float]]) -> bytes:
@@ -116,7 +116,7 @@ def reliability(name: str, curves: Sequence[tuple[int, np.ndarray, np.ndarray, f
     ax.set_ylabel("fraction of fakes in the bin")
     ax.set_title(f"reliability of the NEXT cells (equal-mass bins)\n{name}", fontsize=8)
     ax.legend(fontsize="x-small", loc="upper left")
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def test_per_window(title: str, curves: Sequence[tuple[str, np.ndarray]], windows: Sequence[int]) -> bytes:
@@ -132,4 +132,4 @@ def test_per_window(title: str, curves: Sequence[tuple[str, np.ndarray]], window
     ax.grid(alpha=0.3)
     if curves:
         ax.legend(fontsize="small", loc="best")
-    return _png(fig)
+    return png_bytes(fig)

@@ -11,7 +11,6 @@ top row, and sets each continual row beside its upper bound (a `full` run of the
 
 from __future__ import annotations
 
-import base64
 import html
 import re
 import time
@@ -29,6 +28,7 @@ from leaderboard import variants as V
 from leaderboard.continual import AGGREGATES
 from leaderboard.crops import crop_counts
 from leaderboard.operating import threshold_sources
+from leaderboard.render import html_figure, html_table, safe_name, to_markdown
 from leaderboard.runs import LeaderboardError, RunRecord, partition, read_run
 
 __all__ = ["LeaderboardError", "Leaderboard", "build_leaderboard", "write_leaderboard"]
@@ -505,14 +505,6 @@ def upper_display(upper: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-def to_markdown(df: pd.DataFrame) -> str:
-    cols = list(df.columns)
-    esc = lambda v: str(v).replace("|", "\\|")  # noqa: E731
-    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
-    lines += ["| " + " | ".join(esc(v) for v in row) + " |" for row in df.itertuples(index=False)]
-    return "\n".join(lines)
-
-
 # Every character LaTeX treats specially, replaced in one pass (so an inserted backslash is never escaped again).
 _TEX_ESCAPES = {
     "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
@@ -540,22 +532,6 @@ def to_latex(df: pd.DataFrame, caption: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def html_table(df: pd.DataFrame, table_id: str) -> str:
-    """An escaped HTML table of ``df`` (header row + one row per record), shared by every leaderboard section."""
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in df.columns)
-    body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in row) + "</tr>\n"
-        for row in df.itertuples(index=False)
-    )
-    return f"<table id='{table_id}'><thead><tr>{head}</tr></thead><tbody>\n{body}</tbody></table>\n"
-
-
-def html_figure(title: str, png: bytes) -> str:
-    """A PNG embedded as a base64 <figure> with its caption (the HTML file stands alone)."""
-    return (f'<figure><img alt="{html.escape(title)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
-            f"<figcaption>{html.escape(title)}</figcaption></figure>\n")
-
-
 def to_html(body: str, explanation: str, images: Sequence[tuple[str, bytes]]) -> str:
     figs = "".join(html_figure(title, png) for title, png in images)
     return (
@@ -567,11 +543,6 @@ def to_html(body: str, explanation: str, images: Sequence[tuple[str, bytes]]) ->
         f"{body}"
         f"<h2>Plots</h2>\n{figs}</body></html>\n"
     )
-
-
-def safe_name(name: str) -> str:
-    """A run name usable in a file name."""
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
 
 
 def _mean_matrix(records: Sequence[RunRecord]) -> np.ndarray:
@@ -709,6 +680,28 @@ def _sections(lb: Leaderboard) -> tuple[str, str, str]:
     return "".join(md), "\n".join(tex), "".join(body)
 
 
+def _view_sections(lb, out_dir: Path, n_replicates: int, seed: int) -> tuple[str, str, list]:
+    """Every view's files and sections (localization, robustness, strategies, video, formats, test datasets; each
+    empty when no run has its data): (Markdown, HTML, the views' extra (title, file, PNG) figures)."""
+    from leaderboard import formats_view as FV
+    from leaderboard import localization_view as LV
+    from leaderboard import robustness_view as RV
+    from leaderboard import strategy_view as SV
+    from leaderboard import test_datasets_view as TV
+    from leaderboard import video_view as VV
+
+    loc = LV.write_localization_view(lb.records, out_dir)  # localization.csv + sections; None when no run has maps
+    rob = RV.write_section(lb, out_dir)  # leaderboard_robustness.csv + md/html sections; empty if no run has one
+    cl = SV.write_section(lb, out_dir)  # strategies.csv/.png + sections; empty when every run is naive
+    video_md, video_html = VV.write_leaderboard_section(lb.records, out_dir)  # video.csv, grids, ROC PNGs
+    formats_md, formats_html = FV.write_leaderboard_section(lb, out_dir)  # formats.csv; '' unless formats mix
+    tests = TV.write_section(lb.records, out_dir, n_replicates, seed)  # test_datasets.csv, per-window PNGs
+    md = (loc.markdown if loc else "") + rob.markdown + cl.markdown + video_md + formats_md \
+        + (tests.markdown if tests else "")
+    html_part = (loc.html if loc else "") + rob.html + cl.html + video_html + formats_html + (tests.html if tests else "")
+    return md, html_part, list(tests.figures) if tests else []
+
+
 def write_leaderboard(
     runs: Sequence[Path],
     out_dir: Path,
@@ -731,30 +724,8 @@ def write_leaderboard(
     out_dir = Path(out_dir)
     explanation = EXPLANATION.format(n=n_replicates, seed=seed)
     md_tables, tex, body = _sections(lb)
-    md = f"# genshift leaderboard\n\n{explanation}\n{md_tables}"
-    from leaderboard import localization_view as LV  # localization.csv + sections; None when no run has maps
-
-    loc = LV.write_localization_view(lb.records, out_dir)
-    md += loc.markdown if loc else ""
-    from leaderboard import robustness_view as RV
-
-    rob = RV.write_section(lb, out_dir)  # leaderboard_robustness.csv + md/html sections; empty if no run has one
-    md += rob.markdown
-    from leaderboard import strategy_view as SV
-    from leaderboard import video_view as VV
-
-    cl = SV.write_section(lb, out_dir)  # strategies.csv/.png + sections; empty when every run is naive
-    md += cl.markdown
-    video_md, video_html = VV.write_leaderboard_section(lb.records, out_dir)  # video.csv, grids, ROC PNGs
-    md += video_md
-    from leaderboard import formats_view as FV
-
-    formats_md, formats_html = FV.write_leaderboard_section(lb, out_dir)  # formats.csv; '' unless formats mix
-    md += formats_md
-    from leaderboard import test_datasets_view as TV
-
-    tests = TV.write_section(lb.records, out_dir, n_replicates, seed)  # test_datasets.csv, per-window PNGs
-    md += tests.markdown if tests else ""
+    views_md, views_html, view_figures = _view_sections(lb, out_dir, n_replicates, seed)
+    md = f"# genshift leaderboard\n\n{explanation}\n{md_tables}" + views_md
     atomic_write_text(out_dir / "leaderboard.md", md)
     atomic_write_text(out_dir / "leaderboard.csv", lb.summary.to_csv(index=False))
     if lb.per_seed is not None:
@@ -766,13 +737,10 @@ def write_leaderboard(
     figures = _plots(lb)
     for _, filename, png in figures:
         atomic_write_bytes(out_dir / filename, png)
-    atomic_write_text(
-        out_dir / "leaderboard.html",
-        LV.insert_html(to_html(body, explanation, [(t, png) for t, _, png in figures + (tests.figures if tests
-                                                                                         else [])]),
-                       (loc.html if loc else "") + rob.html + cl.html + video_html + formats_html
-                       + (tests.html if tests else "")),
-    )
+    from leaderboard.localization_view import insert_html
+
+    atomic_write_text(out_dir / "leaderboard.html", insert_html(
+        to_html(body, explanation, [(t, png) for t, _, png in figures + view_figures]), views_html))
     timings["write"] = time.perf_counter() - t0
     if echo:
         print(md)

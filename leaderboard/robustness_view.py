@@ -22,7 +22,6 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -30,9 +29,6 @@ import pandas as pd
 from common import run_dir as layout
 from common.atomic import atomic_write_bytes, atomic_write_text
 from leaderboard.runs import LeaderboardError
-
-if TYPE_CHECKING:  # only for type hints: report imports this module lazily
-    from leaderboard.report import Leaderboard
 
 # Degradation kinds in display order, and which way their levels get harsher.
 KINDS = ("none", "jpeg", "blur", "noise", "scale", "mandatory")
@@ -282,7 +278,7 @@ class Section:
     files: tuple[str, ...] = ()
 
 
-def collect(lb: Leaderboard) -> list[tuple[str, RunRobustness]]:
+def collect(lb) -> list[tuple[str, RunRobustness]]:
     """(run name, robustness files) of the ranked runs that have them, in leaderboard order."""
     items = []
     for r in lb.records:  # in leaderboard order (tables, rows, seeds)
@@ -293,9 +289,9 @@ def collect(lb: Leaderboard) -> list[tuple[str, RunRobustness]]:
     return items
 
 
-def write_section(lb: Leaderboard, out_dir: Path) -> Section:
+def write_section(lb, out_dir: Path) -> Section:
     """Write leaderboard_robustness.csv (+ each run's grid PNG) into out_dir; return the md/html sections."""
-    from leaderboard.report import html_figure, html_table, safe_name, to_markdown
+    from leaderboard.render import html_figure, html_table, safe_name, to_markdown
 
     items = collect(lb)
     if not items:

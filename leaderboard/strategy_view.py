@@ -108,7 +108,7 @@ def display_table(table: pd.DataFrame) -> pd.DataFrame:
 
 def comparison_plot(summary: pd.DataFrame, title_suffix: str = "") -> bytes:
     """NEXT (y) against seen average (x): one point per row with 95 % intervals, one colour per strategy."""
-    from leaderboard.plots import _png, plt
+    from leaderboard.plots import plt, png_bytes
 
     fig, ax = plt.subplots(figsize=(7, 5))
     fig.subplots_adjust(left=0.12, right=0.97, bottom=0.11, top=0.92)
@@ -136,13 +136,13 @@ def comparison_plot(summary: pd.DataFrame, title_suffix: str = "") -> bytes:
     ax.set_title(f"continual-learning strategies: NEXT vs seen average (95% CI){title_suffix}")
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small", loc="best")
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def write_section(lb, out_dir: Path) -> Section:
     """strategies.csv and strategies[_<group>].png plus the md/html sections, when a row uses a strategy besides
     naive (nothing otherwise)."""
-    from leaderboard.report import html_figure, html_table, safe_name, to_markdown
+    from leaderboard.render import html_figure, html_table, safe_name, to_markdown
 
     rows = lb.summary[lb.summary["rank"].notna()]  # continual rows (upper-bound `full` rows have no rank)
     if rows.empty or set(rows["cl_strategy"].map(label_name)) <= {NAIVE}:

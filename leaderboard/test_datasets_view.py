@@ -178,7 +178,7 @@ def display_tables(frame: pd.DataFrame) -> list[tuple[str, pd.DataFrame, pd.Data
 def write_section(records: Sequence, out_dir: Path, n_replicates: int = 1000, seed: int = 0) -> TestDatasetsView | None:
     """Write `test_datasets.csv` and the per-window plots; the Markdown/HTML sections (None: no test files)."""
     from leaderboard import plots
-    from leaderboard.report import html_table, safe_name, to_markdown
+    from leaderboard.render import html_table, safe_name, to_markdown
 
     frame = test_frame(records, n_replicates, seed)
     if frame.empty:

@@ -15,7 +15,9 @@ import argparse
 import json
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -78,9 +80,9 @@ def _cfg(args) -> dict:
 
 
 def _lightning_quiet() -> None:
-    from protocols.engine import _quiet_lightning
+    from protocols.trainer import quiet_lightning
 
-    _quiet_lightning()
+    quiet_lightning()
     import warnings
 
     warnings.filterwarnings("ignore", message=".*srun.*")
@@ -94,52 +96,84 @@ def _predict(detector, ds, train_cfg: dict, precision: str, batch_size: int, wor
 
     from protocols.distributed import EvalBatches
     from protocols.module import DetectorModule
-    from protocols.scoring import predict_in_process
+    from protocols.scoring import score_batches
 
     loader = DataLoader(ds, batch_sampler=EvalBatches(len(ds), batch_size), num_workers=workers,
                         collate_fn=getattr(ds, "collate", None) or getattr(getattr(ds, "dataset", None), "collate", None))
-    out = predict_in_process(DetectorModule(detector, train_cfg, 1, features_in=features), loader, precision, device)
+    out = score_batches(DetectorModule(detector, train_cfg, 1, features_in=features), loader, precision, device)
     return np.concatenate([o[0].cpu().numpy() for o in out])
 
 
 def _fit(detector, ds, train_cfg: dict, features: bool, workers: int) -> None:
-    import lightning as L
     import torch
     from torch.utils.data import DataLoader
 
     from protocols.module import DetectorModule
+    from protocols.trainer import build_trainer
 
     g = torch.Generator().manual_seed(0)
     loader = DataLoader(ds, batch_size=int(train_cfg["batch_size"]), shuffle=True, generator=g, num_workers=workers)
-    trainer = L.Trainer(accelerator="auto", devices=1, max_epochs=1, precision=train_cfg["precision"], logger=False,
-                        enable_checkpointing=False, enable_model_summary=False, enable_progress_bar=False,
-                        gradient_clip_val=train_cfg["grad_clip"], deterministic=True)
+    trainer = build_trainer(train_cfg["precision"], n_batches=len(loader), gradient_clip_val=train_cfg["grad_clip"])
     trainer.fit(DetectorModule(detector, train_cfg, len(loader), features_in=features), train_dataloaders=loader)
+
+
+@dataclass
+class _Setup:
+    """What every stage of `bench_stages` shares: the config, benchmark, detector and the run's resolved settings."""
+
+    cfg: dict
+    bench: Any
+    detector: Any
+    tc: dict  # train config resolved for this machine
+    eprec: str  # eval precision
+    ids: Any  # the first n eval sample ids
+    pipe: Any  # the resolved input pipeline
+    bs: int  # eval batch size
+    workers: int
+    dev: Any  # where the engine scores
+
+    @property
+    def n(self) -> int:
+        return len(self.ids)
 
 
 def bench_stages(args) -> dict:
     """Every stage on the same `--images` eval images (and as many training copies)."""
-    from types import SimpleNamespace
-
     import torch
-    from torch.utils.data import Subset, default_collate
 
-    from benchmark.degradations import degrade
-    from benchmark.eval_cache import eval_jobs
-    from benchmark.imagestore import read_image
-    from benchmark.reference_train_augment import NAME as REFERENCE_AUGMENTATION
-    from benchmark.train_cache import build_or_load_train_inputs
+    from leaderboard.bench import bench_leaderboard
+
+    s = _stage_setup(args)
+    res: dict[str, dict] = {}
+    eval_ds, stream_ds = _data_stages(s, res)
+    n_crops, paired, identical = _eval_stages(s, eval_ds, stream_ds, args.rounds, res)
+    n_copies = _train_stages(s, res)
+    lb = {}
+    res["leaderboard"] = _timed(lambda: lb.update(bench_leaderboard(args.lb_runs, len(s.bench.windows), s.n, 0)),
+                                args.lb_runs * len(s.bench.windows) * s.n)
+    # From images/s, which _timed takes from the unrounded time (`seconds` is rounded to 1 ms, too coarse for
+    # a stage of a few dozen images).
+    ref, fwd = res["eval_uncached"]["images_per_s"], res["model_forward"]["images_per_s"]
+    for r in res.values():
+        r["speedup_vs_uncached_eval"] = round(r["images_per_s"] / max(ref, 1e-12), 2)
+        r["cost_vs_model_forward"] = round(fwd / max(r["images_per_s"], 1e-12), 2)
+    meta = s.detector.meta
+    return {"mode": "stages", "detector": meta.name, "dataset": s.cfg["dataset"], "images": s.n, "crops": n_crops,
+            "input_size": meta.input_size, "pipeline": s.pipe.to_dict(),
+            "train_copies": n_copies, "precision": {"train": s.tc["precision"], "eval": s.eprec},
+            "channels_last": s.tc["channels_last"], "workers": s.workers, "threads": torch.get_num_threads(),
+            "cached_equals_uncached": identical, "eval_cached_vs_forward_paired": paired, "stages": res,
+            "leaderboard_detail": lb}
+
+
+def _stage_setup(args) -> _Setup:
+    """The benchmark, the detector and the settings a run would resolve, built outside every timing."""
+    import torch
+
     from benchmark.worker_server import wait_for_worker_server
     from detectors import create_detector, init_seed_kwargs
-    from leaderboard.bench import bench_leaderboard
-    from protocols.cached_data import ArrayEval, ArrayTrainCopies
-    from protocols.crop_data import GroupedRows, crop_rows, is_grouped
-    from protocols.data import ReferenceTrainCopies, TrainCopies
     from protocols.engine import prepare_benchmark
-    from protocols.feature_cache import extract_features
-    from protocols.module import DetectorModule
     from protocols.pipeline import resolve_pipeline
-    from protocols.run_inputs import eval_pixels
     from protocols.scoring import eval_device
     from protocols.speed import resolve_precision, resolve_train_cfg
 
@@ -153,35 +187,54 @@ def bench_stages(args) -> dict:
     wait_for_worker_server()
     detector = create_detector(cfg["detector"], pretrained=cfg["pretrained"],
                                **init_seed_kwargs(cfg["detector"], int(cfg["seed"])))
-    meta = detector.meta
     tc = resolve_train_cfg(cfg, detector)
     if tc["channels_last"]:
         detector.to(memory_format=torch.channels_last)
     eprec = resolve_precision(cfg["eval"]["precision"], cfg, "eval.precision")
     # By default the whole eval split: the acceptance compares "evaluation of a window" with the forward.
     n = min(args.images or len(bench.plan.sample_ids), len(bench.plan.sample_ids))
-    ids = bench.plan.sample_ids[:n]
-    pipe = resolve_pipeline(cfg, meta)  # eval.pipeline / eval.input / eval.normalize, as a run resolves them
-    strategy = pipe.input
-    prof, bseed = cfg["degradation"]["profile"], cfg["degradation"]["base_seed"]
-    jobs = eval_jobs(bench.manifest, ids, prof, bseed, meta.input_size, strategy)
-    bs, workers = int(cfg["eval"]["batch_size"]), int(tc["num_workers"])
-    res: dict[str, dict] = {}
-    subset = SimpleNamespace(manifest=bench.manifest, plan=SimpleNamespace(sample_ids=ids))
+    pipe = resolve_pipeline(cfg, detector.meta)  # eval.pipeline / eval.input / eval.normalize, as a run resolves
+    return _Setup(cfg, bench, detector, tc, eprec, bench.plan.sample_ids[:n], pipe, int(cfg["eval"]["batch_size"]),
+                  int(tc["num_workers"]), eval_device(cfg))
 
+
+def _data_stages(s: _Setup, res: dict) -> tuple:
+    """decode, degrade and build_eval_cache; returns the cached and the streamed eval datasets of the n images."""
+    from types import SimpleNamespace
+
+    from benchmark.degradations import degrade
+    from benchmark.eval_cache import eval_jobs
+    from benchmark.imagestore import read_image
+    from protocols.run_inputs import eval_pixels
+
+    prof, bseed = s.cfg["degradation"]["profile"], s.cfg["degradation"]["base_seed"]
+    jobs = eval_jobs(s.bench.manifest, s.ids, prof, bseed, s.detector.meta.input_size, s.pipe.input)
+    subset = SimpleNamespace(manifest=s.bench.manifest, plan=SimpleNamespace(sample_ids=s.ids))
     imgs: list = []
-    res["decode"] = _timed(lambda: imgs.extend(read_image(j[0], j[1]) for j in jobs), n)
-    res["degrade"] = _timed(lambda: [degrade(im, j[2], prof, bseed) for im, j in zip(imgs, jobs, strict=True)], n)
+    res["decode"] = _timed(lambda: imgs.extend(read_image(j[0], j[1]) for j in jobs), s.n)
+    res["degrade"] = _timed(lambda: [degrade(im, j[2], prof, bseed) for im, j in zip(imgs, jobs, strict=True)], s.n)
     ds_box: list = []
-    res["build_eval_cache"] = _timed(lambda: ds_box.append(eval_pixels(cfg, subset, pipe, None, True, max(1, workers),
-                                                                       False)[0]), n)
-    eval_ds = ds_box[0]
-    stream_ds = eval_pixels(cfg, subset, pipe, None, False, workers, False)[0]
+    res["build_eval_cache"] = _timed(lambda: ds_box.append(eval_pixels(s.cfg, subset, s.pipe, None, True,
+                                                                       max(1, s.workers), False)[0]), s.n)
+    return ds_box[0], eval_pixels(s.cfg, subset, s.pipe, None, False, s.workers, False)[0]
+
+
+def _eval_stages(s: _Setup, eval_ds, stream_ds, rounds: int, res: dict) -> tuple[int, dict, bool]:
+    """model_forward and eval_cached (paired rounds), eval_uncached, and a probe's features; returns (crops, the
+    paired ratio, whether every way of scoring gave identical logits)."""
+    import torch
+    from torch.utils.data import Subset, default_collate
+
+    from protocols.cached_data import ArrayEval
+    from protocols.crop_data import GroupedRows, crop_rows, is_grouped
+    from protocols.feature_cache import Extraction, extract_features
+    from protocols.module import DetectorModule
+
+    detector, tc, eprec, bs, dev, n = s.detector, s.tc, s.eprec, s.bs, s.dev, s.n
     # The pure forward's input: every crop of the n images, normalised as the scoring loop normalises them.
     batch = (getattr(eval_ds, "collate", None) or default_collate)(eval_ds.__getitems__(list(range(n))))
     n_crops = len(batch[0])
     x = DetectorModule(detector, tc, 1).normalise(batch[0])
-    dev = eval_device(cfg)  # where the engine scores
     detector.eval()
     x = x.to(dev)
     dtype = torch.bfloat16 if eprec == "bf16-mixed" else torch.float32
@@ -201,56 +254,52 @@ def bench_stages(args) -> dict:
     # second for a small model, so they are timed in adjacent pairs of calls (idempotent: the first outputs
     # are kept) and compared round by round.
     t_fwd, t_eval = _paired(forward, lambda: out.setdefault("c", _predict(detector, eval_ds, tc, eprec, bs,
-                                                                          0, False, dev)), args.rounds)
+                                                                          0, False, dev)), rounds)
     res["model_forward"] = _timing(t_fwd, n)
     res["eval_cached"] = _timing(t_eval, n)
-    paired = _ratio_summary(t_eval, t_fwd)
     res["eval_uncached"] = _timed(lambda: out.setdefault("u", _predict(detector, stream_ds, tc, eprec, bs,
-                                                                           workers, False, dev)), n)
+                                                                           s.workers, False, dev)), n)
     identical = bool(np.array_equal(out["c"], out["u"]))
     if detector.is_probe:
         feats: list = []
+        how = Extraction(tc, eprec, "auto", batch_size=bs)
         res["probe_features"] = _timed(lambda: feats.append(extract_features(
-            detector, crop_rows(eval_ds) if is_grouped(eval_ds) else eval_ds, tc, eprec, "auto", bs, False)), n)
+            detector, crop_rows(eval_ds) if is_grouped(eval_ds) else eval_ds, how)), n)
         fds = GroupedRows(feats[0], eval_ds.offsets, features_in=True) if is_grouped(eval_ds) \
             else ArrayEval(feats[0], features_in=True)
         res["eval_from_features"] = _timed(lambda: out.setdefault("f", _predict(
             detector, fds, tc, eprec, bs, 0, True, dev)), n)
         identical = identical and bool(np.array_equal(out["c"], out["f"]))
+    return n_crops, _ratio_summary(t_eval, t_fwd), identical
 
-    train_ids = sorted(bench.train_sets[0])[: max(1, n // int(tc["augmentation_factor"]))]
-    targs = (int(tc["augmentation_factor"]), meta.input_size, int(cfg["seed"]), tc["augmentation"],
+
+def _train_stages(s: _Setup, res: dict) -> int:
+    """train_cached and train_uncached from the same weights (restored afterwards); returns the copies trained."""
+    from benchmark.reference_train_augment import NAME as REFERENCE_AUGMENTATION
+    from benchmark.train_cache import build_or_load_train_inputs
+    from protocols.cached_data import ArrayTrainCopies
+    from protocols.data import ReferenceTrainCopies, TrainCopies
+
+    detector, tc, meta, m, workers = s.detector, s.tc, s.detector.meta, s.bench.manifest, s.workers
+    train_ids = sorted(s.bench.train_sets[0])[: max(1, s.n // int(tc["augmentation_factor"]))]
+    targs = (int(tc["augmentation_factor"]), meta.input_size, int(s.cfg["seed"]), tc["augmentation"],
              meta.eval_resize)
     n_copies = len(train_ids) * targs[0]
     detector.train()
     state = {k: v.clone() for k, v in detector.trainable_state_dict().items()}
     if tc["augmentation"] == REFERENCE_AUGMENTATION:  # streamed in every window: there is no cached variant
         res["train_uncached"] = _timed(lambda: _fit(detector, ReferenceTrainCopies(
-            bench.manifest, train_ids, targs[0], meta.input_size, int(cfg["seed"]), 0,
+            m, train_ids, targs[0], meta.input_size, int(s.cfg["seed"]), 0,
             int(tc.get("augmentation_base_seed", 4321))), tc, False, workers), n_copies)
     else:
-        tarr, rows, _ = build_or_load_train_inputs(bench.manifest, train_ids, *targs, None, max(1, workers), False)
-        res["train_cached"] = _timed(lambda: _fit(detector, ArrayTrainCopies(tarr, rows, bench.manifest, train_ids,
-                                                                             targs[0]), tc, False, 0), n_copies)
+        tarr, rows, _ = build_or_load_train_inputs(m, train_ids, *targs, None, max(1, workers), False)
+        res["train_cached"] = _timed(lambda: _fit(detector, ArrayTrainCopies(tarr, rows, m, train_ids, targs[0]), tc,
+                                                  False, 0), n_copies)
         detector.load_trainable_state_dict(state)
-        res["train_uncached"] = _timed(lambda: _fit(detector, TrainCopies(bench.manifest, train_ids, *targs), tc,
-                                                    False, workers), n_copies)
+        res["train_uncached"] = _timed(lambda: _fit(detector, TrainCopies(m, train_ids, *targs), tc, False, workers),
+                                       n_copies)
     detector.load_trainable_state_dict(state)
-    lb = {}
-    res["leaderboard"] = _timed(lambda: lb.update(bench_leaderboard(args.lb_runs, len(bench.windows), n, 0)),
-                                args.lb_runs * len(bench.windows) * n)
-    # From images/s, which _timed takes from the unrounded time (`seconds` is rounded to 1 ms, too coarse for
-    # a stage of a few dozen images).
-    ref, fwd = res["eval_uncached"]["images_per_s"], res["model_forward"]["images_per_s"]
-    for r in res.values():
-        r["speedup_vs_uncached_eval"] = round(r["images_per_s"] / max(ref, 1e-12), 2)
-        r["cost_vs_model_forward"] = round(fwd / max(r["images_per_s"], 1e-12), 2)
-    return {"mode": "stages", "detector": meta.name, "dataset": cfg["dataset"], "images": n, "crops": n_crops,
-            "input_size": meta.input_size, "pipeline": pipe.to_dict(),
-            "train_copies": n_copies, "precision": {"train": tc["precision"], "eval": eprec},
-            "channels_last": tc["channels_last"], "workers": workers, "threads": torch.get_num_threads(),
-            "cached_equals_uncached": identical, "eval_cached_vs_forward_paired": paired, "stages": res,
-            "leaderboard_detail": lb}
+    return n_copies
 
 
 def bench_whole_run(args) -> dict:
@@ -258,9 +307,9 @@ def bench_whole_run(args) -> dict:
     from protocols.engine import checked_manifest, run_experiment
 
     cfg = _cfg(args)
-    from benchmark.sources import default_cache_dir
+    from benchmark.sources import resolve_cache_dir
 
-    data_cache = Path(cfg["cache_dir"]).expanduser() if cfg.get("cache_dir") else default_cache_dir()
+    data_cache = resolve_cache_dir(cfg.get("cache_dir"))
     results: dict = {}
     with tempfile.TemporaryDirectory(prefix="genshift-bench-") as tmp:
         tmp = Path(tmp)
@@ -357,7 +406,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.data_path:
         from protocols.data_path_bench import data_path_bench, print_data_path
 
-        doc = data_path_bench(args)
+        doc = data_path_bench(args, _cfg(args))
         print_data_path(doc)
         _write_json(args, doc)
         return 0

@@ -26,9 +26,9 @@ if TYPE_CHECKING:
 
 
 def _cache_dir(args) -> Path:
-    from benchmark.sources import default_cache_dir
+    from benchmark.sources import resolve_cache_dir
 
-    return Path(args.cache_dir).expanduser() if args.cache_dir else default_cache_dir()
+    return resolve_cache_dir(args.cache_dir)
 
 
 def _human(n: float) -> str:
@@ -93,12 +93,12 @@ def cmd_verify(args: argparse.Namespace) -> int:
         print(f"  {s['kind']:<13} {s['digest']}  DAMAGED: {'; '.join(problems[:3])}"
               + (f"; … ({len(problems)} problems)" if len(problems) > 3 else ""))
         if args.repair:
-            from benchmark.array_store import CHUNKS, _bad_chunks, _chunk_name
+            from benchmark.array_store import CHUNKS, bad_chunks, chunk_name
 
-            for c in _bad_chunks(problems):
+            for c in bad_chunks(problems):
                 for f in (Path(s["path"]) / CHUNKS).glob(f"{c:06d}.*"):
                     f.unlink()
-                (Path(s["path"]) / CHUNKS / _chunk_name(c)).unlink(missing_ok=True)
+                (Path(s["path"]) / CHUNKS / chunk_name(c)).unlink(missing_ok=True)
             (Path(s["path"]) / META).unlink(missing_ok=True)
             print("    damaged chunks removed: the next run or `genshift cache build` rebuilds just those")
     if args.json:
@@ -110,10 +110,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    from protocols.cli import _run_config
+    from protocols.cli import run_config
     from protocols.config import ConfigError
 
-    rc = _run_config(args)
+    rc = run_config(args)
     if args.slurm:
         return _submit_build(args, rc)
     if args.dry_run or args.shards != 1 or args.parsable:
@@ -127,9 +127,9 @@ def cmd_build(args: argparse.Namespace) -> int:
 
     start_worker_server()
     install_signal_handlers()
-    from protocols.engine import _quiet_lightning
+    from protocols.trainer import quiet_lightning
 
-    _quiet_lightning()
+    quiet_lightning()
     try:
         out = build_caches(rc, features=args.features, shard=parse_shard(args.shard), progress=not args.no_progress,
                            stage=args.stage)
@@ -145,7 +145,7 @@ def _submit_build(args: argparse.Namespace, rc: RunConfig) -> int:
     """Submit the build as SLURM jobs: with --shards N, a one-task job that checks the data and the budget, then an
     array of N tasks (each a range of every store's chunks) that waits for it. Prints the last job's id."""
     from protocols import slurm
-    from protocols.cli import _slurm_flag_arity
+    from protocols.cli import slurm_flag_arity
     from protocols.config import ConfigError
 
     if args.shard is not None:
@@ -162,7 +162,7 @@ def _submit_build(args: argparse.Namespace, rc: RunConfig) -> int:
         else "genshift-cache"
     if args.shards < 1:
         raise ConfigError(f"--shards {args.shards}: expected at least 1")
-    arity = _slurm_flag_arity() | {"--shards": 1, "--parsable": 0, "--stage": 1}
+    arity = slurm_flag_arity() | {"--shards": 1, "--parsable": 0, "--stage": 1}
     build_args = slurm.strip_flags(args.argv[2:], arity)
     workdir = Path.cwd()
     if args.shards > 1:  # (extra args, per-task args, what it is)

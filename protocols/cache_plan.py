@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from benchmark.array_store import META, REFERENCE_KIND, StoreSpec, make_spec, store_dir, store_progress
-from protocols.config import ConfigError, cache_switches
+from protocols.config import ConfigError
 from protocols.config_enums import EvalPipeline
-from protocols.config_model import ConfigLike, run_config
+from protocols.config_model import ConfigLike, cache_switches, run_config
 
 
 class CacheBudgetError(ConfigError):

@@ -8,17 +8,9 @@ import importlib
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from protocols.config import (
-    ConfigError,
-    available_presets,
-    parse_override,
-    resolve_run_config,
-)
-
-if TYPE_CHECKING:
-    from protocols.config_model import RunConfig
+from protocols.config import ConfigError, available_presets, parse_override
+from protocols.config_model import RunConfig, resolve_run_config
 
 
 def add_data_options(p) -> None:
@@ -73,7 +65,7 @@ SLURM_FLAGS = {
 }
 
 
-def _run_config(args) -> RunConfig:
+def run_config(args) -> RunConfig:
     overrides = []
     simple = {
         "pretrained": args.pretrained, "dataset": args.dataset, "seed": args.seed,
@@ -98,14 +90,14 @@ def cmd_slurm(args, argv: list[str]) -> int:
         raise ConfigError("--array with --experiment would put every task in one run directory; drop --experiment")
     combos = slurm.parse_array(args.array) if args.array else [{}]
     for combo in combos:  # every task's config must resolve here, before anything is submitted
-        one = build_parser("run").parse_args(["run", *slurm.strip_flags(argv[1:], _slurm_flag_arity()),
+        one = build_parser("run").parse_args(["run", *slurm.strip_flags(argv[1:], slurm_flag_arity()),
                                          *slurm.task_args(combo)])
-        rc = _run_config(one)
+        rc = run_config(one)
     settings = slurm.load_profile(args.slurm_profile)
     settings["log_dir"] = settings.get("log_dir") or str(Path(rc.runs_dir).resolve() / "slurm")
     settings |= {k: getattr(args, k) for k in ("partition", "account", "qos", "time", "gpus_per_node", "nodes",
                                                "cpus_per_task", "mem") if getattr(args, k) is not None}
-    run_args = slurm.strip_flags(argv[1:], _slurm_flag_arity())
+    run_args = slurm.strip_flags(argv[1:], slurm_flag_arity())
     workdir = Path.cwd()
     script = slurm.render_script(run_args, combos, settings, workdir, after=args.after)
     if args.dry_run:
@@ -116,7 +108,7 @@ def cmd_slurm(args, argv: list[str]) -> int:
     return 0
 
 
-def _slurm_flag_arity() -> dict[str, int]:
+def slurm_flag_arity() -> dict[str, int]:
     out = {}
     for flag, kw in SLURM_FLAGS.items():
         out[flag] = 0 if kw.get("action") == "store_true" else (-1 if kw.get("nargs") == "+" else 1)
@@ -128,7 +120,7 @@ def cmd_run(args) -> int:
         return cmd_slurm(args, args.argv)
     if args.dry_run or args.array:
         raise ConfigError("--array and --dry-run only make sense with --slurm")
-    rc = _run_config(args)
+    rc = run_config(args)
     if args.print_config:
         import yaml
 
@@ -170,7 +162,7 @@ def cmd_run(args) -> int:
 COMMAND_MODULES = {
     "leaderboard": "leaderboard.cli", "inspect": "leaderboard.cli", "detectors": "detectors.cli",
     "data": "benchmark.cli", "cache": "protocols.cache_cli", "bench": "protocols.bench",
-    "robustness": "protocols.robustness", "predict": "protocols.predict", "strategies": "protocols.strategies.cli",
+    "robustness": "protocols.robustness_cli", "predict": "protocols.predict", "strategies": "protocols.strategies.cli",
 }
 # Modules that import torch when imported: top-level help shows this line for them instead of importing them.
 HEAVY_COMMAND_HELP = {"robustness": "score a run's window checkpoints under graded degradations"}

@@ -12,16 +12,13 @@ import hashlib
 import json
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import yaml
 
 from benchmark import strict_yaml
 from common.configs import config_dir
 from protocols.config_schema import ConfigError, operational_keys, parse_bytes, validate  # noqa: F401 (re-export)
-
-if TYPE_CHECKING:
-    from protocols.config_model import RunConfig
 
 CONFIG_DIR = config_dir()
 
@@ -150,22 +147,6 @@ def resolve_config(
     return cfg
 
 
-def resolve_run_config(
-    preset: str = "default",
-    detector: str | None = None,
-    files: Iterable[Path] = (),
-    overrides: Iterable[Mapping] = (),
-) -> RunConfig:
-    """`resolve_config`, then the typed, frozen config built from it and the detector name checked against the
-    registry (closest names listed): everything a typo can break fails here, before any data is read."""
-    from protocols.config_model import RunConfig
-
-    rc = RunConfig.from_mapping(resolve_config(preset, detector, files, overrides))
-    from detectors.registry import check_name  # imports no torch
-
-    check_name(rc.detector)
-    return rc
-
 
 def validate_config(cfg: dict) -> dict:
     """Type and check an already resolved config in place (for configs built or edited in Python)."""
@@ -187,7 +168,7 @@ def completed(cfg: Mapping[str, Any]) -> dict:
 RUNTIME_KEYS = operational_keys()
 
 
-def without_keys(cfg: Mapping[str, Any] | RunConfig, ignore: Iterable[str] = RUNTIME_KEYS) -> dict:
+def without_keys(cfg: Any, ignore: Iterable[str] = RUNTIME_KEYS) -> dict:
     """A copy of `cfg` (its validated mapping, for a RunConfig) without the (possibly dotted) keys in `ignore`."""
     out = cfg.to_dict() if hasattr(cfg, "to_dict") else copy.deepcopy(dict(cfg))
     for key in ignore:
@@ -200,8 +181,9 @@ def without_keys(cfg: Mapping[str, Any] | RunConfig, ignore: Iterable[str] = RUN
     return out
 
 
-def config_hash(cfg: Mapping[str, Any] | RunConfig, ignore: Iterable[str] = RUNTIME_KEYS) -> str:
-    """sha256 of the config keys that change results (paths, loggers, checkpointing, process count excluded)."""
+def config_hash(cfg: Any, ignore: Iterable[str] = RUNTIME_KEYS) -> str:
+    """sha256 of the config keys that change results (paths, loggers, checkpointing, process count excluded);
+    `cfg`: a mapping or a RunConfig."""
     doc = without_keys(cfg, ignore)
     return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -216,27 +198,3 @@ def config_diff(a: Mapping, b: Mapping, prefix: str = "") -> list[str]:
         elif va != vb:
             out.append(f"{prefix}{k}: {va!r} != {vb!r}")
     return out
-
-
-def cache_switches(cfg: Mapping[str, Any] | RunConfig) -> dict:
-    """The `cache` section, typed (defaults from base.yaml; `train_inputs` true/false of older configs read as
-    cached/stream, `max_bytes` parsed to bytes): the typed config's `cache`, as a mapping."""
-    import dataclasses
-
-    from protocols.config_model import run_config
-
-    return dataclasses.asdict(run_config(cfg).cache)
-
-
-def world_size(cfg: Mapping[str, Any] | RunConfig) -> int:
-    """Processes the config asks for: devices per node × nodes (1 = no DDP)."""
-    from protocols.config_model import run_config
-
-    return run_config(cfg).world_size
-
-
-def builds_pixel_caches(cfg: Mapping[str, Any] | RunConfig) -> bool:
-    """Whether a run may build a pixel store, hence wants the cache workers' fork server started early."""
-    from protocols.config_model import run_config
-
-    return run_config(cfg).builds_pixel_caches

@@ -18,7 +18,7 @@ import dataclasses
 import json
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -27,6 +27,7 @@ from typing import Any
 
 from benchmark.formats import DegradationProfile, parse_profile
 from benchmark.windows_plan import BenchmarkKind, BenchmarkType
+from protocols.config import completed, resolve_config
 from protocols.config_enums import (
     Accelerator,
     CacheTrainInputs,
@@ -233,9 +234,9 @@ class RunConfig:
     @property
     def cache_path(self) -> Path:
         """Where caches live: cache_dir, else $GENSHIFT_CACHE or ~/.cache/genshift."""
-        from benchmark.sources import default_cache_dir
+        from benchmark.sources import resolve_cache_dir
 
-        return Path(self.cache_dir).expanduser() if self.cache_dir else default_cache_dir()
+        return resolve_cache_dir(self.cache_dir)
 
     @property
     def world_size(self) -> int:
@@ -315,19 +316,48 @@ def run_config(cfg: RunConfig | Mapping[str, Any]) -> RunConfig:
     key = json.dumps(cfg, sort_keys=True, default=str)
     hit = _CACHE.get(key)
     if hit is None:
-        from protocols.config import completed
-
         hit = _CACHE[key] = RunConfig.from_mapping(completed(cfg))
         if len(_CACHE) > 64:
             _CACHE.pop(next(iter(_CACHE)))
     return hit
 
 
+def resolve_run_config(
+    preset: str = "default",
+    detector: str | None = None,
+    files: Iterable[Path] = (),
+    overrides: Iterable[Mapping] = (),
+) -> RunConfig:
+    """`resolve_config`, then the typed, frozen config built from it and the detector name checked against the
+    registry (closest names listed): everything a typo can break fails here, before any data is read."""
+    rc = RunConfig.from_mapping(resolve_config(preset, detector, files, overrides))
+    from detectors.registry import check_name  # imports no torch
+
+    check_name(rc.detector)
+    return rc
+
+
+def cache_switches(cfg: Mapping[str, Any] | RunConfig) -> dict:
+    """The `cache` section, typed (defaults from base.yaml; `train_inputs` true/false of older configs read as
+    cached/stream, `max_bytes` parsed to bytes): the typed config's `cache`, as a mapping."""
+    return dataclasses.asdict(run_config(cfg).cache)
+
+
+def world_size(cfg: Mapping[str, Any] | RunConfig) -> int:
+    """Processes the config asks for: devices per node × nodes (1 = no DDP)."""
+    return run_config(cfg).world_size
+
+
+def builds_pixel_caches(cfg: Mapping[str, Any] | RunConfig) -> bool:
+    """Whether a run may build a pixel store, hence wants the cache workers' fork server started early."""
+    return run_config(cfg).builds_pixel_caches
+
+
 SECTIONS: dict[str, type] = {f.name: typing.get_type_hints(RunConfig)[f.name] for f in dataclasses.fields(RunConfig)
                              if dataclasses.is_dataclass(typing.get_type_hints(RunConfig)[f.name])}
 
 __all__ = ["RunConfig", "CacheConfig", "DataConfig", "BenchmarkConfig", "ClStrategyConfig", "DegradationConfig",
-           "TrainConfig", "EvalConfig", "SequenceConfig", "WandbConfig", "run_config", "SECTIONS", "ConfigLike", "Accelerator",
+           "TrainConfig", "EvalConfig", "SequenceConfig", "WandbConfig", "run_config", "resolve_run_config", "cache_switches", "world_size", "builds_pixel_caches", "SECTIONS", "ConfigLike", "Accelerator",
            "CacheTrainInputs", "CacheVerify", "DistributedStrategy", "EvalInput", "EvalPipeline", "Logger",
            "Normalization", "Optimizer", "Precision", "RealSampling", "Scheduler", "Selection", "SequenceAggregate",
            "SequenceProfile", "TestEvery", "TrainAugmentation", "WandbMode", "BenchmarkKind", "DegradationProfile"]

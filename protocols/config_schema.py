@@ -41,11 +41,15 @@ from protocols.config_enums import (
     WandbMode,
     values,
 )
+from protocols.value_checks import (  # noqa: F401  (re-exported; a leaf module: the test datasets' parser reads them too)
+    DEGRADATION_PROFILES,
+    safe_name_problem,
+)
+from protocols.value_checks import dataset_problem as _dataset_problem
 
 # The allowed values of the enum-valued keys, as plain strings (the enums in protocols/config_enums.py own them;
 # degradation profiles are benchmark.formats.DegradationProfile; a test checks the modules that use them agree).
 PRECISIONS = values(Precision)
-DEGRADATION_PROFILES = ("aigenbench-v1", "fixed")
 TRAIN_AUGMENTATIONS = values(TrainAugmentation)
 EVAL_INPUTS = values(EvalInput)
 EVAL_PIPELINES = values(EvalPipeline)
@@ -58,25 +62,6 @@ SELECTIONS = values(Selection)
 TEST_EVERY = values(TestEvery)
 CACHE_TRAIN_INPUTS = values(CacheTrainInputs)
 CACHE_VERIFY_MODES = values(CacheVerify)
-EXPERIMENT_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.,+=@-]{0,199}")
-
-
-def safe_name_problem(name: str) -> str | None:
-    """Why `name` is not one safe path component (None when it is)."""
-    if not EXPERIMENT_NAME.fullmatch(name):
-        return ("expected one directory name: letters, digits and _ . , + = @ - (not starting with '.' or '-', "
-                "no '/', at most 200 characters)")
-    return None
-
-
-def _dataset_problem(spec: str) -> str | None:
-    from benchmark.sources import SourceError, parse_spec
-
-    try:
-        parse_spec(spec)
-    except SourceError as e:
-        return str(e).partition(": ")[2] or str(e)
-    return None
 
 
 def _profile_problem(profile: str) -> str | None:
@@ -161,7 +146,7 @@ def _threshold_problem(value: str) -> str | None:
 
 
 def _test_datasets_problem(value: list) -> str | None:
-    from protocols.test_datasets import test_datasets_problem
+    from protocols.test_dataset_specs import test_datasets_problem
 
     return test_datasets_problem(value)
 

@@ -20,6 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from protocols.config_model import ConfigLike
+
 
 def _make_images(root: Path, sizes: list[int], per_size: int, fmt: str) -> list[tuple[int, str]]:
     from PIL import Image
@@ -72,10 +74,10 @@ def _rate(fn, jobs: list, workers: int, rounds: int) -> float:
         return len(jobs) / best
     import concurrent.futures as cf
 
-    from benchmark.store_build import _worker_init
+    from benchmark.store_build import worker_init
     from benchmark.worker_server import worker_context
 
-    with cf.ProcessPoolExecutor(max_workers=workers, initializer=_worker_init, mp_context=worker_context()) as pool:
+    with cf.ProcessPoolExecutor(max_workers=workers, initializer=worker_init, mp_context=worker_context()) as pool:
         list(pool.map(fn, jobs[:workers]))
         for _ in range(rounds):
             t = time.perf_counter()
@@ -84,14 +86,14 @@ def _rate(fn, jobs: list, workers: int, rounds: int) -> float:
     return len(jobs) / best
 
 
-def data_path_bench(args) -> dict:
+def data_path_bench(args, cfg: ConfigLike) -> dict:
+    """Decode + augmentation images/s per worker at the chosen sizes; `cfg`: the bench's resolved config."""
     import cv2
     import torch
 
-    from protocols.bench import _cfg
     from protocols.config_model import run_config
 
-    rc = run_config(_cfg(args))
+    rc = run_config(cfg)
     from detectors import create_detector
 
     meta = create_detector(rc.detector, pretrained="none").meta

@@ -17,8 +17,11 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import Sampler
 
-from protocols.config import world_size  # noqa: F401  (re-exported: it reads the config only)
-from protocols.config_model import ConfigLike, run_config
+from protocols.config_model import (
+    ConfigLike,
+    run_config,
+    world_size,  # noqa: F401  (re-exported: it reads the config only)
+)
 
 
 def rank_world() -> tuple[int, int]:

@@ -7,12 +7,10 @@ import dataclasses
 import datetime as dt
 import hashlib
 import json
-import logging
-import os
 import re
 import time
 import uuid
-import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,16 +19,15 @@ import torch
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch.utils.data import DataLoader
 
-from benchmark.sources import default_cache_dir
+from benchmark.sources import resolve_cache_dir
 from benchmark.worker_server import start_worker_server
 from common import run_dir as layout
 from common.atomic import atomic_write_json
 from detectors import count_flops
 from detectors.checkpoint import complete_checkpoint, load_checkpoint, save_checkpoint
-from protocols import faults
 from protocols.allocator import keep_large_allocations
-from protocols.config import ConfigError, builds_pixel_caches, config_hash, validate_config
-from protocols.config_schema import safe_name_problem
+from protocols.config import ConfigError, config_hash, validate_config
+from protocols.config_model import builds_pixel_caches
 from protocols.distributed import (
     EvalBatches,
     TrainBatches,
@@ -39,7 +36,8 @@ from protocols.distributed import (
     launch_rank,
     world_size,
 )
-from protocols.localization import localization_line, score_window_localization
+from protocols.faults import fault_hook
+from protocols.localization import WindowLocalization
 from protocols.loggers import log_window_metrics, make_loggers, step_offsets
 from protocols.module import DetectorModule
 from protocols.pipeline import check_pipeline_config
@@ -74,19 +72,23 @@ from protocols.run_setup import (  # noqa: F401  (re-exported: callers import th
     prepare_run,
 )
 from protocols.rundir import RunDir
-from protocols.scoring import eval_device, predict_in_process
+from protocols.scoring import eval_device, score_batches
 from protocols.selection import WindowSelection, check_selection
 from protocols.slurm import job_record
 from protocols.strategies.hooks import StrategyHooks
 from protocols.strategies.registry import resolve_strategy_config
-from protocols.test_datasets import RunTestDatasets, read_threshold
+from protocols.test_datasets import RunTestDatasets, ScoreTestDatasets, read_threshold
 from protocols.test_datasets import due as tests_due
+from protocols.trainer import quiet_lightning, run_trainer
 from protocols.validation_inputs import RunValidation
+from protocols.value_checks import safe_name_problem
+from protocols.window_hooks import WindowHooks, WindowState
 
 
 @dataclass
 class RunContext:
-    """What every window of this process needs: the run's identity, its loggers, and this process's role."""
+    """What every window of this process needs: the run's identity, its loggers, this process's role, and the
+    window hooks (protocols/window_hooks.py) through which the tracks attach."""
 
     run_id: str
     config_hash: str
@@ -95,11 +97,14 @@ class RunContext:
     loggers: list
     step_offsets: list[int]
     detector_kwargs: dict  # the factory's init arguments (the seed), recorded in each checkpoint.json
+    say: Callable[[str], None] = print  # the run log's line, with the time since the start
+    progress: bool = True
     strategy: StrategyHooks | None = None  # the continual-learning strategy's touch points (protocols/strategies)
     fields: dict = dataclasses.field(default_factory=dict)  # the variant fields (run.json and every npz)
     rows: dict = dataclasses.field(default_factory=dict)  # per-row npz arrays in eval order (source formats)
     validation: RunValidation | None = None  # the validation rows of each window (selection, thresholds)
     tests: RunTestDatasets | None = None  # test datasets scored beside the benchmark
+    hooks: WindowHooks = dataclasses.field(default_factory=WindowHooks)
 
     @property
     def writer(self) -> bool:
@@ -108,6 +113,11 @@ class RunContext:
 
     def identity(self, k: int) -> dict:
         return {"run_id": self.run_id, "config_hash": self.config_hash, "window": k}
+
+    def window_state(self, k: int, n_windows: int, wdir: Path | None, detector) -> WindowState:
+        """The state of window k that the hooks see (k = -1: the untrained model)."""
+        return self.hooks.state(k, n_windows, wdir, detector, writer=self.writer, say=self.say,
+                                identity=self.identity(k))
 
 
 def experiment_name(cfg: dict) -> str:
@@ -159,65 +169,17 @@ def _say(msg: str, t0: float) -> None:
     print(f"[genshift {int(elapsed // 60):02d}:{int(elapsed % 60):02d}] {msg}", flush=True)
 
 
-def _quiet_lightning() -> None:
-    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
-    warnings.filterwarnings("ignore", message=".*`srun` command is available.*")  # one task: no srun needed
-    warnings.filterwarnings("ignore", message=".*custom batch sampler `EvalBatches`.*")  # it returns every index
-    warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode at the start of training.*")  # probes
-
-
-def _cluster_plugins() -> list:
-    """Under SLURM, never let Lightning requeue or checkpoint by itself (genshift's script and callback do)."""
-    if "SLURM_JOB_ID" not in os.environ:
-        return []
-    from lightning.fabric.plugins.environments import LightningEnvironment, SLURMEnvironment
-
-    if int(os.environ.get("SLURM_NTASKS", "1")) > 1:
-        return [SLURMEnvironment(auto_requeue=False)]  # srun started one task per device
-    return [LightningEnvironment()]  # one task; Lightning starts the other local processes itself
-
-
-def _sync_batchnorm(cfg: dict, world: int) -> bool:
-    """BatchNorm statistics over the global batch under DDP; torch supports this on GPUs only."""
-    if world == 1 or not cfg.get("sync_batchnorm", True):
-        return False
-    acc = cfg.get("accelerator", "auto") or "auto"
-    if acc in ("gpu", "cuda") or (acc == "auto" and torch.cuda.is_available()):
-        return True
-    warnings.warn("sync_batchnorm: SyncBatchNorm needs GPUs; on CPU each DDP process normalises with its own "
-                  "part of the batch (results differ from one process for detectors that train BatchNorm)",
-                  stacklevel=2)
-    return False
-
-
-def _trainer(cfg: dict, precision: str, progress: bool, loggers: list | bool, n_batches: int = 10,
-             callbacks: list | None = None, accumulate: int = 1) -> L.Trainer:
-    world = world_size(cfg)
-    strategy = cfg.get("strategy", "auto") or "auto"
-    return L.Trainer(
-        accelerator=cfg.get("accelerator", "auto") or "auto",
-        devices=int(cfg.get("devices", 1) or 1),
-        num_nodes=int(cfg.get("num_nodes", 1) or 1),
-        strategy="ddp" if strategy == "auto" and world > 1 else strategy,
-        sync_batchnorm=_sync_batchnorm(cfg, world),
-        use_distributed_sampler=False,  # genshift's samplers split batches across ranks without padding
-        plugins=_cluster_plugins(),
-        callbacks=callbacks or [],
-        max_epochs=1,  # the window's batch sampler already holds all `train.epochs` epochs back to back
-        precision=precision,
-        gradient_clip_val=cfg["train"]["grad_clip"],
-        accumulate_grad_batches=accumulate,
-        logger=loggers,
-        enable_checkpointing=False,
-        enable_model_summary=False,
-        enable_progress_bar=progress,
-        num_sanity_val_steps=0,
-        log_every_n_steps=max(1, min(10, n_batches)),
-        deterministic=True,
-    )
+def window_hooks(cfg: dict, bench: Benchmark, detector, ctx: RunContext) -> WindowHooks:
+    """The run's window hooks in call order: the continual-learning strategy, the localization maps (a detector
+    with a localization head), the test datasets, and crash injection (only with GENSHIFT_DIE_AT; last, so it
+    interrupts after the files of the hooks before it)."""
+    hooks = WindowHooks([ctx.strategy])
+    if getattr(detector.meta, "has_localization", False):
+        hooks.append(WindowLocalization(bench.manifest, bench.plan, ctx.validation, str(cfg["eval"]["threshold"])))
+    if ctx.tests:
+        hooks.append(ScoreTestDatasets(ctx.tests, ctx, eval_device(cfg)))
+    hooks.append(fault_hook())
+    return hooks
 
 
 def run_experiment(cfg: dict, force_new: bool = False, progress: bool = True,
@@ -231,7 +193,7 @@ def run_experiment(cfg: dict, force_new: bool = False, progress: bool = True,
     cfg = with_resolved_strategy(cfg)  # cl_strategy with every parameter (a bare name given in Python included)
     validate_config(cfg)  # typed and checked before any directory, dataset or model is touched
     check_pipeline_config(cfg)  # a wrong eval.pipeline/input/normalize combination fails as early
-    _quiet_lightning()
+    quiet_lightning()
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg["threads"]))
     keep_large_allocations()  # recorded in run.json (caches.runtime.malloc)
@@ -280,32 +242,18 @@ def _run_locked(cfg: dict, bench: Benchmark, rd: RunDir, t0: float, progress: bo
     if detector.meta.flops is None:
         count_flops(detector)  # one eval-mode forward under no_grad: recorded in run.json and the leaderboard
     meta = detector.meta
-    cache_dir = Path(cfg["cache_dir"]).expanduser() if cfg.get("cache_dir") else default_cache_dir()
+    cache_dir = resolve_cache_dir(cfg.get("cache_dir"))
     n_steps = len(bench.train_sets)
-    K = len(bench.windows)
-    _say(
-        f"{bench.manifest.name}: {K} windows of generators, {n_steps} training step(s) "
-        f"({bench.benchmark_type}), {len(bench.plan.sample_ids)} eval images; detector {meta.name}",
-        t0,
-    )
+    _say(f"{bench.manifest.name}: {len(bench.windows)} windows of generators, {n_steps} training step(s) "
+         f"({bench.benchmark_type}), {len(bench.plan.sample_ids)} eval images; detector {meta.name}", t0)
     inputs = bench.inputs = prepare_run_inputs(cfg, bench, detector, cache_dir, progress, lambda m: _say(m, t0),
                                                world_size(cfg))
     cache_key = inputs.eval_key
     strategy = cache_key["input_strategy"]
     previous = rd.read_run_json() or {}
-    ctx = RunContext(
-        run_id=previous.get("run_id") or uuid.uuid4().hex[:16], config_hash=config_hash(cfg),
-        run_identity=run_identity(config_hash(cfg), seed, bench.manifest.checksum), rank=rank,
-        loggers=[],
-        step_offsets=step_offsets([len(s) for s in bench.train_sets], int(cfg["train"]["batch_size"]),
-                                  int(cfg["train"]["epochs"])),
-        detector_kwargs=detector_kwargs,
-        fields=variant_fields(cfg, bench.manifest.checksum, str(bench.benchmark_type)),
-        rows=source_format_arrays(bench.manifest, bench.plan.sample_ids),
-    )
-    ctx.strategy = StrategyHooks(cfg, bench.manifest, eval_device(cfg), bench.inputs.workers, lambda m: _say(m, t0),
-                                 ctx.writer)
-    ctx.validation, ctx.tests = _held_out_data(cfg, bench, detector, cache_dir, progress, t0)
+    ctx = _run_context(cfg, bench, detector, rank, previous, detector_kwargs, lambda m: _say(m, t0), progress)
+    ctx.validation, ctx.tests = _held_out_data(cfg, bench, detector, cache_dir, ctx)
+    ctx.hooks = window_hooks(cfg, bench, detector, ctx)
     attempts = list(previous.get("attempts", [])) + [
         {"started": dt.datetime.now().isoformat(timespec="seconds"), "host": host_info().get("hostname"),
          "processes": world_size(cfg), **job_record()}]
@@ -344,113 +292,156 @@ def _run_locked(cfg: dict, bench: Benchmark, rd: RunDir, t0: float, progress: bo
         )
     if ctx.writer:
         ctx.validation.write_ids(rd.path)
+    start = _first_window(cfg, bench, detector, rd, ctx)
+    for k in range(start, n_steps):
+        check_stop(f"before window {k}")
+        w = ctx.window_state(k, n_steps, rd.window(k), detector)
+        _train_window(cfg, bench, w, ctx)
+        check_stop(f"after training window {k}, before scoring it")
+        _score_window(cfg, bench, w, ctx)
+        ctx.hooks.on_window_end(w)
+    _say(f"all {n_steps} window(s) done in {rd.path}", t0)
+    return rd.path
+
+
+def _run_context(cfg: dict, bench: Benchmark, detector, rank: int, previous: dict, detector_kwargs: dict,
+                 say: Callable[[str], None], progress: bool) -> RunContext:
+    """This process's RunContext: the run's identity (its run id kept from run.json), step offsets, strategy."""
+    seed = int(cfg["seed"])
+    ctx = RunContext(
+        run_id=previous.get("run_id") or uuid.uuid4().hex[:16], config_hash=config_hash(cfg),
+        run_identity=run_identity(config_hash(cfg), seed, bench.manifest.checksum), rank=rank,
+        loggers=[],
+        step_offsets=step_offsets([len(s) for s in bench.train_sets], int(cfg["train"]["batch_size"]),
+                                  int(cfg["train"]["epochs"])),
+        detector_kwargs=detector_kwargs, say=say, progress=progress,
+        fields=variant_fields(cfg, bench.manifest.checksum, str(bench.benchmark_type)),
+        rows=source_format_arrays(bench.manifest, bench.plan.sample_ids),
+    )
+    ctx.strategy = StrategyHooks(cfg, bench.manifest, eval_device(cfg), bench.inputs.workers, say, ctx.writer)
+    return ctx
+
+
+def _first_window(cfg: dict, bench: Benchmark, detector, rd: RunDir, ctx: RunContext) -> int:
+    """The first window without `done`; before it, the untrained model is scored (a new run) or the weights and
+    strategy state of the last finished window are restored (a resumed one)."""
+    n_steps = len(bench.train_sets)
     start = 0
     while start < n_steps and rd.is_done(start):
         start += 1
     if start == 0 and _wants_initial(cfg, bench, rd):
         check_stop("before scoring the untrained model")
-        _score_initial(cfg, bench, detector, inputs, rd, t0, progress, ctx)
+        _score_initial(cfg, bench, detector, rd, ctx)
     if start > 0:
-        _score_missing_tests(cfg, detector, rd, start, n_steps, ctx, t0)
+        _score_missing_tests(cfg, detector, rd, start, n_steps, ctx)
         load_checkpoint(detector, rd.window(start - 1))
         ctx.strategy.restore_after(rd.window(start - 1), ctx.identity(start - 1))
-        _say(f"resuming: windows 0..{start - 1} are done, continuing at window {start}", t0)
-    for k in range(start, n_steps):
-        check_stop(f"before window {k}")
-        train_metrics = _train_window(cfg, bench, detector, rd, k, t0, progress, ctx)
-        check_stop(f"after training window {k}, before scoring it")
-        _score_window(cfg, bench, detector, inputs, rd, k, t0, progress, train_metrics, ctx)
-        ctx.strategy.after_scoring(k)
-    _say(f"all {n_steps} window(s) done in {rd.path}", t0)
-    return rd.path
+        ctx.say(f"resuming: windows 0..{start - 1} are done, continuing at window {start}")
+    return start
 
 
-def _train_window(cfg, bench: Benchmark, detector, rd: RunDir, k: int, t0: float, progress: bool,
-                  ctx: RunContext) -> dict:
-    """Train window k — or continue it from its last train state, or skip it if its weights are final."""
+def _train_window(cfg, bench: Benchmark, w: WindowState, ctx: RunContext) -> None:
+    """Train window k — or continue it from its last train state, or skip it if its weights are final; sets
+    `w.train_metrics`."""
     tc = bench.inputs.train_cfg  # cfg["train"] with precision and channels_last resolved for this machine
-    meta = detector.meta
-    ids = bench.train_sets[k]
-    wdir = rd.window(k)
-    identity = ctx.identity(k) | {"manifest_checksum": bench.manifest.checksum, "detector_name": meta.name}
+    k, ids = w.k, bench.train_sets[w.k]
+    identity = w.identity | {"manifest_checksum": bench.manifest.checksum, "detector_name": w.detector.meta.name}
     ds = bench.inputs.train_dataset(ids, k)  # cached pixels or probe features, or decoded + augmented on the fly
-    window = ctx.strategy.window(k, len(bench.train_sets), detector, ids, ds, bench.inputs.train_dataset,
-                                 int(tc["augmentation_factor"]), int(tc["batch_size"]))
-    if complete_checkpoint(wdir, identity):
-        load_checkpoint(detector, wdir)
-        ctx.strategy.restore_after(wdir, ctx.identity(k))  # the strategy's state after this window's training
-        _say(f"window {k + 1}/{len(bench.train_sets)}: training already finished, weights restored", t0)
-        try:
-            return json.loads((wdir / "train_metrics.json").read_text())
-        except (OSError, ValueError):  # missing or damaged: the weights are what matters
-            return {"window": k, "train": {"n_images": len(ids), "restored": True}}
+    w.context = ctx.strategy.window(k, w.n_windows, w.detector, ids, ds, bench.inputs.train_dataset,
+                                    int(tc["augmentation_factor"]), int(tc["batch_size"]))
+    if complete_checkpoint(w.wdir, identity):
+        w.train_metrics = _restore_trained(w, ctx, len(ids))
+        return
     gens = bench.windows[k] if bench.benchmark_type.kind != "full" else ["all generators"]
-    _say(f"window {k + 1}/{len(bench.train_sets)}: training on {len(ids)} images × {tc['augmentation_factor']} "
-         f"copies (new generators: {', '.join(gens)})", t0)
-    train_ds, extend = ctx.strategy.before_training(window)  # the strategy may add a memory to every batch
+    ctx.say(f"window {k + 1}/{w.n_windows}: training on {len(ids)} images × {tc['augmentation_factor']} "
+            f"copies (new generators: {', '.join(gens)})")
+    w.train_dataset = ds
+    ctx.hooks.before_training(w)  # the strategy may add a memory to every batch (w.train_dataset, w.extend)
+    fit, selected = _fit_window(cfg, bench, w, ctx, len(ds), identity)
+    ctx.hooks.after_training(w)  # before the checkpoint marks the window trained
+    elapsed = time.time() - fit["started"]
+    w.train_metrics = {
+        "window": k,
+        "train": {
+            "n_images": len(ids),
+            "n_copies": len(ds),
+            "steps": fit["steps"],
+            "resumed_at_step": fit["resumed_at_step"],
+            "seconds": round(elapsed, 2),
+            "loss_mean": fit["loss_mean"],
+            "images_per_second": round(len(ds) * int(tc["epochs"]) / max(elapsed, 1e-9), 1),
+        },
+        "selection": selected,
+    }
+    if ctx.writer:
+        w.wdir.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(w.wdir / "train_metrics.json", w.train_metrics)
+        save_checkpoint(w.detector, w.wdir, {"config": cfg, "training_complete": True, **identity,
+                                             "detector_kwargs": ctx.detector_kwargs})
+        bench.inputs.release_train()  # a per-window store of training copies is not needed any more
+
+
+def _restore_trained(w: WindowState, ctx: RunContext, n_images: int) -> dict:
+    """A window whose final weights are checkpointed: restore them and the strategy's state; its train metrics."""
+    load_checkpoint(w.detector, w.wdir)
+    ctx.strategy.restore_after(w.wdir, w.identity)  # the strategy's state after this window's training
+    ctx.say(f"window {w.k + 1}/{w.n_windows}: training already finished, weights restored")
+    try:
+        return json.loads((w.wdir / "train_metrics.json").read_text())
+    except (OSError, ValueError):  # missing or damaged: the weights are what matters
+        return {"window": w.k, "train": {"n_images": n_images, "restored": True}}
+
+
+def _fit_window(cfg, bench: Benchmark, w: WindowState, ctx: RunContext, n_copies: int,
+                identity: dict) -> tuple[dict, dict]:
+    """Fit window k from its first batch or from its last train state: ({steps, resumed_at_step, loss_mean,
+    started}, the selection record). Raises Preempted when a signal stopped it (its state saved)."""
+    tc, k = bench.inputs.train_cfg, w.k
     # The global batch order is fixed per (seed, window) (a seeded randperm per epoch), so a resumed run
     # continues the same sequence from the first batch not yet done.
     accumulate = accumulation(tc)
-    sampler = TrainBatches(len(ds), int(tc["batch_size"]), int(tc["epochs"]), int(cfg["seed"]) * 1_000_003 + k,
-                           extend=extend, drop_last=bool(tc.get("drop_last", False)))
-    state_identity = identity | {"n_copies": len(ds), "batch_size": sampler.batch_size, "batches": sampler.total}
+    sampler = TrainBatches(n_copies, int(tc["batch_size"]), int(tc["epochs"]), int(cfg["seed"]) * 1_000_003 + k,
+                           extend=w.extend, drop_last=bool(tc.get("drop_last", False)))
+    state_identity = identity | {"n_copies": n_copies, "batch_size": sampler.batch_size, "batches": sampler.total}
     if accumulate > 1:
         state_identity["accumulate_grad_batches"] = accumulate
-    state = load_train_state(wdir / TRAIN_STATE, state_identity) if ctx.writer else \
-        load_train_state(wdir / TRAIN_STATE, None)
-    sampler.start = state["batches_done"] if state else 0
-    selection = _window_selection(cfg, bench, detector, k, sampler, ctx)
+    state = load_train_state(w.wdir / TRAIN_STATE, state_identity if ctx.writer else None)
+    sampler.start = w.batches_done = state["batches_done"] if state else 0
+    selection = _window_selection(cfg, bench, w.detector, k, sampler, ctx)
     if state:
-        detector.load_trainable_state_dict(state["model"])
+        w.detector.load_trainable_state_dict(state["model"])
         ctx.strategy.restore_in_window(state.get("strategy"))
         selection.load_state_dict(state.get("selection"))
-        _say(f"window {k + 1}/{len(bench.train_sets)}: resuming after batch {sampler.start}/{sampler.total}", t0)
-    loader = DataLoader(train_ds, batch_sampler=sampler, num_workers=bench.inputs.workers(ds),
+        ctx.say(f"window {k + 1}/{w.n_windows}: resuming after batch {sampler.start}/{sampler.total}")
+    loader = DataLoader(w.train_dataset, batch_sampler=sampler, num_workers=bench.inputs.workers(w.context.dataset),
                         generator=torch.Generator().manual_seed(int(cfg["seed"]) * 1_000_003 + k),
                         persistent_workers=False, pin_memory=torch.cuda.is_available())
     total_steps = -(-sampler.total // accumulate)  # optimizer steps: one per `accumulate` batches (and the last)
     torch.manual_seed(int(cfg["seed"]) * 7919 + k)
-    module = DetectorModule(detector, tc, total_steps, features_in=features_in(ds),
+    module = DetectorModule(w.detector, tc, total_steps, features_in=features_in(w.context.dataset),
                             strategy=ctx.strategy.step_strategy, window=k)
-    window.module = module
+    w.context.module = module
     module.step_offset = ctx.step_offsets[k] + sampler.start
     strategy_state = ctx.strategy.train_state_extra  # None: a stateless strategy
-    saver = WindowCheckpointer(wdir / TRAIN_STATE, state_identity, int(tc.get("checkpoint_every_n_steps") or 0),
+    saver = WindowCheckpointer(w.wdir / TRAIN_STATE, state_identity, int(tc.get("checkpoint_every_n_steps") or 0),
                                sampler.start, sampler.total, state, ctx.writer,
                                extra_state=lambda: ((strategy_state() if strategy_state else {})
-                                                    | {"selection": selection.state_dict()}), accumulate=accumulate)
-    extra_callbacks = bench.inputs.window_callbacks(k, ids, sampler)  # class weights, the video track's selection;
-    # before the saver
-    trainer = _trainer(cfg, tc["precision"], progress, ctx.loggers or False, len(loader),
-                       callbacks=[*extra_callbacks, *selection.callbacks, saver], accumulate=accumulate)
+                                                    | {"selection": selection.state_dict()}), accumulate=accumulate,
+                               notify=w.notify)
+    # class weights and the video track's selection, the policy's, the hooks', then the saver (last)
+    callbacks = [*bench.inputs.window_callbacks(k, bench.train_sets[k], sampler), *selection.callbacks,
+                 *ctx.hooks.fit_callbacks(w), saver]
+    trainer = run_trainer(cfg, tc["precision"], ctx.progress, ctx.loggers or False, len(loader), callbacks=callbacks,
+                          accumulate=accumulate)
     started = time.time()
     if len(sampler) and not selection.stopped:  # a resumed window that early stopping ended trains no further
         trainer.fit(module, train_dataloaders=loader)
     if saver.interrupted:
         raise Preempted(f"stopped on a signal in window {k} after batch {saver.done}/{sampler.total} "
-                        f"(state saved in {wdir / TRAIN_STATE}); run the same command again to resume")
-    selected = _finish_selection(selection, k, len(bench.train_sets), t0)
-    ctx.strategy.after_training(window, wdir, ctx.identity(k))  # before the checkpoint marks the window trained
-    metrics = {
-        "window": k,
-        "train": {
-            "n_images": len(ids),
-            "n_copies": len(ds),
-            "steps": total_steps,
-            "resumed_at_step": sampler.start,
-            "seconds": round(time.time() - started, 2),
-            "loss_mean": saver.loss_sum / saver.loss_count if saver.loss_count else None,
-            "images_per_second": round(len(ds) * int(tc["epochs"]) / max(time.time() - started, 1e-9), 1),
-        },
-        "selection": selected,
-    }
-    if ctx.writer:
-        wdir.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(wdir / "train_metrics.json", metrics)
-        save_checkpoint(detector, wdir, {"config": cfg, "training_complete": True, **identity,
-                                         "detector_kwargs": ctx.detector_kwargs})
-        bench.inputs.release_train()  # a per-window store of training copies is not needed any more
-    return metrics
+                        f"(state saved in {w.wdir / TRAIN_STATE}); run the same command again to resume")
+    selected = _finish_selection(selection, k, w.n_windows, ctx)
+    loss_mean = saver.loss_sum / saver.loss_count if saver.loss_count else None
+    return {"steps": total_steps, "resumed_at_step": sampler.start, "loss_mean": loss_mean, "started": started}, selected
 
 
 def accumulation(train_cfg: dict) -> int:
@@ -461,7 +452,9 @@ def accumulation(train_cfg: dict) -> int:
     return a
 
 
-def _eval_logits(cfg, inputs: RunInputs, detector, progress: bool, label: str, fault_window: int):
+
+
+def _eval_logits(cfg, inputs: RunInputs, detector, label: str, w: WindowState, ctx: RunContext):
     """(logits, crop positions) of the eval split from `detector` as it is now: one logit per eval item in position
     order (positions None), or one per crop with each crop's eval position (five_crop; fused by write_predictions)."""
     # Whole batches are dealt to ranks (no padded duplicates); every (position, logit) is gathered once.
@@ -470,11 +463,12 @@ def _eval_logits(cfg, inputs: RunInputs, detector, progress: bool, label: str, f
                         num_workers=inputs.workers(ds), collate_fn=getattr(ds, "collate", None),
                         pin_memory=torch.cuda.is_available() and inputs.workers(ds) > 0)
     module = DetectorModule(detector, inputs.train_cfg, 1, features_in=features_in(ds))
-    module.fault_window = fault_window
-    if world_size(cfg) == 1:  # a plain inference loop: no per-call Trainer set-up (protocols/scoring.py)
-        outputs = predict_in_process(module, loader, inputs.eval_precision, eval_device(cfg), progress, label)
-    else:
-        outputs = _trainer(cfg, inputs.eval_precision, progress, False).predict(module, dataloaders=loader)
+    callbacks = ctx.hooks.scoring_callbacks(w)
+    # One process: a plain inference loop, no per-call Trainer set-up (protocols/scoring.py); DDP: Lightning's.
+    trainer = None if world_size(cfg) == 1 else run_trainer(cfg, inputs.eval_precision, ctx.progress, False,
+                                                            callbacks=callbacks)
+    outputs = score_batches(module, loader, inputs.eval_precision, eval_device(cfg), ctx.progress, label, callbacks,
+                            trainer)
     if inputs.pipeline is not None and inputs.pipeline.multi_crop:  # one row per crop
         return gather_crop_predictions(outputs, len(inputs))
     logits, _ = gather_predictions(outputs, len(inputs))
@@ -524,15 +518,18 @@ def _run_record(bench: Benchmark, inputs: RunInputs, ctx: RunContext) -> RunStam
                     cl_strategy=ctx.strategy.describe, fields=ctx.fields, rows=ctx.rows)
 
 
-def _score_initial(cfg, bench: Benchmark, detector, inputs: RunInputs, rd: RunDir, t0: float, progress: bool,
-                   ctx: RunContext) -> None:
+
+
+def _score_initial(cfg, bench: Benchmark, detector, rd: RunDir, ctx: RunContext) -> None:
     """Score the model before any training once: window_init/predictions.npz, FWT's b_j (leaderboard.initial).
 
     Called before window 0 trains, with the detector as it was built (a resumed window 0 restores its train state
     only inside `_train_window`); no random stream is consumed, so window 0's predictions are unchanged."""
     started = time.time()
+    inputs = bench.inputs
+    w = ctx.window_state(-1, len(bench.train_sets), None, detector)
     with _rng_untouched():
-        logits, positions = _eval_logits(cfg, inputs, detector, progress, "scoring the untrained model", -1)
+        logits, positions = _eval_logits(cfg, inputs, detector, "scoring the untrained model", w, ctx)
     if not ctx.writer:
         return
     scores, logits, extra = _fused(inputs, logits)
@@ -542,54 +539,50 @@ def _score_initial(cfg, bench: Benchmark, detector, inputs: RunInputs, rd: RunDi
 
     table = initial_table(load_window_npz(path))
     auroc = table[(table["group"] == "all") & (table["metric"] == "auroc")]["value"].iloc[0]
-    _say(f"untrained model scored ({path.parent.name}/, FWT's b_j): AUROC all {auroc:.3f} "
-         f"in {time.time() - started:.1f}s", t0)
+    ctx.say(f"untrained model scored ({path.parent.name}/, FWT's b_j): AUROC all {auroc:.3f} "
+            f"in {time.time() - started:.1f}s")
 
 
-def _score_window(cfg, bench: Benchmark, detector, inputs: RunInputs, rd: RunDir, k: int, t0: float,
-                  progress: bool, train_metrics: dict, ctx: RunContext) -> None:
-    wdir = rd.window(k)
+def _score_window(cfg, bench: Benchmark, w: WindowState, ctx: RunContext) -> None:
+    """Score window k, write its predictions, let the hooks add their files and metrics, then metrics.json and
+    `done` (the window's commit)."""
     started = time.time()
-    logits, positions = _eval_logits(cfg, inputs, detector, progress, f"scoring window {k + 1}/{len(bench.train_sets)}",
-                                     k)
+    inputs = bench.inputs
+    logits, positions = _eval_logits(cfg, inputs, w.detector, f"scoring window {w.k + 1}/{w.n_windows}", w, ctx)
     if not ctx.writer:
         return
+    wdir = w.wdir
     scores, logits, extra = _fused(inputs, logits)
-    held_out, held_out_summary = _validation_arrays(cfg, k, train_metrics, ctx)
-    write_predictions(layout.predictions_path(wdir), _run_record(bench, inputs, ctx), k,
-                      ScoredRows(logits, scores, positions, (extra or {}) | held_out))
-    summary = window_summary(layout.predictions_path(wdir))
-    metrics = train_metrics | {"eval": summary | {"seconds": round(time.time() - started, 2)}} | held_out_summary
-    loc = score_window_localization(detector, bench.manifest, bench.plan, wdir, summary["auroc"]["all"],
-                                    pixel_threshold=_pixel_threshold(cfg, detector, k, ctx))
-    if loc is not None:  # a map detector: window_<k>/localization.npz is written before metrics.json and done
-        metrics["localization"] = loc
-        _say(f"window {k + 1}/{len(bench.train_sets)} localization: {localization_line(loc)}", t0)
-    metrics |= _score_tests(cfg, k, len(bench.train_sets), wdir, held_out, ctx, t0)
+    w.held_out, held_out_summary = _validation_arrays(cfg, w.k, w.train_metrics, ctx)
+    write_predictions(layout.predictions_path(wdir), _run_record(bench, inputs, ctx), w.k,
+                      ScoredRows(logits, scores, positions, (extra or {}) | w.held_out))
+    w.summary = window_summary(layout.predictions_path(wdir))
+    metrics = w.train_metrics | {"eval": w.summary | {"seconds": round(time.time() - started, 2)}} | held_out_summary
+    metrics |= ctx.hooks.after_scoring(w)  # localization maps, test datasets, …: their files come first
     atomic_write_json(wdir / "metrics.json", metrics)
-    faults.die_if("before_done", k)
+    ctx.hooks.before_done(w)
     layout.mark_done(wdir)
     (wdir / TRAIN_STATE).unlink(missing_ok=True)  # the window's final weights are in its checkpoint
-    log_window_metrics(ctx.loggers, k, ctx.step_offsets[k] + int(train_metrics["train"].get("steps") or 0),
+    log_window_metrics(ctx.loggers, w.k, ctx.step_offsets[w.k] + int(w.train_metrics["train"].get("steps") or 0),
                        metrics)
-    parts = ", ".join(f"{g} {v:.3f}" for g, v in summary["auroc"].items() if v == v)
-    _say(f"window {k + 1}/{len(bench.train_sets)} scored: AUROC {parts}", t0)
+    parts = ", ".join(f"{g} {v:.3f}" for g, v in w.summary["auroc"].items() if v == v)
+    ctx.say(f"window {w.k + 1}/{w.n_windows} scored: AUROC {parts}")
 
 
 # ------------------------------------------------------------------ validation, selection, test datasets
 
 
-def _held_out_data(cfg: dict, bench: Benchmark, detector, cache_dir: Path, progress: bool,
-                   t0: float) -> tuple[RunValidation, RunTestDatasets]:
+def _held_out_data(cfg: dict, bench: Benchmark, detector, cache_dir: Path,
+                   ctx: RunContext) -> tuple[RunValidation, RunTestDatasets]:
     """The run's validation rows and test datasets; refuses a selection policy the run cannot follow and a bad
     test dataset before any window trains."""
-    validation = RunValidation(cfg, bench, detector, cache_dir, progress)
+    validation = RunValidation(cfg, bench, detector, cache_dir, ctx.progress)
     check_selection(cfg, detector, validation.present)
     if validation.present:
         d = validation.describe()
-        _say(f"validation split ({d['origin']}, {d['split']} rows): {d['per_step']} per window; selection "
-             f"{cfg['train']['selection']}, threshold {cfg['eval']['threshold']}", t0)
-    tests = RunTestDatasets(cfg, bench, detector, cache_dir, progress, lambda m: _say(m, t0))
+        ctx.say(f"validation split ({d['origin']}, {d['split']} rows): {d['per_step']} per window; selection "
+                f"{cfg['train']['selection']}, threshold {cfg['eval']['threshold']}")
+    tests = RunTestDatasets(cfg, bench, detector, cache_dir, ctx.progress, ctx.say)
     tests.load()
     return validation, tests
 
@@ -601,12 +594,12 @@ def _window_selection(cfg: dict, bench: Benchmark, detector, k: int, sampler, ct
                            bench.inputs.eval_precision, ctx.step_offsets[k])
 
 
-def _finish_selection(selection: WindowSelection, k: int, n: int, t0: float) -> dict:
+def _finish_selection(selection: WindowSelection, k: int, n: int, ctx: RunContext) -> dict:
     """Give the detector the policy's weights and say which they are."""
     record = selection.finish()
     line = selection.line(record)
     if line:
-        _say(f"window {k + 1}/{n}: {line}", t0)
+        ctx.say(f"window {k + 1}/{n}: {line}")
     return record
 
 
@@ -621,28 +614,7 @@ def _validation_arrays(cfg: dict, k: int, train_metrics: dict, ctx: RunContext) 
     return arrays | selection_arrays(train_metrics.get("selection") or {"policy": "last"}), summary
 
 
-def _pixel_threshold(cfg: dict, detector, k: int, ctx: RunContext) -> dict | None:
-    """A map detector's pixel threshold chosen on window k's validation maps (None without a validation split)."""
-    if not getattr(detector.meta, "has_localization", False) or not ctx.validation.present:
-        return None
-    from protocols.localization import validation_pixel_threshold
-
-    ss = ctx.validation.window_set(k)
-    return validation_pixel_threshold(detector, ctx.validation.bench.manifest, ss.samples, str(cfg["eval"]["threshold"]))
-
-
-def _score_tests(cfg: dict, k: int, n: int, wdir: Path, held_out: dict, ctx: RunContext, t0: float) -> dict:
-    """Score the test datasets after window k when due (`test_every`); metrics.json's `test_datasets` entry."""
-    if not ctx.tests or not tests_due(cfg, k, n):
-        return {}
-    threshold = {key: v for key, v in held_out.items() if key.startswith("threshold")}
-    out = ctx.tests.score(k, wdir, threshold, ctx, eval_device(cfg))
-    _say(f"window {k + 1}/{n} test datasets: " + ", ".join(f"{name} AUROC {v['auroc']:.3f}" for name, v in
-                                                            out.items()), t0)
-    return {"test_datasets": out}
-
-
-def _score_missing_tests(cfg: dict, detector, rd: RunDir, start: int, n: int, ctx: RunContext, t0: float) -> None:
+def _score_missing_tests(cfg: dict, detector, rd: RunDir, start: int, n: int, ctx: RunContext) -> None:
     """Finished windows whose test predictions are missing (a test dataset added to a finished run's config) are
     scored from their checkpoints; the caller restores the weights it continues from."""
     if not ctx.tests or not ctx.writer:
@@ -652,6 +624,8 @@ def _score_missing_tests(cfg: dict, detector, rd: RunDir, start: int, n: int, ct
         if not missing:
             continue
         load_checkpoint(detector, rd.window(j))
-        _say(f"window {j + 1}/{n} is done; scoring its missing test dataset(s) {[s.name for s in missing]} from its "
-             "checkpoint", t0)
-        ctx.tests.score(j, rd.window(j), read_threshold(rd.window(j)), ctx, eval_device(cfg), only=missing)
+        ctx.say(f"window {j + 1}/{n} is done; scoring its missing test dataset(s) {[s.name for s in missing]} from "
+                "its checkpoint")
+        w = ctx.window_state(j, n, rd.window(j), detector)
+        ctx.tests.score(j, rd.window(j), read_threshold(rd.window(j)), ctx, eval_device(cfg), only=missing,
+                        written=lambda i, w=w: w.notify("test_dataset", i))

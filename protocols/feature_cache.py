@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import lightning as L
 import numpy as np
@@ -28,8 +29,9 @@ from protocols.feature_keys import (  # re-exported: the keys live in an import-
     feature_store_spec,
 )
 from protocols.module import DetectorModule
+from protocols.trainer import build_trainer
 
-__all__ = ["FEATURE_CACHE_FORMAT", "FeatureExtractor", "backbone_fingerprint", "cached_features", "extract_features",
+__all__ = ["FEATURE_CACHE_FORMAT", "Extraction", "FeatureExtractor", "backbone_fingerprint", "cached_features", "extract_features",
            "feature_key", "feature_store_spec"]
 
 
@@ -51,29 +53,38 @@ class _RowsTo(L.Callback):
         self.put(outputs.detach().cpu().numpy().astype(np.float32, copy=False))
 
 
-def _predict_rows(detector, dataset: Dataset, train_cfg: dict, precision: str, accelerator: str, batch_size: int,
-                  progress: bool, workers: int, put: Callable[[np.ndarray], None]) -> None:
+@dataclass(frozen=True)
+class Extraction:
+    """How features are computed: the run's train config (normalisation, memory format), the precision, Lightning's
+    accelerator, the device kind recorded in the key (cpu/cuda), the batch size, a progress bar, loader workers."""
+
+    train_cfg: dict
+    precision: str
+    accelerator: str = "auto"
+    device: str = "cpu"
+    batch_size: int = 64
+    progress: bool = False
+    workers: int = 0
+
+
+def _predict_rows(detector, dataset: Dataset, how: Extraction, put: Callable[[np.ndarray], None]) -> None:
     """Backbone features of `dataset` in order, batch by batch, through a Lightning predict loop."""
     if not detector.is_probe:
         raise ValueError(f"{detector.meta.name}: features are cached only for probe detectors (frozen backbone)")
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
+    loader = DataLoader(dataset, batch_size=how.batch_size, shuffle=False, num_workers=how.workers,
                         collate_fn=getattr(dataset, "collate", None),
-                        pin_memory=torch.cuda.is_available() and workers > 0)
-    trainer = L.Trainer(accelerator=accelerator, devices=1, precision=precision, logger=False,
-                        enable_checkpointing=False, enable_model_summary=False, enable_progress_bar=progress,
-                        deterministic=True, callbacks=[_RowsTo(put)])
+                        pin_memory=torch.cuda.is_available() and how.workers > 0)
+    trainer = build_trainer(how.precision, accelerator=how.accelerator, progress=how.progress,
+                            callbacks=[_RowsTo(put)])
     was_training = detector.training
-    trainer.predict(FeatureExtractor(detector, train_cfg, 1), dataloaders=loader, return_predictions=False)
+    trainer.predict(FeatureExtractor(detector, how.train_cfg, 1), dataloaders=loader, return_predictions=False)
     detector.train(was_training)
 
 
-def extract_features(
-    detector, dataset: Dataset, train_cfg: dict, precision: str, accelerator: str, batch_size: int,
-    progress: bool, workers: int = 0,
-) -> np.ndarray:
+def extract_features(detector, dataset: Dataset, how: Extraction) -> np.ndarray:
     """Features (len(dataset), feature_dim) float32 in dataset order, in memory (benches and small data)."""
     parts: list[np.ndarray] = []
-    _predict_rows(detector, dataset, train_cfg, precision, accelerator, batch_size, progress, workers, parts.append)
+    _predict_rows(detector, dataset, how, parts.append)
     dim = detector.meta.feature_dim
     feats = np.concatenate(parts) if parts else np.zeros((0, dim), np.float32)
     if feats.shape != (len(dataset), dim):
@@ -81,19 +92,16 @@ def extract_features(
     return feats
 
 
-def cached_features(
-    cache_dir, detector, dataset: Dataset, inputs_digest: str, train_cfg: dict, precision: str, accelerator: str,
-    device: str, batch_size: int, progress: bool, workers: int = 0, *, verify: str = "sample",
-    chunk_bytes: int = DEFAULT_CHUNK_BYTES, should_stop: Callable[[], None] | None = None,
-):
+def cached_features(cache_dir, detector, dataset: Dataset, inputs_digest: str, how: Extraction, *,
+                    verify: str = "sample", chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+                    should_stop: Callable[[], None] | None = None):
     """Load or compute-and-store the features of `dataset` (identified by `inputs_digest`): (rows, key info)."""
-    key = feature_key(detector, inputs_digest, precision, bool(train_cfg.get("channels_last")), device,
-                      train_cfg.get("normalize"))
-    spec = feature_store_spec(key, len(dataset), detector.meta.feature_dim, batch_size, chunk_bytes)
+    key = feature_key(detector, inputs_digest, how.precision, bool(how.train_cfg.get("channels_last")), how.device,
+                      how.train_cfg.get("normalize"))
+    spec = feature_store_spec(key, len(dataset), detector.meta.feature_dim, how.batch_size, chunk_bytes)
     info = key | {"digest": spec.digest, "path": None, "hit": False}
-    args = (detector, train_cfg, precision, accelerator, batch_size, progress)
     if cache_dir is None:
-        feats = extract_features(detector, dataset, *args[1:], workers)
+        feats = extract_features(detector, dataset, how)
         return feats, info | {"bytes": feats.nbytes}
     path = store_dir(cache_dir, "features", key)
     info["path"] = str(path)
@@ -114,7 +122,7 @@ def cached_features(
                     should_stop()
 
         if items:
-            _predict_rows(detector, Subset(dataset, items), *args[1:], workers, put)
+            _predict_rows(detector, Subset(dataset, items), how, put)
         if next(pending, None) is not None:
             raise RuntimeError(f"feature extraction of {path} ended before its last row")
         writer.finalize()

@@ -65,7 +65,7 @@ def eval_format_pairs(manifest: Manifest, sample_ids: Sequence[int], profile: st
 
 def prepare_format_inputs(cfg: ConfigLike, bench, detector, say: Callable[[str], None]):
     """RunInputs of a format-only detector (module docstring)."""
-    from protocols.run_inputs import RunInputs
+    from protocols.window_inputs import RunInputs
 
     rc = run_config(cfg)
     m = bench.manifest

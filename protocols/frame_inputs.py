@@ -110,9 +110,9 @@ def frame_fusion(n_rows: int, rows: np.ndarray, index: np.ndarray, aggregate: st
 
 def prepare_frame_inputs(cfg: dict, bench, detector, cache_dir: Path, progress: bool, say: Callable[[str], None]):
     """RunInputs for an image detector on a `videos:` dataset (see the module docstring)."""
-    from protocols.run_inputs import RunInputs
     from protocols.sequence_inputs import video_arrays
     from protocols.speed import resolve_precision, resolve_train_cfg
+    from protocols.window_inputs import RunInputs
 
     m = bench.manifest
     if any(s.kind != "video" for s in m.samples):

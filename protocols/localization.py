@@ -9,7 +9,8 @@ Maps are stored compactly per window in ``localization.npz``: P(altered) quantis
 with a (M, 2) ``shapes`` array, plus eval positions and sample ids. ``window_localization`` turns that file
 (and the window's image AUROC) into the pixel metrics, the challenge scores and the all-ones /
 all-zeros baselines; it and the reader live in ``leaderboard.localization_view`` (numpy only) and are
-re-exported here. ``score_window_localization`` is what the engine calls after scoring each window.
+re-exported here. ``score_window_localization`` scores a window; the engine attaches it as the window hook
+`WindowLocalization` (protocols/window_hooks.py) for detectors with a localization head.
 """
 
 from __future__ import annotations
@@ -29,9 +30,11 @@ from benchmark.masks import adapt_mask_to_input, load_mask
 from common import localization_file
 from common.atomic import atomic_write_bytes
 from leaderboard.localization_view import FILE_NAME, read_localization, window_localization
+from protocols.window_hooks import WindowHook, WindowState
 
 SCHEMA_VERSION = localization_file.SCHEMA_VERSION
-__all__ = ["FILE_NAME", "SCHEMA_VERSION", "localization_line", "masked_positions", "read_localization", "score_maps",
+__all__ = ["FILE_NAME", "SCHEMA_VERSION", "WindowLocalization", "localization_line", "masked_positions",
+           "read_localization", "score_maps",
            "score_window_localization", "window_localization", "write_localization", "write_map_pngs"]
 
 
@@ -156,6 +159,31 @@ def score_window_localization(detector, manifest: Manifest, plan: EvalPlan, wind
     path = write_localization(window_dir, arrays)
     detector.train(was_training)
     return window_localization(path, image_auroc)
+
+
+class WindowLocalization(WindowHook):
+    """The window hook of a map detector: after window k is scored, its maps go to window_<k>/localization.npz
+    (before metrics.json and `done`, so a window interrupted in between is scored again on resume) and their
+    summary to metrics.json's `localization` entry. The pixel threshold is chosen on window k's validation maps
+    (`eval.threshold`'s rule) when the run has a validation split."""
+
+    def __init__(self, manifest: Manifest, plan: EvalPlan, validation, threshold_rule: str):
+        self.manifest, self.plan, self.validation, self.rule = manifest, plan, validation, threshold_rule
+
+    def after_scoring(self, w: WindowState) -> dict:
+        loc = score_window_localization(w.detector, self.manifest, self.plan, w.wdir, w.summary["auroc"]["all"],
+                                        pixel_threshold=self.pixel_threshold(w.detector, w.k))
+        if loc is None:
+            return {}
+        w.say(f"window {w.k + 1}/{w.n_windows} localization: {localization_line(loc)}")
+        return {"localization": loc}
+
+    def pixel_threshold(self, detector, k: int) -> dict | None:
+        """The pixel threshold chosen on window k's validation maps (None without a validation split)."""
+        if self.validation is None or not self.validation.present:
+            return None
+        samples = self.validation.window_set(k).samples
+        return validation_pixel_threshold(detector, self.validation.bench.manifest, samples, self.rule)
 
 
 def localization_line(summary: dict) -> str:

@@ -9,7 +9,6 @@ import torch
 import torch.nn.functional as F
 
 from detectors.segmentation import localization_loss
-from protocols import faults
 
 
 class DetectorModule(L.LightningModule):
@@ -48,7 +47,6 @@ class DetectorModule(L.LightningModule):
         self.raw_inputs = getattr(meta, "input_kind", "image") != "image"
         self.step_offset = 0  # global steps before this fit (earlier windows + batches restored on resume)
         self.class_weights: torch.Tensor | None = None  # (w_real, w_fake) with benchmark.real_sampling=weighted
-        self.fault_window = -1  # window being scored, for protocols.faults' crash injection
 
     def normalise(self, x: torch.Tensor) -> torch.Tensor:
         """uint8 pixels or float [0, 1] tensors -> normalised float. The arithmetic runs on the batch's own contiguous
@@ -152,7 +150,6 @@ class DetectorModule(L.LightningModule):
 
     def predict_step(self, batch, batch_idx):
         x, pos = batch
-        faults.die_if("predict_batch", self.fault_window, batch_idx + 1)
         return self.logits(x), pos
 
     def configure_optimizers(self):

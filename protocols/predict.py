@@ -81,48 +81,20 @@ def _check(manifest, cache_dir: Path, profile, progress: bool) -> list:
 
 
 def cmd_predict(args) -> int:
-    import torch
-    from torch.utils.data import DataLoader
+    from benchmark.sources import resolve_cache_dir
 
-    from benchmark.sources import default_cache_dir, scan_source
-    from protocols.distributed import EvalBatches, gather_predictions
-    from protocols.module import DetectorModule
-    from protocols.scoring import predict_in_process
-
-    cache_dir = Path(args.cache_dir).expanduser() if args.cache_dir else default_cache_dir()
+    cache_dir = resolve_cache_dir(args.cache_dir)
     detector, weights = _build_detector(args)
     detector.eval()
-    scan = scan_source(args.dataset, cache_dir, progress=not args.no_progress, need_timeline=False)
-    m = scan.manifest
-    for note in scan.notes:
-        print(f"genshift: {note}", file=sys.stderr)
-    rows = sorted((s for s in m.samples if args.split == "all" or s.split == args.split),
-                  key=lambda s: ({"train": 0, "val": 1, "eval": 2}[s.split], s.id))
-    if not rows:
-        raise FileNotFoundError(f"{args.dataset}: no sample in split {args.split!r}")
-    sequence = getattr(detector.meta, "input_kind", "image") == "landmarks"
     profile = None
-    if sequence:
+    if getattr(detector.meta, "input_kind", "image") == "landmarks":
         from protocols.sequence_inputs import sequence_profile
 
         profile = sequence_profile({"sequence": {"profile": args.profile, "aggregate": args.aggregate}}, detector)
-    problems = [p for p in scan.problems + _check(m, cache_dir, profile, not args.no_progress)
-                if p.kind not in ("balance", "generator_split")]  # about training windows: not predict's business
-    reasons: dict[tuple[str, int], list[str]] = {}
-    for p in problems:
-        if p.id is not None:
-            reasons.setdefault((p.split, p.id), []).append(f"{p.kind}: {p.message}")
+    m, rows, problems, reasons = _scan(args, cache_dir, profile)
     pipe = _run_pipeline(args, detector)
     items, fuse, item_keys, label = _items(args, detector, m, rows, profile, cache_dir, reasons, pipe)
-    norm = {} if pipe is None else {"normalize": {"name": pipe.normalize, "mean": list(pipe.mean),
-                                                  "std": list(pipe.std)}}
-    module = DetectorModule(detector, {"channels_last": False, **norm}, 1)
-    loader = DataLoader(items, batch_sampler=EvalBatches(len(items), int(args.batch_size)), num_workers=0)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    outputs = predict_in_process(module, loader, "32-true", device, not args.no_progress, "predicting") \
-        if len(items) else []
-    logits, _ = gather_predictions(outputs, len(items))
-    scores, fused_logits, extra = fuse(logits)
+    scores, fused_logits, extra = fuse(_item_logits(args, detector, items, pipe))
     gen_names = [""] + sorted({s.generator for s in rows if s.generator})
     gid = {g: i for i, g in enumerate(gen_names)}
     from protocols.sequence_inputs import video_arrays
@@ -160,6 +132,47 @@ def cmd_predict(args) -> int:
         print(f"genshift: the data check found {len(problems)} problem(s) (listed in predictions.csv and "
               f"`genshift data check {args.dataset}`)", file=sys.stderr)
     return 0
+
+
+def _scan(args, cache_dir: Path, profile) -> tuple:
+    """(manifest, the rows of the chosen split(s) in split and id order, the data check's problems, the reasons
+    per (split, id) that a row gets no score)."""
+    from benchmark.sources import scan_source
+
+    scan = scan_source(args.dataset, cache_dir, progress=not args.no_progress, need_timeline=False)
+    m = scan.manifest
+    for note in scan.notes:
+        print(f"genshift: {note}", file=sys.stderr)
+    rows = sorted((s for s in m.samples if args.split == "all" or s.split == args.split),
+                  key=lambda s: ({"train": 0, "val": 1, "eval": 2}[s.split], s.id))
+    if not rows:
+        raise FileNotFoundError(f"{args.dataset}: no sample in split {args.split!r}")
+    problems = [p for p in scan.problems + _check(m, cache_dir, profile, not args.no_progress)
+                if p.kind not in ("balance", "generator_split")]  # about training windows: not predict's business
+    reasons: dict[tuple[str, int], list[str]] = {}
+    for p in problems:
+        if p.id is not None:
+            reasons.setdefault((p.split, p.id), []).append(f"{p.kind}: {p.message}")
+    return m, rows, problems, reasons
+
+
+def _item_logits(args, detector, items, pipe) -> np.ndarray:
+    """One logit per item through the engine's scoring loop (`score_batches`), on the GPU when there is one."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    from protocols.distributed import EvalBatches, gather_predictions
+    from protocols.module import DetectorModule
+    from protocols.scoring import score_batches
+
+    norm = {} if pipe is None else {"normalize": {"name": pipe.normalize, "mean": list(pipe.mean),
+                                                  "std": list(pipe.std)}}
+    module = DetectorModule(detector, {"channels_last": False, **norm}, 1)
+    loader = DataLoader(items, batch_sampler=EvalBatches(len(items), int(args.batch_size)), num_workers=0)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    outputs = score_batches(module, loader, "32-true", device, not args.no_progress, "predicting") \
+        if len(items) else []
+    return gather_predictions(outputs, len(items))[0]
 
 
 def _write_maps(args, detector, m, rows) -> None:

@@ -23,7 +23,6 @@ import torch
 import torch.distributed as dist
 
 from common.atomic import atomic_path
-from protocols import faults
 
 TRAIN_STATE = "train_state.pt"
 STATE_FORMAT = 1
@@ -89,11 +88,12 @@ def _tuples(x):
 
 def save_train_state(path: Path, identity: dict, batches_done: int, detector: torch.nn.Module,
                      optimizer: torch.optim.Optimizer, scheduler: Any, loss_sum: float, loss_count: int,
-                     extra: dict | None = None) -> None:
+                     extra: dict | None = None, tmp_written: Callable[[], None] | None = None) -> None:
     """Atomically write everything needed to continue training after `batches_done` global batches.
 
     ``extra``: more entries of the same kinds (tensors, numbers, strings, lists, dicts), e.g. the continual-learning
-    strategy's state under "strategy", the selection policy's under "selection"."""
+    strategy's state under "strategy", the selection policy's under "selection". ``tmp_written``: called when the
+    file is written to its temporary name, before the rename (the engine's window hooks: crash injection)."""
     doc = {
         "format": STATE_FORMAT,
         "identity": identity,
@@ -109,7 +109,8 @@ def save_train_state(path: Path, identity: dict, batches_done: int, detector: to
     }
     with atomic_path(path) as tmp:
         torch.save(doc, tmp)
-        faults.die_if("train_state_tmp", identity["window"], batches_done)
+        if tmp_written is not None:
+            tmp_written()
 
 
 def load_train_state(path: Path, identity: dict | None) -> dict | None:
@@ -146,8 +147,9 @@ class WindowCheckpointer(L.Callback):
 
     def __init__(self, path: Path, identity: dict, every_n: int, start: int, total: int,
                  resume: dict | None, writer: bool, extra_state: Callable[[], dict] | None = None,
-                 accumulate: int = 1):
+                 accumulate: int = 1, notify: Callable[[str, int], None] | None = None):
         self.path, self.identity, self.every_n = Path(path), identity, int(every_n or 0)
+        self.notify = notify  # (what, batches done): the window hooks' file_written (train_state_tmp)
         self.extra_state = extra_state  # more to save with each state (the strategy's, the selection's), read when saving
         self.start, self.total, self.resume, self.writer = start, total, resume, writer
         # With gradient accumulation a state is exact only between optimizer steps (no gradient half summed):
@@ -185,7 +187,8 @@ class WindowCheckpointer(L.Callback):
             return
         sched = trainer.lr_scheduler_configs[0].scheduler if trainer.lr_scheduler_configs else None
         save_train_state(self.path, self.identity, self.done, pl_module.detector, trainer.optimizers[0], sched,
-                         self.loss_sum, self.loss_count, self.extra_state() if self.extra_state else None)
+                         self.loss_sum, self.loss_count, self.extra_state() if self.extra_state else None,
+                         tmp_written=(lambda: self.notify("train_state_tmp", self.done)) if self.notify else None)
         self._saved_at = self.done
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
@@ -195,7 +198,6 @@ class WindowCheckpointer(L.Callback):
             n = len(batch[1])
             self.loss_sum += float(loss.detach()) * n
             self.loss_count += n
-        faults.die_if("train_batch", self.identity["window"], self.done)
         stop = stop_requested()
         if dist.is_available() and dist.is_initialized() and trainer.world_size > 1:
             flag = torch.tensor([1.0 if stop else 0.0], device=pl_module.device)

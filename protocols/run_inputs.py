@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -24,87 +24,32 @@ from benchmark.images import crops_per_image
 from benchmark.reference_eval_cache import build_or_load_reference_inputs, reference_eval_key
 from benchmark.reference_train_augment import NAME as REFERENCE_AUGMENTATION
 from benchmark.train_cache import build_or_load_train_inputs
-from protocols import faults
 from protocols.allocator import keep_large_allocations
 from protocols.cache_plan import CachePlan, human_bytes, plan_caches
 from protocols.cached_data import ArrayEval, ArrayTrainCopies, EvalStream
-from protocols.config import ConfigError, cache_switches
+from protocols.config import ConfigError
+from protocols.config_model import cache_switches
 from protocols.crop_data import (
     GroupedRows,
     NativeMultiCropStream,
-    ReferenceCropRows,
     ReferenceEvalStore,
     ReferenceEvalStream,
     crop_rows,
     is_grouped,
 )
 from protocols.data import ReferenceTrainCopies, TrainCopies
-from protocols.feature_cache import cached_features
+from protocols.feature_cache import Extraction, cached_features
+from protocols.format_inputs import prepare_format_inputs
+from protocols.frame_inputs import prepare_frame_inputs
 from protocols.pipeline import InputPipeline, resolve_pipeline
-from protocols.resume import check_stop
+from protocols.sequence_inputs import prepare_sequence_inputs
 from protocols.speed import resolve_precision, resolve_train_cfg, uses_cuda
-
-_chunks_written = [0]
-
-
-def stop_between_chunks() -> None:
-    """Called after every store chunk written: stop here on a signal (preemption); crash here in resume tests."""
-    _chunks_written[0] += 1
-    faults.die_if("store_chunk", 0, _chunks_written[0])
-    check_stop("while building a cache store (its finished chunks are kept; run again to resume)")
-
-
-@dataclass
-class RunInputs:
-    """Eval dataset (len() = number of eval items) and a per-window training dataset factory.
-
-    Sequence runs (protocols/sequence_inputs.py) score segments: ``fuse(item logits)`` turns them into the
-    per-video (scores, logits, extra npz arrays); ``callbacks(k, ids, sampler)`` adds Lightning callbacks to a
-    window's training (best-validation selection).
-    """
-
-    eval_ds: Dataset
-    make_train: Callable[..., Dataset]  # (ids, window) -> training copies
-    train_cfg: dict
-    eval_precision: str
-    eval_key: dict
-    describe: dict = field(default_factory=dict)
-    release_train: Callable[[], None] = lambda: None  # after a window's training: drop its per-window store
-    pipeline: InputPipeline | None = None  # the resolved eval.pipeline / eval.input / eval.normalize
-    fuse: Callable | None = None
-    callbacks: Callable | None = None
-
-    weighted: object | None = None  # the manifest when benchmark.real_sampling=weighted (class-weighted loss)
-
-    def window_callbacks(self, k: int, ids: list[int], sampler) -> list:
-        out = list(self.callbacks(k, ids, sampler)) if self.callbacks else []
-        if self.weighted is not None:
-            from benchmark.windows_plan import class_weights
-            from protocols.module import ClassWeights
-
-            by_id = {s.id: s.label for s in self.weighted.split("train")}
-            out.append(ClassWeights(class_weights([by_id[int(i)] for i in ids])))
-        return out
-
-    def __len__(self) -> int:
-        return len(self.eval_ds)
-
-    def eval_dataset(self) -> Dataset:
-        return self.eval_ds
-
-    def train_dataset(self, ids: list[int], window: int = 0) -> Dataset:
-        """Training copies of window `window`'s subset `ids` (in the subset's order)."""
-        return self.make_train(ids, window)
-
-    def workers(self, ds: Dataset) -> int:
-        return loader_workers(ds, self.train_cfg)
-
-
-def loader_workers(ds: Dataset, train_cfg: dict) -> int:
-    """DataLoader workers: none for in-memory arrays (workers would only add copies), the configured number for
-    datasets that decode images."""
-    in_memory = (ArrayEval, ArrayTrainCopies, ReferenceEvalStore, ReferenceCropRows, GroupedRows)
-    return 0 if isinstance(ds, in_memory) else int(train_cfg["num_workers"])
+from protocols.window_inputs import (  # noqa: F401  (re-exported: the engine and cache_build import them from here)
+    RunInputs,
+    features_in,
+    loader_workers,
+    stop_between_chunks,
+)
 
 
 def eval_pixels(cfg: dict, bench, pipe: InputPipeline, cache_dir: Path | None, cached: bool, workers: int,
@@ -143,57 +88,105 @@ def eval_pixels(cfg: dict, bench, pipe: InputPipeline, cache_dir: Path | None, c
     return (NativeMultiCropStream(jobs, n_crops) if n_crops > 1 else EvalStream(jobs)), ekey
 
 
-def features_in(ds: Dataset) -> bool:
-    """Whether a dataset yields probe features (the head alone runs) rather than pixels."""
-    return bool(getattr(ds, "features_in", False))
-
-
 def prepare_run_inputs(cfg: dict, bench, detector, cache_dir: Path, progress: bool, say: Callable[[str], None],
                        world: int = 1, plan: CachePlan | None = None) -> RunInputs:
     """Build or load every cache this run uses and return the datasets the windows read."""
-    inputs = _prepare(cfg, bench, detector, cache_dir, progress, say, world, plan)
+    inputs = _track_inputs(cfg, bench, detector, cache_dir, progress, say)
+    if inputs is None:
+        inputs = _image_inputs(cfg, bench, detector, cache_dir, progress, say,
+                               plan or plan_caches(cfg, bench, detector, cache_dir, world))
     if str(cfg["benchmark"].get("real_sampling") or "unique") == "weighted":
         inputs.weighted = bench.manifest
     return inputs
 
 
-def _prepare(cfg: dict, bench, detector, cache_dir: Path, progress: bool, say: Callable[[str], None],
-             world: int = 1, plan: CachePlan | None = None) -> RunInputs:
-    video = getattr(detector.meta, "input_kind", "image") != "image" or any(s.kind != "image"
-                                                                             for s in bench.manifest.samples)
+def _track_inputs(cfg: dict, bench, detector, cache_dir: Path, progress: bool,
+                  say: Callable[[str], None]) -> RunInputs | None:
+    """The inputs of the video track and of the format-only baseline (their own builders); None for images."""
+    kind = getattr(detector.meta, "input_kind", "image")
+    video = kind != "image" or any(s.kind != "image" for s in bench.manifest.samples)
     if video and (cfg.get("eval") or {}).get("pipeline") == "reference":
         raise ConfigError("eval.pipeline: reference is AI-GenBench's model input for image datasets; this run reads "
                           "videos or landmark sequences (the video track's inputs are its own): use "
                           "eval.pipeline=native")
-    if getattr(detector.meta, "input_kind", "image") == "format":  # the format-only baseline: no pixels
-        from protocols.format_inputs import prepare_format_inputs
-
+    if kind == "format":  # the format-only baseline: no pixels
         return prepare_format_inputs(cfg, bench, detector, say)
-    if getattr(detector.meta, "input_kind", "image") != "image":  # the video track: landmark segments
-        from protocols.sequence_inputs import prepare_sequence_inputs
-
+    if kind != "image":  # the video track: landmark segments
         return prepare_sequence_inputs(cfg, bench, detector, cache_dir, progress, say)
-    if any(s.kind != "image" for s in bench.manifest.samples):  # frames sampled from videos, image detector
-        from protocols.frame_inputs import prepare_frame_inputs
-
+    if video:  # frames sampled from videos, image detector
         return prepare_frame_inputs(cfg, bench, detector, cache_dir, progress, say)
+    return None
+
+
+@dataclass
+class _Build:
+    """Where and how the stores are built: the cache directory, a progress bar, the log line, the stores' options
+    (verification, chunk size, the stop check between chunks)."""
+
+    cache_dir: Path
+    progress: bool
+    say: Callable[[str], None]
+    store_opts: dict
+
+
+@dataclass
+class _Copies:
+    """A run's training copies: the per-window dataset factory, its streamed twin, run.json's key, the release of
+    a per-window store, and the images of every window (`union`)."""
+
+    make: Callable[..., Dataset]
+    streamed: Callable[..., Dataset]
+    key: dict
+    release: Callable[[], None]
+    union: list[int]
+    policy: str
+
+
+def _image_inputs(cfg: dict, bench, detector, cache_dir: Path, progress: bool, say: Callable[[str], None],
+                  plan: CachePlan) -> RunInputs:
+    """Image runs: eval pixels and training copies as the cache plan decided, then a probe's features of both."""
     sw = cache_switches(cfg)
-    plan = plan or plan_caches(cfg, bench, detector, cache_dir, world)
-    meta = detector.meta
     tc = resolve_train_cfg(cfg, detector)
     if tc["channels_last"]:
         detector.to(memory_format=torch.channels_last)
     eval_precision = resolve_precision(cfg["eval"]["precision"], cfg, "eval.precision")
-    pipe = resolve_pipeline(cfg, meta)
+    pipe = resolve_pipeline(cfg, detector.meta)
     workers = max(1, int(tc["num_workers"]))
-    m = bench.manifest
     store_opts = {"verify": sw["verify"], "chunk_bytes": int(float(sw["chunk_mb"]) * (1 << 20)),
                   "should_stop": stop_between_chunks}
     say(plan.summary())
     eval_px, ekey = eval_pixels(cfg, bench, pipe, cache_dir, plan.policy("eval_inputs") == "cached", workers,
                                 progress, store_opts)
     ekey["cached"] = sw["eval_inputs"]
+    build = _Build(cache_dir, progress, say, store_opts)
+    copies = _training_copies(cfg, bench, detector.meta, tc, plan, build)
+    tkey, factor = copies.key, int(tc["augmentation_factor"])
+    caches = {"switches": sw, "plan": plan.to_dict(), "eval_inputs": ekey, "train_inputs": tkey,
+              "runtime": {"malloc": keep_large_allocations(), "train_precision": tc["precision"],
+                          "eval_precision": eval_precision,
+                          "channels_last": tc["channels_last"]}}
+    tdesc = {"cached": f"cache {tkey['digest']}", "per_window": "one window's store at a time",
+             "stream": f"streamed by {int(tc['num_workers'])} worker(s)"}[copies.policy]
+    crops = f" as {ekey['crops']} crops" if ekey.get("crops") is not None else ""
+    say(f"inputs ready: eval {len(eval_px)}{crops} "
+        f"({'cache ' + ekey['digest'] if sw['eval_inputs'] else 'streamed'}; {pipe.pipeline} pipeline, "
+        f"{pipe.input}, {pipe.normalize} statistics), training copies of {len(copies.union)} images × {factor} "
+        f"({tdesc}); precision train {tc['precision']}, eval {eval_precision}; channels-last {tc['channels_last']}")
+    plain = RunInputs(eval_px, copies.make, tc, eval_precision, ekey, caches, copies.release, pipe)
+    if "eval_features" not in plan.stores:
+        skipped = plan.stores.get("probe_features")
+        if skipped is not None and sw["probe_features"]:
+            caches["probe_features_skipped"] = skipped.reason
+            say(f"probe feature cache off: {skipped.reason}")
+        return plain
+    return _probe_feature_inputs(cfg, bench, detector, plain, copies, "train_features" in plan.stores, build)
 
+
+def _training_copies(cfg: dict, bench, meta, tc: dict, plan: CachePlan, build: _Build) -> _Copies:
+    """The training copies as the plan decided: one cached store of every window's images, one window's store at a
+    time, or streamed (always streamed for the reference's own augmentation, seeded by position)."""
+    m, workers = bench.manifest, max(1, int(tc["num_workers"]))
+    cache_dir, progress, store_opts = build.cache_dir, build.progress, build.store_opts
     factor, seed = int(tc["augmentation_factor"]), int(cfg["seed"])
     union = sorted({int(i) for ids in bench.train_sets for i in ids})
     targs = (factor, meta.input_size, seed, tc["augmentation"], meta.eval_resize)
@@ -243,48 +236,42 @@ def _prepare(cfg: dict, bench, detector, cache_dir: Path, progress: bool, say: C
         train_px = streamed
     tkey["cached"] = tpolicy == "cached" and not reference_aug
     tkey["policy"] = tpolicy
-    caches = {"switches": sw, "plan": plan.to_dict(), "eval_inputs": ekey, "train_inputs": tkey,
-              "runtime": {"malloc": keep_large_allocations(), "train_precision": tc["precision"],
-                          "eval_precision": eval_precision,
-                          "channels_last": tc["channels_last"]}}
-    tdesc = {"cached": f"cache {tkey['digest']}", "per_window": "one window's store at a time",
-             "stream": f"streamed by {int(tc['num_workers'])} worker(s)"}[tpolicy]
-    crops = f" as {ekey['crops']} crops" if ekey.get("crops") is not None else ""
-    say(f"inputs ready: eval {len(eval_px)}{crops} "
-        f"({'cache ' + ekey['digest'] if sw['eval_inputs'] else 'streamed'}; {pipe.pipeline} pipeline, "
-        f"{pipe.input}, {pipe.normalize} statistics), training copies of {len(union)} images × {factor} "
-        f"({tdesc}); precision train {tc['precision']}, eval {eval_precision}; channels-last {tc['channels_last']}")
-    plain = RunInputs(eval_px, train_px, tc, eval_precision, ekey, caches, release, pipe)
-    if "eval_features" not in plan.stores:
-        skipped = plan.stores.get("probe_features")
-        if skipped is not None and sw["probe_features"]:
-            caches["probe_features_skipped"] = skipped.reason
-            say(f"probe feature cache off: {skipped.reason}")
-        return plain
+    return _Copies(train_px, streamed, tkey, release, union, tpolicy)
 
+
+def _probe_feature_inputs(cfg: dict, bench, detector, plain: RunInputs, copies: _Copies, train_features: bool,
+                          build: _Build) -> RunInputs:
+    """A probe's frozen-backbone features of the eval inputs and (unless the reference's augmentation streams new
+    copies every window) of every training copy: windows then train and score the head only."""
+    tc, caches, eval_px, ekey = plain.train_cfg, plain.describe, plain.eval_ds, plain.eval_key
+    cache_dir, progress, say = build.cache_dir, build.progress, build.say
+    factor = int(tc["augmentation_factor"])
     accelerator = str(cfg.get("accelerator", "auto") or "auto")
     device = "cuda" if uses_cuda(cfg) else "cpu"
     bs = int(cfg["eval"]["batch_size"])
-    fopts = {k: store_opts[k] for k in ("verify", "chunk_bytes", "should_stop")}
+    fopts = {k: build.store_opts[k] for k in ("verify", "chunk_bytes", "should_stop")}
     erows = crop_rows(eval_px) if is_grouped(eval_px) else eval_px  # one feature row per crop
-    efeat, fkey_e = cached_features(cache_dir, detector, erows, ekey["digest"], tc, eval_precision, accelerator,
-                                    device, bs, progress, loader_workers(erows, tc), **fopts)
+    efeat, fkey_e = cached_features(cache_dir, detector, erows, ekey["digest"],
+                                    Extraction(tc, plain.eval_precision, accelerator, device, bs, progress,
+                                               loader_workers(erows, tc)), **fopts)
     eval_feats = GroupedRows(efeat, eval_px.offsets, features_in=True) if is_grouped(eval_px) \
         else ArrayEval(efeat, features_in=True)
-    if "train_features" not in plan.stores:  # aigenbench-baseline: copies change every window
+    if not train_features:  # aigenbench-baseline: copies change every window
         caches |= {"eval_features": fkey_e}
         say(f"probe features ready: eval {tuple(efeat.shape)} (cache {fkey_e['digest']}); training copies are "
             f"streamed ({REFERENCE_AUGMENTATION}), so windows run the frozen backbone on them")
-        return RunInputs(eval_feats, train_px, tc, eval_precision, ekey, caches, release, pipe)
-    all_copies = train_px(union) if tpolicy == "cached" else streamed(union)
-    tfeat, fkey_t = cached_features(cache_dir, detector, all_copies, tkey["digest"], tc, tc["precision"],
-                                    accelerator, device, bs, progress, loader_workers(all_copies, tc), **fopts)
+        return RunInputs(eval_feats, copies.make, tc, plain.eval_precision, ekey, caches, copies.release, plain.pipeline)
+    union = copies.union
+    all_copies = copies.make(union) if copies.policy == "cached" else copies.streamed(union)
+    tfeat, fkey_t = cached_features(cache_dir, detector, all_copies, copies.key["digest"],
+                                    Extraction(tc, tc["precision"], accelerator, device, bs, progress,
+                                               loader_workers(all_copies, tc)), **fopts)
     frows = {i: r * factor for r, i in enumerate(union)}
 
     def train_feats(ids: list[int], window: int = 0) -> Dataset:
-        return ArrayTrainCopies(tfeat, frows, m, ids, factor, features_in=True)
+        return ArrayTrainCopies(tfeat, frows, bench.manifest, ids, factor, features_in=True)
 
     caches |= {"eval_features": fkey_e, "train_features": fkey_t}
     say(f"probe features ready: eval {tuple(efeat.shape)} (cache {fkey_e['digest']}), training copies "
         f"{tuple(tfeat.shape)} (cache {fkey_t['digest']}, {human_bytes(fkey_t['bytes'])}); windows train the head only")
-    return RunInputs(eval_feats, train_feats, tc, eval_precision, ekey, caches, pipeline=pipe)
+    return RunInputs(eval_feats, train_feats, tc, plain.eval_precision, ekey, caches, pipeline=plain.pipeline)

@@ -121,13 +121,13 @@ def _image_set(name, cfg: RunConfig, detector, inputs, manifest, samples, cache_
     describe["inputs"] = {"digest": key["digest"], "cached": key.get("path") is not None}
     if not getattr(inputs.eval_ds, "features_in", False):
         return ScoringSet(name, samples, px, None, describe)
-    from protocols.feature_cache import cached_features
-    from protocols.run_inputs import loader_workers
+    from protocols.feature_cache import Extraction, cached_features
     from protocols.speed import uses_cuda
+    from protocols.window_inputs import loader_workers
 
-    feats, fkey = cached_features(cache_dir, detector, px, key["digest"], tc, inputs.eval_precision,
-                                  cfg.accelerator.value, "cuda" if uses_cuda(cfg) else "cpu",
-                                  cfg.eval.batch_size, progress, loader_workers(px, tc))
+    how = Extraction(tc, inputs.eval_precision, cfg.accelerator.value, "cuda" if uses_cuda(cfg) else "cpu",
+                     cfg.eval.batch_size, progress, loader_workers(px, tc))
+    feats, fkey = cached_features(cache_dir, detector, px, key["digest"], how)
     describe["features"] = {"digest": fkey["digest"]}
     return ScoringSet(name, samples, ArrayEval(feats, features_in=True), None, describe)
 
@@ -211,15 +211,15 @@ def score_on_device(detector, ss: ScoringSet, train_cfg: dict, precision: str, b
 def score_in_process(detector, ss: ScoringSet, train_cfg: dict, precision: str, device: torch.device,
                      batch_size: int, progress: bool = False, label: str = "scoring") -> np.ndarray:
     """Item logits of `ss` through the engine's scoring loop (between windows; the module ends on the CPU)."""
-    from protocols.run_inputs import loader_workers
-    from protocols.scoring import predict_in_process
+    from protocols.scoring import score_batches
+    from protocols.window_inputs import loader_workers
 
     if len(ss.items) == 0:
         return np.zeros(0, np.float32)
     module = _scoring_module(detector, train_cfg, ss.features_in)
     loader = DataLoader(ss.items, batch_sampler=_AllBatches(len(ss.items), batch_size),
                         num_workers=loader_workers(ss.items, train_cfg))
-    outputs = predict_in_process(module, loader, precision, device, progress, label)
+    outputs = score_batches(module, loader, precision, device, progress, label)
     logits = torch.cat([o[0] for o in outputs]).float().numpy()
     positions = torch.cat([o[1] for o in outputs]).long().numpy()
     if not np.array_equal(positions, np.arange(len(ss.items))):

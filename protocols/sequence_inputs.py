@@ -127,8 +127,8 @@ def relative_path(root: Path, path: str) -> str:
 def prepare_sequence_inputs(cfg: dict, bench, detector, cache_dir: Path, progress: bool,
                             say: Callable[[str], None]):
     """RunInputs for a sequence detector on a landmark dataset (see the module docstring)."""
-    from protocols.run_inputs import RunInputs
     from protocols.speed import resolve_precision
+    from protocols.window_inputs import RunInputs
 
     m = bench.manifest
     if any(s.kind != "landmarks" for s in m.samples):

@@ -32,69 +32,15 @@ from pathlib import Path
 import numpy as np
 
 from common.run_dir import predictions_path
+from protocols.window_hooks import WindowHook, WindowState
 
 DIR_PREFIX = "test_"
-ENTRY_KEYS = ("name", "dataset", "degradation")
-
-
-@dataclass(frozen=True)
-class TestDatasetSpec:
-    """One `test_datasets` entry; profile/base_seed None = the run's."""
-
-    name: str
-    dataset: str
-    profile: str | None = None
-    base_seed: int | None = None
-
-
-def parse_test_datasets(value) -> list[TestDatasetSpec]:
-    """The entries as specs; ValueError naming the entry and what is expected."""
-    from protocols.config_schema import DEGRADATION_PROFILES, _dataset_problem, safe_name_problem
-
-    if value is None:
-        return []
-    if not isinstance(value, list):
-        raise ValueError(f"expected a list of {{name: ..., dataset: ...}} entries, got {type(value).__name__}")
-    out, names = [], set()
-    for i, entry in enumerate(value):
-        where = f"entry {i}"
-        if not isinstance(entry, dict):
-            raise ValueError(f"{where}: expected a mapping {{name: NAME, dataset: SPEC}}, got {entry!r}")
-        unknown = sorted(set(map(str, entry)) - set(ENTRY_KEYS))
-        if unknown:
-            raise ValueError(f"{where}: unknown key(s) {unknown}; an entry has {', '.join(ENTRY_KEYS)}")
-        name, spec = entry.get("name"), entry.get("dataset")
-        if not isinstance(name, str) or safe_name_problem(name):
-            raise ValueError(f"{where}: name {name!r}: {safe_name_problem(str(name)) or 'expected a string'}")
-        if name in names:
-            raise ValueError(f"{where}: name {name!r} is used twice")
-        names.add(name)
-        if not isinstance(spec, str) or not spec.strip():
-            raise ValueError(f"{where} ({name}): dataset must be a source spec such as folder:/data/x")
-        problem = _dataset_problem(spec)
-        if problem:
-            raise ValueError(f"{where} ({name}): dataset {spec!r}: {problem}")
-        deg = entry.get("degradation") or {}
-        if not isinstance(deg, dict) or set(deg) - {"profile", "base_seed"}:
-            raise ValueError(f"{where} ({name}): degradation must be a mapping with profile and/or base_seed")
-        profile = deg.get("profile")
-        if profile is not None and profile not in DEGRADATION_PROFILES:
-            raise ValueError(f"{where} ({name}): degradation profile {profile!r}; expected one of "
-                             f"{', '.join(DEGRADATION_PROFILES)}")
-        seed = deg.get("base_seed")
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**31):
-            raise ValueError(f"{where} ({name}): degradation base_seed must be an integer in [0, 2^31)")
-        out.append(TestDatasetSpec(name, spec, profile, seed))
-    return out
-
-
-def test_datasets_problem(value) -> str | None:
-    """For the config schema: what is wrong with `test_datasets` (None when fine)."""
-    try:
-        parse_test_datasets(value)
-    except ValueError as e:
-        return str(e)
-    return None
+from protocols.test_dataset_specs import (  # noqa: E402, F401  (re-exported: the specs live in a leaf module)
+    ENTRY_KEYS,
+    TestDatasetSpec,
+    parse_test_datasets,
+    test_datasets_problem,
+)
 
 
 def test_dir(window_dir: Path, name: str) -> Path:
@@ -210,11 +156,12 @@ class RunTestDatasets:
         """The specs whose predictions window_dir lacks."""
         return [s for s in self.specs if not predictions_path(test_dir(window_dir, s.name)).is_file()]
 
-    def score(self, k: int, window_dir: Path, threshold: dict[str, np.ndarray], ctx, device, only=None) -> dict:
+    def score(self, k: int, window_dir: Path, threshold: dict[str, np.ndarray], ctx, device, only=None,
+              written: Callable[[int], None] | None = None) -> dict:
         """Score the test datasets (all, or `only`) with the detector's current weights (window k's) and write
-        their predictions; returns {name: {auroc, n}} for metrics.json."""
+        their predictions; returns {name: {auroc, n}} for metrics.json. ``written(i)``: called after the i-th
+        dataset's predictions are written (the window hooks' `file_written`)."""
         from leaderboard.metrics import roc_auc, undefined_reason
-        from protocols import faults
         from protocols.predictions import RunIdentity, ScoredRows, TestDatasetRows, write_test_predictions
         from protocols.scoring_sets import build_scoring_set, score_in_process
 
@@ -245,8 +192,27 @@ class RunTestDatasets:
             y = ss.labels
             why = undefined_reason(y)
             out[spec.name] = {"n": int(y.size), "auroc": float("nan") if why else roc_auc(y, scores)}
-            faults.die_if("test_dataset", k, i + 1)
+            if written is not None:
+                written(i + 1)
         return out
+
+
+class ScoreTestDatasets(WindowHook):
+    """The window hook that scores the test datasets after window k when due (`test_every`): their predictions
+    are written before the window's metrics.json, whose `test_datasets` entry it returns."""
+
+    def __init__(self, tests: RunTestDatasets, run, device):
+        self.tests, self.run, self.device = tests, run, device  # run: the engine's RunContext (run identity)
+
+    def after_scoring(self, w: WindowState) -> dict:
+        if not due(self.tests.cfg, w.k, w.n_windows):
+            return {}
+        threshold = {key: v for key, v in w.held_out.items() if key.startswith("threshold")}
+        out = self.tests.score(w.k, w.wdir, threshold, self.run, self.device,
+                               written=lambda i: w.notify("test_dataset", i))
+        w.say(f"window {w.k + 1}/{w.n_windows} test datasets: " + ", ".join(
+            f"{name} AUROC {v['auroc']:.3f}" for name, v in out.items()))
+        return {"test_datasets": out}
 
 
 def read_threshold(window_dir: Path) -> dict[str, np.ndarray]:

@@ -1,6 +1,7 @@
 """The package order of the design, read from the source: every import statement of every module (those inside
 functions and `if TYPE_CHECKING:` blocks included) is an arrow between top-level packages, and no arrow may point
-against the order or close a circle."""
+against the order or close a circle. Between modules no import statement, wherever it stands, closes a circle,
+and no module imports another module's private (`_name`) names."""
 
 from __future__ import annotations
 
@@ -80,41 +81,102 @@ def _cycle(edges: set[tuple[str, str]]) -> list[str] | None:
     return None
 
 
-def _module_level_imports(root: Path = ROOT) -> set[tuple[str, str]]:
-    """(module, module) arrows of the imports a module runs when it is imported: statements of its body, outside
-    functions and `if TYPE_CHECKING:` blocks; `from pkg import name` counts as importing `pkg.name` when that is
-    a module."""
+def _product_modules(root: Path = ROOT) -> dict[str, Path]:
+    """Dotted module name -> file, for every module of the product packages (a package is named by its folder)."""
     modules = {}
     for package in ALLOWED:
         for path in (root / package).rglob("*.py"):
             name = ".".join(path.relative_to(root).with_suffix("").parts)
             modules[name.removesuffix(".__init__")] = path
+    return modules
+
+
+def _import_targets(node: ast.AST, module: str, is_package: bool) -> tuple[str, list[str]]:
+    """(the module an import statement names, the names it imports) with a relative import resolved."""
+    if isinstance(node, ast.Import):
+        return "", [alias.name for alias in node.names]
+    base = node.module or ""
+    if node.level:
+        parts = module.split(".") if is_package else module.split(".")[:-1]
+        parts = parts[: len(parts) - (node.level - 1)]
+        base = ".".join(parts + ([node.module] if node.module else []))
+    return base, [alias.name for alias in node.names]
+
+
+def _module_imports(root: Path = ROOT, at_import_time_only: bool = False) -> set[tuple[str, str]]:
+    """(module, module) arrows of the product's imports: every import statement (inside functions and
+    `if TYPE_CHECKING:` blocks too), or with `at_import_time_only` those a module runs when it is imported
+    (statements of its body outside `if TYPE_CHECKING:`). `from pkg import name` counts as importing `pkg.name`
+    when that is a module."""
+    modules = _product_modules(root)
     arrows = set()
     for module, path in modules.items():
         tree = ast.parse(path.read_text(encoding="utf-8"))
-        body = [n for n in tree.body if not (isinstance(n, ast.If) and "TYPE_CHECKING" in ast.unparse(n.test))]
-        is_package = path.name == "__init__.py"
-        for node in body:
-            names = []
-            if isinstance(node, ast.Import):
-                names = [alias.name for alias in node.names]
-            elif isinstance(node, ast.ImportFrom):
-                base = node.module or ""
-                if node.level:
-                    parts = module.split(".") if is_package else module.split(".")[:-1]
-                    parts = parts[: len(parts) - (node.level - 1)]
-                    base = ".".join(parts + ([node.module] if node.module else []))
-                names = [base] + [f"{base}.{alias.name}" for alias in node.names]
-            for name in names:
-                if name in modules and name != module:
-                    arrows.add((module, name))
+        if at_import_time_only:
+            nodes = [n for n in tree.body if not (isinstance(n, ast.If) and "TYPE_CHECKING" in ast.unparse(n.test))]
+        else:
+            nodes = list(ast.walk(tree))
+        for node in nodes:
+            if not isinstance(node, (ast.Import, ast.ImportFrom)):
+                continue
+            base, names = _import_targets(node, module, path.name == "__init__.py")
+            targets = names if isinstance(node, ast.Import) else [base] + [f"{base}.{n}" for n in names]
+            arrows |= {(module, name) for name in targets if name in modules and name != module}
     return arrows
 
 
+def _module_level_imports(root: Path = ROOT) -> set[tuple[str, str]]:
+    """The arrows a module runs when it is imported (see `_module_imports`)."""
+    return _module_imports(root, at_import_time_only=True)
+
+
+def private_reaches(root: Path = ROOT) -> list[str]:
+    """'file:line: from x import _name' for every import of another module's private name."""
+    modules = _product_modules(root)
+    found = []
+    for module, path in modules.items():
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.ImportFrom):
+                continue
+            base, names = _import_targets(node, module, path.name == "__init__.py")
+            found += [f"{path.relative_to(root)}:{node.lineno}: from {base} import {name}" for name in names
+                      if name.startswith("_") and not name.startswith("__") and base != module]
+    return found
+
+
+# Circles left to the configuration's typed rewrite: `protocols.config`/`config_schema` and the strategy registry
+# check each other's values (ConfigError, the coercion of `cl_strategy.*` values). Each entry is an arrow that
+# closes a circle today; the test below fails when a new circle appears and when one of these is gone (then
+# delete its entry).
+KNOWN_CIRCLE_ARROWS = {
+    ("protocols.config", "protocols.strategies.registry"),
+    ("protocols.config_schema", "protocols.strategies.registry"),
+}
+KNOWN_PRIVATE_REACHES = {"protocols.config_schema import _coerce"}
+
+
 def test_no_import_circle_between_modules_at_import_time():
-    """Module-level imports inside the product form no circle (imports deferred into functions are not counted)."""
+    """Module-level imports inside the product form no circle."""
     circle = _cycle(_module_level_imports())
     assert circle is None, f"modules import each other at import time: {' -> '.join(circle)}"
+
+
+def test_no_import_circle_between_modules_even_inside_functions():
+    """No import statement, at module level or deferred into a function, closes a circle between modules (besides
+    the known arrows, which must still exist)."""
+    arrows = _module_imports()
+    gone = KNOWN_CIRCLE_ARROWS - arrows
+    assert not gone, f"these arrows are gone: delete them from KNOWN_CIRCLE_ARROWS: {sorted(gone)}"
+    circle = _cycle(arrows - KNOWN_CIRCLE_ARROWS)
+    assert circle is None, f"modules import each other: {' -> '.join(circle)}"
+    assert _cycle(arrows) is not None, "no circle left: empty KNOWN_CIRCLE_ARROWS"
+
+
+def test_no_module_imports_another_modules_private_names():
+    reaches = [r for r in private_reaches() if r.split(": from ", 1)[1] not in KNOWN_PRIVATE_REACHES]
+    assert not reaches, "private names imported across modules:\n" + "\n".join(reaches)
+    assert len(private_reaches()) == len(KNOWN_PRIVATE_REACHES), "a known private reach is gone: delete it"
 
 
 def test_every_product_package_is_checked():
@@ -148,6 +210,11 @@ def test_the_checker_sees_imports_inside_functions_and_relative_ones(tmp_path):
     (tmp_path / "benchmark" / "images.py").write_text("from benchmark import x\n")
     (tmp_path / "benchmark" / "x.py").write_text("from .images import y\n")
     assert _cycle(_module_level_imports(tmp_path)) is not None
+    (tmp_path / "benchmark" / "x.py").write_text("def f():\n    from .images import _y\n")
+    (tmp_path / "benchmark" / "images.py").write_text("")
+    assert ("benchmark.x", "benchmark.images") in _module_imports(tmp_path)
+    assert ("benchmark.x", "benchmark.images") not in _module_level_imports(tmp_path)
+    assert private_reaches(tmp_path) == ["benchmark/x.py:2: from benchmark.images import _y"]
 
 
 def test_leaderboard_reads_files_only():

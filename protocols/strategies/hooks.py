@@ -1,11 +1,11 @@
-"""The engine's touch points for the continual-learning strategy, gathered in one object.
+"""The continual-learning strategy as one of the engine's window hooks (protocols/window_hooks.py).
 
-The engine calls, per window k: `window` (the context) → `before_training` (which also returns the training
-dataset and the batch extension) → `restore_in_window` when it resumes inside the window → the training step calls
-`step_loss` → `after_training` (runs the hook, then saves the state in ``window_<k>/strategy_state.pt`` before the
-window's checkpoint marks it trained) → `after_scoring`. On resume, `restore_after(k)` loads the state saved after
-the last finished window. Each call maps onto one of the engine's per-window hooks (before training, after
-training, after scoring); nothing else in the engine knows about strategies.
+Per window k the engine calls `window` (the strategy's context, kept in the window state) and then, as for every
+hook: `before_training` (sets the window's training dataset and batch extension) → `restore_in_window` when it
+resumes inside the window → the training step calls `step_terms` → `after_training` (runs the strategy's hook,
+then saves its state in ``window_<k>/strategy_state.pt`` before the window's checkpoint marks it trained) →
+`on_window_end` (the strategy's `after_scoring`). On resume, `restore_after(k)` loads the state saved after the
+last finished window. Nothing else in the engine knows about strategies.
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ import torch
 from torch.utils.data import Dataset
 
 from common.atomic import atomic_path
-from protocols import faults
 from protocols.strategies.base import BatchExtension, Strategy, TrainStep, WindowContext
 from protocols.strategies.registry import create_strategy
+from protocols.window_hooks import WindowHook, WindowState
 
 STATE_FILE = "strategy_state.pt"
 STATE_FORMAT = 1
@@ -59,7 +59,7 @@ def _items(ds: Dataset, idx: list[int]) -> list:
     return list(many(idx)) if many is not None else [ds[i] for i in idx]
 
 
-class StrategyHooks:
+class StrategyHooks(WindowHook):
     """One run's strategy and the state files that carry it across windows and restarts."""
 
     def __init__(self, cfg: Mapping[str, Any], manifest, device: torch.device, workers: Callable[[Dataset], int],
@@ -96,15 +96,17 @@ class StrategyHooks:
                                      batch_size=batch_size, device=self.device, workers=self.workers, say=self.say)
         return self.current
 
-    def before_training(self, window: WindowContext) -> tuple[Dataset, Callable[[int, list[int]], list[int]] | None]:
-        """Run the hook; return the dataset to train on and the function that extends each global batch."""
+    def before_training(self, w: WindowState) -> None:
+        """Run the strategy's hook; set the dataset to train on and the function that extends each global batch."""
+        window = w.context
         self.strategy.before_training(window)
         self.extension = self.strategy.training_batches(window)
         if self.extension is None:
-            return window.dataset, None
+            w.train_dataset, w.extend = window.dataset, None
+            return
         n, ext = len(window.dataset), self.extension
-        return MixedDataset(window.dataset, ext.dataset), lambda i, batch: batch + [n + j for j in
-                                                                                     ext.indices(i, len(batch))]
+        w.train_dataset = MixedDataset(window.dataset, ext.dataset)
+        w.extend = lambda i, batch: batch + [n + j for j in ext.indices(i, len(batch))]
 
     @property
     def train_state_extra(self) -> Callable[[], dict[str, Any]] | None:
@@ -122,9 +124,14 @@ class StrategyHooks:
                                f"{self.strategy.name!r}")
         self.strategy.load_state_dict(saved["state"])
 
-    def after_training(self, window: WindowContext, wdir: Path, identity: dict) -> None:
-        """Run the hook, then write the state the next window starts from (before the checkpoint is written)."""
-        self.strategy.after_training(window)
+    def after_training(self, w: WindowState) -> None:
+        """Run the strategy's hook, then write the state the next window starts from (before the checkpoint)."""
+        self.strategy.after_training(w.context)
+        self.save_state(w)
+
+    def save_state(self, w: WindowState) -> None:
+        """window_<k>/strategy_state.pt (writing process, stateful strategies only); then `file_written`."""
+        wdir, identity = w.wdir, w.identity
         if self.writer and self.has_state:
             state = self.strategy.state_dict()
             wdir.mkdir(parents=True, exist_ok=True)
@@ -132,10 +139,11 @@ class StrategyHooks:
                    "saved": dt.datetime.now().isoformat(timespec="seconds")}
             with atomic_path(wdir / STATE_FILE) as tmp:
                 torch.save(doc, tmp)
-            faults.die_if("strategy_state", window.k)  # state written, the window's checkpoint not yet
+            w.notify("strategy_state")  # state written, the window's checkpoint not yet
 
-    def after_scoring(self, k: int) -> None:
-        if self.current is not None and self.current.k == k:
+    def on_window_end(self, w: WindowState) -> None:
+        """The strategy's `after_scoring` (window k's predictions are written), in every process."""
+        if self.current is not None and self.current.k == w.k:
             self.strategy.after_scoring(self.current)
 
     def restore_after(self, wdir: Path, identity: dict) -> None:

@@ -530,21 +530,21 @@ def test_failure_while_scoring_keeps_the_trained_window(tmp_path, tiny, capsys, 
     changed, e.g. a smaller eval batch) restores its weights and scores it again."""
     import protocols.engine as engine
 
-    real = engine.predict_in_process
+    real = engine.score_batches
 
-    def failing(module, loader, precision, device, progress=False, label="scoring"):
+    def failing(module, loader, precision, device, progress=False, label="scoring", *more):
         if "window 2/2" in label:
             raise RuntimeError("simulated failure while scoring (out of memory)")
-        return real(module, loader, precision, device, progress, label)
+        return real(module, loader, precision, device, progress, label, *more)
 
     argv = ["run", *tiny, "--runs-dir", tmp_path / "runs", "--experiment", "e"]
-    monkeypatch.setattr(engine, "predict_in_process", failing)
+    monkeypatch.setattr(engine, "score_batches", failing)
     with pytest.raises(RuntimeError, match="simulated failure"):
         main([str(a) for a in argv])
     w1 = tmp_path / "runs" / "e" / "window_1"
     assert not (w1 / "done").exists() and (w1 / "checkpoint.safetensors").is_file()
     weights = (w1 / "checkpoint.safetensors").read_bytes()
-    monkeypatch.setattr(engine, "predict_in_process", real)
+    monkeypatch.setattr(engine, "score_batches", real)
     capsys.readouterr()
     rc, out, err = cli([*argv, "--set", "eval.batch_size=7", "--set", "train.num_workers=1"], capsys)
     assert rc == 0, err

@@ -41,7 +41,7 @@ def test_hash_ignores_paths_and_diff_lists_keys():
 
 
 def test_cache_switches_validate_and_say_when_pixel_stores_are_built():
-    from protocols.config import builds_pixel_caches, cache_switches
+    from protocols.config_model import builds_pixel_caches, cache_switches
 
     assert cache_switches({}) == {"eval_inputs": True, "train_inputs": "auto", "probe_features": True,
                                   "max_bytes": None, "verify": "sample", "chunk_mb": 64}

@@ -20,9 +20,8 @@ from protocols.config import (
     _read_yaml,
     config_hash,
     resolve_config,
-    resolve_run_config,
 )
-from protocols.config_model import RunConfig, run_config
+from protocols.config_model import RunConfig, resolve_run_config, run_config
 from protocols.config_schema import SCHEMA, key_spec
 
 # config_hash of the presets as computed on main before the typed config (a run made there resumes here).

@@ -6,14 +6,19 @@ import argparse
 import csv
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
+from benchmark import single_degradations as sd
+from benchmark.array_store import Field, make_spec
 from benchmark.degradations import degrade
+from leaderboard import robustness_grid as grid_files
 from protocols import robustness as rb
+from protocols import robustness_cli
 
 
 @pytest.fixture(scope="module")
@@ -48,35 +53,35 @@ def _img(seed: int = 0) -> np.ndarray:
 def test_single_degradations_are_deterministic_and_graded() -> None:
     img = _img()
     for kind, level in (("blur", 0), ("noise", 0), ("scale", 1.0), ("none", 0)):
-        assert rb.apply_single(img, kind, level, 3) is img and rb.is_identity(kind, level)
-    assert not any(rb.is_identity(k, lv) for k, lv in (("jpeg", 100), ("blur", 1), ("scale", 0.5), ("mandatory", 1)))
-    a, b = rb.apply_single(img, "noise", 10, 3), rb.apply_single(img, "noise", 10, 3)
-    assert np.array_equal(a, b) and not np.array_equal(a, rb.apply_single(img, "noise", 10, 4))
+        assert sd.apply_single(img, kind, level, 3) is img and sd.is_identity(kind, level)
+    assert not any(sd.is_identity(k, lv) for k, lv in (("jpeg", 100), ("blur", 1), ("scale", 0.5), ("mandatory", 1)))
+    a, b = sd.apply_single(img, "noise", 10, 3), sd.apply_single(img, "noise", 10, 3)
+    assert np.array_equal(a, b) and not np.array_equal(a, sd.apply_single(img, "noise", 10, 4))
     assert abs((a.astype(float) - img).std() - 10) < 1.0  # sigma in /255 units (clipping shrinks it a little)
-    assert rb.apply_single(img, "scale", 0.5, 0).shape == (20, 25, 3)
-    err = [np.abs(rb.apply_single(img, "jpeg", q, 0).astype(float) - img).mean() for q in (100, 70, 50)]
+    assert sd.apply_single(img, "scale", 0.5, 0).shape == (20, 25, 3)
+    err = [np.abs(sd.apply_single(img, "jpeg", q, 0).astype(float) - img).mean() for q in (100, 70, 50)]
     assert err[0] < err[1] < err[2]
-    blur = [rb.apply_single(img, "blur", s, 0).astype(float).std() for s in (1, 2, 3)]
+    blur = [sd.apply_single(img, "blur", s, 0).astype(float).std() for s in (1, 2, 3)]
     assert blur[0] > blur[1] > blur[2]
     cfg = {"degradation": {"profile": "aigenbench-v1", "base_seed": 4321}}
-    assert np.array_equal(rb.apply_single(img, "mandatory", 1, 7, cfg), degrade(img, 7, "aigenbench-v1", 4321)[0])
+    assert np.array_equal(sd.apply_single(img, "mandatory", 1, 7, cfg), degrade(img, 7, "aigenbench-v1", 4321)[0])
     with pytest.raises(rb.RobustnessError, match="unknown degradation"):
-        rb.apply_single(img, "sharpen", 1, 0)
+        sd.apply_single(img, "sharpen", 1, 0)
 
 
 def test_parse_grid() -> None:
-    assert rb.parse_grid(None) == rb.DEFAULT_GRID
-    assert rb.parse_grid(["jpeg=90,50", "blur"]) == {"none": (0,), "jpeg": (90.0, 50.0), "blur": (0, 1, 2, 3)}
+    assert sd.parse_grid(None) == sd.DEFAULT_GRID
+    assert sd.parse_grid(["jpeg=90,50", "blur"]) == {"none": (0,), "jpeg": (90.0, 50.0), "blur": (0, 1, 2, 3)}
     with pytest.raises(rb.RobustnessError, match="unknown degradation"):
-        rb.parse_grid(["jpg"])
+        sd.parse_grid(["jpg"])
     with pytest.raises(rb.RobustnessError, match="bad levels"):
-        rb.parse_grid(["jpeg=high"])
+        sd.parse_grid(["jpeg=high"])
 
 
 def test_grid_scores_windows_and_writes_outputs(fake_run) -> None:
     run, m = fake_run
     parser = argparse.ArgumentParser()
-    rb.register(parser.add_subparsers(dest="command"))
+    robustness_cli.register(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["robustness", str(run), "--degradation", "jpeg=100,50", "--degradation", "mandatory",
                               "--limit", "40", "--no-progress", "--threads", "1"])
     assert args.handler(args) == 0
@@ -128,7 +133,7 @@ def test_errors_are_specific(fake_run, tmp_path) -> None:
         rb.window_dirs(run, [0, 2])
     assert [k for k, _ in rb.window_dirs(run, None)] == [0, 1]
     rows = [{"window": 0, "degradation": "none", "level": 0, "auroc": math.nan, "n": 0}]
-    assert math.isnan(rb.summarize(rows)[0]["mean_auroc"])
+    assert math.isnan(grid_files.summarize(rows)[0]["mean_auroc"])
 
 
 def test_level_inputs_are_cached_and_damage_is_repaired(fake_run, capsys) -> None:
@@ -136,7 +141,7 @@ def test_level_inputs_are_cached_and_damage_is_repaired(fake_run, capsys) -> Non
     cache = json.loads((run / "run.json").read_text())["config"]["cache_dir"]
     grid = {"none": (0,), "noise": (10.0,)}
     first = rb.robustness_grid(run, [1], grid, limit=12, progress=False)
-    stores = [d for d in (rb.Path(cache) / "robustness").iterdir()
+    stores = [d for d in (Path(cache) / "robustness").iterdir()
               if json.loads((d / "meta.json").read_text())["key"]["kind"] == "noise"]
     assert len(stores) == 1
     chunk = next((stores[0] / "chunks").glob("*.pixels.npy"))
@@ -146,8 +151,8 @@ def test_level_inputs_are_cached_and_damage_is_repaired(fake_run, capsys) -> Non
     assert again == first == rb.robustness_grid(run, [1], grid, limit=12, progress=False, use_cache=False)
     assert np.load(chunk).shape[:2] == (12, 1)
     with pytest.raises(rb.RobustnessError, match=r"need .* free; nothing was built. Choices: --no-cache"):
-        rb.check_level_budget(rb.Path(cache) / "robustness", [rb.make_spec(
-            "robustness", {"huge": 1}, 10**9, {"pixels": rb.Field("uint8", (1, 3, 224, 224))})])
+        rb.check_level_budget(Path(cache) / "robustness", [make_spec(
+            "robustness", {"huge": 1}, 10**9, {"pixels": Field("uint8", (1, 3, 224, 224))})])
 
 
 def test_summary_monotone_verdict_follows_severity_not_row_order() -> None:
@@ -160,12 +165,12 @@ def test_summary_monotone_verdict_follows_severity_not_row_order() -> None:
     rows += [{"window": 0, "degradation": "jpeg", "level": q, "auroc": roc_auc_score(y, by_level[q]), "n": 400}
              for q in order]
     scores = [by_level[100]] + [by_level[q] for q in order]
-    s = next(r for r in rb.summarize(rows, y, scores, n_replicates=200) if r["degradation"] == "jpeg")
+    s = next(r for r in grid_files.summarize(rows, y, scores, n_replicates=200) if r["degradation"] == "jpeg")
     assert s["monotone"] is True and s["strict_monotone"] is True and s["falls"] is True and s["max_rise"] < 0
     assert s["total_drop"] == pytest.approx(rows[0]["auroc"] - rows[1]["auroc"])
     assert s["worst_level"] == 50
     with pytest.raises(ValueError, match="one score vector per row"):
-        rb.summarize(rows, y, scores[:2])
+        grid_files.summarize(rows, y, scores[:2])
 
 
 def test_scoring_follows_the_runs_precision_and_layout(capsys) -> None:
@@ -201,7 +206,7 @@ def test_default_detector_auroc_falls_monotonically_with_jpeg_and_blur(tmp_path,
     cfg = resolve_config("default", overrides=[{"runs_dir": str(tmp_path), "cache_dir": str(cache_dir),
                                                 "experiment": "default"}])
     run_dir = run_experiment(cfg, progress=False)
-    grid = rb.parse_grid(["jpeg", "blur", "mandatory"])
+    grid = sd.parse_grid(["jpeg", "blur", "mandatory"])
     result = rb.score_grid(run_dir, grid=grid, progress=False)
     rb.write_outputs(run_dir, result.rows, grid, None, result)
 
@@ -252,3 +257,10 @@ def test_grid_on_an_aigenbench_run_reads_images_through_the_image_store(tmp_path
     assert [(r["degradation"], r["n"]) for r in rows] == [("none", "72"), ("jpeg", "72"), ("mandatory", "72")]
     check = json.loads((run / "robustness.json").read_text())["mandatory_vs_recorded"]
     assert check["0"]["agree"], check
+
+
+def test_the_leaderboard_orders_the_kinds_the_benchmark_defines() -> None:
+    """The grid's files (leaderboard) order and explain exactly the degradations benchmark/ defines."""
+    from leaderboard.robustness_view import KINDS
+
+    assert KINDS == tuple(sd.DEFAULT_GRID) and set(grid_files.LEVEL_MEANING) == set(sd.DEFAULT_GRID)

@@ -15,10 +15,10 @@ from detectors import create_detector, init_seed_kwargs
 from protocols import resume
 from protocols.cached_data import ArrayEval
 from protocols.distributed import EvalBatches, gather_predictions
-from protocols.engine import _quiet_lightning
 from protocols.module import DetectorModule
-from protocols.scoring import predict_in_process
+from protocols.scoring import score_batches
 from protocols.speed import bf16_supported, resolve_train_cfg
+from protocols.trainer import quiet_lightning
 
 PRECISIONS = ["32-true", pytest.param("bf16-mixed", marks=pytest.mark.skipif(
     not bf16_supported(False), reason="this CPU has no native bf16"))]
@@ -39,7 +39,7 @@ def _pixels(det, n: int = 70) -> np.ndarray:
 
 
 def _lightning_logits(det, tc, arr, precision):
-    _quiet_lightning()  # the engine's filters: the batch sampler returns every index
+    quiet_lightning()  # the engine's filters: the batch sampler returns every index
     loader = DataLoader(ArrayEval(arr), batch_sampler=EvalBatches(len(arr), 32))
     trainer = L.Trainer(accelerator="cpu", devices=1, precision=precision, logger=False, enable_checkpointing=False,
                         enable_model_summary=False, enable_progress_bar=False, deterministic=True)
@@ -48,7 +48,7 @@ def _lightning_logits(det, tc, arr, precision):
 
 def _plain_logits(det, tc, arr, precision):
     loader = DataLoader(ArrayEval(arr), batch_sampler=EvalBatches(len(arr), 32))
-    out = predict_in_process(DetectorModule(det, tc, 1), loader, precision, torch.device("cpu"))
+    out = score_batches(DetectorModule(det, tc, 1), loader, precision, torch.device("cpu"))
     return gather_predictions(out, len(arr))
 
 
@@ -74,7 +74,7 @@ def test_plain_loop_stops_between_batches_on_a_signal(monkeypatch):
     det, tc = _detector("smallcnn_tune")
     monkeypatch.setattr(resume, "_requested", [signal.SIGTERM])
     with pytest.raises(resume.Preempted, match="SIGTERM while scoring window 2"):
-        _ = predict_in_process(DetectorModule(det, tc, 1), DataLoader(ArrayEval(_pixels(det, 8)), batch_size=4),
+        _ = score_batches(DetectorModule(det, tc, 1), DataLoader(ArrayEval(_pixels(det, 8)), batch_size=4),
                                "32-true", torch.device("cpu"), label="scoring window 2")
     assert det.training  # the mode is restored on the way out
 
@@ -82,5 +82,5 @@ def test_plain_loop_stops_between_batches_on_a_signal(monkeypatch):
 def test_unknown_precision_is_refused_with_the_choices():
     det, tc = _detector("smallcnn_tune")
     with pytest.raises(ValueError, match="'64-true'.*32-true, bf16-mixed or 16-mixed"):
-        predict_in_process(DetectorModule(det, tc, 1), DataLoader(ArrayEval(_pixels(det, 4)), batch_size=4),
+        score_batches(DetectorModule(det, tc, 1), DataLoader(ArrayEval(_pixels(det, 4)), batch_size=4),
                            "64-true", torch.device("cpu"))

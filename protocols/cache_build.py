@@ -58,8 +58,7 @@ def build_caches(cfg: ConfigLike, features: bool = False, shard: tuple[int, int]
 
             raise ConfigError("--features needs the complete pixel stores: build the shards first, then "
                               "`genshift cache build --features` (e.g. as a SLURM job with --after <shards job>)")
-        # run_inputs reads the config as a mapping until it is converted to the typed config
-        inputs = prepare_run_inputs(rc.to_dict(), bench, detector, cache_dir, progress, say, plan=plan)
+        inputs = prepare_run_inputs(rc, bench, detector, cache_dir, progress, say, plan=plan)
         out["built"] = {k: {"digest": v.get("digest"), "hit": v.get("hit"), "path": v.get("path")}
                         for k, v in inputs.describe.items() if isinstance(v, dict) and "digest" in v}
         say(f"done in {time.time() - t0:.0f} s")

@@ -142,9 +142,7 @@ def cmd_run(args) -> int:
     from protocols.resume import EXIT_PREEMPTED, Preempted
 
     try:
-        # The engine still reads the config as a mapping (the validated one the typed config was built from); it
-        # takes the RunConfig itself once its modules read typed fields.
-        run_dir = run_experiment(rc.to_dict(), force_new=args.force_new, progress=not args.no_progress,
+        run_dir = run_experiment(rc, force_new=args.force_new, progress=not args.no_progress,
                                  prepared=prepared)
     except Preempted as e:
         print(f"genshift: {e}", file=sys.stderr)

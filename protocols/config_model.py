@@ -298,6 +298,16 @@ def _frozen(value: Any) -> Any:
     return value
 
 
+def thawed(value: Any) -> Any:
+    """A plain copy of a read-only part of the config (mappings become dicts, tuples lists): what code outside
+    protocols (detectors, strategies' parameters, spec parsers) expects."""
+    if isinstance(value, Mapping):
+        return {k: thawed(v) for k, v in value.items()}
+    if isinstance(value, tuple):
+        return [thawed(v) for v in value]
+    return value
+
+
 # ---------------------------------------------------------------------------------------------- access
 
 ConfigLike = typing.Union[RunConfig, Mapping[str, Any]]  # noqa: UP007 (a runtime alias)
@@ -357,7 +367,7 @@ SECTIONS: dict[str, type] = {f.name: typing.get_type_hints(RunConfig)[f.name] fo
                              if dataclasses.is_dataclass(typing.get_type_hints(RunConfig)[f.name])}
 
 __all__ = ["RunConfig", "CacheConfig", "DataConfig", "BenchmarkConfig", "ClStrategyConfig", "DegradationConfig",
-           "TrainConfig", "EvalConfig", "SequenceConfig", "WandbConfig", "run_config", "resolve_run_config", "cache_switches", "world_size", "builds_pixel_caches", "SECTIONS", "ConfigLike", "Accelerator",
+           "TrainConfig", "EvalConfig", "SequenceConfig", "WandbConfig", "run_config", "thawed", "resolve_run_config", "cache_switches", "world_size", "builds_pixel_caches", "SECTIONS", "ConfigLike", "Accelerator",
            "CacheTrainInputs", "CacheVerify", "DistributedStrategy", "EvalInput", "EvalPipeline", "Logger",
            "Normalization", "Optimizer", "Precision", "RealSampling", "Scheduler", "Selection", "SequenceAggregate",
            "SequenceProfile", "TestEvery", "TrainAugmentation", "WandbMode", "BenchmarkKind", "DegradationProfile"]

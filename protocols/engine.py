@@ -19,15 +19,15 @@ import torch
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch.utils.data import DataLoader
 
-from benchmark.sources import resolve_cache_dir
 from benchmark.worker_server import start_worker_server
 from common import run_dir as layout
 from common.atomic import atomic_write_json
 from detectors import count_flops
 from detectors.checkpoint import complete_checkpoint, load_checkpoint, save_checkpoint
 from protocols.allocator import keep_large_allocations
-from protocols.config import ConfigError, config_hash, validate_config
-from protocols.config_model import builds_pixel_caches
+from protocols.config import ConfigError, config_hash
+from protocols.config_enums import Selection
+from protocols.config_model import ConfigLike, RunConfig, run_config
 from protocols.distributed import (
     EvalBatches,
     TrainBatches,
@@ -76,7 +76,6 @@ from protocols.scoring import eval_device, score_batches
 from protocols.selection import WindowSelection, check_selection
 from protocols.slurm import job_record
 from protocols.strategies.hooks import StrategyHooks
-from protocols.strategies.registry import resolve_strategy_config
 from protocols.test_datasets import RunTestDatasets, ScoreTestDatasets, read_threshold
 from protocols.test_datasets import due as tests_due
 from protocols.trainer import quiet_lightning, run_trainer
@@ -120,34 +119,30 @@ class RunContext:
                                 identity=self.identity(k))
 
 
-def experiment_name(cfg: dict) -> str:
+def experiment_name(cfg: ConfigLike) -> str:
     """The run directory's name: `experiment`, else one derived from dataset, detector, type and seed.
 
     Always one safe path component (config validation refuses an unsafe `experiment`; a derived name has every
     other character replaced), so a run directory is always a direct child of `runs_dir`."""
-    if cfg.get("experiment"):
-        name = str(cfg["experiment"])
+    rc = run_config(cfg)
+    if rc.experiment:
+        name = str(rc.experiment)
         problem = safe_name_problem(name)
         if problem:
             raise ConfigError(f"config key experiment = {name!r}: {problem}")
         return name
-    ds = str(cfg["dataset"]).replace(":", "-").replace("/", "_").strip("-_")[-40:]
-    det = str(cfg["detector"]).replace(":", "-").replace("/", "_")
-    cl = resolve_strategy_config(cfg.get("cl_strategy"))["name"]
+    ds = str(rc.dataset).replace(":", "-").replace("/", "_").strip("-_")[-40:]
+    det = str(rc.detector).replace(":", "-").replace("/", "_")
+    cl = rc.cl_strategy.name
     cl = "" if cl == "naive" else "__" + cl.replace(":", "-").replace("/", "_").replace("+", "p")
-    name = f"{ds}__{det}__{cfg['benchmark']['type'].replace(':', '')}{cl}__seed{cfg['seed']}"
+    spelling = rc.to_dict()["benchmark"]["type"]  # as the config writes it (`replay:0.50` names its directory so)
+    name = f"{ds}__{det}__{spelling.replace(':', '')}{cl}__seed{rc.seed}"
     return re.sub(r"[^A-Za-z0-9_.,+=@-]", "_", name).lstrip(".-")[:200] or "run"
 
 
-def with_resolved_strategy(cfg: dict) -> dict:
-    """A copy of `cfg` whose `cl_strategy` names the strategy with every parameter (defaults filled in), as run.json,
-    the config hash and the leaderboard record it."""
-    return {**cfg, "cl_strategy": resolve_strategy_config(cfg.get("cl_strategy"))}
-
-
-def run_directory(cfg: dict) -> RunDir:
+def run_directory(cfg: ConfigLike) -> RunDir:
     """`runs_dir/<experiment>`; refuses a name that would leave runs_dir or be runs_dir itself."""
-    runs_dir = Path(cfg["runs_dir"]).expanduser()
+    runs_dir = Path(run_config(cfg).runs_dir).expanduser()
     path = runs_dir / experiment_name(cfg)
     if path.resolve().parent != runs_dir.resolve():
         raise ConfigError(f"run directory {path} resolves to {path.resolve()}, outside runs_dir {runs_dir.resolve()} "
@@ -169,36 +164,36 @@ def _say(msg: str, t0: float) -> None:
     print(f"[genshift {int(elapsed // 60):02d}:{int(elapsed % 60):02d}] {msg}", flush=True)
 
 
-def window_hooks(cfg: dict, bench: Benchmark, detector, ctx: RunContext) -> WindowHooks:
+def window_hooks(cfg: RunConfig, bench: Benchmark, detector, ctx: RunContext) -> WindowHooks:
     """The run's window hooks in call order: the continual-learning strategy, the localization maps (a detector
     with a localization head), the test datasets, and crash injection (only with GENSHIFT_DIE_AT; last, so it
     interrupts after the files of the hooks before it)."""
     hooks = WindowHooks([ctx.strategy])
     if getattr(detector.meta, "has_localization", False):
-        hooks.append(WindowLocalization(bench.manifest, bench.plan, ctx.validation, str(cfg["eval"]["threshold"])))
+        hooks.append(WindowLocalization(bench.manifest, bench.plan, ctx.validation, cfg.eval.threshold))
     if ctx.tests:
         hooks.append(ScoreTestDatasets(ctx.tests, ctx, eval_device(cfg)))
     hooks.append(fault_hook())
     return hooks
 
 
-def run_experiment(cfg: dict, force_new: bool = False, progress: bool = True,
+def run_experiment(cfg: ConfigLike, force_new: bool = False, progress: bool = True,
                    prepared: Prepared | None = None) -> Path:
-    """Run (or resume) the whole benchmark described by `cfg`; returns the run directory.
+    """Run (or resume) the whole benchmark described by `cfg` (a RunConfig, or a mapping completed with base.yaml's
+    defaults, its strategy resolved and validated here); returns the run directory.
 
     `prepared`: what `prepare_run(cfg)` returned (the CLI calls it before importing this module, so a run whose
     caches do not fit is refused within seconds); made here otherwise.
     """
     t0 = time.time()
-    cfg = with_resolved_strategy(cfg)  # cl_strategy with every parameter (a bare name given in Python included)
-    validate_config(cfg)  # typed and checked before any directory, dataset or model is touched
+    cfg = run_config(cfg)  # typed and checked before any directory, dataset or model is touched
     check_pipeline_config(cfg)  # a wrong eval.pipeline/input/normalize combination fails as early
     quiet_lightning()
-    if cfg.get("threads"):
-        torch.set_num_threads(int(cfg["threads"]))
+    if cfg.threads:
+        torch.set_num_threads(int(cfg.threads))
     keep_large_allocations()  # recorded in run.json (caches.runtime.malloc)
     install_signal_handlers()
-    if builds_pixel_caches(cfg):  # `genshift run` started it already (then this finds it running); API callers
+    if cfg.builds_pixel_caches:  # `genshift run` started it already (then this finds it running); API callers
         start_worker_server()  # cache-building workers start in milliseconds once it is up
     rd = run_directory(cfg)
     # The caches' sizes are checked against the budget and the free disk before any image is decoded.
@@ -226,7 +221,7 @@ def run_experiment(cfg: dict, force_new: bool = False, progress: bool = True,
         rd.unlock()
 
 
-def _run_guarded(cfg: dict, bench: Benchmark, rd: RunDir, t0: float, progress: bool, rank: int, made) -> Path:
+def _run_guarded(cfg: RunConfig, bench: Benchmark, rd: RunDir, t0: float, progress: bool, rank: int, made) -> Path:
     """Lightning ends a fit or predict on SIGTERM with SIGTERMException; genshift reports it as Preempted."""
     try:
         return _run_locked(cfg, bench, rd, t0, progress, rank, made)
@@ -234,15 +229,15 @@ def _run_guarded(cfg: dict, bench: Benchmark, rd: RunDir, t0: float, progress: b
         raise Preempted("stopped on SIGTERM; run the same command again to resume") from e
 
 
-def _run_locked(cfg: dict, bench: Benchmark, rd: RunDir, t0: float, progress: bool, rank: int = 0,
+def _run_locked(cfg: RunConfig, bench: Benchmark, rd: RunDir, t0: float, progress: bool, rank: int = 0,
                 made: tuple | None = None) -> Path:
-    seed = int(cfg["seed"])
+    seed = cfg.seed
     detector, detector_kwargs = made or create_run_detector(cfg)
     L.seed_everything(seed, workers=True, verbose=False)  # from the seed again, whatever ran since the creation
     if detector.meta.flops is None:
         count_flops(detector)  # one eval-mode forward under no_grad: recorded in run.json and the leaderboard
     meta = detector.meta
-    cache_dir = resolve_cache_dir(cfg.get("cache_dir"))
+    cache_dir = cfg.cache_path
     n_steps = len(bench.train_sets)
     _say(f"{bench.manifest.name}: {len(bench.windows)} windows of generators, {n_steps} training step(s) "
          f"({bench.benchmark_type}), {len(bench.plan.sample_ids)} eval images; detector {meta.name}", t0)
@@ -265,18 +260,19 @@ def _run_locked(cfg: dict, bench: Benchmark, rd: RunDir, t0: float, progress: bo
                 "run_identity": ctx.run_identity,
                 "attempts": attempts,
                 "slurm": job_record() or previous.get("slurm"),
-                "config": cfg,
+                "config": cfg.to_dict(),
                 "config_hash": config_hash(cfg),
                 "protocol_version": PROTOCOL_VERSION,
                 "manifest_checksum": bench.manifest.checksum,
-                "dataset": {"name": bench.manifest.name, "spec": cfg["dataset"], "root": str(bench.manifest.root),
+                "dataset": {"name": bench.manifest.name, "spec": cfg.dataset, "root": str(bench.manifest.root),
                             "skipped_images": bench.manifest.extra.get("skipped", [])},
                 "windows": bench.windows,
                 "benchmark_type": str(bench.benchmark_type),
                 "cl_strategy": ctx.strategy.describe,
                 "variant": ctx.fields,
-                "seeds": {"seed": seed, **{k: v for k, v in cfg["benchmark"].items() if k.endswith("seed")},
-                          "degradation_base_seed": cfg["degradation"]["base_seed"]},
+                "seeds": {"seed": seed, **{f.name: getattr(cfg.benchmark, f.name)
+                                           for f in dataclasses.fields(cfg.benchmark) if f.name.endswith("seed")},
+                          "degradation_base_seed": cfg.degradation.base_seed},
                 "detector": meta.to_dict() | {"eval_input": strategy},
                 "eval_pipeline": inputs.pipeline.to_dict() if inputs.pipeline is not None else None,
                 "eval_cache_key": cache_key,
@@ -304,16 +300,15 @@ def _run_locked(cfg: dict, bench: Benchmark, rd: RunDir, t0: float, progress: bo
     return rd.path
 
 
-def _run_context(cfg: dict, bench: Benchmark, detector, rank: int, previous: dict, detector_kwargs: dict,
+def _run_context(cfg: RunConfig, bench: Benchmark, detector, rank: int, previous: dict, detector_kwargs: dict,
                  say: Callable[[str], None], progress: bool) -> RunContext:
     """This process's RunContext: the run's identity (its run id kept from run.json), step offsets, strategy."""
-    seed = int(cfg["seed"])
+    seed = cfg.seed
     ctx = RunContext(
         run_id=previous.get("run_id") or uuid.uuid4().hex[:16], config_hash=config_hash(cfg),
         run_identity=run_identity(config_hash(cfg), seed, bench.manifest.checksum), rank=rank,
         loggers=[],
-        step_offsets=step_offsets([len(s) for s in bench.train_sets], int(cfg["train"]["batch_size"]),
-                                  int(cfg["train"]["epochs"])),
+        step_offsets=step_offsets([len(s) for s in bench.train_sets], cfg.train.batch_size, cfg.train.epochs),
         detector_kwargs=detector_kwargs, say=say, progress=progress,
         fields=variant_fields(cfg, bench.manifest.checksum, str(bench.benchmark_type)),
         rows=source_format_arrays(bench.manifest, bench.plan.sample_ids),
@@ -322,7 +317,7 @@ def _run_context(cfg: dict, bench: Benchmark, detector, rank: int, previous: dic
     return ctx
 
 
-def _first_window(cfg: dict, bench: Benchmark, detector, rd: RunDir, ctx: RunContext) -> int:
+def _first_window(cfg: RunConfig, bench: Benchmark, detector, rd: RunDir, ctx: RunContext) -> int:
     """The first window without `done`; before it, the untrained model is scored (a new run) or the weights and
     strategy state of the last finished window are restored (a resumed one)."""
     n_steps = len(bench.train_sets)
@@ -340,10 +335,10 @@ def _first_window(cfg: dict, bench: Benchmark, detector, rd: RunDir, ctx: RunCon
     return start
 
 
-def _train_window(cfg, bench: Benchmark, w: WindowState, ctx: RunContext) -> None:
+def _train_window(cfg: RunConfig, bench: Benchmark, w: WindowState, ctx: RunContext) -> None:
     """Train window k — or continue it from its last train state, or skip it if its weights are final; sets
     `w.train_metrics`."""
-    tc = bench.inputs.train_cfg  # cfg["train"] with precision and channels_last resolved for this machine
+    tc = bench.inputs.train_cfg  # the train section with precision and channels_last resolved for this machine
     k, ids = w.k, bench.train_sets[w.k]
     identity = w.identity | {"manifest_checksum": bench.manifest.checksum, "detector_name": w.detector.meta.name}
     ds = bench.inputs.train_dataset(ids, k)  # cached pixels or probe features, or decoded + augmented on the fly
@@ -376,7 +371,7 @@ def _train_window(cfg, bench: Benchmark, w: WindowState, ctx: RunContext) -> Non
     if ctx.writer:
         w.wdir.mkdir(parents=True, exist_ok=True)
         atomic_write_json(w.wdir / "train_metrics.json", w.train_metrics)
-        save_checkpoint(w.detector, w.wdir, {"config": cfg, "training_complete": True, **identity,
+        save_checkpoint(w.detector, w.wdir, {"config": cfg.to_dict(), "training_complete": True, **identity,
                                              "detector_kwargs": ctx.detector_kwargs})
         bench.inputs.release_train()  # a per-window store of training copies is not needed any more
 
@@ -392,7 +387,7 @@ def _restore_trained(w: WindowState, ctx: RunContext, n_images: int) -> dict:
         return {"window": w.k, "train": {"n_images": n_images, "restored": True}}
 
 
-def _fit_window(cfg, bench: Benchmark, w: WindowState, ctx: RunContext, n_copies: int,
+def _fit_window(cfg: RunConfig, bench: Benchmark, w: WindowState, ctx: RunContext, n_copies: int,
                 identity: dict) -> tuple[dict, dict]:
     """Fit window k from its first batch or from its last train state: ({steps, resumed_at_step, loss_mean,
     started}, the selection record). Raises Preempted when a signal stopped it (its state saved)."""
@@ -400,7 +395,7 @@ def _fit_window(cfg, bench: Benchmark, w: WindowState, ctx: RunContext, n_copies
     # The global batch order is fixed per (seed, window) (a seeded randperm per epoch), so a resumed run
     # continues the same sequence from the first batch not yet done.
     accumulate = accumulation(tc)
-    sampler = TrainBatches(n_copies, int(tc["batch_size"]), int(tc["epochs"]), int(cfg["seed"]) * 1_000_003 + k,
+    sampler = TrainBatches(n_copies, int(tc["batch_size"]), int(tc["epochs"]), cfg.seed * 1_000_003 + k,
                            extend=w.extend, drop_last=bool(tc.get("drop_last", False)))
     state_identity = identity | {"n_copies": n_copies, "batch_size": sampler.batch_size, "batches": sampler.total}
     if accumulate > 1:
@@ -414,10 +409,10 @@ def _fit_window(cfg, bench: Benchmark, w: WindowState, ctx: RunContext, n_copies
         selection.load_state_dict(state.get("selection"))
         ctx.say(f"window {k + 1}/{w.n_windows}: resuming after batch {sampler.start}/{sampler.total}")
     loader = DataLoader(w.train_dataset, batch_sampler=sampler, num_workers=bench.inputs.workers(w.context.dataset),
-                        generator=torch.Generator().manual_seed(int(cfg["seed"]) * 1_000_003 + k),
+                        generator=torch.Generator().manual_seed(cfg.seed * 1_000_003 + k),
                         persistent_workers=False, pin_memory=torch.cuda.is_available())
     total_steps = -(-sampler.total // accumulate)  # optimizer steps: one per `accumulate` batches (and the last)
-    torch.manual_seed(int(cfg["seed"]) * 7919 + k)
+    torch.manual_seed(cfg.seed * 7919 + k)
     module = DetectorModule(w.detector, tc, total_steps, features_in=features_in(w.context.dataset),
                             strategy=ctx.strategy.step_strategy, window=k)
     w.context.module = module
@@ -454,12 +449,12 @@ def accumulation(train_cfg: dict) -> int:
 
 
 
-def _eval_logits(cfg, inputs: RunInputs, detector, label: str, w: WindowState, ctx: RunContext):
+def _eval_logits(cfg: RunConfig, inputs: RunInputs, detector, label: str, w: WindowState, ctx: RunContext):
     """(logits, crop positions) of the eval split from `detector` as it is now: one logit per eval item in position
     order (positions None), or one per crop with each crop's eval position (five_crop; fused by write_predictions)."""
     # Whole batches are dealt to ranks (no padded duplicates); every (position, logit) is gathered once.
     ds = inputs.eval_dataset()  # cached pixels or probe features, or decoded + degraded on the fly
-    loader = DataLoader(ds, batch_sampler=EvalBatches(len(ds), int(cfg["eval"]["batch_size"])),
+    loader = DataLoader(ds, batch_sampler=EvalBatches(len(ds), cfg.eval.batch_size),
                         num_workers=inputs.workers(ds), collate_fn=getattr(ds, "collate", None),
                         pin_memory=torch.cuda.is_available() and inputs.workers(ds) > 0)
     module = DetectorModule(detector, inputs.train_cfg, 1, features_in=features_in(ds))
@@ -475,12 +470,12 @@ def _eval_logits(cfg, inputs: RunInputs, detector, label: str, w: WindowState, c
     return logits, None
 
 
-def _wants_initial(cfg, bench: Benchmark, rd: RunDir) -> bool:
+def _wants_initial(cfg: RunConfig, bench: Benchmark, rd: RunDir) -> bool:
     """Whether the untrained model is still to be scored: asked for, not a `full` run (it has no forward
     transfer), and no window_init/predictions.npz yet (the rename of that file is its commit)."""
     from leaderboard.initial import initial_path
 
-    return bool(cfg["eval"].get("score_initial", True)) and bench.benchmark_type.kind != "full" \
+    return cfg.eval.score_initial and bench.benchmark_type.kind != "full" \
         and not initial_path(rd.path).is_file()
 
 
@@ -520,7 +515,7 @@ def _run_record(bench: Benchmark, inputs: RunInputs, ctx: RunContext) -> RunStam
 
 
 
-def _score_initial(cfg, bench: Benchmark, detector, rd: RunDir, ctx: RunContext) -> None:
+def _score_initial(cfg: RunConfig, bench: Benchmark, detector, rd: RunDir, ctx: RunContext) -> None:
     """Score the model before any training once: window_init/predictions.npz, FWT's b_j (leaderboard.initial).
 
     Called before window 0 trains, with the detector as it was built (a resumed window 0 restores its train state
@@ -543,7 +538,7 @@ def _score_initial(cfg, bench: Benchmark, detector, rd: RunDir, ctx: RunContext)
             f"in {time.time() - started:.1f}s")
 
 
-def _score_window(cfg, bench: Benchmark, w: WindowState, ctx: RunContext) -> None:
+def _score_window(cfg: RunConfig, bench: Benchmark, w: WindowState, ctx: RunContext) -> None:
     """Score window k, write its predictions, let the hooks add their files and metrics, then metrics.json and
     `done` (the window's commit)."""
     started = time.time()
@@ -572,7 +567,7 @@ def _score_window(cfg, bench: Benchmark, w: WindowState, ctx: RunContext) -> Non
 # ------------------------------------------------------------------ validation, selection, test datasets
 
 
-def _held_out_data(cfg: dict, bench: Benchmark, detector, cache_dir: Path,
+def _held_out_data(cfg: RunConfig, bench: Benchmark, detector, cache_dir: Path,
                    ctx: RunContext) -> tuple[RunValidation, RunTestDatasets]:
     """The run's validation rows and test datasets; refuses a selection policy the run cannot follow and a bad
     test dataset before any window trains."""
@@ -581,16 +576,16 @@ def _held_out_data(cfg: dict, bench: Benchmark, detector, cache_dir: Path,
     if validation.present:
         d = validation.describe()
         ctx.say(f"validation split ({d['origin']}, {d['split']} rows): {d['per_step']} per window; selection "
-                f"{cfg['train']['selection']}, threshold {cfg['eval']['threshold']}")
+                f"{cfg.train.selection}, threshold {cfg.eval.threshold}")
     tests = RunTestDatasets(cfg, bench, detector, cache_dir, ctx.progress, ctx.say)
     tests.load()
     return validation, tests
 
 
-def _window_selection(cfg: dict, bench: Benchmark, detector, k: int, sampler, ctx: RunContext) -> WindowSelection:
+def _window_selection(cfg: RunConfig, bench: Benchmark, detector, k: int, sampler, ctx: RunContext) -> WindowSelection:
     """The policy's callbacks and resumable state for window k (on window k's validation rows only)."""
     return WindowSelection(cfg, detector, k, sampler, ctx.validation.window_set(k), ctx.validation.branch_set(k)
-                           if cfg["train"]["selection"] == "best_val_accuracy" else None, bench.inputs.train_cfg,
+                           if cfg.train.selection is Selection.BEST_VAL_ACCURACY else None, bench.inputs.train_cfg,
                            bench.inputs.eval_precision, ctx.step_offsets[k])
 
 
@@ -603,18 +598,18 @@ def _finish_selection(selection: WindowSelection, k: int, n: int, ctx: RunContex
     return record
 
 
-def _validation_arrays(cfg: dict, k: int, train_metrics: dict, ctx: RunContext) -> tuple[dict, dict]:
+def _validation_arrays(cfg: RunConfig, k: int, train_metrics: dict, ctx: RunContext) -> tuple[dict, dict]:
     """npz arrays and metrics.json entries of window k's validation rows (scored with its final weights), its
     threshold and the selection that chose its weights."""
     from protocols.predictions import selection_arrays
 
     if not ctx.writer:
         return {}, {}
-    arrays, summary = ctx.validation.window_arrays(k, eval_device(cfg), int(cfg["eval"]["batch_size"]))
+    arrays, summary = ctx.validation.window_arrays(k, eval_device(cfg), cfg.eval.batch_size)
     return arrays | selection_arrays(train_metrics.get("selection") or {"policy": "last"}), summary
 
 
-def _score_missing_tests(cfg: dict, detector, rd: RunDir, start: int, n: int, ctx: RunContext) -> None:
+def _score_missing_tests(cfg: RunConfig, detector, rd: RunDir, start: int, n: int, ctx: RunContext) -> None:
     """Finished windows whose test predictions are missing (a test dataset added to a finished run's config) are
     scored from their checkpoints; the caller restores the weights it continues from."""
     if not ctx.tests or not ctx.writer:

@@ -24,14 +24,15 @@ from benchmark.images import adapt_to_input, to_chw
 from benchmark.manifest import Manifest, Sample
 from benchmark.sequences import fuse_scores, score_to_logit
 from benchmark.video_frames import read_frames, sample_frame_indices
+from protocols.config_model import ConfigLike, run_config
 
 
-def frame_sampling(cfg: dict) -> dict:
+def frame_sampling(cfg: ConfigLike) -> dict:
     """{'every': k} or {'count': N} from the `sequence` config section."""
-    sc = cfg.get("sequence") or {}
-    if sc.get("frames_every"):
-        return {"every": int(sc["frames_every"])}
-    return {"count": int(sc.get("frames_count") or 8)}
+    sc = run_config(cfg).sequence
+    if sc.frames_every:
+        return {"every": int(sc.frames_every)}
+    return {"count": int(sc.frames_count)}
 
 
 def decode_frames(manifest: Manifest, samples: Sequence[Sample], size: int, strategy: str, sampling: dict,
@@ -108,25 +109,26 @@ def frame_fusion(n_rows: int, rows: np.ndarray, index: np.ndarray, aggregate: st
     return fuse
 
 
-def prepare_frame_inputs(cfg: dict, bench, detector, cache_dir: Path, progress: bool, say: Callable[[str], None]):
+def prepare_frame_inputs(cfg: ConfigLike, bench, detector, cache_dir: Path, progress: bool, say: Callable[[str], None]):
     """RunInputs for an image detector on a `videos:` dataset (see the module docstring)."""
     from protocols.sequence_inputs import video_arrays
     from protocols.speed import resolve_precision, resolve_train_cfg
     from protocols.window_inputs import RunInputs
 
+    cfg = run_config(cfg)
     m = bench.manifest
     if any(s.kind != "video" for s in m.samples):
         kinds = sorted({s.kind for s in m.samples})
         raise ValueError(f"detector {detector.meta.name} scores images or video frames; dataset {m.name} holds "
                          f"{kinds} samples (landmark sequences need a sequence detector such as lrnet)")
     meta = detector.meta
-    strategy = cfg["eval"]["input"] or meta.eval_resize
+    strategy = str(cfg.eval.input) if cfg.eval.input else meta.eval_resize
     sampling = frame_sampling(cfg)
-    aggregate = (cfg.get("sequence") or {}).get("aggregate") or "mean"
+    aggregate = str(cfg.sequence.aggregate or "mean")
     tc = resolve_train_cfg(cfg, detector)
     if tc["channels_last"]:
         detector.to(memory_format=torch.channels_last)
-    eval_precision = resolve_precision(cfg["eval"]["precision"], cfg, "eval.precision")
+    eval_precision = resolve_precision(cfg.eval.precision, cfg, "eval.precision")
     eval_by_id = {s.id: s for s in m.split("eval")}
     eval_samples = [eval_by_id[int(i)] for i in bench.plan.sample_ids]
     earr, erows, eidx, problems = decode_frames(m, eval_samples, meta.input_size, strategy, sampling, progress)

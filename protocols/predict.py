@@ -88,9 +88,9 @@ def cmd_predict(args) -> int:
     detector.eval()
     profile = None
     if getattr(detector.meta, "input_kind", "image") == "landmarks":
-        from protocols.sequence_inputs import sequence_profile
+        from protocols.sequence_inputs import profile_for
 
-        profile = sequence_profile({"sequence": {"profile": args.profile, "aggregate": args.aggregate}}, detector)
+        profile = profile_for(detector, args.profile, args.aggregate)
     m, rows, problems, reasons = _scan(args, cache_dir, profile)
     pipe = _run_pipeline(args, detector)
     items, fuse, item_keys, label = _items(args, detector, m, rows, profile, cache_dir, reasons, pipe)

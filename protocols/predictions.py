@@ -20,6 +20,7 @@ from benchmark.eval_plan import EvalPlan
 from common import predictions_file as PF
 from common.predictions_file import CROP_KEYS, PIPELINE_KEYS, PROTOCOL_VERSION, SCHEMA_VERSION  # noqa: F401
 from protocols import faults
+from protocols.config_model import ConfigLike, run_config
 
 NO_QUALITY = -1  # fused_jpeg_quality of a row that is not a JPEG (or whose tables could not be read)
 
@@ -70,42 +71,33 @@ class ScoredRows:
     extra: Mapping[str, np.ndarray] | None = None
 
 
-def _config_value(cfg: Mapping, dotted: str, default):
-    node: object = cfg
-    for part in dotted.split("."):
-        if not isinstance(node, Mapping) or part not in node or node[part] is None:
-            return default
-        node = node[part]
-    return node
-
-
-def variant_fields(cfg: Mapping, manifest_checksum: str, benchmark_type: str | None = None) -> dict[str, object]:
+def variant_fields(cfg: ConfigLike, manifest_checksum: str, benchmark_type: str | None = None) -> dict[str, object]:
     """Every field that shapes a number, by its config name (leaderboard.variants.VARIANT_FIELDS): the
     evaluation-defining ones (manifest, evaluation split, degradation profile and base seed, protocol version) and
     the method-side ones (detector, benchmark type, continual strategy, selection, eval input pipeline and
     normalisation). The engine writes them into run.json (`variant`) and every predictions.npz (`variant_arrays`).
 
-    A key the config does not have takes the value runs without it had (the leaderboard's defaults):
-    `eval.split` eval, `cl_strategy` naive, `train.selection` last, `eval.pipeline` native, `eval.normalize`
-    backbone (clip for the reference pipeline). A mapping value (a strategy with parameters) is written as text,
-    e.g. `ewc(lambda=0.4)`.
+    Read from the typed config (a mapping is completed with base.yaml's defaults first): `eval.split` is always
+    eval (runs score the eval split), an unset `eval.normalize` is the pipeline's own (clip for the reference
+    pipeline, else backbone). A mapping value (a strategy with parameters) is written as text, e.g.
+    `ewc(gamma=1.0, lambda=0.4)`.
     """
     from leaderboard.variants import field_text
 
-    pipeline = field_text(_config_value(cfg, "eval.pipeline", "native"))
+    rc = run_config(cfg)
+    pipeline = field_text(rc.eval.pipeline)
     fields: dict[str, object] = {
         "manifest_checksum": str(manifest_checksum),
         "protocol_version": PROTOCOL_VERSION,
-        "eval.split": field_text(_config_value(cfg, "eval.split", "eval")),
-        "degradation.profile": field_text(cfg["degradation"]["profile"]),
-        "degradation.base_seed": int(cfg["degradation"]["base_seed"]),
-        "detector": field_text(cfg["detector"]),
-        "benchmark.type": str(benchmark_type if benchmark_type is not None else cfg["benchmark"]["type"]),
-        "cl_strategy": field_text(_config_value(cfg, "cl_strategy", "naive")),
-        "train.selection": field_text(_config_value(cfg, "train.selection", "last")),
+        "eval.split": "eval",
+        "degradation.profile": field_text(rc.degradation.spec),
+        "degradation.base_seed": rc.degradation.base_seed,
+        "detector": field_text(rc.detector),
+        "benchmark.type": str(benchmark_type if benchmark_type is not None else rc.benchmark.type),
+        "cl_strategy": field_text({"name": rc.cl_strategy.name, **rc.cl_strategy.params}),
+        "train.selection": field_text(rc.train.selection),
         "eval.pipeline": pipeline,
-        "eval.normalize": field_text(_config_value(cfg, "eval.normalize",
-                                                   "clip" if pipeline == "reference" else "backbone")),
+        "eval.normalize": field_text(rc.eval.normalize or ("clip" if pipeline == "reference" else "backbone")),
     }
     return fields
 

@@ -28,7 +28,8 @@ from protocols.allocator import keep_large_allocations
 from protocols.cache_plan import CachePlan, human_bytes, plan_caches
 from protocols.cached_data import ArrayEval, ArrayTrainCopies, EvalStream
 from protocols.config import ConfigError
-from protocols.config_model import cache_switches
+from protocols.config_enums import EvalPipeline, RealSampling
+from protocols.config_model import ConfigLike, RunConfig, cache_switches, run_config
 from protocols.crop_data import (
     GroupedRows,
     NativeMultiCropStream,
@@ -52,7 +53,7 @@ from protocols.window_inputs import (  # noqa: F401  (re-exported: the engine an
 )
 
 
-def eval_pixels(cfg: dict, bench, pipe: InputPipeline, cache_dir: Path | None, cached: bool, workers: int,
+def eval_pixels(cfg: ConfigLike, bench, pipe: InputPipeline, cache_dir: Path | None, cached: bool, workers: int,
                 progress: bool, store_opts: dict | None = None) -> tuple[Dataset, dict]:
     """The eval dataset of the run's input pipeline (cached or streamed, as the cache plan decided) and its cache key
     for run.json (`cache_dir=None`: built in memory).
@@ -62,7 +63,8 @@ def eval_pixels(cfg: dict, bench, pipe: InputPipeline, cache_dir: Path | None, c
     stores, the reference's included (benchmark/reference_eval_cache.py), are chunked stores (array_store.py).
     """
     m, ids = bench.manifest, bench.plan.sample_ids
-    prof, base_seed = cfg["degradation"]["profile"], cfg["degradation"]["base_seed"]
+    deg = run_config(cfg).degradation
+    prof, base_seed = deg.spec, deg.base_seed
     args = (m, ids, prof, base_seed, pipe.size, pipe.input)
     if pipe.pipeline == "reference":
         if cached:
@@ -88,24 +90,25 @@ def eval_pixels(cfg: dict, bench, pipe: InputPipeline, cache_dir: Path | None, c
     return (NativeMultiCropStream(jobs, n_crops) if n_crops > 1 else EvalStream(jobs)), ekey
 
 
-def prepare_run_inputs(cfg: dict, bench, detector, cache_dir: Path, progress: bool, say: Callable[[str], None],
+def prepare_run_inputs(cfg: ConfigLike, bench, detector, cache_dir: Path, progress: bool, say: Callable[[str], None],
                        world: int = 1, plan: CachePlan | None = None) -> RunInputs:
     """Build or load every cache this run uses and return the datasets the windows read."""
+    cfg = run_config(cfg)
     inputs = _track_inputs(cfg, bench, detector, cache_dir, progress, say)
     if inputs is None:
         inputs = _image_inputs(cfg, bench, detector, cache_dir, progress, say,
                                plan or plan_caches(cfg, bench, detector, cache_dir, world))
-    if str(cfg["benchmark"].get("real_sampling") or "unique") == "weighted":
+    if cfg.benchmark.real_sampling is RealSampling.WEIGHTED:
         inputs.weighted = bench.manifest
     return inputs
 
 
-def _track_inputs(cfg: dict, bench, detector, cache_dir: Path, progress: bool,
+def _track_inputs(cfg: RunConfig, bench, detector, cache_dir: Path, progress: bool,
                   say: Callable[[str], None]) -> RunInputs | None:
     """The inputs of the video track and of the format-only baseline (their own builders); None for images."""
     kind = getattr(detector.meta, "input_kind", "image")
     video = kind != "image" or any(s.kind != "image" for s in bench.manifest.samples)
-    if video and (cfg.get("eval") or {}).get("pipeline") == "reference":
+    if video and cfg.eval.pipeline is EvalPipeline.REFERENCE:
         raise ConfigError("eval.pipeline: reference is AI-GenBench's model input for image datasets; this run reads "
                           "videos or landmark sequences (the video track's inputs are its own): use "
                           "eval.pipeline=native")
@@ -142,14 +145,14 @@ class _Copies:
     policy: str
 
 
-def _image_inputs(cfg: dict, bench, detector, cache_dir: Path, progress: bool, say: Callable[[str], None],
+def _image_inputs(cfg: RunConfig, bench, detector, cache_dir: Path, progress: bool, say: Callable[[str], None],
                   plan: CachePlan) -> RunInputs:
     """Image runs: eval pixels and training copies as the cache plan decided, then a probe's features of both."""
     sw = cache_switches(cfg)
     tc = resolve_train_cfg(cfg, detector)
     if tc["channels_last"]:
         detector.to(memory_format=torch.channels_last)
-    eval_precision = resolve_precision(cfg["eval"]["precision"], cfg, "eval.precision")
+    eval_precision = resolve_precision(cfg.eval.precision, cfg, "eval.precision")
     pipe = resolve_pipeline(cfg, detector.meta)
     workers = max(1, int(tc["num_workers"]))
     store_opts = {"verify": sw["verify"], "chunk_bytes": int(float(sw["chunk_mb"]) * (1 << 20)),
@@ -182,12 +185,12 @@ def _image_inputs(cfg: dict, bench, detector, cache_dir: Path, progress: bool, s
     return _probe_feature_inputs(cfg, bench, detector, plain, copies, "train_features" in plan.stores, build)
 
 
-def _training_copies(cfg: dict, bench, meta, tc: dict, plan: CachePlan, build: _Build) -> _Copies:
+def _training_copies(cfg: RunConfig, bench, meta, tc: dict, plan: CachePlan, build: _Build) -> _Copies:
     """The training copies as the plan decided: one cached store of every window's images, one window's store at a
     time, or streamed (always streamed for the reference's own augmentation, seeded by position)."""
     m, workers = bench.manifest, max(1, int(tc["num_workers"]))
     cache_dir, progress, store_opts = build.cache_dir, build.progress, build.store_opts
-    factor, seed = int(tc["augmentation_factor"]), int(cfg["seed"])
+    factor, seed = int(tc["augmentation_factor"]), cfg.seed
     union = sorted({int(i) for ids in bench.train_sets for i in ids})
     targs = (factor, meta.input_size, seed, tc["augmentation"], meta.eval_resize)
     masks = bool(getattr(meta, "has_localization", False))  # training copies carry their aligned pixel targets
@@ -204,7 +207,7 @@ def _training_copies(cfg: dict, bench, meta, tc: dict, plan: CachePlan, build: _
         if masks:
             raise ConfigError(f"train.augmentation {REFERENCE_AUGMENTATION} has no pixel-target variant; "
                               f"{meta.name} trains a localization head: choose light or baseline")
-        aug_seed = int(tc.get("augmentation_base_seed", 4321))
+        aug_seed = cfg.train.augmentation_base_seed
         tkey = {"augmentation": REFERENCE_AUGMENTATION, "augmentation_base_seed": aug_seed, "digest": "streamed",
                 "path": None, "hit": False, "not_cached": plan.stores["train_inputs"].reason}
 
@@ -239,16 +242,16 @@ def _training_copies(cfg: dict, bench, meta, tc: dict, plan: CachePlan, build: _
     return _Copies(train_px, streamed, tkey, release, union, tpolicy)
 
 
-def _probe_feature_inputs(cfg: dict, bench, detector, plain: RunInputs, copies: _Copies, train_features: bool,
+def _probe_feature_inputs(cfg: RunConfig, bench, detector, plain: RunInputs, copies: _Copies, train_features: bool,
                           build: _Build) -> RunInputs:
     """A probe's frozen-backbone features of the eval inputs and (unless the reference's augmentation streams new
     copies every window) of every training copy: windows then train and score the head only."""
     tc, caches, eval_px, ekey = plain.train_cfg, plain.describe, plain.eval_ds, plain.eval_key
     cache_dir, progress, say = build.cache_dir, build.progress, build.say
     factor = int(tc["augmentation_factor"])
-    accelerator = str(cfg.get("accelerator", "auto") or "auto")
+    accelerator = str(cfg.accelerator)
     device = "cuda" if uses_cuda(cfg) else "cpu"
-    bs = int(cfg["eval"]["batch_size"])
+    bs = cfg.eval.batch_size
     fopts = {k: build.store_opts[k] for k in ("verify", "chunk_bytes", "should_stop")}
     erows = crop_rows(eval_px) if is_grouped(eval_px) else eval_px  # one feature row per crop
     efeat, fkey_e = cached_features(cache_dir, detector, erows, ekey["digest"],

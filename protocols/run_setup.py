@@ -50,7 +50,7 @@ def checked_manifest(manifest: Manifest, cfg: ConfigLike, cache_dir: Path, progr
 
     report = check_source(manifest, cache_dir, min_side=rc.data.min_side,
                           workers=rc.train.num_workers or 1, progress=progress,
-                          **sequence_check_args(rc.to_dict(), manifest))
+                          **sequence_check_args(rc, manifest))
     if report.ok:
         return manifest
     if not rc.data.skip_bad_images:

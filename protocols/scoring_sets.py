@@ -139,7 +139,7 @@ def _sequence_set(name, cfg: RunConfig, detector, manifest, samples, cache_dir, 
     if any(s.kind != "landmarks" for s in samples):
         raise ValueError(f"{name}: {detector.meta.name} reads landmark sequences; these rows hold "
                          f"{sorted({s.kind for s in samples})} samples")
-    profile = sequence_profile(cfg.to_dict(), detector)  # sequence_inputs reads the mapping until converted
+    profile = sequence_profile(cfg, detector)
     empty = no_segment_videos(samples, profile)
     dropped = {(s.split, s.id) for s in empty}
     kept = [s for s in samples if (s.split, s.id) not in dropped]
@@ -162,7 +162,7 @@ def _frame_set(name, cfg: RunConfig, detector, manifest, samples, progress) -> S
                          f"{sorted({s.kind for s in samples})} samples")
     meta = detector.meta
     strategy = cfg.eval.input.value if cfg.eval.input is not None else meta.eval_resize
-    sampling = frame_sampling(cfg.to_dict())  # frame_inputs reads the mapping until converted
+    sampling = frame_sampling(cfg)
     aggregate = cfg.sequence.aggregate.value if cfg.sequence.aggregate is not None else "mean"
     arr, rows, index, problems = decode_frames(manifest, samples, meta.input_size, strategy, sampling, progress)
     have = set(rows.tolist())

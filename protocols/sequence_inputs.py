@@ -30,6 +30,8 @@ from benchmark.sequences import (
     pack_segment,
     score_to_logit,
 )
+from protocols.config_enums import RealSampling
+from protocols.config_model import ConfigLike, run_config
 
 DETECTOR_PROFILES = {"lrnet": "lrnet-v1"}  # a family's own evaluation profile (the default of sequence.profile)
 
@@ -65,12 +67,18 @@ class SegmentDataset(Dataset):
         return x, i
 
 
-def sequence_profile(cfg: dict, detector) -> SequenceProfile:
+def sequence_profile(cfg: ConfigLike, detector) -> SequenceProfile:
     """The run's profile: `sequence.profile` (null = the detector family's own) with its overrides."""
-    sc = cfg.get("sequence") or {}
-    name = sc.get("profile") or DETECTOR_PROFILES.get(detector.meta.family, "fixed")
-    length = sc.get("segment_length") or detector.meta.input_size
-    return get_profile(str(name), sc.get("aggregate"), int(length))
+    sc = run_config(cfg).sequence
+    return profile_for(detector, sc.profile, sc.aggregate, sc.segment_length)
+
+
+def profile_for(detector, name: str | None, aggregate: str | None = None,
+                segment_length: int | None = None) -> SequenceProfile:
+    """The named profile (None = the detector family's own) with its aggregate and segment length overrides."""
+    name = name or DETECTOR_PROFILES.get(detector.meta.family, "fixed")
+    length = segment_length or detector.meta.input_size
+    return get_profile(str(name), str(aggregate) if aggregate else None, int(length))
 
 
 def no_segment_videos(samples: Sequence[Sample], profile: SequenceProfile) -> list[Sample]:
@@ -124,12 +132,13 @@ def relative_path(root: Path, path: str) -> str:
         return p.as_posix()
 
 
-def prepare_sequence_inputs(cfg: dict, bench, detector, cache_dir: Path, progress: bool,
+def prepare_sequence_inputs(cfg: ConfigLike, bench, detector, cache_dir: Path, progress: bool,
                             say: Callable[[str], None]):
     """RunInputs for a sequence detector on a landmark dataset (see the module docstring)."""
     from protocols.speed import resolve_precision
     from protocols.window_inputs import RunInputs
 
+    cfg = run_config(cfg)
     m = bench.manifest
     if any(s.kind != "landmarks" for s in m.samples):
         kinds = sorted({s.kind for s in m.samples})
@@ -138,12 +147,12 @@ def prepare_sequence_inputs(cfg: dict, bench, detector, cache_dir: Path, progres
                          "landmarks: source)")
     profile = sequence_profile(cfg, detector)
     seqs = load_sequences(m, m.samples, cache_dir, progress)
-    tc = dict(cfg["train"])
+    tc = cfg.to_dict()["train"]  # the train section as DetectorModule reads it
     # Sequence models run in float32 unless told otherwise: bf16 changes a GRU's scores (LRNet used fp32).
     tc["precision"] = "32-true" if tc["precision"] == "auto" else resolve_precision(tc["precision"], cfg,
                                                                                       "train.precision")
     tc["channels_last"] = False
-    ep = cfg["eval"]["precision"]
+    ep = cfg.eval.precision
     eval_precision = "32-true" if ep == "auto" else resolve_precision(ep, cfg, "eval.precision")
     eval_by_id = _by_id(m, "eval")
     eval_samples = [eval_by_id[int(i)] for i in bench.plan.sample_ids]
@@ -174,15 +183,16 @@ def prepare_sequence_inputs(cfg: dict, bench, detector, cache_dir: Path, progres
                      fuse=eval_fusion(eval_samples, eval_ds, profile, m.root))
 
 
-def sequence_check_args(cfg: dict, manifest: Manifest) -> dict:
+def sequence_check_args(cfg: ConfigLike, manifest: Manifest) -> dict:
     """Arguments of benchmark.datacheck.check_source for a run's sequence samples (the run's profile) and for
     real sampling that reuses reals (then fewer reals than fakes is fine)."""
-    reused = {"reals_reused": True} if str(cfg["benchmark"].get("real_sampling") or "unique") != "unique" else {}
+    rc = run_config(cfg)
+    reused = {"reals_reused": True} if rc.benchmark.real_sampling is not RealSampling.UNIQUE else {}
     if not any(s.kind == "landmarks" for s in manifest.samples):
         return reused
     from detectors.registry import family_of
 
-    sc = cfg.get("sequence") or {}
-    family = family_of(str(cfg["detector"])) or ""
-    name = sc.get("profile") or DETECTOR_PROFILES.get(family, "fixed")
-    return {"segment_length": int(sc.get("segment_length") or 30), "profile": str(name)} | reused
+    sc = rc.sequence
+    family = family_of(rc.detector) or ""
+    name = sc.profile or DETECTOR_PROFILES.get(family, "fixed")
+    return {"segment_length": int(sc.segment_length or 30), "profile": str(name)} | reused

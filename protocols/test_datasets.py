@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from common.run_dir import predictions_path
+from protocols.config_model import ConfigLike, RunConfig, run_config, thawed
 from protocols.window_hooks import WindowHook, WindowState
 
 DIR_PREFIX = "test_"
@@ -47,9 +48,9 @@ def test_dir(window_dir: Path, name: str) -> Path:
     return Path(window_dir) / f"{DIR_PREFIX}{name}"
 
 
-def due(cfg: dict, k: int, n_steps: int) -> bool:
+def due(cfg: ConfigLike, k: int, n_steps: int) -> bool:
     """Whether test datasets are scored after window k (`test_every`)."""
-    return str(cfg.get("test_every") or "window") == "window" or k == n_steps - 1
+    return run_config(cfg).test_every == "window" or k == n_steps - 1
 
 
 @dataclass
@@ -65,19 +66,20 @@ class _Loaded:
 class RunTestDatasets:
     """The run's test datasets: loaded and checked once, scored after the windows that are due."""
 
-    def __init__(self, cfg: dict, bench, detector, cache_dir: Path, progress: bool, say: Callable[[str], None]):
-        self.cfg, self.bench, self.detector, self.cache_dir = cfg, bench, detector, Path(cache_dir)
+    def __init__(self, cfg: ConfigLike, bench, detector, cache_dir: Path, progress: bool,
+                 say: Callable[[str], None]):
+        self.cfg: RunConfig = run_config(cfg)
+        self.bench, self.detector, self.cache_dir = bench, detector, Path(cache_dir)
         self.progress, self.say = progress, say
-        self.specs = parse_test_datasets(cfg.get("test_datasets") or [])
+        self.specs = parse_test_datasets(thawed(self.cfg.test_datasets))
         self._loaded: dict[str, _Loaded] = {}
 
     def __bool__(self) -> bool:
         return bool(self.specs)
 
     def _profile(self, spec: TestDatasetSpec) -> tuple[str, int]:
-        deg = self.cfg["degradation"]
-        return (spec.profile or deg["profile"],
-                int(spec.base_seed if spec.base_seed is not None else deg["base_seed"]))
+        deg = self.cfg.degradation
+        return (spec.profile or deg.spec, int(spec.base_seed if spec.base_seed is not None else deg.base_seed))
 
     def load(self) -> None:
         """Read, check and compare every test source with the benchmark's data (once per run)."""
@@ -110,19 +112,19 @@ class RunTestDatasets:
 
     def _checked(self, spec: TestDatasetSpec, m, samples: list) -> tuple[list, list]:
         """The eval rows without those the data check refuses (with data.skip_bad_images), or an error."""
-        dc = self.cfg["data"]
-        if not dc["check"]:
+        dc = self.cfg.data
+        if not dc.check:
             return samples, []
         from benchmark.datacheck import check_source
         from benchmark.sources import SourceError
         from protocols.sequence_inputs import sequence_check_args
 
-        report = check_source(m, self.cache_dir, min_side=int(dc["min_side"]), workers=1, progress=self.progress,
+        report = check_source(m, self.cache_dir, min_side=dc.min_side, workers=1, progress=self.progress,
                               **sequence_check_args(self.cfg, m))
         bad = [p for p in report.errors if p.split == "eval" and p.id is not None]
         if not bad:
             return samples, []
-        if not dc["skip_bad_images"]:
+        if not dc.skip_bad_images:
             listed = "\n  ".join(p.line() for p in bad[:20])
             raise SourceError(f"test dataset {spec.name} ({spec.dataset}) fails the data check on {len(bad)} eval "
                               f"row(s):\n  {listed}\nfix them, or re-run with --set data.skip_bad_images=true to leave "
@@ -177,7 +179,7 @@ class RunTestDatasets:
                                                    base_seed, self.progress)
             ss = loaded.scoring
             logits = score_in_process(self.detector, ss, inputs.train_cfg, inputs.eval_precision, device,
-                                      int(self.cfg["eval"]["batch_size"]), self.progress,
+                                      self.cfg.eval.batch_size, self.progress,
                                       f"test dataset {spec.name} after window {k + 1}")
             scores, row_logits, extra = ss.rows(logits)
             scored = {s.id for s in ss.samples}  # sequence/frame rows without a segment or frame are left out

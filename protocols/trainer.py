@@ -7,12 +7,12 @@ from __future__ import annotations
 import logging
 import os
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import lightning as L
-import torch
 
-from protocols.distributed import world_size
+from protocols.config_model import ConfigLike, RunConfig, run_config
+from protocols.speed import uses_cuda
 
 
 def quiet_lightning() -> None:
@@ -50,16 +50,17 @@ def build_trainer(precision: str, callbacks: Sequence = (), loggers: list | bool
                                             "log_every_n_steps": max(1, min(10, n_batches))} | lightning))
 
 
-def run_trainer(cfg: Mapping, precision: str, progress: bool, loggers: list | bool = False, n_batches: int = 10,
+def run_trainer(cfg: ConfigLike, precision: str, progress: bool, loggers: list | bool = False, n_batches: int = 10,
                 callbacks: Sequence = (), accumulate: int = 1) -> L.Trainer:
     """`build_trainer` with the run's hardware (accelerator, devices, nodes, DDP, SLURM) and gradient clipping."""
-    world = world_size(cfg)
-    strategy = cfg.get("strategy", "auto") or "auto"
+    rc = run_config(cfg)
+    world = rc.world_size
+    strategy = str(rc.strategy)
     return build_trainer(
-        precision, callbacks, loggers, progress, n_batches, accelerator=cfg.get("accelerator", "auto") or "auto",
-        devices=int(cfg.get("devices", 1) or 1), num_nodes=int(cfg.get("num_nodes", 1) or 1),
-        strategy="ddp" if strategy == "auto" and world > 1 else strategy, sync_batchnorm=_sync_batchnorm(cfg, world),
-        plugins=_cluster_plugins(), gradient_clip_val=cfg["train"]["grad_clip"], accumulate_grad_batches=accumulate)
+        precision, callbacks, loggers, progress, n_batches, accelerator=str(rc.accelerator),
+        devices=rc.devices, num_nodes=rc.num_nodes,
+        strategy="ddp" if strategy == "auto" and world > 1 else strategy, sync_batchnorm=_sync_batchnorm(rc, world),
+        plugins=_cluster_plugins(), gradient_clip_val=rc.train.grad_clip, accumulate_grad_batches=accumulate)
 
 
 def _cluster_plugins() -> list:
@@ -73,12 +74,11 @@ def _cluster_plugins() -> list:
     return [LightningEnvironment()]  # one task; Lightning starts the other local processes itself
 
 
-def _sync_batchnorm(cfg: Mapping, world: int) -> bool:
+def _sync_batchnorm(rc: RunConfig, world: int) -> bool:
     """BatchNorm statistics over the global batch under DDP; torch supports this on GPUs only."""
-    if world == 1 or not cfg.get("sync_batchnorm", True):
+    if world == 1 or not rc.sync_batchnorm:
         return False
-    acc = cfg.get("accelerator", "auto") or "auto"
-    if acc in ("gpu", "cuda") or (acc == "auto" and torch.cuda.is_available()):
+    if uses_cuda(rc):
         return True
     warnings.warn("sync_batchnorm: SyncBatchNorm needs GPUs; on CPU each DDP process normalises with its own "
                   "part of the batch (results differ from one process for detectors that train BatchNorm)",

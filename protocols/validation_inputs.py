@@ -113,7 +113,7 @@ class RunValidation:
         samples = self._samples(self.split.per_step[k])
         seqs = load_sequences(self.bench.manifest, samples, self.cache_dir, self.progress)
         return SegmentDataset([seqs[(s.split, s.id)] for s in samples], [s.label for s in samples],
-                              [s.id for s in samples], sequence_profile(self.cfg.to_dict(), self.detector), train=True)
+                              [s.id for s in samples], sequence_profile(self.cfg, self.detector), train=True)
 
     def window_arrays(self, k: int, device, batch_size: int) -> tuple[dict[str, np.ndarray], dict]:
         """(npz arrays, metrics.json summary) of window k's validation rows scored with its final weights, and the

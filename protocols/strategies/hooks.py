@@ -19,6 +19,7 @@ import torch
 from torch.utils.data import Dataset
 
 from common.atomic import atomic_path
+from protocols.config_model import ConfigLike, run_config, thawed
 from protocols.strategies.base import BatchExtension, Strategy, TrainStep, WindowContext
 from protocols.strategies.registry import create_strategy
 from protocols.window_hooks import WindowHook, WindowState
@@ -62,10 +63,11 @@ def _items(ds: Dataset, idx: list[int]) -> list:
 class StrategyHooks(WindowHook):
     """One run's strategy and the state files that carry it across windows and restarts."""
 
-    def __init__(self, cfg: Mapping[str, Any], manifest, device: torch.device, workers: Callable[[Dataset], int],
+    def __init__(self, cfg: ConfigLike, manifest, device: torch.device, workers: Callable[[Dataset], int],
                  say: Callable[[str], None] = print, writer: bool = True):
-        self.strategy: Strategy = create_strategy(cfg.get("cl_strategy"))
-        self.seed, self.say, self.writer = int(cfg["seed"]), say, writer
+        rc = run_config(cfg)
+        self.strategy: Strategy = create_strategy({"name": rc.cl_strategy.name, **thawed(rc.cl_strategy.params)})
+        self.seed, self.say, self.writer = rc.seed, say, writer
         self.manifest, self.device, self.workers = manifest, device, workers
         self._samples: dict[int, Any] | None = None
         self.extension: BatchExtension | None = None

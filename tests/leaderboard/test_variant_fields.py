@@ -31,12 +31,12 @@ def test_written_fields_are_the_fields_the_leaderboard_reads():
     assert tuple(fields) == VARIANT_FIELDS
     assert fields["degradation.profile"] == "fixed+reencode90" and fields["degradation.base_seed"] == 7
     assert fields["benchmark.type"] == "replay:0.5" and fields["manifest_checksum"] == "c" * 64
-    # keys the config lacks take the value runs without them had; a strategy with parameters is written as text
+    # an unset eval.normalize is the pipeline's own; a strategy with parameters is written as text
     assert fields["cl_strategy"] == "naive" and fields["eval.normalize"] == "backbone"
     cfg2 = dict(cfg) | {"cl_strategy": {"name": "ewc", "lambda": 0.4}, "eval": dict(cfg["eval"]) | {
         "pipeline": "reference"}}
     f2 = variant_fields(cfg2, "c" * 64)
-    assert f2["cl_strategy"] == "ewc(lambda=0.4)" and f2["eval.normalize"] == "clip"
+    assert f2["cl_strategy"] == "ewc(gamma=1.0, lambda=0.4)" and f2["eval.normalize"] == "clip"  # defaults filled
     arrays = variant_arrays(f2)
     assert arrays["degradation_base_seed"].dtype == np.int64 and str(arrays["eval_pipeline"]) == "reference"
     # The npz wins over run.json's config: what the leaderboard reads is what was written.

@@ -23,6 +23,7 @@ import numpy as np
 
 from common import predictions_file
 from common import run_dir as layout
+from protocols.config_model import RunConfig
 
 STORES = ("eval_inputs", "train_inputs", "eval_features", "train_features")  # run.json "caches" entries
 ROUNDS = 9  # paired rounds of the model forward and the cached evaluation (`--rounds`)
@@ -70,13 +71,14 @@ def _ratio_summary(num: list[float], den: list[float]) -> dict:
             "rounds": len(q)}
 
 
-def _cfg(args) -> dict:
-    from protocols.config import parse_override, resolve_config
+def _cfg(args) -> RunConfig:
+    from protocols.config import parse_override
+    from protocols.config_model import resolve_run_config
 
     over = [{"cache_dir": args.cache_dir} if args.cache_dir else {}]
     over += [{"dataset": args.dataset}] if args.dataset else []
     over += [parse_override(s) for s in args.set]
-    return resolve_config(args.preset, args.detector, [], over)
+    return resolve_run_config(args.preset, args.detector, [], over)
 
 
 def _lightning_quiet() -> None:
@@ -121,7 +123,7 @@ def _fit(detector, ds, train_cfg: dict, features: bool, workers: int) -> None:
 class _Setup:
     """What every stage of `bench_stages` shares: the config, benchmark, detector and the run's resolved settings."""
 
-    cfg: dict
+    cfg: RunConfig
     bench: Any
     detector: Any
     tc: dict  # train config resolved for this machine
@@ -158,7 +160,7 @@ def bench_stages(args) -> dict:
         r["speedup_vs_uncached_eval"] = round(r["images_per_s"] / max(ref, 1e-12), 2)
         r["cost_vs_model_forward"] = round(fwd / max(r["images_per_s"], 1e-12), 2)
     meta = s.detector.meta
-    return {"mode": "stages", "detector": meta.name, "dataset": s.cfg["dataset"], "images": s.n, "crops": n_crops,
+    return {"mode": "stages", "detector": meta.name, "dataset": s.cfg.dataset, "images": s.n, "crops": n_crops,
             "input_size": meta.input_size, "pipeline": s.pipe.to_dict(),
             "train_copies": n_copies, "precision": {"train": s.tc["precision"], "eval": s.eprec},
             "channels_last": s.tc["channels_last"], "workers": s.workers, "threads": torch.get_num_threads(),
@@ -179,22 +181,21 @@ def _stage_setup(args) -> _Setup:
 
     _lightning_quiet()
     cfg = _cfg(args)
-    if cfg.get("threads"):
-        torch.set_num_threads(int(cfg["threads"]))
+    if cfg.threads:
+        torch.set_num_threads(int(cfg.threads))
     bench = prepare_benchmark(cfg, progress=False)
     # Process start-up is outside every timing: the cache workers' fork server (which `genshift run` boots while
     # it imports torch) is up before the cache build is timed, as in --whole-run.
     wait_for_worker_server()
-    detector = create_detector(cfg["detector"], pretrained=cfg["pretrained"],
-                               **init_seed_kwargs(cfg["detector"], int(cfg["seed"])))
+    detector = create_detector(cfg.detector, pretrained=cfg.pretrained, **init_seed_kwargs(cfg.detector, cfg.seed))
     tc = resolve_train_cfg(cfg, detector)
     if tc["channels_last"]:
         detector.to(memory_format=torch.channels_last)
-    eprec = resolve_precision(cfg["eval"]["precision"], cfg, "eval.precision")
+    eprec = resolve_precision(cfg.eval.precision, cfg, "eval.precision")
     # By default the whole eval split: the acceptance compares "evaluation of a window" with the forward.
     n = min(args.images or len(bench.plan.sample_ids), len(bench.plan.sample_ids))
     pipe = resolve_pipeline(cfg, detector.meta)  # eval.pipeline / eval.input / eval.normalize, as a run resolves
-    return _Setup(cfg, bench, detector, tc, eprec, bench.plan.sample_ids[:n], pipe, int(cfg["eval"]["batch_size"]),
+    return _Setup(cfg, bench, detector, tc, eprec, bench.plan.sample_ids[:n], pipe, cfg.eval.batch_size,
                   int(tc["num_workers"]), eval_device(cfg))
 
 
@@ -207,7 +208,7 @@ def _data_stages(s: _Setup, res: dict) -> tuple:
     from benchmark.imagestore import read_image
     from protocols.run_inputs import eval_pixels
 
-    prof, bseed = s.cfg["degradation"]["profile"], s.cfg["degradation"]["base_seed"]
+    prof, bseed = s.cfg.degradation.spec, s.cfg.degradation.base_seed
     jobs = eval_jobs(s.bench.manifest, s.ids, prof, bseed, s.detector.meta.input_size, s.pipe.input)
     subset = SimpleNamespace(manifest=s.bench.manifest, plan=SimpleNamespace(sample_ids=s.ids))
     imgs: list = []
@@ -282,15 +283,15 @@ def _train_stages(s: _Setup, res: dict) -> int:
 
     detector, tc, meta, m, workers = s.detector, s.tc, s.detector.meta, s.bench.manifest, s.workers
     train_ids = sorted(s.bench.train_sets[0])[: max(1, s.n // int(tc["augmentation_factor"]))]
-    targs = (int(tc["augmentation_factor"]), meta.input_size, int(s.cfg["seed"]), tc["augmentation"],
+    targs = (int(tc["augmentation_factor"]), meta.input_size, s.cfg.seed, tc["augmentation"],
              meta.eval_resize)
     n_copies = len(train_ids) * targs[0]
     detector.train()
     state = {k: v.clone() for k, v in detector.trainable_state_dict().items()}
     if tc["augmentation"] == REFERENCE_AUGMENTATION:  # streamed in every window: there is no cached variant
         res["train_uncached"] = _timed(lambda: _fit(detector, ReferenceTrainCopies(
-            m, train_ids, targs[0], meta.input_size, int(s.cfg["seed"]), 0,
-            int(tc.get("augmentation_base_seed", 4321))), tc, False, workers), n_copies)
+            m, train_ids, targs[0], meta.input_size, s.cfg.seed, 0,
+            s.cfg.train.augmentation_base_seed), tc, False, workers), n_copies)
     else:
         tarr, rows, _ = build_or_load_train_inputs(m, train_ids, *targs, None, max(1, workers), False)
         res["train_cached"] = _timed(lambda: _fit(detector, ArrayTrainCopies(tarr, rows, m, train_ids, targs[0]), tc,
@@ -307,9 +308,7 @@ def bench_whole_run(args) -> dict:
     from protocols.engine import checked_manifest, run_experiment
 
     cfg = _cfg(args)
-    from benchmark.sources import resolve_cache_dir
-
-    data_cache = resolve_cache_dir(cfg.get("cache_dir"))
+    data_cache = cfg.cache_path
     results: dict = {}
     with tempfile.TemporaryDirectory(prefix="genshift-bench-") as tmp:
         tmp = Path(tmp)
@@ -334,11 +333,10 @@ def bench_whole_run(args) -> dict:
             (work_cache / "datasets").symlink_to((data_cache / "datasets").resolve())  # dataset reused, not timed
             # The dataset build and its data check (cached per manifest in the cache dir) are one-off work
             # outside every timing: left inside, only the round's first run (uncached) would pay for the check.
-            checked_manifest(load_source(cfg["dataset"], work_cache, progress=False), cfg, work_cache, progress=False)
+            checked_manifest(load_source(cfg.dataset, work_cache, progress=False), cfg, work_cache, progress=False)
             for name, switches in modes:
-                c = json.loads(json.dumps(cfg)) | {"cache": switches, "cache_dir": str(work_cache),
-                                                    "runs_dir": str(tmp / "runs"), "experiment": f"{name}_{r}"}
-                c["loggers"] = []
+                c = cfg.replace(cache=switches, cache_dir=str(work_cache), runs_dir=str(tmp / "runs"),
+                                experiment=f"{name}_{r}", loggers=[])
                 t = time.perf_counter()
                 runs[f"{name}_{r}"] = run_experiment(c, progress=False)
                 times[name].append(time.perf_counter() - t)
@@ -358,7 +356,7 @@ def bench_whole_run(args) -> dict:
         if len(t) > 1:  # per-round ratios: each round's three runs are adjacent in time
             results[name] |= {"all_seconds": [round(x, 3) for x in t],
                               "speedup_per_round": [round(u / max(x, 1e-9), 2) for u, x in zip(base, t, strict=True)]}
-    return {"mode": "whole-run", "detector": cfg["detector"], "dataset": cfg["dataset"], "preset": args.preset,
+    return {"mode": "whole-run", "detector": cfg.detector, "dataset": cfg.dataset, "preset": args.preset,
             "overrides": args.set, "windows": n_windows, "repeats": args.repeats, "identical_predictions": same,
             "runs": results}
 

@@ -226,6 +226,11 @@ class RunConfig:
         """A fresh copy of the validated mapping (what the config hash, run.json and --print-config read)."""
         return json.loads(self._raw)
 
+    def __reduce__(self) -> tuple:
+        """Pickled as its validated mapping and rebuilt on the other side (its read-only mapping views do not
+        pickle): a process started with spawn, or a dataset sent to a worker, gets the same typed config."""
+        return (_from_raw, (self._raw,))
+
     def replace(self, **top_level: Any) -> RunConfig:
         """A copy with top-level keys replaced (e.g. `pretrained="none"`), validated and built again."""
         return run_config(self.to_dict() | top_level)
@@ -247,6 +252,10 @@ class RunConfig:
     def builds_pixel_caches(self) -> bool:
         """Whether a run may build a pixel store (then the cache workers' fork server is started early)."""
         return self.cache.eval_inputs or self.cache.train_inputs is not CacheTrainInputs.STREAM
+
+
+def _from_raw(raw: str) -> RunConfig:
+    return RunConfig.from_mapping(json.loads(raw))
 
 
 def _build(cls: type, values: Mapping[str, Any], prefix: str) -> Any:

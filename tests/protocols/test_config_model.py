@@ -244,3 +244,13 @@ def test_the_model_types_agree_with_the_schema_table():
         assert (type(None) in args) == spec.nullable, key
         if spec.type in (int, float, bool, str) and not strings:
             assert spec.type in args or (spec.type is int and float in args), key
+
+
+def test_the_typed_config_crosses_a_process_boundary():
+    """A RunConfig pickles (spawned processes, datasets sent to workers) and comes back equal, hash included."""
+    import pickle
+
+    rc = resolve_run_config("smoke", overrides=[{"cl_strategy": {"name": "ewc", "lambda": 0.4}, "seed": 3}])
+    back = pickle.loads(pickle.dumps(rc))
+    assert back == rc and back.to_dict() == rc.to_dict() and config_hash(back) == config_hash(rc)
+    assert back.cl_strategy.params["lambda"] == 0.4 and back.seed == 3

@@ -10,6 +10,7 @@ from typing import Any
 
 from common import run_dir as layout
 from protocols.config import config_diff, config_hash, without_keys
+from protocols.config_model import ConfigLike
 
 
 class RunDirError(RuntimeError):
@@ -70,7 +71,7 @@ class RunDir:
         except layout.RunJsonError as e:
             raise RunDirError(f"{e}; move the directory away to start anew") from e
 
-    def check_compatible(self, cfg: dict, manifest_checksum: str) -> None:
+    def check_compatible(self, cfg: ConfigLike, manifest_checksum: str) -> None:
         """Refuse a directory made by another config or on another manifest, listing the differences."""
         old = self.read_run_json()
         if old is None:

@@ -20,6 +20,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from benchmark.progress import counted_progress
+from protocols.config_model import ConfigLike
 from protocols.module import DetectorModule
 from protocols.resume import check_stop
 from protocols.speed import uses_cuda
@@ -28,7 +29,7 @@ from protocols.speed import uses_cuda
 AUTOCAST_DTYPES = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
 
 
-def eval_device(cfg: dict) -> torch.device:
+def eval_device(cfg: ConfigLike) -> torch.device:
     """The device a single-process run scores on: the GPU Lightning trains on, else the CPU."""
     return torch.device("cuda") if uses_cuda(cfg) else torch.device("cpu")
 

@@ -119,15 +119,17 @@ def test_scoring_loop_runs_the_callbacks_before_every_batch():
 
 
 def test_the_engine_registers_the_strategy_first_and_crash_injection_last(monkeypatch):
+    from protocols.config_model import resolve_run_config
     from protocols.engine import window_hooks
 
+    rc = resolve_run_config("smoke")  # eval.threshold eer
     strategy = WindowHook()
     ctx = SimpleNamespace(strategy=strategy, tests=None, validation=None)
     plain = SimpleNamespace(meta=SimpleNamespace(has_localization=False))
     monkeypatch.delenv(faults.ENV, raising=False)
-    assert window_hooks({}, None, plain, ctx).hooks == [strategy]
+    assert window_hooks(rc, None, plain, ctx).hooks == [strategy]
     monkeypatch.setenv(faults.ENV, "before_done:0")
     maps = SimpleNamespace(meta=SimpleNamespace(has_localization=True))
     bench = SimpleNamespace(manifest=None, plan=None)
-    names = [type(h).__name__ for h in window_hooks({"eval": {"threshold": "eer"}}, bench, maps, ctx).hooks]
+    names = [type(h).__name__ for h in window_hooks(rc, bench, maps, ctx).hooks]
     assert names == ["WindowHook", "WindowLocalization", "FaultInjection"]

@@ -40,11 +40,8 @@ class FaultInjection(WindowHook):
     """The window hook that dies at the points GENSHIFT_DIE_AT names (register it last: after the hooks whose
     files it interrupts)."""
 
-    def fit_callbacks(self, w: WindowState) -> list:
-        return [_fault_callback(w.k, w.batches_done)]
-
     def scoring_callbacks(self, w: WindowState) -> list:
-        return [_fault_callback(w.k, 0)]
+        return [_predict_fault_callback(w.k)]
 
     def file_written(self, w: WindowState, what: str, index: int | None) -> None:
         die_if(what, w.k, index)
@@ -58,14 +55,12 @@ def fault_hook() -> FaultInjection | None:
     return FaultInjection() if os.environ.get(ENV) else None
 
 
-def _fault_callback(window: int, start: int):
-    """A Lightning callback dying at train_batch (index: `start` + batches of this fit) and predict_batch."""
+def _predict_fault_callback(window: int):
+    """A Lightning callback dying at predict_batch (train_batch is notified by the train-state saver, right before
+    its stop check, so that a signal arriving while the process is stopped there is seen at that batch)."""
     import lightning as L
 
     class _Faults(L.Callback):
-        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-            die_if("train_batch", window, start + batch_idx + 1)
-
         def on_predict_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0) -> None:
             die_if("predict_batch", window, batch_idx + 1)
 

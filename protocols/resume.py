@@ -149,7 +149,7 @@ class WindowCheckpointer(L.Callback):
                  resume: dict | None, writer: bool, extra_state: Callable[[], dict] | None = None,
                  accumulate: int = 1, notify: Callable[[str, int], None] | None = None):
         self.path, self.identity, self.every_n = Path(path), identity, int(every_n or 0)
-        self.notify = notify  # (what, batches done): the window hooks' file_written (train_state_tmp)
+        self.notify = notify  # (what, batches done): the window hooks' file_written (train_batch, train_state_tmp)
         self.extra_state = extra_state  # more to save with each state (the strategy's, the selection's), read when saving
         self.start, self.total, self.resume, self.writer = start, total, resume, writer
         # With gradient accumulation a state is exact only between optimizer steps (no gradient half summed):
@@ -198,6 +198,8 @@ class WindowCheckpointer(L.Callback):
             n = len(batch[1])
             self.loss_sum += float(loss.detach()) * n
             self.loss_count += n
+        if self.notify is not None:  # the train_batch crash point: before the stop check, as a real signal would be
+            self.notify("train_batch", self.done)
         stop = stop_requested()
         if dist.is_available() and dist.is_initialized() and trainer.world_size > 1:
             flag = torch.tensor([1.0 if stop else 0.0], device=pl_module.device)

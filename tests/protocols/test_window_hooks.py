@@ -74,11 +74,10 @@ def test_fault_points_and_indices_are_those_of_the_variable(monkeypatch, kills, 
                                    "before_done:2,train_state_tmp:1:4")
     hooks = WindowHooks([faults.FaultInjection()])
     w = hooks.state(1, 3, tmp_path, detector=None)
-    w.batches_done = 5  # resumed after 5 batches: the fit's batch 1 is the window's 7th
-    (train_cb,) = hooks.fit_callbacks(w)
-    train_cb.on_train_batch_end(None, None, None, None, 0)
+    assert hooks.fit_callbacks(w) == []  # train_batch is notified by the train-state saver (next test)
+    w.notify("train_batch", 6)
     assert kills == []
-    train_cb.on_train_batch_end(None, None, None, None, 1)
+    w.notify("train_batch", 7)
     assert kills == [signal.SIGUSR1]
     (predict_cb,) = hooks.scoring_callbacks(w)
     for i in range(4):
@@ -91,6 +90,20 @@ def test_fault_points_and_indices_are_those_of_the_variable(monkeypatch, kills, 
     w.notify("train_state_tmp", 4)
     hooks.before_done(w)  # before_done names window 2, not 1
     assert kills == [signal.SIGKILL] * 3
+
+
+def test_the_saver_notifies_each_batch_before_it_checks_for_a_stop(monkeypatch, tmp_path):
+    """A process stopped at the train_batch crash point and then sent SIGTERM must save at that batch: the
+    notification comes before the saver's stop check, and the batch index counts the resumed batches."""
+    from protocols import resume
+
+    events: list = []
+    monkeypatch.setattr(resume, "stop_requested", lambda: events.append("stop?") or False)
+    saver = resume.WindowCheckpointer(tmp_path / "state.pt", {"window": 1}, 0, 5, 19, None, True,
+                                      notify=lambda what, i: events.append((what, i)))
+    trainer = type("T", (), {"world_size": 1})()
+    saver.on_train_batch_end(trainer, None, torch.tensor(0.5), (torch.zeros(2), torch.zeros(2)), 1)
+    assert events == [("train_batch", 7), "stop?"]
 
 
 def test_scoring_loop_runs_the_callbacks_before_every_batch():

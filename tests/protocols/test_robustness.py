@@ -228,7 +228,8 @@ def test_default_detector_auroc_falls_monotonically_with_jpeg_and_blur(tmp_path,
     jpeg = [mean("jpeg", q) for q in (100, 90, 80, 70, 60, 50)]
     blur = [mean("blur", s) for s in (0, 1, 2, 3)]
     assert np.diff(jpeg).max() <= 0.01 and jpeg[0] - jpeg[-1] > 0.01, jpeg  # mean over windows
-    assert np.diff(blur).max() <= 0 and blur[0] - blur[-1] > 0.2, blur
+    # σ ≥ 1 is at chance level (above): the mean over windows may wobble there by a few thousandths
+    assert np.diff(blur).max() <= 0.01 and blur[0] - blur[-1] > 0.2, blur
     meta = json.loads((run_dir / "robustness.json").read_text())
     assert meta["mandatory_vs_recorded"] and all(v["agree"] for v in meta["mandatory_vs_recorded"].values())
 
